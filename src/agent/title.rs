@@ -1,0 +1,66 @@
+//! Thread titles: a short name generated from the first user message.
+//!
+//! Generation runs beside the answer and is awaited at the end of the run, so
+//! the title goes out as `thread.updated` on the same stream. It never
+//! overwrites a title: the store sets it only while the thread has none.
+
+use crate::llm::{ChatMessage, LlmClient, LlmError};
+
+const TITLE_PROMPT: &str = "Write a title of 3 to 6 words for a conversation that starts with \
+the user's message below. Answer with the title only: no quotes, no trailing period.";
+
+/// Longest title kept, in characters.
+const MAX_TITLE_CHARS: usize = 80;
+
+/// Asks the model for a title for a conversation starting with `first_message`.
+pub async fn generate(llm: &LlmClient, first_message: &str) -> Result<Option<String>, LlmError> {
+    let messages = [
+        ChatMessage::System {
+            content: TITLE_PROMPT.to_owned(),
+        },
+        ChatMessage::User {
+            content: first_message.chars().take(2000).collect(),
+        },
+    ];
+    let answer = llm.complete(&messages, 24).await?;
+    Ok(clean(&answer))
+}
+
+/// Keeps the first line, without quotes, a `Title:` prefix or a final period.
+fn clean(answer: &str) -> Option<String> {
+    let line = answer.lines().map(str::trim).find(|l| !l.is_empty())?;
+    let line = line
+        .strip_prefix("Title:")
+        .or_else(|| line.strip_prefix("title:"))
+        .unwrap_or(line)
+        .trim()
+        .trim_matches(|c| matches!(c, '"' | '\'' | '*' | '#' | '`'))
+        .trim()
+        .trim_end_matches('.')
+        .trim();
+    if line.is_empty() {
+        return None;
+    }
+    let mut title: String = line.chars().take(MAX_TITLE_CHARS).collect();
+    if line.chars().count() > MAX_TITLE_CHARS {
+        title = title.trim_end().to_owned() + "…";
+    }
+    Some(title)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean;
+
+    #[test]
+    fn cleans_model_answers() {
+        assert_eq!(
+            clean("\"Buying Milk Today.\"\n"),
+            Some("Buying Milk Today".into())
+        );
+        assert_eq!(clean("Title: Weekly plan"), Some("Weekly plan".into()));
+        assert_eq!(clean("  \n**Trip**\nmore"), Some("Trip".into()));
+        assert_eq!(clean("\"\""), None);
+        assert_eq!(clean(&"a".repeat(100)).map(|t| t.chars().count()), Some(81));
+    }
+}

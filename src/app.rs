@@ -1,0 +1,115 @@
+//! Wiring: from a [`Config`] to a running server.
+//!
+//! [`App::build`] connects the store (migrating it if configured), builds the
+//! LLM client and the agent; [`App::serve`] listens until a shutdown signal,
+//! then lets runs in flight finish within the grace period.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+
+use crate::agent::Agent;
+use crate::chatkit::ChatKit;
+use crate::config::{AuthMode, Config, ConfigError};
+use crate::http::{self, AppState, Authenticator};
+use crate::llm::{LlmClient, LlmError};
+use crate::store::{SqlStore, Store, StoreError, sql::SqlStoreOptions};
+
+/// Why the daemon could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("llm: {0}")]
+    Llm(#[from] LlmError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A built daemon, ready to serve.
+pub struct App {
+    config: Config,
+    store: Arc<SqlStore>,
+    chatkit: Arc<ChatKit>,
+}
+
+impl App {
+    /// Connects and builds everything the configuration describes.
+    pub async fn build(config: Config) -> Result<App, StartError> {
+        let store = Arc::new(connect_store(&config).await?);
+        if config.store.migrate_on_start {
+            store.migrate().await?;
+        }
+        let llm = LlmClient::new(&config.llm)?;
+        let system_prompt = config.system_prompt()?;
+        let agent = Arc::new(Agent::new(
+            store.clone() as Arc<dyn Store>,
+            llm,
+            system_prompt,
+            config.agent.clone(),
+        ));
+        let chatkit = Arc::new(ChatKit::new(store.clone() as Arc<dyn Store>, agent));
+        Ok(App {
+            config,
+            store,
+            chatkit,
+        })
+    }
+
+    /// Binds the configured address (or `listen` when given).
+    pub async fn bind(&self, listen: Option<SocketAddr>) -> Result<TcpListener, StartError> {
+        let addr = listen.unwrap_or_else(|| self.config.listen_addr());
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Listen { addr, source })
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then drains runs.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        if self.config.auth.mode == AuthMode::None {
+            tracing::warn!(
+                user = %self.config.auth.dev_user,
+                "auth.mode = \"none\": every request acts as one development user; do not expose this daemon"
+            );
+        }
+        let state = AppState {
+            chatkit: self.chatkit.clone(),
+            auth: Arc::new(Authenticator::new(&self.config.auth)),
+            max_body_bytes: self.config.server.max_body_bytes,
+        };
+        let router = http::router(state, &self.config.server.path);
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, path = %self.config.server.path, "chatkitd listening");
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        tracing::info!("no longer accepting requests; finishing runs in flight");
+        self.chatkit
+            .shutdown(self.config.server.shutdown_grace)
+            .await;
+        self.store.close().await;
+        Ok(())
+    }
+}
+
+/// Connects to the configured store without migrating it.
+pub async fn connect_store(config: &Config) -> Result<SqlStore, StoreError> {
+    let options = SqlStoreOptions {
+        max_connections: config.store.max_connections,
+        max_concurrent_runs: config.store.max_concurrent_runs,
+        lock_timeout: config.store.lock_timeout,
+    };
+    SqlStore::connect(&config.store_url(), &options).await
+}

@@ -1,0 +1,109 @@
+//! The HTTP face of the daemon: `POST /api/chatkit`, health and readiness.
+//!
+//! Only this module knows HTTP: status codes, headers, body limits and SSE
+//! framing. It authenticates the caller, parses the body into a typed
+//! [`Request`], hands it to [`ChatKit`] and writes the answer: one JSON
+//! document, or an event stream framed exactly as the reference frames it.
+
+mod auth;
+mod error;
+mod sse;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request as HttpRequest, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response as HttpResponse};
+use axum::routing::{get, post};
+
+pub use auth::Authenticator;
+pub use error::ApiError;
+
+use crate::chatkit::{ChatKit, Response};
+use crate::protocol::Request;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub chatkit: Arc<ChatKit>,
+    pub auth: Arc<Authenticator>,
+    pub max_body_bytes: usize,
+}
+
+/// The router: the ChatKit endpoint at `path`, `/healthz` and `/readyz`.
+pub fn router(state: AppState, path: &str) -> Router {
+    Router::new()
+        .route(path, post(chatkit_endpoint))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn chatkit_endpoint(State(state): State<AppState>, request: HttpRequest) -> HttpResponse {
+    match answer(&state, request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn answer(state: &AppState, request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    // Credentials first: an unauthenticated caller learns nothing and costs
+    // nothing, not even the read of its body.
+    let ctx = state.auth.authenticate(request.headers())?;
+    let body = read_body(request.into_body(), state.max_body_bytes).await?;
+    let request = Request::parse(&body).map_err(ApiError::from)?;
+    let kind = request.type_name();
+    tracing::debug!(request = kind, user = %ctx.user_id, "chatkit request");
+    match state.chatkit.handle(&ctx, request).await? {
+        Response::Json(body) => Ok((
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response()),
+        Response::Stream(stream) => Ok(sse::response(stream)),
+    }
+}
+
+/// Reads the whole body, refusing it with 413 as soon as it passes `limit`.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_big = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            || e.to_string().contains("length limit");
+        if too_big {
+            ApiError::too_large(limit)
+        } else {
+            ApiError::bad_request(format!("could not read the request body: {e}"))
+        }
+    })
+}
+
+async fn healthz() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"status":"ok"}"#,
+    )
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.chatkit.store().ping().await {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"status":"ready"}"#.to_owned(),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::CONTENT_TYPE, "application/json")],
+                r#"{"status":"unavailable","reason":"the store does not answer"}"#.to_owned(),
+            )
+        }
+    }
+}

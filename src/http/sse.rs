@@ -1,0 +1,65 @@
+//! Server-sent event framing, byte for byte as the reference writes it:
+//! `data: <compact JSON>\n\n` per event, nothing else (no `event:`, `id:`,
+//! keepalive comments or end marker). The response ends when the run does.
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use futures::stream;
+
+use crate::chatkit::EventStream;
+use crate::protocol::ThreadStreamEvent;
+
+/// Frames one event. The JSON is compact, so it holds no raw newline.
+pub fn frame(event: &ThreadStreamEvent) -> Bytes {
+    let json = serde_json::to_string(event).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "could not serialize an event");
+        r#"{"type":"error","code":"stream.error","allow_retry":true}"#.to_owned()
+    });
+    let mut out = String::with_capacity(json.len() + 8);
+    out.push_str("data: ");
+    out.push_str(&json);
+    out.push_str("\n\n");
+    Bytes::from(out)
+}
+
+/// The streaming response. Dropping the body (the client went away) drops the
+/// [`EventStream`], which cancels the run.
+pub fn response(events: EventStream) -> Response {
+    let body = stream::unfold(events, |mut events| async move {
+        let event = events.events.recv().await?;
+        Some((Ok::<_, std::convert::Infallible>(frame(&event)), events))
+    });
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            // Ask reverse proxies (nginx) not to buffer the stream.
+            (
+                header::HeaderName::from_static("x-accel-buffering"),
+                HeaderValue::from_static("no"),
+            ),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_like_the_reference() {
+        let event = ThreadStreamEvent::custom_error("line one\nline \"two\"", false);
+        assert_eq!(
+            frame(&event),
+            Bytes::from_static(
+                b"data: {\"type\":\"error\",\"code\":\"custom\",\"message\":\"line one\\nline \\\"two\\\"\",\"allow_retry\":false}\n\n"
+            )
+        );
+    }
+}

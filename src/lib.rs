@@ -1,0 +1,23 @@
+//! chatkitd: a ChatKit server backend in one binary.
+//!
+//! Module map (data flows top to bottom; see `design.md` for the invariants):
+//! - [`http`]: the axum router, authentication, body limits, SSE framing. Only
+//!   this module knows HTTP status codes and headers.
+//! - [`chatkit`]: dispatch of each request type onto the store and the agent.
+//! - [`agent`]: the turn loop: history building, streaming the model's answer
+//!   as ChatKit events, persistence as items complete, titles.
+//! - [`llm`]: the OpenAI-compatible client: streaming chat completions,
+//!   tolerant chunk parsing, retries, timeouts.
+//! - [`store`]: the `Store` trait and its SQL implementation (Postgres, SQLite).
+//! - [`protocol`]: ChatKit wire types, serde only, no I/O.
+//! - [`config`]: `agent.toml`: schema, `${ENV}` interpolation, validation.
+//! - [`app`]: wiring a configuration into a running server.
+
+pub mod agent;
+pub mod app;
+pub mod chatkit;
+pub mod config;
+pub mod http;
+pub mod llm;
+pub mod protocol;
+pub mod store;

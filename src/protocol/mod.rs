@@ -1,0 +1,30 @@
+//! ChatKit wire types: requests, thread items, stream events and pages.
+//!
+//! These are plain serde types with no I/O, shaped after the reference server
+//! (`openai-chatkit` 1.6.5) and serialized the way it serializes: `type` tags,
+//! nulls omitted, non-null defaults always written, ISO 8601 timestamps. They
+//! know nothing of HTTP, stores or models, so they can be tested against JSON the
+//! reference produced (`tests/fixtures/reference`).
+
+mod events;
+mod ids;
+mod items;
+mod requests;
+mod thread;
+mod timestamp;
+
+pub use events::{ItemUpdate, StreamErrorCode, StreamOptions, ThreadStreamEvent};
+pub use ids::{IdKind, new_id};
+pub use items::{
+    Annotation, AssistantContent, AssistantMessage, Attachment, ClientToolCall,
+    ClientToolCallStatus, InferenceOptions, ItemKind, ThreadItem, ToolChoice, UserContent,
+    UserMessage, Workflow,
+};
+pub use requests::{
+    ActionParams, AttachmentCreateParams, AttachmentDeleteParams, ClientToolOutputParams,
+    CustomAction, FeedbackKind, FeedbackParams, ItemsListParams, ListParams, Order, Request,
+    RequestError, RetryParams, StructuredInputParams, ThreadIdParams, ThreadInputParams,
+    ThreadUpdateParams, TranscribeParams, UserMessageInput,
+};
+pub use thread::{Page, Thread, ThreadMetadata, ThreadStatus};
+pub use timestamp::Timestamp;

@@ -1,0 +1,379 @@
+//! Requests: the `{"type", "params", "metadata"}` envelope and each type's params.
+//!
+//! Parsing is strict where the reference is (a missing `params`, a wrong JSON
+//! type, a value outside a literal set are errors) and tolerant where it is
+//! (unknown fields are ignored). Errors say which request and which field.
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use thiserror::Error;
+
+use super::items::{InferenceOptions, UserContent};
+
+/// A parsed, validated request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    ThreadsCreate(ThreadInputParams),
+    ThreadsAddUserMessage(ThreadInputParams),
+    ThreadsAddClientToolOutput(ClientToolOutputParams),
+    ThreadsAddStructuredInput(StructuredInputParams),
+    ThreadsRetryAfterItem(RetryParams),
+    ThreadsCustomAction(ActionParams),
+    ThreadsSyncCustomAction(ActionParams),
+    ThreadsGetById(ThreadIdParams),
+    ThreadsList(ListParams),
+    ThreadsUpdate(ThreadUpdateParams),
+    ThreadsDelete(ThreadIdParams),
+    ItemsList(ItemsListParams),
+    ItemsFeedback(FeedbackParams),
+    AttachmentsCreate(AttachmentCreateParams),
+    AttachmentsDelete(AttachmentDeleteParams),
+    InputTranscribe(TranscribeParams),
+}
+
+/// Why a request body was refused.
+#[derive(Debug, Error, PartialEq)]
+pub enum RequestError {
+    #[error("the request body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("the request body must be a JSON object with `type` and `params`")]
+    NotAnObject,
+    #[error("the request has no `type` string")]
+    MissingType,
+    #[error("unknown request type {0:?}")]
+    UnknownType(String),
+    #[error("{0} requires `params` (send `\"params\": {{}}` when every param has a default)")]
+    MissingParams(&'static str),
+    #[error("invalid params for {kind}: {message}")]
+    InvalidParams { kind: &'static str, message: String },
+}
+
+/// The request types, in the order of the protocol document.
+pub const REQUEST_TYPES: [&str; 16] = [
+    "threads.create",
+    "threads.add_user_message",
+    "threads.add_client_tool_output",
+    "threads.add_structured_input",
+    "threads.retry_after_item",
+    "threads.custom_action",
+    "threads.sync_custom_action",
+    "threads.get_by_id",
+    "threads.list",
+    "threads.update",
+    "threads.delete",
+    "items.list",
+    "items.feedback",
+    "attachments.create",
+    "attachments.delete",
+    "input.transcribe",
+];
+
+impl Request {
+    /// Parses a raw request body.
+    pub fn parse(body: &[u8]) -> Result<Request, RequestError> {
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| RequestError::InvalidJson(e.to_string()))?;
+        let Value::Object(mut envelope) = value else {
+            return Err(RequestError::NotAnObject);
+        };
+        let kind = match envelope.get("type") {
+            Some(Value::String(kind)) => kind.clone(),
+            _ => return Err(RequestError::MissingType),
+        };
+        let kind: &'static str = REQUEST_TYPES
+            .iter()
+            .find(|known| **known == kind)
+            .ok_or(RequestError::UnknownType(kind))?;
+        let params = match envelope.remove("params") {
+            Some(Value::Null) | None => return Err(RequestError::MissingParams(kind)),
+            Some(params) => params,
+        };
+        Ok(match kind {
+            "threads.create" => Request::ThreadsCreate(params_of(kind, params)?),
+            "threads.add_user_message" => Request::ThreadsAddUserMessage(params_of(kind, params)?),
+            "threads.add_client_tool_output" => {
+                Request::ThreadsAddClientToolOutput(params_of(kind, params)?)
+            }
+            "threads.add_structured_input" => {
+                Request::ThreadsAddStructuredInput(params_of(kind, params)?)
+            }
+            "threads.retry_after_item" => Request::ThreadsRetryAfterItem(params_of(kind, params)?),
+            "threads.custom_action" => Request::ThreadsCustomAction(params_of(kind, params)?),
+            "threads.sync_custom_action" => {
+                Request::ThreadsSyncCustomAction(params_of(kind, params)?)
+            }
+            "threads.get_by_id" => Request::ThreadsGetById(params_of(kind, params)?),
+            "threads.list" => Request::ThreadsList(params_of(kind, params)?),
+            "threads.update" => Request::ThreadsUpdate(params_of(kind, params)?),
+            "threads.delete" => Request::ThreadsDelete(params_of(kind, params)?),
+            "items.list" => Request::ItemsList(params_of(kind, params)?),
+            "items.feedback" => Request::ItemsFeedback(params_of(kind, params)?),
+            "attachments.create" => Request::AttachmentsCreate(params_of(kind, params)?),
+            "attachments.delete" => Request::AttachmentsDelete(params_of(kind, params)?),
+            _ => Request::InputTranscribe(params_of(kind, params)?),
+        })
+    }
+
+    /// The request's `type` literal.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Request::ThreadsCreate(_) => "threads.create",
+            Request::ThreadsAddUserMessage(_) => "threads.add_user_message",
+            Request::ThreadsAddClientToolOutput(_) => "threads.add_client_tool_output",
+            Request::ThreadsAddStructuredInput(_) => "threads.add_structured_input",
+            Request::ThreadsRetryAfterItem(_) => "threads.retry_after_item",
+            Request::ThreadsCustomAction(_) => "threads.custom_action",
+            Request::ThreadsSyncCustomAction(_) => "threads.sync_custom_action",
+            Request::ThreadsGetById(_) => "threads.get_by_id",
+            Request::ThreadsList(_) => "threads.list",
+            Request::ThreadsUpdate(_) => "threads.update",
+            Request::ThreadsDelete(_) => "threads.delete",
+            Request::ItemsList(_) => "items.list",
+            Request::ItemsFeedback(_) => "items.feedback",
+            Request::AttachmentsCreate(_) => "attachments.create",
+            Request::AttachmentsDelete(_) => "attachments.delete",
+            Request::InputTranscribe(_) => "input.transcribe",
+        }
+    }
+
+    /// Whether the answer is an event stream rather than one JSON document.
+    pub fn is_streaming(&self) -> bool {
+        matches!(
+            self,
+            Request::ThreadsCreate(_)
+                | Request::ThreadsAddUserMessage(_)
+                | Request::ThreadsAddClientToolOutput(_)
+                | Request::ThreadsAddStructuredInput(_)
+                | Request::ThreadsRetryAfterItem(_)
+                | Request::ThreadsCustomAction(_)
+        )
+    }
+}
+
+fn params_of<T: DeserializeOwned>(kind: &'static str, params: Value) -> Result<T, RequestError> {
+    if !params.is_object() {
+        return Err(RequestError::InvalidParams {
+            kind,
+            message: "`params` must be a JSON object".to_owned(),
+        });
+    }
+    serde_json::from_value(params).map_err(|e| RequestError::InvalidParams {
+        kind,
+        message: e.to_string(),
+    })
+}
+
+/// What the composer sends; the server turns it into a `user_message` item.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct UserMessageInput {
+    pub content: Vec<UserContent>,
+    pub attachments: Vec<String>,
+    #[serde(default)]
+    pub quoted_text: Option<String>,
+    pub inference_options: InferenceOptions,
+}
+
+/// Params of `threads.create` (no `thread_id`) and `threads.add_user_message`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ThreadInputParams {
+    #[serde(default)]
+    pub thread_id: Option<String>,
+    pub input: UserMessageInput,
+}
+
+/// Params of `threads.add_client_tool_output`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ClientToolOutputParams {
+    pub thread_id: String,
+    pub result: Value,
+}
+
+/// Params of `threads.add_structured_input`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct StructuredInputParams {
+    pub thread_id: String,
+    pub item_id: String,
+    pub input: Value,
+}
+
+/// Params of `threads.retry_after_item`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct RetryParams {
+    pub thread_id: String,
+    pub item_id: String,
+}
+
+/// Params of `threads.custom_action` and `threads.sync_custom_action`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ActionParams {
+    pub thread_id: String,
+    #[serde(default)]
+    pub item_id: Option<String>,
+    pub action: CustomAction,
+}
+
+/// A widget action: `{"type", "payload"}`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct CustomAction {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub payload: Value,
+}
+
+/// Params naming one thread (`get_by_id`, `delete`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ThreadIdParams {
+    pub thread_id: String,
+}
+
+/// Sort order of a listing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    Asc,
+    #[default]
+    Desc,
+}
+
+/// Params of `threads.list`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ListParams {
+    #[serde(default)]
+    pub limit: Option<i64>,
+    #[serde(default)]
+    pub order: Order,
+    #[serde(default)]
+    pub after: Option<String>,
+}
+
+/// Params of `items.list`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ItemsListParams {
+    pub thread_id: String,
+    #[serde(default)]
+    pub limit: Option<i64>,
+    #[serde(default)]
+    pub order: Order,
+    #[serde(default)]
+    pub after: Option<String>,
+}
+
+/// Params of `threads.update`: a title cannot be cleared, only replaced.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ThreadUpdateParams {
+    pub thread_id: String,
+    pub title: String,
+}
+
+/// Thumbs up or down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeedbackKind {
+    Positive,
+    Negative,
+}
+
+impl FeedbackKind {
+    /// The literal, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedbackKind::Positive => "positive",
+            FeedbackKind::Negative => "negative",
+        }
+    }
+}
+
+/// Params of `items.feedback`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct FeedbackParams {
+    pub thread_id: String,
+    pub item_ids: Vec<String>,
+    pub kind: FeedbackKind,
+}
+
+/// Params of `attachments.create`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct AttachmentCreateParams {
+    pub name: String,
+    pub size: u64,
+    pub mime_type: String,
+}
+
+/// Params of `attachments.delete`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct AttachmentDeleteParams {
+    pub attachment_id: String,
+}
+
+/// Params of `input.transcribe`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct TranscribeParams {
+    pub audio_base64: String,
+    pub mime_type: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Request, RequestError> {
+        Request::parse(text.as_bytes())
+    }
+
+    #[test]
+    fn envelope_errors_are_precise() {
+        assert!(matches!(
+            parse("{not json"),
+            Err(RequestError::InvalidJson(_))
+        ));
+        assert!(matches!(parse(""), Err(RequestError::InvalidJson(_))));
+        assert_eq!(parse("[]"), Err(RequestError::NotAnObject));
+        assert_eq!(parse(r#"{"params":{}}"#), Err(RequestError::MissingType));
+        assert_eq!(
+            parse(r#"{"type":"threads.explode","params":{}}"#),
+            Err(RequestError::UnknownType("threads.explode".into()))
+        );
+        assert_eq!(
+            parse(r#"{"type":"threads.list"}"#),
+            Err(RequestError::MissingParams("threads.list"))
+        );
+        let err = parse(r#"{"type":"threads.get_by_id","params":{"thread_id":123}}"#)
+            .expect_err("number is not a string");
+        assert!(err.to_string().contains("threads.get_by_id"), "{err}");
+        assert!(parse(r#"{"type":"threads.list","params":{"order":"sideways"}}"#).is_err());
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_defaults_apply() {
+        let req = parse(
+            r#"{"type":"threads.list","params":{"limit":1,"future":true},"metadata":{},"x":1}"#,
+        )
+        .expect("valid");
+        assert_eq!(
+            req,
+            Request::ThreadsList(ListParams {
+                limit: Some(1),
+                order: Order::Desc,
+                after: None
+            })
+        );
+        assert!(!req.is_streaming());
+    }
+
+    #[test]
+    fn input_tag_data_defaults_to_empty() {
+        let req = parse(
+            r#"{"type":"threads.create","params":{"input":{"content":[{"type":"input_tag","id":"t","text":"Ann"}],"attachments":[],"inference_options":{}}}}"#,
+        )
+        .expect("valid");
+        let Request::ThreadsCreate(params) = req else {
+            panic!("wrong variant")
+        };
+        assert!(matches!(
+            &params.input.content[0],
+            UserContent::InputTag { data, interactive: false, .. } if data.is_empty()
+        ));
+    }
+}

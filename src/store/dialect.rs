@@ -1,0 +1,101 @@
+//! What differs between PostgreSQL and SQLite: connection set-up, migrations,
+//! how JSON and timestamps are written, and cross-process run locks.
+//!
+//! Everything else is one SQL text that both accept (`$N` placeholders work
+//! in both), run through sqlx's `Any` driver by [`super::SqlStore`].
+
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
+
+use super::StoreResult;
+
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// The database behind a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+impl Dialect {
+    /// The dialect a URL names.
+    pub fn of_url(url: &str) -> Dialect {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Dialect::Postgres
+        } else {
+            Dialect::Sqlite
+        }
+    }
+
+    /// A placeholder for a JSON value bound as text.
+    pub fn json_param(self, n: usize) -> String {
+        match self {
+            Dialect::Postgres => format!("${n}::jsonb"),
+            Dialect::Sqlite => format!("${n}"),
+        }
+    }
+
+    /// A placeholder for a timestamp bound as RFC 3339 text.
+    pub fn time_param(self, n: usize) -> String {
+        match self {
+            Dialect::Postgres => format!("${n}::timestamptz"),
+            Dialect::Sqlite => format!("${n}"),
+        }
+    }
+
+    /// The `body` column read back as text.
+    pub fn body_text(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "body::text",
+            Dialect::Sqlite => "body",
+        }
+    }
+
+    /// Opens a pool of `max` connections, creating a SQLite file if missing.
+    pub async fn connect(self, url: &str, max: u32) -> StoreResult<AnyPool> {
+        install_default_drivers();
+        let options = AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(30))
+            .idle_timeout(Duration::from_secs(300));
+        let pool = match self {
+            Dialect::Postgres => options.connect(url).await?,
+            Dialect::Sqlite => {
+                let url = if url.contains('?') || url.contains(":memory:") {
+                    url.to_owned()
+                } else {
+                    format!("{url}?mode=rwc")
+                };
+                options
+                    .after_connect(|conn, _meta| {
+                        Box::pin(async move {
+                            // WAL lets readers run beside the writer; the busy
+                            // timeout makes concurrent writers wait, not fail.
+                            conn.execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                 PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await?
+            }
+        };
+        Ok(pool)
+    }
+
+    /// Applies the pending migrations of this dialect.
+    pub async fn migrate(self, pool: &AnyPool) -> StoreResult<()> {
+        match self {
+            Dialect::Postgres => POSTGRES_MIGRATIONS.run(pool).await?,
+            Dialect::Sqlite => SQLITE_MIGRATIONS.run(pool).await?,
+        }
+        Ok(())
+    }
+}

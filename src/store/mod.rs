@@ -1,0 +1,142 @@
+//! Persistence of threads, items and feedback.
+//!
+//! [`Store`] is what the rest of the daemon sees; [`SqlStore`] implements it on
+//! PostgreSQL or SQLite. Every method takes the caller's user id and scopes by
+//! it: another user's thread is indistinguishable from a missing one.
+//!
+//! Items are stored whole (their JSON) plus the columns queries need, ordered by
+//! a store-wide monotonic sequence rather than by timestamps. Listings use
+//! keyset pagination on that sequence.
+
+mod dialect;
+mod locks;
+pub mod sql;
+
+use async_trait::async_trait;
+use thiserror::Error;
+
+use crate::protocol::{FeedbackKind, Order, Page, ThreadItem, ThreadMetadata};
+
+pub use locks::RunLock;
+pub use sql::SqlStore;
+
+/// What can go wrong in the store.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The thread or item does not exist, or belongs to someone else.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A pagination cursor that names no record of this listing.
+    #[error("invalid cursor: {0}")]
+    InvalidCursor(String),
+    /// Another run on this thread did not finish within the lock timeout.
+    #[error("thread {0} is busy with another run")]
+    Busy(String),
+    /// Stored JSON that no longer parses.
+    #[error("corrupt record {id}: {message}")]
+    Corrupt { id: String, message: String },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Result of store calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Which part of a listing to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    /// Records per page, already validated (1..=max).
+    pub limit: u32,
+    pub order: Order,
+    /// Id of the last record of the previous page.
+    pub after: Option<String>,
+}
+
+/// The persistence interface of the daemon.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks that the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Inserts a new thread owned by `user`.
+    async fn create_thread(&self, user: &str, thread: &ThreadMetadata) -> StoreResult<()>;
+
+    /// Loads a thread's metadata.
+    async fn load_thread(&self, user: &str, thread_id: &str) -> StoreResult<ThreadMetadata>;
+
+    /// Saves the metadata fields (title, status, metadata, image domains).
+    async fn save_thread(&self, user: &str, thread: &ThreadMetadata) -> StoreResult<()>;
+
+    /// Sets the title only if the thread has none; true when it was set.
+    async fn set_title_if_unset(
+        &self,
+        user: &str,
+        thread_id: &str,
+        title: &str,
+    ) -> StoreResult<bool>;
+
+    /// The user's threads, by creation order.
+    async fn list_threads(
+        &self,
+        user: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<ThreadMetadata>>;
+
+    /// Deletes a thread with its items and feedback; false when it did not exist.
+    async fn delete_thread(&self, user: &str, thread_id: &str) -> StoreResult<bool>;
+
+    /// Visible items of a thread (hidden ones are skipped before the limit).
+    async fn list_items(
+        &self,
+        user: &str,
+        thread_id: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<ThreadItem>>;
+
+    /// The newest `limit` items, hidden ones included, oldest first: the
+    /// material the model's history is built from.
+    async fn load_history(
+        &self,
+        user: &str,
+        thread_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<ThreadItem>>;
+
+    /// Appends an item at the end of its thread.
+    async fn add_item(&self, user: &str, item: &ThreadItem) -> StoreResult<()>;
+
+    /// Replaces the item with the same id in place, or appends it if new.
+    async fn save_item(&self, user: &str, item: &ThreadItem) -> StoreResult<()>;
+
+    /// Loads one item.
+    async fn load_item(
+        &self,
+        user: &str,
+        thread_id: &str,
+        item_id: &str,
+    ) -> StoreResult<ThreadItem>;
+
+    /// Deletes every item that comes after `item_id`; returns how many.
+    async fn delete_items_after(
+        &self,
+        user: &str,
+        thread_id: &str,
+        item_id: &str,
+    ) -> StoreResult<u64>;
+
+    /// Records a user's feedback on items of their thread. Unknown item ids
+    /// are refused with `NotFound`, and nothing is stored then.
+    async fn add_feedback(
+        &self,
+        user: &str,
+        thread_id: &str,
+        item_ids: &[String],
+        kind: FeedbackKind,
+    ) -> StoreResult<()>;
+
+    /// Waits until no other run holds the thread (in this process or, on
+    /// Postgres, in any replica), then holds it until the guard is dropped.
+    async fn lock_thread(&self, thread_id: &str) -> StoreResult<RunLock>;
+}

@@ -1,0 +1,536 @@
+//! [`SqlStore`]: the [`Store`] on PostgreSQL or SQLite through sqlx's `Any`
+//! driver. The SQL is written once; [`Dialect`] supplies the few fragments
+//! that differ.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, AssertSqlSafe, Row};
+
+use super::dialect::Dialect;
+use super::locks::{AdvisoryGuard, LocalLocks, RunLock};
+use super::{PageRequest, Store, StoreError, StoreResult};
+use crate::protocol::{FeedbackKind, Order, Page, ThreadItem, ThreadMetadata, Timestamp};
+
+/// Pool sizes and timeouts of a [`SqlStore`].
+#[derive(Debug, Clone)]
+pub struct SqlStoreOptions {
+    pub max_connections: u32,
+    /// Postgres: connections reserved for advisory run locks.
+    pub max_concurrent_runs: u32,
+    pub lock_timeout: Duration,
+}
+
+impl Default for SqlStoreOptions {
+    fn default() -> Self {
+        SqlStoreOptions {
+            max_connections: 16,
+            max_concurrent_runs: 64,
+            lock_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Threads and items in a SQL database.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    /// Postgres only: a separate pool whose connections hold advisory locks,
+    /// so long runs can never starve queries of connections.
+    lock_pool: Option<AnyPool>,
+    local_locks: LocalLocks,
+    lock_timeout: Duration,
+    dialect: Dialect,
+    sql: Queries,
+}
+
+impl SqlStore {
+    /// Connects without touching the schema.
+    pub async fn connect(url: &str, options: &SqlStoreOptions) -> StoreResult<SqlStore> {
+        let dialect = Dialect::of_url(url);
+        let pool = dialect.connect(url, options.max_connections).await?;
+        let lock_pool = match dialect {
+            Dialect::Postgres => Some(dialect.connect(url, options.max_concurrent_runs).await?),
+            Dialect::Sqlite => None,
+        };
+        Ok(SqlStore {
+            pool,
+            lock_pool,
+            local_locks: LocalLocks::default(),
+            lock_timeout: options.lock_timeout,
+            dialect,
+            sql: Queries::new(dialect),
+        })
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> StoreResult<()> {
+        self.dialect.migrate(&self.pool).await
+    }
+
+    /// Which database this is.
+    pub fn is_postgres(&self) -> bool {
+        self.dialect == Dialect::Postgres
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+        if let Some(lock_pool) = &self.lock_pool {
+            lock_pool.close().await;
+        }
+    }
+
+    async fn thread_seq(&self, user: &str, thread_id: &str) -> StoreResult<Option<i64>> {
+        Ok(
+            sqlx::query_scalar(AssertSqlSafe(self.sql.thread_seq.as_str()))
+                .bind(thread_id)
+                .bind(user)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn require_thread(&self, user: &str, thread_id: &str) -> StoreResult<()> {
+        match self.thread_seq(user, thread_id).await? {
+            Some(_) => Ok(()),
+            None => Err(StoreError::NotFound(format!("thread {thread_id}"))),
+        }
+    }
+}
+
+/// Every SQL text the store runs, built once for its dialect.
+#[derive(Debug, Clone)]
+struct Queries {
+    thread_seq: String,
+    insert_thread: String,
+    load_thread: String,
+    update_thread: String,
+    set_title: String,
+    delete_thread: String,
+    item_seq: String,
+    insert_item: String,
+    upsert_item: String,
+    load_item: String,
+    history: String,
+    delete_after: String,
+    count_items: String,
+    insert_feedback: String,
+    /// Listings, indexed by `[order][has cursor]`.
+    list_threads: [[String; 2]; 2],
+    list_items: [[String; 2]; 2],
+}
+
+impl Queries {
+    fn new(d: Dialect) -> Queries {
+        let body = d.body_text();
+        // `limit` and `cursor` are the placeholder numbers of the page size and
+        // of the cursor's seq; the cursor is bound only by the variants using it.
+        let listing = |select: &str, scope: &str, limit: usize, cursor: usize| {
+            let variant = |order: Order, with_cursor: bool| {
+                let (cmp, dir) = match order {
+                    Order::Asc => (">", "ASC"),
+                    Order::Desc => ("<", "DESC"),
+                };
+                let keyset = if with_cursor {
+                    format!(" AND seq {cmp} ${cursor}")
+                } else {
+                    String::new()
+                };
+                format!("{select} WHERE {scope}{keyset} ORDER BY seq {dir} LIMIT ${limit}")
+            };
+            [
+                [variant(Order::Asc, false), variant(Order::Asc, true)],
+                [variant(Order::Desc, false), variant(Order::Desc, true)],
+            ]
+        };
+        Queries {
+            thread_seq: "SELECT seq FROM threads WHERE id = $1 AND user_id = $2".into(),
+            insert_thread: format!(
+                "INSERT INTO threads (id, user_id, created_at, title, body) VALUES ($1, $2, {}, $4, {})",
+                d.time_param(3),
+                d.json_param(5)
+            ),
+            load_thread: format!(
+                "SELECT id, title, {body} AS body FROM threads WHERE id = $1 AND user_id = $2"
+            ),
+            update_thread: format!(
+                "UPDATE threads SET title = $3, body = {} WHERE id = $1 AND user_id = $2",
+                d.json_param(4)
+            ),
+            set_title:
+                "UPDATE threads SET title = $3 WHERE id = $1 AND user_id = $2 AND title IS NULL"
+                    .into(),
+            delete_thread: "DELETE FROM threads WHERE id = $1 AND user_id = $2".into(),
+            item_seq: "SELECT seq FROM items WHERE id = $1 AND thread_id = $2 AND user_id = $3"
+                .into(),
+            insert_item: format!(
+                "INSERT INTO items (id, thread_id, user_id, item_type, hidden, created_at, body) \
+                 SELECT $1, $2, $3, $4, $5, {}, {} \
+                 WHERE EXISTS (SELECT 1 FROM threads WHERE id = $2 AND user_id = $3)",
+                d.time_param(6),
+                d.json_param(7)
+            ),
+            upsert_item: format!(
+                "INSERT INTO items (id, thread_id, user_id, item_type, hidden, created_at, body) \
+                 SELECT $1, $2, $3, $4, $5, {}, {} \
+                 WHERE EXISTS (SELECT 1 FROM threads WHERE id = $2 AND user_id = $3) \
+                 ON CONFLICT (id) DO UPDATE SET item_type = excluded.item_type, \
+                 hidden = excluded.hidden, body = excluded.body \
+                 WHERE items.thread_id = excluded.thread_id AND items.user_id = excluded.user_id",
+                d.time_param(6),
+                d.json_param(7)
+            ),
+            load_item: format!(
+                "SELECT id, {body} AS body FROM items WHERE id = $1 AND thread_id = $2 AND user_id = $3"
+            ),
+            history: format!(
+                "SELECT id, {body} AS body FROM items WHERE thread_id = $1 AND user_id = $2 \
+                 ORDER BY seq DESC LIMIT $3"
+            ),
+            delete_after: "DELETE FROM items WHERE thread_id = $1 AND user_id = $2 AND seq > $3"
+                .into(),
+            count_items:
+                "SELECT COUNT(*) FROM items WHERE thread_id = $1 AND user_id = $2 AND id = $3"
+                    .into(),
+            insert_feedback: format!(
+                "INSERT INTO feedback (thread_id, item_id, user_id, kind, created_at) \
+                 VALUES ($1, $2, $3, $4, {}) \
+                 ON CONFLICT (item_id, user_id) DO UPDATE SET kind = excluded.kind, \
+                 created_at = excluded.created_at",
+                d.time_param(5)
+            ),
+            list_threads: listing(
+                &format!("SELECT seq, id, title, {body} AS body FROM threads"),
+                "user_id = $1",
+                2,
+                3,
+            ),
+            list_items: listing(
+                &format!("SELECT seq, id, {body} AS body FROM items"),
+                "thread_id = $1 AND user_id = $2 AND NOT hidden",
+                3,
+                4,
+            ),
+        }
+    }
+}
+
+fn order_index(order: Order) -> usize {
+    match order {
+        Order::Asc => 0,
+        Order::Desc => 1,
+    }
+}
+
+fn parse_body<T: DeserializeOwned>(row: &AnyRow) -> StoreResult<T> {
+    let id: String = row.try_get("id")?;
+    let body: String = row.try_get("body")?;
+    serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
+        id,
+        message: e.to_string(),
+    })
+}
+
+fn thread_from_row(row: &AnyRow) -> StoreResult<ThreadMetadata> {
+    let mut thread: ThreadMetadata = parse_body(row)?;
+    thread.title = row.try_get("title")?;
+    Ok(thread)
+}
+
+/// The stored body of a thread: everything but the title, which has a column
+/// of its own so that it can be set conditionally.
+fn thread_body(thread: &ThreadMetadata) -> String {
+    let mut body = thread.clone();
+    body.title = None;
+    serde_json::to_string(&body).unwrap_or_else(|_| "{}".to_owned())
+}
+
+fn item_body(item: &ThreadItem) -> StoreResult<String> {
+    serde_json::to_string(item).map_err(|e| StoreError::Corrupt {
+        id: item.id.clone(),
+        message: e.to_string(),
+    })
+}
+
+/// Turns `limit + 1` fetched rows into a page: the extra row only says that
+/// more remain.
+fn into_page<T>(
+    rows: Vec<AnyRow>,
+    limit: u32,
+    parse: impl Fn(&AnyRow) -> StoreResult<T>,
+    id_of: impl Fn(&T) -> &str,
+) -> StoreResult<Page<T>> {
+    let has_more = rows.len() > limit as usize;
+    let data = rows
+        .iter()
+        .take(limit as usize)
+        .map(parse)
+        .collect::<StoreResult<Vec<T>>>()?;
+    let after = if has_more {
+        data.last().map(|last| id_of(last).to_owned())
+    } else {
+        None
+    };
+    Ok(Page {
+        data,
+        has_more,
+        after,
+    })
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn ping(&self) -> StoreResult<()> {
+        let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&self.pool).await?;
+        debug_assert_eq!(one, 1);
+        Ok(())
+    }
+
+    async fn create_thread(&self, user: &str, thread: &ThreadMetadata) -> StoreResult<()> {
+        sqlx::query(AssertSqlSafe(self.sql.insert_thread.as_str()))
+            .bind(&thread.id)
+            .bind(user)
+            .bind(thread.created_at.to_string())
+            .bind(thread.title.as_deref())
+            .bind(thread_body(thread))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn load_thread(&self, user: &str, thread_id: &str) -> StoreResult<ThreadMetadata> {
+        let row = sqlx::query(AssertSqlSafe(self.sql.load_thread.as_str()))
+            .bind(thread_id)
+            .bind(user)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("thread {thread_id}")))?;
+        thread_from_row(&row)
+    }
+
+    async fn save_thread(&self, user: &str, thread: &ThreadMetadata) -> StoreResult<()> {
+        let done = sqlx::query(AssertSqlSafe(self.sql.update_thread.as_str()))
+            .bind(&thread.id)
+            .bind(user)
+            .bind(thread.title.as_deref())
+            .bind(thread_body(thread))
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("thread {}", thread.id)));
+        }
+        Ok(())
+    }
+
+    async fn set_title_if_unset(
+        &self,
+        user: &str,
+        thread_id: &str,
+        title: &str,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(AssertSqlSafe(self.sql.set_title.as_str()))
+            .bind(thread_id)
+            .bind(user)
+            .bind(title)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn list_threads(
+        &self,
+        user: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<ThreadMetadata>> {
+        let cursor = match &page.after {
+            None => None,
+            Some(after) => Some(
+                self.thread_seq(user, after)
+                    .await?
+                    .ok_or_else(|| StoreError::InvalidCursor(format!("no thread {after}")))?,
+            ),
+        };
+        let sql = &self.sql.list_threads[order_index(page.order)][usize::from(cursor.is_some())];
+        let mut query = sqlx::query(AssertSqlSafe(sql.as_str()))
+            .bind(user)
+            .bind(i64::from(page.limit) + 1);
+        if let Some(seq) = cursor {
+            query = query.bind(seq);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        into_page(rows, page.limit, thread_from_row, |t| &t.id)
+    }
+
+    async fn delete_thread(&self, user: &str, thread_id: &str) -> StoreResult<bool> {
+        // Items and feedback go with the thread (ON DELETE CASCADE).
+        let done = sqlx::query(AssertSqlSafe(self.sql.delete_thread.as_str()))
+            .bind(thread_id)
+            .bind(user)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn list_items(
+        &self,
+        user: &str,
+        thread_id: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<ThreadItem>> {
+        self.require_thread(user, thread_id).await?;
+        let cursor = match &page.after {
+            None => None,
+            Some(after) => Some(
+                sqlx::query_scalar::<_, i64>(AssertSqlSafe(self.sql.item_seq.as_str()))
+                    .bind(after)
+                    .bind(thread_id)
+                    .bind(user)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .ok_or_else(|| StoreError::InvalidCursor(format!("no item {after}")))?,
+            ),
+        };
+        let sql = &self.sql.list_items[order_index(page.order)][usize::from(cursor.is_some())];
+        let mut query = sqlx::query(AssertSqlSafe(sql.as_str()))
+            .bind(thread_id)
+            .bind(user)
+            .bind(i64::from(page.limit) + 1);
+        if let Some(seq) = cursor {
+            query = query.bind(seq);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        into_page(rows, page.limit, parse_body::<ThreadItem>, |i| &i.id)
+    }
+
+    async fn load_history(
+        &self,
+        user: &str,
+        thread_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<ThreadItem>> {
+        let rows = sqlx::query(AssertSqlSafe(self.sql.history.as_str()))
+            .bind(thread_id)
+            .bind(user)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut items = rows
+            .iter()
+            .map(parse_body::<ThreadItem>)
+            .collect::<StoreResult<Vec<_>>>()?;
+        items.reverse();
+        Ok(items)
+    }
+
+    async fn add_item(&self, user: &str, item: &ThreadItem) -> StoreResult<()> {
+        self.write_item(&self.sql.insert_item, user, item).await
+    }
+
+    async fn save_item(&self, user: &str, item: &ThreadItem) -> StoreResult<()> {
+        self.write_item(&self.sql.upsert_item, user, item).await
+    }
+
+    async fn load_item(
+        &self,
+        user: &str,
+        thread_id: &str,
+        item_id: &str,
+    ) -> StoreResult<ThreadItem> {
+        let row = sqlx::query(AssertSqlSafe(self.sql.load_item.as_str()))
+            .bind(item_id)
+            .bind(thread_id)
+            .bind(user)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("item {item_id}")))?;
+        parse_body(&row)
+    }
+
+    async fn delete_items_after(
+        &self,
+        user: &str,
+        thread_id: &str,
+        item_id: &str,
+    ) -> StoreResult<u64> {
+        let seq: i64 = sqlx::query_scalar(AssertSqlSafe(self.sql.item_seq.as_str()))
+            .bind(item_id)
+            .bind(thread_id)
+            .bind(user)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("item {item_id}")))?;
+        let done = sqlx::query(AssertSqlSafe(self.sql.delete_after.as_str()))
+            .bind(thread_id)
+            .bind(user)
+            .bind(seq)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn add_feedback(
+        &self,
+        user: &str,
+        thread_id: &str,
+        item_ids: &[String],
+        kind: FeedbackKind,
+    ) -> StoreResult<()> {
+        self.require_thread(user, thread_id).await?;
+        let mut tx = self.pool.begin().await?;
+        for item_id in item_ids {
+            let found: i64 = sqlx::query_scalar(AssertSqlSafe(self.sql.count_items.as_str()))
+                .bind(thread_id)
+                .bind(user)
+                .bind(item_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            if found == 0 {
+                return Err(StoreError::NotFound(format!("item {item_id}")));
+            }
+            sqlx::query(AssertSqlSafe(self.sql.insert_feedback.as_str()))
+                .bind(thread_id)
+                .bind(item_id)
+                .bind(user)
+                .bind(kind.as_str())
+                .bind(Timestamp::now().to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn lock_thread(&self, thread_id: &str) -> StoreResult<RunLock> {
+        let local = self
+            .local_locks
+            .acquire(thread_id, self.lock_timeout)
+            .await?;
+        let remote = match &self.lock_pool {
+            Some(pool) => Some(AdvisoryGuard::acquire(pool, thread_id, self.lock_timeout).await?),
+            None => None,
+        };
+        Ok(RunLock::new(local, remote))
+    }
+}
+
+impl SqlStore {
+    async fn write_item(&self, sql: &str, user: &str, item: &ThreadItem) -> StoreResult<()> {
+        let done = sqlx::query(AssertSqlSafe(sql))
+            .bind(&item.id)
+            .bind(&item.thread_id)
+            .bind(user)
+            .bind(item.type_name())
+            .bind(item.is_hidden())
+            .bind(item.created_at.to_string())
+            .bind(item_body(item)?)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("thread {}", item.thread_id)));
+        }
+        Ok(())
+    }
+}
