@@ -1,0 +1,12 @@
+//! Test and benchmark support for chatkitd.
+//!
+//! - [`fake_llm`]: a fake OpenAI-compatible chat-completions server with
+//!   scriptable replies and request recording.
+//! - [`postgres`]: a throwaway PostgreSQL server shared by a test process,
+//!   handing out a fresh database per test.
+
+pub mod fake_llm;
+pub mod postgres;
+
+pub use fake_llm::{FakeLlm, FakeToolCall, RecordedRequest, Script};
+pub use postgres::{PgServer, shared_server};

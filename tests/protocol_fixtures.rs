@@ -1,0 +1,139 @@
+//! The protocol types against JSON the reference SDK (openai-chatkit 1.6.5)
+//! produced: every fixture parses into our type and serializes back to the
+//! same JSON, timestamps compared by instant (we write UTC with `Z`).
+//!
+//! Regenerate the fixtures with `tests/fixtures/generate.py` (see its README).
+
+use std::path::{Path, PathBuf};
+
+use chatkitd::protocol::{
+    Attachment, Page, Request, Thread, ThreadItem, ThreadStreamEvent, Timestamp,
+};
+use pretty_assertions::assert_eq;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+fn fixtures() -> Vec<(String, Value)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("fixtures directory")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|p| {
+            let name = p.file_name().expect("name").to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(&p).expect("readable fixture");
+            (name, serde_json::from_str(&text).expect("fixture is JSON"))
+        })
+        .collect()
+}
+
+/// Rewrites every `created_at` to our canonical form so that the reference's
+/// naive timestamps compare by instant.
+fn normalize(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map.iter_mut() {
+                if key == "created_at" {
+                    if let Some(text) = inner.as_str() {
+                        let t = Timestamp::parse(text).expect("timestamp parses");
+                        *inner = Value::String(t.to_string());
+                    }
+                } else {
+                    normalize(inner);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(normalize),
+        _ => {}
+    }
+}
+
+fn round_trip<T: DeserializeOwned + Serialize>(name: &str, fixture: &Value) {
+    let parsed: T = serde_json::from_value(fixture.clone())
+        .unwrap_or_else(|e| panic!("{name}: does not parse: {e}"));
+    let mut ours = serde_json::to_value(&parsed).expect("serializes");
+    let mut theirs = fixture.clone();
+    normalize(&mut ours);
+    normalize(&mut theirs);
+    assert_eq!(
+        ours, theirs,
+        "{name}: re-serialized JSON differs from the reference"
+    );
+}
+
+#[test]
+fn every_reference_fixture_round_trips() {
+    let fixtures = fixtures();
+    assert!(
+        fixtures.len() >= 80,
+        "expected the full fixture set, found {}",
+        fixtures.len()
+    );
+    let mut checked = 0;
+    for (name, value) in &fixtures {
+        match name.split('.').next() {
+            Some("item") => round_trip::<ThreadItem>(name, value),
+            Some("thread") => round_trip::<Thread>(name, value),
+            Some("event") => round_trip::<ThreadStreamEvent>(name, value),
+            Some("attachment") => round_trip::<Attachment>(name, value),
+            Some("page") if name.starts_with("page.threads") => {
+                round_trip::<Page<Thread>>(name, value)
+            }
+            Some("page") => round_trip::<Page<ThreadItem>>(name, value),
+            Some("request") => {
+                let bytes = serde_json::to_vec(value).expect("bytes");
+                let request = Request::parse(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+                let expected = value["type"].as_str().expect("type");
+                assert_eq!(request.type_name(), expected, "{name}");
+            }
+            Some("response") => continue,
+            other => panic!("{name}: unknown fixture kind {other:?}"),
+        }
+        checked += 1;
+    }
+    assert!(checked >= 75, "only {checked} fixtures checked");
+}
+
+#[test]
+fn every_request_type_has_a_fixture() {
+    let names: Vec<String> = fixtures().into_iter().map(|(n, _)| n).collect();
+    for kind in [
+        "threads.create",
+        "threads.add_user_message",
+        "threads.add_client_tool_output",
+        "threads.add_structured_input",
+        "threads.retry_after_item",
+        "threads.custom_action",
+        "threads.sync_custom_action",
+        "threads.get_by_id",
+        "threads.list",
+        "threads.update",
+        "threads.delete",
+        "items.list",
+        "items.feedback",
+        "attachments.create",
+        "attachments.delete",
+        "input.transcribe",
+    ] {
+        assert!(
+            names.iter().any(|n| n == &format!("request.{kind}.json")),
+            "no fixture for {kind}"
+        );
+    }
+}
+
+#[test]
+fn attachment_metadata_is_never_written() {
+    let attachment: Attachment = serde_json::from_str(
+        r#"{"type":"file","id":"atc_1","name":"a.txt","mime_type":"text/plain","metadata":{"bucket":"private"}}"#,
+    )
+    .expect("parses");
+    assert!(attachment.metadata.is_some(), "kept server-side");
+    let json = serde_json::to_string(&attachment).expect("serializes");
+    assert!(!json.contains("bucket"), "{json}");
+}
