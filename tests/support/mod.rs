@@ -1,0 +1,365 @@
+//! Shared harness of the end-to-end tests: a daemon started in-process on a
+//! free port, backed by the fake LLM and a real SQLite file or a fresh database
+//! on a real PostgreSQL server, and a small HTTP client that speaks to it over
+//! loopback (JSON and SSE).
+//!
+//! `both_backends!(scenario, …)` runs each `async fn scenario(Backend)` once
+//! on SQLite and once on Postgres.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chatkitd::app::App;
+use chatkitd::config::Config;
+use chatkitd::protocol::ThreadItem;
+use chatkitd::store::sql::SqlStoreOptions;
+use chatkitd::store::{SqlStore, Store};
+use chatkitd_testkit::FakeLlm;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each named scenario on both backends.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+/// A fresh store URL for a test: a SQLite file in `dir`, or a new Postgres database.
+pub async fn fresh_store_url(backend: Backend, dir: &std::path::Path) -> String {
+    match backend {
+        Backend::Sqlite => format!("sqlite://{}", dir.join("chatkitd.db").display()),
+        Backend::Postgres => {
+            chatkitd_testkit::shared_server()
+                .await
+                .fresh_database()
+                .await
+        }
+    }
+}
+
+/// A configuration for tests: fast timeouts, the fake LLM, the given store.
+pub fn test_config(store_url: &str, llm_base_url: &str, dir: PathBuf) -> Config {
+    let mut config =
+        Config::from_toml("", "test.toml", dir, &|_| None).expect("defaults are valid");
+    config.server.listen = "127.0.0.1:0".to_owned();
+    config.server.shutdown_grace = Duration::from_secs(5);
+    config.store.url = store_url.to_owned();
+    config.store.lock_timeout = Duration::from_secs(30);
+    config.llm.base_url = llm_base_url.to_owned();
+    config.llm.api_key = Some("test-key".to_owned());
+    config.llm.model = "fake-model".to_owned();
+    config.llm.request_timeout = Duration::from_secs(10);
+    config.llm.idle_timeout = Duration::from_secs(5);
+    config.llm.max_retry_after = Duration::from_secs(2);
+    config
+}
+
+/// A daemon running in this test process.
+pub struct Daemon {
+    /// The ChatKit endpoint.
+    pub url: String,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    pub llm: FakeLlm,
+    pub store_url: String,
+    pub backend: Backend,
+    pub dir: tempfile::TempDir,
+    http: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    served: Option<JoinHandle<()>>,
+}
+
+impl Daemon {
+    /// Starts a daemon with the test configuration.
+    pub async fn start(backend: Backend) -> Daemon {
+        Daemon::start_with(backend, |_| {}).await
+    }
+
+    /// Starts a daemon after `tweak` adjusted the test configuration.
+    pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Daemon {
+        chatkitd::llm::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let llm = FakeLlm::start().await;
+        let store_url = fresh_store_url(backend, dir.path()).await;
+        let mut config = test_config(&store_url, &llm.base_url(), dir.path().to_path_buf());
+        tweak(&mut config);
+        let path = config.server.path.clone();
+        let app = App::build(config).await.expect("daemon builds");
+        let listener = app.bind(None).await.expect("daemon binds");
+        let addr = listener.local_addr().expect("bound address");
+        let (tx, rx) = oneshot::channel::<()>();
+        let served = tokio::spawn(async move {
+            app.serve(listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("daemon serves");
+        });
+        Daemon {
+            url: format!("http://{addr}{path}"),
+            base: format!("http://{addr}"),
+            llm,
+            store_url,
+            backend,
+            dir,
+            http: reqwest::Client::new(),
+            shutdown: Some(tx),
+            served: Some(served),
+        }
+    }
+
+    /// Signals shutdown and waits until the daemon has drained its runs.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(served) = self.served.take() {
+            tokio::time::timeout(Duration::from_secs(30), served)
+                .await
+                .expect("daemon stops in time")
+                .expect("daemon task");
+        }
+    }
+
+    /// A second connection to the daemon's database, for inspecting what it stored.
+    pub async fn store(&self) -> SqlStore {
+        SqlStore::connect(&self.store_url, &SqlStoreOptions::default())
+            .await
+            .expect("store connects")
+    }
+
+    /// Every stored item of a thread, hidden ones included, oldest first.
+    pub async fn stored_items(&self, user: &str, thread_id: &str) -> Vec<ThreadItem> {
+        let store = self.store().await;
+        let items = store
+            .load_history(user, thread_id, 10_000)
+            .await
+            .expect("history");
+        store.close().await;
+        items
+    }
+
+    /// POSTs a JSON body; returns the status and the parsed JSON answer.
+    pub async fn post(&self, body: Value) -> (u16, Value) {
+        self.post_raw(serde_json::to_vec(&body).expect("json"))
+            .await
+    }
+
+    /// POSTs raw bytes; returns the status and the JSON answer (`Null` if none).
+    pub async fn post_raw(&self, body: Vec<u8>) -> (u16, Value) {
+        let response = self
+            .http
+            .post(&self.url)
+            .body(body)
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// POSTs a streaming request and reads every event until the stream ends.
+    pub async fn stream(&self, body: Value) -> Streamed {
+        self.stream_until(body, |_| false).await
+    }
+
+    /// Like [`Daemon::stream`], but hangs up right after the first event for which
+    /// `stop` is true (the UI's stop button).
+    pub async fn stream_until(&self, body: Value, stop: impl Fn(&Value) -> bool) -> Streamed {
+        let response = self
+            .http
+            .post(&self.url)
+            .json(&body)
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let mut raw = String::new();
+        let mut events = Vec::new();
+        let mut hung_up = false;
+        let mut bytes = response.bytes_stream();
+        let mut buffer = String::new();
+        'read: while let Some(chunk) = tokio::time::timeout(Duration::from_secs(30), bytes.next())
+            .await
+            .expect("stream stalls")
+        {
+            let chunk = chunk.expect("stream chunk");
+            let text = String::from_utf8(chunk.to_vec()).expect("utf-8");
+            raw.push_str(&text);
+            buffer.push_str(&text);
+            while let Some(end) = buffer.find("\n\n") {
+                let frame: String = buffer.drain(..end + 2).collect();
+                if let Some(data) = frame.strip_prefix("data: ") {
+                    let event: Value =
+                        serde_json::from_str(data.trim_end()).expect("event is JSON");
+                    let done = stop(&event);
+                    events.push(event);
+                    if done {
+                        hung_up = true;
+                        break 'read;
+                    }
+                }
+            }
+        }
+        Streamed {
+            status,
+            content_type,
+            events,
+            raw,
+            hung_up,
+        }
+    }
+
+    /// Creates a thread with one message; returns its id and the stream.
+    pub async fn create_thread(&self, text: &str) -> (String, Streamed) {
+        let streamed = self
+            .stream(json!({"type": "threads.create", "params": {"input": user_input(text)}}))
+            .await;
+        assert_eq!(streamed.status, 200, "threads.create: {}", streamed.raw);
+        let id = streamed.events[0]["thread"]["id"]
+            .as_str()
+            .expect("thread.created first")
+            .to_owned();
+        (id, streamed)
+    }
+
+    /// Sends a follow-up message to a thread.
+    pub async fn add_message(&self, thread_id: &str, text: &str) -> Streamed {
+        self.stream(json!({
+            "type": "threads.add_user_message",
+            "params": {"thread_id": thread_id, "input": user_input(text)}
+        }))
+        .await
+    }
+
+    /// The visible items of a thread as the client sees them, oldest first.
+    pub async fn items(&self, thread_id: &str) -> Vec<Value> {
+        let (status, page) = self
+            .post(json!({"type": "items.list", "params": {"thread_id": thread_id, "limit": 100, "order": "asc"}}))
+            .await;
+        assert_eq!(status, 200, "items.list: {page}");
+        page["data"].as_array().expect("data").clone()
+    }
+
+    /// `threads.get_by_id`.
+    pub async fn get_thread(&self, thread_id: &str) -> (u16, Value) {
+        self.post(json!({"type": "threads.get_by_id", "params": {"thread_id": thread_id}}))
+            .await
+    }
+}
+
+/// A finished (or abandoned) event stream.
+#[derive(Debug)]
+pub struct Streamed {
+    pub status: u16,
+    pub content_type: String,
+    pub events: Vec<Value>,
+    pub raw: String,
+    /// The client hung up before the end.
+    pub hung_up: bool,
+}
+
+impl Streamed {
+    /// The `type` of every event, in order.
+    pub fn types(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .map(|e| e["type"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// Items of `thread.item.done` events, in order.
+    pub fn done_items(&self) -> Vec<Value> {
+        self.events
+            .iter()
+            .filter(|e| e["type"] == "thread.item.done")
+            .map(|e| e["item"].clone())
+            .collect()
+    }
+
+    /// The text of the last finished assistant message.
+    pub fn answer(&self) -> Option<String> {
+        self.done_items()
+            .iter()
+            .rev()
+            .find(|i| i["type"] == "assistant_message")
+            .map(|i| {
+                i["content"][0]["text"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+    }
+
+    /// The concatenated text deltas.
+    pub fn streamed_text(&self) -> String {
+        self.events
+            .iter()
+            .filter(|e| e["update"]["type"] == "assistant_message.content_part.text_delta")
+            .map(|e| e["update"]["delta"].as_str().unwrap_or_default())
+            .collect()
+    }
+
+    /// The `error` event, if any.
+    pub fn error(&self) -> Option<&Value> {
+        self.events.iter().find(|e| e["type"] == "error")
+    }
+}
+
+/// A `UserMessageInput` with one text part.
+pub fn user_input(text: &str) -> Value {
+    json!({"content": [{"type": "input_text", "text": text}], "attachments": [], "inference_options": {}})
+}
+
+/// Polls `check` until it holds or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
