@@ -8,6 +8,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use thiserror::Error;
 use tokio::net::TcpListener;
 
@@ -92,6 +93,13 @@ impl App {
         let router = http::router(state, &self.config.server.path);
         let addr = listener.local_addr()?;
         tracing::info!(%addr, path = %self.config.server.path, "chatkitd listening");
+        // Events are small writes: without TCP_NODELAY, Nagle's algorithm and
+        // the client's delayed ACK hold each one back by up to 40 ms.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
             .await?;
