@@ -11,6 +11,7 @@ use std::sync::Arc;
 use axum::serve::ListenerExt;
 use thiserror::Error;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::agent::Agent;
 use crate::chatkit::ChatKit;
@@ -100,13 +101,29 @@ impl App {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY");
             }
         });
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
-        tracing::info!("no longer accepting requests; finishing runs in flight");
-        self.chatkit
-            .shutdown(self.config.server.shutdown_grace)
+        // The HTTP server drains only once every stream has ended, so the
+        // grace period runs beside it: when it is over, the runs still going
+        // are cancelled (keeping their partial answers) and their streams end.
+        let stopping = CancellationToken::new();
+        let drain = {
+            let stopping = stopping.clone();
+            let chatkit = self.chatkit.clone();
+            let grace = self.config.server.shutdown_grace;
+            tokio::spawn(async move {
+                shutdown.await;
+                stopping.cancel();
+                chatkit.drain(grace).await;
+            })
+        };
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(stopping.clone().cancelled_owned())
             .await;
+        if stopping.is_cancelled() {
+            let _ = drain.await;
+        } else {
+            drain.abort();
+        }
+        served?;
         self.store.close().await;
         Ok(())
     }

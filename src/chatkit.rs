@@ -114,9 +114,9 @@ impl ChatKit {
         &self.store
     }
 
-    /// Waits up to `grace` for runs in flight, then cancels the rest (they
-    /// persist their partial answers) and waits for them to finish.
-    pub async fn shutdown(&self, grace: std::time::Duration) {
+    /// Refuses new runs, waits up to `grace` for runs in flight, then cancels
+    /// the rest (they persist their partial answers) and waits for them.
+    pub async fn drain(&self, grace: std::time::Duration) {
         self.runs.close();
         if tokio::time::timeout(grace, self.runs.wait()).await.is_err() {
             tracing::warn!(
@@ -419,6 +419,7 @@ impl ChatKit {
             thread,
         };
         let run_cancel = cancel.clone();
+        let shutdown = self.shutdown.clone();
         self.runs.spawn(async move {
             // Held until the run has persisted everything, cancellation included.
             let _lock = lock;
@@ -436,6 +437,15 @@ impl ChatKit {
                 RunOutcome::Cancelled => {
                     tracing::info!(%thread_id, "run cancelled; partial answer kept")
                 }
+            }
+            if outcome == RunOutcome::Cancelled && shutdown.is_cancelled() {
+                // Still connected: end the stream with a reason, not a cut.
+                let _ = sink
+                    .send(ThreadStreamEvent::custom_error(
+                        "The server is restarting and stopped this answer; what was written so far is kept.",
+                        true,
+                    ))
+                    .await;
             }
         });
         Response::Stream(EventStream {
