@@ -18,7 +18,7 @@ use crate::agent::{Agent, EventSink, RunInput, RunOutcome};
 use crate::protocol::{
     ActionParams, ClientToolCallStatus, FeedbackParams, IdKind, ItemKind, ItemsListParams,
     ListParams, Page, Request, RetryParams, Thread, ThreadItem, ThreadMetadata, ThreadStatus,
-    ThreadStreamEvent, ThreadUpdateParams, Timestamp, UserMessage, UserMessageInput, new_id,
+    ThreadStreamEvent, ThreadUpdateParams, Timestamp, UserMessage, UserMessageInput, new_id, text,
 };
 use crate::store::{PageRequest, RunLock, Store, StoreError};
 
@@ -202,7 +202,7 @@ impl ChatKit {
                     ));
                 }
                 let mut thread = self.store.load_thread(user, &thread_id).await?;
-                thread.title = Some(title);
+                thread.title = Some(text::scrub(&title).into_owned());
                 self.store.save_thread(user, &thread).await?;
                 json(&Thread::from_metadata(&thread, Page::default()))
             }
@@ -259,7 +259,16 @@ impl ChatKit {
         let created = ThreadStreamEvent::ThreadCreated {
             thread: Thread::from_metadata(&thread, Page::default()),
         };
-        let user_item = self.store_user_message(ctx, &thread, input).await?;
+        let user_item = match self.store_user_message(ctx, &thread, input).await {
+            Ok(event) => event,
+            Err(e) => {
+                // Leave no empty thread behind a request that failed.
+                if let Err(cleanup) = self.store.delete_thread(&ctx.user_id, &thread.id).await {
+                    tracing::warn!(error = %cleanup, thread_id = %thread.id, "could not remove a thread whose first message failed");
+                }
+                return Err(e);
+            }
+        };
         Ok(self.start_run(ctx, thread, lock, vec![created, user_item]))
     }
 
@@ -388,7 +397,7 @@ impl ChatKit {
         thread: &ThreadMetadata,
         input: UserMessageInput,
     ) -> Result<ThreadStreamEvent, ChatKitError> {
-        let item = ThreadItem {
+        let mut item = ThreadItem {
             id: new_id(IdKind::Message),
             thread_id: thread.id.clone(),
             created_at: Timestamp::now(),
@@ -399,6 +408,8 @@ impl ChatKit {
                 inference_options: input.inference_options,
             }),
         };
+        // What the stream echoes must be exactly what every store keeps.
+        scrub_item(&mut item);
         self.store.add_item(&ctx.user_id, &item).await?;
         Ok(ThreadStreamEvent::ItemDone { item })
     }
@@ -452,6 +463,16 @@ impl ChatKit {
             events,
             _cancel_on_drop: cancel.drop_guard(),
         })
+    }
+}
+
+/// Replaces U+0000 in an item's text (see [`text`]).
+fn scrub_item(item: &mut ThreadItem) {
+    if let Ok(mut value) = serde_json::to_value(&*item) {
+        text::scrub_value(&mut value);
+        if let Ok(clean) = serde_json::from_value(value) {
+            *item = clean;
+        }
     }
 }
 

@@ -163,7 +163,7 @@ struct ChatRequest<'a> {
 #[derive(Debug, Default, Deserialize)]
 struct Chunk {
     #[serde(default)]
-    choices: Vec<ChunkChoice>,
+    choices: Option<Vec<ChunkChoice>>,
     #[serde(default)]
     error: Option<Value>,
 }
@@ -284,6 +284,12 @@ impl LlmStream {
                         None => self.fail(LlmError::Cut),
                     };
                 }
+                // One chunk that is not even our tolerant shape: skip it. A
+                // broken stream still shows as a missing finish_reason.
+                Ok(Some(Err(OpenAIError::JSONDeserialize(e, content)))) => {
+                    tracing::warn!(error = %e, chunk = %content.chars().take(200).collect::<String>(), "skipping an unreadable chunk");
+                    continue;
+                }
                 Ok(Some(Err(e))) => return self.fail(e.into()),
                 Ok(Some(Ok(chunk))) => chunk,
             };
@@ -296,7 +302,7 @@ impl LlmStream {
                 return self.fail(LlmError::InStream(message));
             }
             let mut text = String::new();
-            for choice in chunk.choices {
+            for choice in chunk.choices.unwrap_or_default() {
                 if let Some(delta) = choice.delta {
                     if let Some(content) = delta.content {
                         text.push_str(&content);

@@ -26,7 +26,7 @@ use crate::config::AgentConfig;
 use crate::llm::{LlmClient, LlmError, LlmEvent, LlmStream};
 use crate::protocol::{
     AssistantContent, AssistantMessage, IdKind, ItemKind, ItemUpdate, Page, StreamOptions, Thread,
-    ThreadItem, ThreadMetadata, ThreadStreamEvent, Timestamp, new_id,
+    ThreadItem, ThreadMetadata, ThreadStreamEvent, Timestamp, new_id, text,
 };
 use crate::store::{Store, StoreError};
 
@@ -252,7 +252,8 @@ impl Run<'_> {
         }
     }
 
-    async fn push_text(&mut self, delta: String) -> Result<(), Stop> {
+    async fn push_text(&mut self, mut delta: String) -> Result<(), Stop> {
+        text::scrub_in_place(&mut delta);
         if self.draft.is_none() {
             let item = ThreadItem {
                 id: new_id(IdKind::Message),

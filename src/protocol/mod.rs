@@ -10,6 +10,7 @@ mod events;
 mod ids;
 mod items;
 mod requests;
+pub mod text;
 mod thread;
 mod timestamp;
 

@@ -12,7 +12,7 @@ use sqlx::{AnyPool, AssertSqlSafe, Row};
 use super::dialect::Dialect;
 use super::locks::{AdvisoryGuard, LocalLocks, RunLock};
 use super::{PageRequest, Store, StoreError, StoreResult};
-use crate::protocol::{FeedbackKind, Order, Page, ThreadItem, ThreadMetadata, Timestamp};
+use crate::protocol::{FeedbackKind, Order, Page, ThreadItem, ThreadMetadata, Timestamp, text};
 
 /// Pool sizes and timeouts of a [`SqlStore`].
 #[derive(Debug, Clone)]
@@ -245,14 +245,25 @@ fn thread_from_row(row: &AnyRow) -> StoreResult<ThreadMetadata> {
 fn thread_body(thread: &ThreadMetadata) -> String {
     let mut body = thread.clone();
     body.title = None;
-    serde_json::to_string(&body).unwrap_or_else(|_| "{}".to_owned())
+    let mut value = serde_json::to_value(&body).unwrap_or_default();
+    text::scrub_value(&mut value);
+    value.to_string()
 }
 
 fn item_body(item: &ThreadItem) -> StoreResult<String> {
-    serde_json::to_string(item).map_err(|e| StoreError::Corrupt {
+    let corrupt = |e: serde_json::Error| StoreError::Corrupt {
         id: item.id.clone(),
         message: e.to_string(),
-    })
+    };
+    let body = serde_json::to_string(item).map_err(corrupt)?;
+    // Callers scrub U+0000 where text enters; this catches the rest, so a
+    // write never fails on Postgres for it (see protocol::text).
+    if !body.contains("\\u0000") {
+        return Ok(body);
+    }
+    let mut value: serde_json::Value = serde_json::from_str(&body).map_err(corrupt)?;
+    text::scrub_value(&mut value);
+    serde_json::to_string(&value).map_err(corrupt)
 }
 
 /// Turns `limit + 1` fetched rows into a page: the extra row only says that

@@ -135,6 +135,14 @@ pub enum Script {
         /// The content deltas sent before hanging.
         chunks: Vec<String>,
     },
+    /// Stream exactly these `data:` payloads (raw JSON text, or `[DONE]`), with
+    /// no role chunk added: for the quirks of other OpenAI-compatible servers
+    /// (no `index`, no first `id`, `finish_reason: ""`). Non-streaming: a 200
+    /// whose body is the payloads joined.
+    Raw {
+        /// The `data:` payloads, in order.
+        events: Vec<String>,
+    },
 }
 
 impl Script {
@@ -814,6 +822,11 @@ impl Reply {
                 self.content_chunks(&mut steps, &chunks, Duration::ZERO);
                 steps.push(Step::Hang);
             }
+            Script::Raw { events } => {
+                for event in events {
+                    steps.push(Step::Send(Bytes::from(format!("data: {event}\n\n"))));
+                }
+            }
         }
         self.streamed_response("text/event-stream", steps)
     }
@@ -902,6 +915,10 @@ impl Reply {
                 error_response(StatusCode::INTERNAL_SERVER_ERROR, &message, "server_error")
             }
             Script::Hang { .. } => self.streamed_response("application/json", vec![Step::Hang]),
+            Script::Raw { events } => self.streamed_response(
+                "application/json",
+                vec![Step::Send(Bytes::from(events.concat()))],
+            ),
         }
     }
 
