@@ -363,3 +363,94 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+impl Daemon {
+    /// Signals shutdown and waits until the daemon has drained its runs, like
+    /// [`Daemon::stop`], but keeps the handle (and the SQLite file) so that
+    /// what the daemon stored can still be inspected; `stop` afterwards only
+    /// cleans up.
+    pub async fn shut_down(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(served) = self.served.take() {
+            tokio::time::timeout(Duration::from_secs(30), served)
+                .await
+                .expect("daemon stops in time")
+                .expect("daemon task");
+        }
+    }
+
+    /// [`Daemon::stored_items`] as the JSON the daemon would send.
+    pub async fn stored_values(&self, user: &str, thread_id: &str) -> Vec<Value> {
+        self.stored_items(user, thread_id)
+            .await
+            .iter()
+            .map(|item| serde_json::to_value(item).expect("item JSON"))
+            .collect()
+    }
+}
+
+/// Like [`Daemon::stream_until`], for any ChatKit URL (a daemon in a child
+/// process, or one that is being stopped): POSTs `body` with a client of its
+/// own and reads events until the stream ends, `stop` returns true (the client
+/// hangs up) or the connection fails. `stop` sees every event as it arrives,
+/// so it can also report progress. Returns the stream and, when the
+/// connection failed, the transport error.
+pub async fn stream_at(
+    url: &str,
+    body: Value,
+    stop: impl Fn(&Value) -> bool,
+) -> (Streamed, Option<String>) {
+    let response = reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .expect("request sent");
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let mut streamed = Streamed {
+        status,
+        content_type,
+        events: Vec::new(),
+        raw: String::new(),
+        hung_up: false,
+    };
+    let mut failure = None;
+    let mut bytes = response.bytes_stream();
+    let mut buffer = String::new();
+    'read: while let Some(chunk) = tokio::time::timeout(Duration::from_secs(30), bytes.next())
+        .await
+        .expect("stream stalls")
+    {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                failure = Some(e.to_string());
+                break;
+            }
+        };
+        let text = String::from_utf8(chunk.to_vec()).expect("utf-8");
+        streamed.raw.push_str(&text);
+        buffer.push_str(&text);
+        while let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            if let Some(data) = frame.strip_prefix("data: ") {
+                let event: Value = serde_json::from_str(data.trim_end()).expect("event is JSON");
+                let done = stop(&event);
+                streamed.events.push(event);
+                if done {
+                    streamed.hung_up = true;
+                    break 'read;
+                }
+            }
+        }
+    }
+    (streamed, failure)
+}

@@ -1,0 +1,387 @@
+//! The built `chatkitd` binary as a child process: `kill -9` mid-answer and a
+//! restart on the same store, `migrate`, refused configurations, and SIGTERM.
+//! The fake LLM runs in the test process.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use chatkitd::store::sql::SqlStoreOptions;
+use chatkitd::store::{PageRequest, SqlStore, Store};
+use chatkitd_testkit::{FakeLlm, Script};
+use pretty_assertions::assert_eq;
+use serde_json::{Value, json};
+use support::{Backend, fresh_store_url, stream_at, user_input};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_chatkitd");
+
+/// A `chatkitd` command that sees none of the variables that override the
+/// configuration file.
+fn chatkitd(config: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .arg("--config")
+        .arg(config)
+        .env_remove("DATABASE_URL")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("CHATKITD_CONFIG")
+        .env("CHATKITD_LOG", "info,sqlx=warn")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+/// Writes an `agent.toml` for a daemon on `store_url` answering with `llm`.
+fn write_config(dir: &Path, store_url: &str, llm: &FakeLlm) -> PathBuf {
+    let text = format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+shutdown_grace = "5s"
+
+[store]
+url = "{store_url}"
+lock_timeout = "30s"
+
+[llm]
+base_url = "{base_url}"
+api_key = "test-key"
+model = "fake-model"
+request_timeout = "10s"
+idle_timeout = "5s"
+max_retry_after = "2s"
+"#,
+        base_url = llm.base_url()
+    );
+    let path = dir.join("agent.toml");
+    std::fs::write(&path, text).expect("config written");
+    path
+}
+
+/// A free port of 127.0.0.1 (bound, then released for the child).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// A daemon running as a child process.
+struct Served {
+    child: Child,
+    base: String,
+    url: String,
+    stderr: PathBuf,
+}
+
+impl Served {
+    /// Starts `chatkitd serve` and waits until `/healthz` answers.
+    async fn start(config: &Path, dir: &Path) -> Served {
+        let port = free_port();
+        let stderr = dir.join(format!("chatkitd-{port}.stderr"));
+        let child = chatkitd(config)
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("chatkitd starts");
+        let base = format!("http://127.0.0.1:{port}");
+        let mut served = Served {
+            child,
+            url: format!("{base}/api/chatkit"),
+            base,
+            stderr,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = served.child.try_wait() {
+                panic!("chatkitd exited at start ({status}):\n{}", served.log());
+            }
+            if served.get("/healthz").await.0 == 200 {
+                return served;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chatkitd not healthy in time:\n{}",
+                served.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// What the daemon logged so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// GET `path`: the status (0 when unreachable) and the body.
+    async fn get(&self, path: &str) -> (u16, String) {
+        match reqwest::get(format!("{}{path}", self.base)).await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                (status, response.text().await.unwrap_or_default())
+            }
+            Err(_) => (0, String::new()),
+        }
+    }
+
+    async fn post(&self, body: Value) -> (u16, Value) {
+        let response = reqwest::Client::new()
+            .post(&self.url)
+            .json(&body)
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the status and the log.
+    async fn terminate(mut self) -> (ExitStatus, String) {
+        let pid = self.child.id().expect("still running");
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+        match tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await {
+            Ok(status) => (status.expect("wait"), self.log()),
+            Err(_) => panic!("no exit 10 s after SIGTERM:\n{}", self.log()),
+        }
+    }
+}
+
+fn is_text_delta(event: &Value) -> bool {
+    event["update"]["type"] == "assistant_message.content_part.text_delta"
+}
+
+/// 11. `kill -9` in the middle of an answer; a new daemon on the same store
+///     serves the thread, and its next run is not blocked by a stale lock.
+async fn killed_mid_answer_then_restarted(backend: Backend) {
+    chatkitd::llm::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let llm = FakeLlm::start().await;
+    let store_url = fresh_store_url(backend, dir.path()).await;
+    let config = write_config(dir.path(), &store_url, &llm);
+    let mut first = Served::start(&config, dir.path()).await;
+
+    llm.push(Script::Text {
+        chunks: (0..100).map(|i| format!("word{i} ")).collect(),
+        delay: Duration::from_millis(100),
+    });
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let url = first.url.clone();
+    let reader = tokio::spawn(async move {
+        let body =
+            json!({"type": "threads.create", "params": {"input": user_input("remember this")}});
+        stream_at(&url, body, move |event| {
+            if is_text_delta(event) {
+                tx.send_replace(true);
+            }
+            false
+        })
+        .await
+    });
+    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|started| *started))
+        .await
+        .expect("the answer starts")
+        .expect("reader alive");
+    first.child.kill().await.expect("kill -9");
+    let (streamed, failure) = reader.await.expect("reader");
+    assert!(
+        failure.is_some(),
+        "the client sees the connection fail: {}",
+        streamed.raw
+    );
+    let thread_id = streamed.events[0]["thread"]["id"]
+        .as_str()
+        .expect("thread.created")
+        .to_owned();
+    let user_message = streamed.done_items()[0].clone();
+    assert_eq!(user_message["type"], "user_message");
+
+    let second = Served::start(&config, dir.path()).await;
+    let (status, thread) = second
+        .post(json!({"type": "threads.get_by_id", "params": {"thread_id": thread_id}}))
+        .await;
+    assert_eq!(status, 200, "{thread}");
+    assert_eq!(thread["id"], thread_id.as_str());
+    assert_eq!(
+        thread["items"]["data"],
+        json!([user_message]),
+        "the user message survived"
+    );
+
+    llm.clear_requests();
+    let started = Instant::now();
+    let body = json!({
+        "type": "threads.add_user_message",
+        "params": {"thread_id": thread_id, "input": user_input("are you back?")}
+    });
+    let (next, failure) = stream_at(&second.url, body, |_| false).await;
+    let took = started.elapsed();
+    assert_eq!(failure, None);
+    assert_eq!(next.status, 200);
+    assert!(
+        took < Duration::from_secs(5),
+        "the next run took {took:?}: a stale lock?"
+    );
+    assert_eq!(next.error(), None, "{}", next.raw);
+    assert_eq!(
+        next.answer().as_deref(),
+        Some("Hello! You said: are you back?")
+    );
+    let requests = llm.stream_requests();
+    assert_eq!(requests.len(), 1);
+    let history: Vec<Value> = requests[0].messages()[1..].to_vec();
+    assert_eq!(
+        history,
+        [
+            json!({"role": "user", "content": "remember this"}),
+            json!({"role": "user", "content": "are you back?"}),
+        ]
+    );
+    llm.assert_requests_well_formed();
+    let (status, log) = second.terminate().await;
+    assert!(status.success(), "{status}:\n{log}");
+}
+
+/// 12. `chatkitd migrate` applies the migrations, and again is a no-op.
+async fn migrate_twice(backend: Backend) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let llm = FakeLlm::start().await;
+    let store_url = fresh_store_url(backend, dir.path()).await;
+    let config = write_config(dir.path(), &store_url, &llm);
+    let options = SqlStoreOptions::default();
+    let page = PageRequest {
+        limit: 20,
+        order: chatkitd::protocol::Order::Desc,
+        after: None,
+    };
+    match backend {
+        Backend::Sqlite => assert!(!dir.path().join("chatkitd.db").exists()),
+        Backend::Postgres => {
+            let store = SqlStore::connect(&store_url, &options)
+                .await
+                .expect("connects");
+            assert!(
+                store.list_threads("dev", &page).await.is_err(),
+                "no tables before migrating"
+            );
+            store.close().await;
+        }
+    }
+    for run in ["first", "second"] {
+        let output = tokio::time::timeout(
+            Duration::from_secs(60),
+            chatkitd(&config).arg("migrate").output(),
+        )
+        .await
+        .expect("migrate finishes")
+        .expect("migrate runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "{run} migrate: {}\n{stdout}\n{stderr}",
+            output.status
+        );
+        assert!(
+            stdout.lines().any(|l| l.contains("migrations")),
+            "{run} migrate prints what it did: {stdout:?}"
+        );
+    }
+    let store = SqlStore::connect(&store_url, &options)
+        .await
+        .expect("connects");
+    let threads = store
+        .list_threads("dev", &page)
+        .await
+        .expect("tables exist");
+    assert_eq!(threads.data.len(), 0);
+    store.close().await;
+    assert!(llm.requests().is_empty());
+}
+
+/// 13. A bad configuration stops `serve` at once, saying where and what.
+#[tokio::test]
+async fn bad_configs_are_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Each is wrong on line 2; the error names the file, the line and what.
+    let cases = [
+        ("[server]\nlisten = \"nonsense\"\n", "server.listen"),
+        ("[llm]\nmodle = \"x\"\n", "modle"),
+        (
+            "[llm]\nmodel = \"${CHATKITD_E2E_UNSET_VAR}\"\n",
+            "CHATKITD_E2E_UNSET_VAR",
+        ),
+    ];
+    for (i, (text, culprit)) in cases.into_iter().enumerate() {
+        let path = dir.path().join(format!("bad-{i}.toml"));
+        std::fs::write(&path, text).expect("config written");
+        let started = Instant::now();
+        let output = tokio::time::timeout(
+            Duration::from_secs(10),
+            chatkitd(&path)
+                .env_remove("CHATKITD_E2E_UNSET_VAR")
+                .arg("serve")
+                .arg("--listen")
+                .arg(format!("127.0.0.1:{}", free_port()))
+                .output(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{text:?} was not refused within 10 s"))
+        .expect("chatkitd runs");
+        let took = started.elapsed();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{text:?} was accepted");
+        assert!(took < Duration::from_secs(5), "{text:?} took {took:?}");
+        let place = format!("{}:2: ", path.display());
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(&place))
+            .unwrap_or_else(|| panic!("{text:?}: no line names {place:?}: {stderr}"));
+        assert!(
+            line.contains(culprit),
+            "{text:?}: names {culprit:?}: {line}"
+        );
+    }
+    assert!(!dir.path().join("chatkitd.db").exists(), "no store touched");
+}
+
+/// 14. An idle daemon is healthy and ready, and SIGTERM stops it promptly and
+///     cleanly.
+async fn sigterm_when_idle(backend: Backend) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let llm = FakeLlm::start().await;
+    let store_url = fresh_store_url(backend, dir.path()).await;
+    let config = write_config(dir.path(), &store_url, &llm);
+    let served = Served::start(&config, dir.path()).await;
+    assert_eq!(
+        served.get("/healthz").await,
+        (200, r#"{"status":"ok"}"#.to_owned())
+    );
+    assert_eq!(
+        served.get("/readyz").await,
+        (200, r#"{"status":"ready"}"#.to_owned())
+    );
+    let started = Instant::now();
+    let (status, log) = served.terminate().await;
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(0), "{status}:\n{log}");
+    assert!(took < Duration::from_secs(3), "exit took {took:?}");
+    assert!(llm.requests().is_empty());
+    llm.assert_requests_well_formed();
+}
+
+both_backends!(
+    killed_mid_answer_then_restarted,
+    migrate_twice,
+    sigterm_when_idle
+);
