@@ -18,6 +18,7 @@ use crate::chatkit::ChatKit;
 use crate::config::{AuthMode, Config, ConfigError};
 use crate::http::{self, AppState, Authenticator};
 use crate::llm::{LlmClient, LlmError};
+use crate::mcp::McpManager;
 use crate::store::{SqlStore, Store, StoreError, sql::SqlStoreOptions};
 
 /// Why the daemon could not start.
@@ -41,6 +42,7 @@ pub struct App {
     config: Config,
     store: Arc<SqlStore>,
     chatkit: Arc<ChatKit>,
+    mcp: Option<Arc<McpManager>>,
 }
 
 impl App {
@@ -52,9 +54,22 @@ impl App {
         }
         let llm = LlmClient::new(&config.llm)?;
         let system_prompt = config.system_prompt()?;
+        let mcp = if config.mcp_servers.is_empty() {
+            None
+        } else {
+            Some(
+                McpManager::start(
+                    &config.mcp_servers,
+                    &config.base_dir,
+                    config.agent.max_tool_output_bytes,
+                )
+                .await,
+            )
+        };
         let agent = Arc::new(Agent::new(
             store.clone() as Arc<dyn Store>,
             llm,
+            mcp.clone(),
             system_prompt,
             config.agent.clone(),
         ));
@@ -63,6 +78,7 @@ impl App {
             config,
             store,
             chatkit,
+            mcp,
         })
     }
 
@@ -122,6 +138,9 @@ impl App {
             let _ = drain.await;
         } else {
             drain.abort();
+        }
+        if let Some(mcp) = &self.mcp {
+            mcp.shutdown().await;
         }
         served?;
         self.store.close().await;

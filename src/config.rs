@@ -5,6 +5,7 @@
 //! reason. Every value has a default except what only the deployment can know,
 //! so the shipped `agent.toml` runs on SQLite with no other service.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -49,6 +50,9 @@ pub struct Config {
     pub llm: LlmConfig,
     #[serde(default)]
     pub agent: AgentConfig,
+    /// `[mcp_servers.NAME]`: tool servers, by name.
+    #[serde(default)]
+    pub mcp_servers: BTreeMap<String, McpServerConfig>,
     /// The directory of the configuration file; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -201,6 +205,9 @@ pub struct AgentConfig {
     pub history_token_budget: usize,
     /// Most stored items read back when building the history.
     pub history_max_items: u32,
+    /// Tool results longer than this many bytes are cut, with a marker, before
+    /// the model reads them.
+    pub max_tool_output_bytes: usize,
 }
 
 impl Default for AgentConfig {
@@ -212,8 +219,86 @@ impl Default for AgentConfig {
             title_generation: true,
             history_token_budget: 24_000,
             history_max_items: 400,
+            max_tool_output_bytes: 16 * 1024,
         }
     }
+}
+
+/// `[mcp_servers.NAME]`: one stdio MCP server definition. `command`, `args`
+/// and `env` mean what they mean in other MCP clients' configuration files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpServerConfig {
+    /// The program; a path with a `/` is relative to the config file.
+    pub command: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// The child's whole environment besides `PATH` and `HOME`: the daemon's
+    /// own variables (and secrets) are not inherited.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory (relative to the config file); the config file's
+    /// directory by default.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    #[serde(default)]
+    pub scope: McpScope,
+    /// Instances kept started and idle (shared scope; per-user pools start on demand).
+    #[serde(default = "default_min_idle")]
+    pub min_idle: usize,
+    /// Most instances at once (per user for `per_user`); calls beyond wait.
+    #[serde(default = "default_max_instances")]
+    pub max_instances: usize,
+    /// Spawn plus MCP initialize.
+    #[serde(default = "default_startup_timeout", with = "humantime_serde")]
+    pub startup_timeout: Duration,
+    /// One tool call, including the wait for a free instance.
+    #[serde(default = "default_call_timeout", with = "humantime_serde")]
+    pub call_timeout: Duration,
+    /// Idle instances beyond `min_idle` are stopped after this long.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Only these tools are offered to the model (all when unset).
+    #[serde(default)]
+    pub enabled_tools: Option<Vec<String>>,
+    /// These tools are never offered.
+    #[serde(default)]
+    pub disabled_tools: Vec<String>,
+    /// Tool parameters the daemon fills in, hidden from the model:
+    /// parameter name → source. The source `user.id` is the authenticated user.
+    #[serde(default)]
+    pub inject: BTreeMap<String, String>,
+}
+
+/// Whom one server instance serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum McpScope {
+    /// Instances serve every user.
+    #[default]
+    Shared,
+    /// An instance serves one user, whose id is in its environment as
+    /// `CHATKITD_USER_ID`.
+    PerUser,
+}
+
+/// Values a tool parameter can be injected with.
+pub const INJECT_SOURCES: [&str; 1] = ["user.id"];
+
+fn default_min_idle() -> usize {
+    1
+}
+fn default_max_instances() -> usize {
+    4
+}
+fn default_startup_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_call_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(600)
 }
 
 impl Config {
@@ -328,6 +413,9 @@ impl Config {
                 "must be at least 1".to_owned(),
             ));
         }
+        for (name, server) in &self.mcp_servers {
+            self.validate_mcp_server(path, text, name, server)?;
+        }
         if let Some(instructions) = &self.agent.instructions {
             let full = self.base_dir.join(instructions);
             if !full.is_file() {
@@ -337,6 +425,59 @@ impl Config {
                     format!("prompt file {} does not exist", full.display()),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    fn validate_mcp_server(
+        &self,
+        path: &str,
+        text: &str,
+        name: &str,
+        server: &McpServerConfig,
+    ) -> Result<(), ConfigError> {
+        let section = format!("mcp_servers.{name}");
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            line: locate(text, &section, key).or_else(|| locate_header(text, &section)),
+            key: format!("{section}.{key}"),
+            message,
+        };
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(invalid(
+                "",
+                "server names use only letters, digits, `_` and `-`".to_owned(),
+            ));
+        }
+        if server.command.trim().is_empty() {
+            return Err(invalid("command", "must not be empty".to_owned()));
+        }
+        if server.max_instances == 0 {
+            return Err(invalid("max_instances", "must be at least 1".to_owned()));
+        }
+        if server.min_idle > server.max_instances {
+            return Err(invalid(
+                "min_idle",
+                format!("must not exceed max_instances ({})", server.max_instances),
+            ));
+        }
+        for (param, source) in &server.inject {
+            if !INJECT_SOURCES.contains(&source.as_str()) {
+                return Err(invalid(
+                    "inject",
+                    format!("{param} = {source:?}: the source must be one of {INJECT_SOURCES:?}"),
+                ));
+            }
+        }
+        if server.startup_timeout.is_zero() || server.call_timeout.is_zero() {
+            return Err(invalid(
+                "call_timeout",
+                "timeouts must be positive".to_owned(),
+            ));
         }
         Ok(())
     }
@@ -468,6 +609,12 @@ fn parse_error(path: &str, text: &str, error: &toml::de::Error) -> ConfigError {
     }
 }
 
+/// The line of a `[section]` header.
+fn locate_header(text: &str, section: &str) -> Option<usize> {
+    let header = format!("[{section}]");
+    text.lines().position(|l| l.trim() == header).map(|i| i + 1)
+}
+
 /// The line where `key` is set inside `[section]`, for error messages.
 fn locate(text: &str, section: &str, key: &str) -> Option<usize> {
     let header = format!("[{section}]");
@@ -479,6 +626,7 @@ fn locate(text: &str, section: &str, key: &str) -> Option<usize> {
             continue;
         }
         if in_section
+            && !key.is_empty()
             && trimmed
                 .strip_prefix(key)
                 .is_some_and(|rest| rest.trim_start().starts_with('='))

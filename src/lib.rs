@@ -19,5 +19,6 @@ pub mod chatkit;
 pub mod config;
 pub mod http;
 pub mod llm;
+pub mod mcp;
 pub mod protocol;
 pub mod store;

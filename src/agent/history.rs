@@ -6,7 +6,11 @@
 //! When the transcript exceeds the token budget, whole turns are left out,
 //! oldest first; the newest turn is always kept.
 
+use std::collections::HashSet;
+
 use serde_json::Value;
+
+use super::tools::{TOOL_CALLS, TOOL_RESULT};
 
 use crate::llm::{ChatMessage, FunctionCall, ToolCall};
 use crate::protocol::{ClientToolCallStatus, ItemKind, ThreadItem, UserContent, UserMessage};
@@ -41,9 +45,61 @@ pub fn build_messages(
         total -= cost(&turns[first_kept]);
         first_kept += 1;
     }
+    let transcript: Vec<ChatMessage> = turns.into_iter().skip(first_kept).flatten().collect();
     std::iter::once(system)
-        .chain(turns.into_iter().skip(first_kept).flatten())
+        .chain(pair_tool_calls(transcript))
         .collect()
+}
+
+/// Keeps only tool calls that have their result and results that have their
+/// call (a crash can leave either alone; models reject both), and joins an
+/// assistant's text with the calls that followed it into one message.
+fn pair_tool_calls(messages: Vec<ChatMessage>) -> Vec<ChatMessage> {
+    let answered: HashSet<String> = messages
+        .iter()
+        .filter_map(|m| match m {
+            ChatMessage::Tool { tool_call_id, .. } => Some(tool_call_id.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut asked: HashSet<String> = HashSet::new();
+    let mut out: Vec<ChatMessage> = Vec::with_capacity(messages.len());
+    for message in messages {
+        match message {
+            ChatMessage::Assistant {
+                content,
+                tool_calls,
+            } if !tool_calls.is_empty() => {
+                let calls: Vec<ToolCall> = tool_calls
+                    .into_iter()
+                    .filter(|c| answered.contains(&c.id))
+                    .collect();
+                asked.extend(calls.iter().map(|c| c.id.clone()));
+                let follows_text = matches!(
+                    out.last(),
+                    Some(ChatMessage::Assistant { tool_calls, .. }) if tool_calls.is_empty()
+                );
+                match out.last_mut() {
+                    Some(ChatMessage::Assistant {
+                        tool_calls: previous,
+                        ..
+                    }) if content.is_none() && follows_text => previous.extend(calls),
+                    _ if content.is_some() || !calls.is_empty() => {
+                        out.push(ChatMessage::Assistant {
+                            content,
+                            tool_calls: calls,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            ChatMessage::Tool {
+                ref tool_call_id, ..
+            } if !asked.contains(tool_call_id) => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// The chat messages one stored item stands for (none for UI-only items).
@@ -86,9 +142,35 @@ fn item_messages(item: &ThreadItem) -> Vec<ChatMessage> {
             copy_text: Some(text),
             ..
         } if !text.trim().is_empty() => vec![ChatMessage::assistant(text.clone())],
-        ItemKind::HiddenContextItem { content } => vec![ChatMessage::User {
-            content: json_text(content),
-        }],
+        ItemKind::HiddenContextItem { content } => {
+            match content.get("type").and_then(Value::as_str) {
+                Some(TOOL_CALLS) => {
+                    let calls = content
+                        .get("calls")
+                        .and_then(Value::as_array)
+                        .map(|calls| calls.iter().filter_map(stored_call).collect())
+                        .unwrap_or_default();
+                    vec![ChatMessage::Assistant {
+                        content: None,
+                        tool_calls: calls,
+                    }]
+                }
+                Some(TOOL_RESULT) => {
+                    let call_id = content.get("call_id").and_then(Value::as_str);
+                    let output = content.get("output").and_then(Value::as_str);
+                    match (call_id, output) {
+                        (Some(call_id), Some(output)) => vec![ChatMessage::Tool {
+                            tool_call_id: call_id.to_owned(),
+                            content: output.to_owned(),
+                        }],
+                        _ => Vec::new(),
+                    }
+                }
+                _ => vec![ChatMessage::User {
+                    content: json_text(content),
+                }],
+            }
+        }
         ItemKind::SdkHiddenContext { content } => vec![ChatMessage::User {
             content: content.clone(),
         }],
@@ -138,6 +220,18 @@ pub fn user_text(message: &UserMessage) -> String {
     text
 }
 
+/// A stored call `{"id","name","arguments"}` as the model's tool call.
+fn stored_call(call: &Value) -> Option<ToolCall> {
+    Some(ToolCall {
+        id: call.get("id")?.as_str()?.to_owned(),
+        kind: "function".to_owned(),
+        function: FunctionCall {
+            name: call.get("name")?.as_str()?.to_owned(),
+            arguments: call.get("arguments")?.as_str()?.to_owned(),
+        },
+    })
+}
+
 fn json_text(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
@@ -148,6 +242,7 @@ fn json_text(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llm::{FunctionCall, ToolCall};
     use crate::protocol::{AssistantContent, AssistantMessage, InferenceOptions, Timestamp};
 
     fn item(id: &str, kind: ItemKind) -> ThreadItem {
@@ -239,6 +334,65 @@ mod tests {
         // Even an over-budget last turn is sent.
         let messages = build_messages("sys", &items, 10);
         assert_eq!(messages.len(), 2);
+    }
+
+    fn hidden(id: &str, content: serde_json::Value) -> ThreadItem {
+        item(id, ItemKind::HiddenContextItem { content })
+    }
+
+    fn call(id: &str, name: &str) -> ToolCall {
+        ToolCall {
+            id: id.into(),
+            kind: "function".into(),
+            function: FunctionCall {
+                name: name.into(),
+                arguments: "{}".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn tool_calls_replay_with_their_results_and_orphans_are_dropped() {
+        use serde_json::json;
+        let items = vec![
+            user("m1", "add milk"),
+            assistant("m2", "On it."),
+            hidden(
+                "h1",
+                json!({"type": "chatkitd.tool_calls", "calls": [
+                    {"id": "c1", "name": "add_task", "arguments": "{}"},
+                    {"id": "c2", "name": "list_tasks", "arguments": "{}"}
+                ]}),
+            ),
+            hidden(
+                "h2",
+                json!({"type": "chatkitd.tool_result", "call_id": "c1", "name": "add_task", "output": "ok", "is_error": false}),
+            ),
+            // c2 never got a result (crash); c9 has no call.
+            hidden(
+                "h3",
+                json!({"type": "chatkitd.tool_result", "call_id": "c9", "name": "x", "output": "?", "is_error": true}),
+            ),
+            assistant("m3", "Added."),
+        ];
+        let messages = build_messages("sys", &items, 10_000);
+        assert_eq!(
+            messages[1..],
+            [
+                ChatMessage::User {
+                    content: "add milk".into()
+                },
+                ChatMessage::Assistant {
+                    content: Some("On it.".into()),
+                    tool_calls: vec![call("c1", "add_task")],
+                },
+                ChatMessage::Tool {
+                    tool_call_id: "c1".into(),
+                    content: "ok".into()
+                },
+                ChatMessage::assistant("Added."),
+            ]
+        );
     }
 
     #[test]

@@ -13,17 +13,20 @@
 
 mod history;
 mod title;
+mod tools;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use history::{build_messages, user_text};
 
 use crate::config::AgentConfig;
-use crate::llm::{LlmClient, LlmError, LlmEvent, LlmStream};
+use crate::llm::{ChatMessage, LlmClient, LlmError, LlmEvent, LlmStream, ToolCall};
+use crate::mcp::McpManager;
 use crate::protocol::{
     AssistantContent, AssistantMessage, IdKind, ItemKind, ItemUpdate, Page, StreamOptions, Thread,
     ThreadItem, ThreadMetadata, ThreadStreamEvent, Timestamp, new_id, text,
@@ -75,6 +78,8 @@ pub struct RunInput {
 pub struct Agent {
     store: Arc<dyn Store>,
     llm: LlmClient,
+    /// The tool servers; `None` when none are configured.
+    mcp: Option<Arc<McpManager>>,
     system_prompt: String,
     config: AgentConfig,
 }
@@ -106,12 +111,14 @@ impl Agent {
     pub fn new(
         store: Arc<dyn Store>,
         llm: LlmClient,
+        mcp: Option<Arc<McpManager>>,
         system_prompt: String,
         config: AgentConfig,
     ) -> Agent {
         Agent {
             store,
             llm,
+            mcp,
             system_prompt,
             config,
         }
@@ -131,6 +138,7 @@ impl Agent {
             sink,
             cancel,
             draft: None,
+            open_calls: Vec::new(),
         };
         let outcome = run.execute().await;
         if outcome == RunOutcome::Cancelled {
@@ -147,6 +155,10 @@ struct Run<'a> {
     sink: &'a EventSink,
     cancel: &'a CancellationToken,
     draft: Option<Draft>,
+    /// Tool calls stored as asked for whose results are not stored yet; a
+    /// cancelled run stores a result for each, so history never holds a call
+    /// without its result.
+    open_calls: Vec<ToolCall>,
 }
 
 /// Why a run stopped early.
@@ -194,8 +206,8 @@ impl Run<'_> {
             self.agent.config.history_token_budget,
         );
 
-        let streamed = self.stream_answer(&messages).await;
-        let title = match (&streamed, title_task) {
+        let answered = self.agent_loop(messages).await;
+        let title = match (&answered, title_task) {
             (Err(Stop::Cancelled), Some(task)) => {
                 task.abort();
                 None
@@ -210,17 +222,60 @@ impl Run<'_> {
         if let Some(title) = title {
             self.apply_title(&title).await?;
         }
-        streamed
+        answered
     }
 
-    /// Streams one model answer into an assistant message.
-    async fn stream_answer(&mut self, messages: &[crate::llm::ChatMessage]) -> Result<(), Stop> {
+    /// Model calls until a final answer: each answer that asks for tools runs
+    /// them and goes back to the model with the results, up to `max_turns`.
+    async fn agent_loop(&mut self, mut messages: Vec<ChatMessage>) -> Result<(), Stop> {
+        let tools = match &self.agent.mcp {
+            Some(mcp) => mcp.tools_for(&self.input.user_id).await,
+            None => Arc::new(Vec::new()),
+        };
+        let definitions: Vec<Value> = tools.iter().map(|t| t.definition()).collect();
+        for _ in 0..self.agent.config.max_turns {
+            let calls = self.stream_answer(&messages, &definitions).await?;
+            if calls.is_empty() {
+                return Ok(());
+            }
+            // The text the model wrote before asking for tools goes with the
+            // calls, as one assistant message.
+            let text = match self.draft.as_ref() {
+                Some(draft) if !draft.text.trim().is_empty() => Some(draft.text.clone()),
+                _ => None,
+            };
+            if text.is_some() {
+                self.finish_draft().await?;
+            } else if let Some(blank) = self.draft.take() {
+                // Only whitespace before the calls: not worth a message.
+                self.emit(ThreadStreamEvent::ItemRemoved {
+                    item_id: blank.item.id,
+                })
+                .await?;
+            }
+            messages.push(ChatMessage::Assistant {
+                content: text,
+                tool_calls: calls.clone(),
+            });
+            let results = self.run_tools(&calls).await?;
+            messages.extend(results);
+        }
+        self.out_of_turns().await
+    }
+
+    /// Streams one model answer into an assistant message; returns the tool
+    /// calls the model asked for (none for a final answer).
+    async fn stream_answer(
+        &mut self,
+        messages: &[ChatMessage],
+        tools: &[Value],
+    ) -> Result<Vec<ToolCall>, Stop> {
         let mut stream = tokio::select! {
             biased;
             _ = self.cancel.cancelled() => return Err(Stop::Cancelled),
-            started = self.agent.llm.stream(messages, &[]) => match started {
+            started = self.agent.llm.stream(messages, tools) => match started {
                 Ok(stream) => stream,
-                Err(e) => return self.fail_llm(e).await,
+                Err(e) => return self.fail_llm(e).await.map(|()| Vec::new()),
             },
         };
         loop {
@@ -231,25 +286,47 @@ impl Run<'_> {
             };
             match event {
                 Some(Ok(LlmEvent::Text(delta))) => self.push_text(delta).await?,
-                Some(Ok(LlmEvent::Finished { reason, tool_calls })) => {
-                    if !tool_calls.is_empty() {
-                        // No tools are offered to the model, so a tool call is
-                        // a model misbehaving; keep its text, say so.
-                        tracing::warn!(%reason, calls = tool_calls.len(), "model asked for tools that were not offered");
+                Some(Ok(LlmEvent::Finished { tool_calls, .. })) if !tool_calls.is_empty() => {
+                    if tools.is_empty() {
+                        // Nothing was offered: a model misbehaving. Keep its text.
+                        tracing::warn!(
+                            calls = tool_calls.len(),
+                            "model asked for tools that were not offered"
+                        );
+                    } else {
+                        return Ok(tool_calls);
                     }
-                    if self.draft.is_none() {
-                        return self
-                            .fail_llm(LlmError::Protocol(
-                                "the model returned an empty answer".to_owned(),
-                            ))
-                            .await;
-                    }
-                    return self.finish_draft().await;
+                    return self.finish_or_empty().await.map(|()| Vec::new());
                 }
-                Some(Err(e)) => return self.fail_llm(e).await,
-                None => return self.fail_llm(LlmError::Cut).await,
+                Some(Ok(LlmEvent::Finished { .. })) => {
+                    return self.finish_or_empty().await.map(|()| Vec::new());
+                }
+                Some(Err(e)) => return self.fail_llm(e).await.map(|()| Vec::new()),
+                None => return self.fail_llm(LlmError::Cut).await.map(|()| Vec::new()),
             }
         }
+    }
+
+    /// A final answer: closes the message, or reports an empty one.
+    async fn finish_or_empty(&mut self) -> Result<(), Stop> {
+        if self.draft.is_none() {
+            return self
+                .fail_llm(LlmError::Protocol(
+                    "the model returned an empty answer".to_owned(),
+                ))
+                .await;
+        }
+        self.finish_draft().await
+    }
+
+    /// The model kept asking for tools: say so instead of ending in silence.
+    async fn out_of_turns(&mut self) -> Result<(), Stop> {
+        let turns = self.agent.config.max_turns;
+        self.push_text(format!(
+            "I stopped after {turns} steps without reaching an answer. Tell me to continue if you want me to go on."
+        ))
+        .await?;
+        self.finish_draft().await
     }
 
     async fn push_text(&mut self, mut delta: String) -> Result<(), Stop> {
@@ -410,6 +487,17 @@ impl Run<'_> {
             let item = finished_item(draft);
             if let Err(e) = self.agent.store.add_item(&user, &item).await {
                 tracing::error!(error = %e, "could not store the partial answer of a cancelled run");
+            }
+        }
+        for call in std::mem::take(&mut self.open_calls) {
+            let result = tools::result_item(
+                &self.input.thread.id,
+                &call,
+                "The user stopped the conversation before this call finished; it may or may not have run.",
+                true,
+            );
+            if let Err(e) = self.agent.store.add_item(&user, &result).await {
+                tracing::error!(error = %e, "could not store the result of a cancelled tool call");
             }
         }
         let marker = ThreadItem {

@@ -1,0 +1,184 @@
+//! One running MCP server: the child process and the rmcp client session on
+//! its stdio.
+//!
+//! rmcp sets no timeouts: the initialize handshake and every call are bounded
+//! here. A call that times out or finds the transport closed marks the
+//! instance broken, and the pool replaces it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation, Tool,
+};
+use rmcp::service::{NotificationContext, RunningService};
+use rmcp::{ClientHandler, RoleClient, ServiceError, ServiceExt};
+use serde_json::{Map, Value};
+use tokio::sync::Notify;
+
+use super::McpError;
+use super::process::{self, Launch, ProcessGuard};
+
+/// Receives the server's notifications; a changed tool list wakes the
+/// registry's refresher.
+#[derive(Clone)]
+pub struct Events {
+    pub server: String,
+    pub tools_changed: Arc<Notify>,
+}
+
+impl ClientHandler for Events {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("chatkitd", env!("CARGO_PKG_VERSION")),
+        )
+    }
+
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        tracing::info!(server = %self.server, "the server's tool list changed");
+        self.tools_changed.notify_one();
+    }
+}
+
+/// A started, initialized server.
+pub struct Instance {
+    service: RunningService<RoleClient, Events>,
+    process: ProcessGuard,
+    broken: AtomicBool,
+    /// When it last finished a call (or started), for idle reaping.
+    pub last_used: Instant,
+    pub server: String,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("server", &self.server)
+            .field("pid", &self.process.pid())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a call ended, short of a result.
+#[derive(Debug)]
+pub enum CallFailure {
+    /// No answer in time; the instance is broken.
+    Timeout(Duration),
+    /// The server went away (crash, exit); the instance is broken.
+    Closed,
+    /// The server answered with a protocol error; the instance is fine.
+    Protocol(String),
+}
+
+impl Instance {
+    /// Spawns and initializes a server, all within `timeout`.
+    pub async fn start(
+        launch: &Launch,
+        user: Option<&str>,
+        events: Events,
+        timeout: Duration,
+    ) -> Result<Instance, McpError> {
+        let started = Instant::now();
+        let spawned = process::spawn(launch, user).map_err(|e| McpError::Spawn {
+            server: launch.server.clone(),
+            message: format!("{}: {e}", launch.program.display()),
+        })?;
+        let handshake = events.serve((spawned.stdout, spawned.stdin));
+        let service = match tokio::time::timeout(timeout, handshake).await {
+            Ok(Ok(service)) => service,
+            Ok(Err(e)) => {
+                return Err(McpError::Spawn {
+                    server: launch.server.clone(),
+                    message: format!("initialize failed: {e}"),
+                });
+            }
+            Err(_) => {
+                return Err(McpError::Spawn {
+                    server: launch.server.clone(),
+                    message: format!("no answer to initialize within {timeout:?}"),
+                });
+            }
+        };
+        tracing::info!(
+            server = %launch.server,
+            pid = spawned.guard.pid(),
+            user = user.unwrap_or("-"),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "MCP server started"
+        );
+        Ok(Instance {
+            service,
+            process: spawned.guard,
+            broken: AtomicBool::new(false),
+            last_used: Instant::now(),
+            server: launch.server.clone(),
+        })
+    }
+
+    /// Whether the instance can serve another call.
+    pub fn is_usable(&self) -> bool {
+        !self.broken.load(Ordering::Relaxed) && !self.service.is_transport_closed()
+    }
+
+    /// Every tool the server offers (all pages).
+    pub async fn list_tools(&self, timeout: Duration) -> Result<Vec<Tool>, McpError> {
+        match tokio::time::timeout(timeout, self.service.list_all_tools()).await {
+            Ok(Ok(tools)) => Ok(tools),
+            Ok(Err(e)) => Err(McpError::Call {
+                server: self.server.clone(),
+                message: format!("tools/list failed: {e}"),
+            }),
+            Err(_) => {
+                self.broken.store(true, Ordering::Relaxed);
+                Err(McpError::Call {
+                    server: self.server.clone(),
+                    message: format!("no answer to tools/list within {timeout:?}"),
+                })
+            }
+        }
+    }
+
+    /// Calls a tool. Dropping the future cancels the call on the server
+    /// (rmcp sends `notifications/cancelled`).
+    pub async fn call(
+        &self,
+        tool: &str,
+        arguments: Map<String, Value>,
+        timeout: Duration,
+    ) -> Result<CallToolResult, CallFailure> {
+        let params = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
+        match tokio::time::timeout(timeout, self.service.call_tool(params)).await {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(ServiceError::TransportClosed | ServiceError::TransportSend(_))) => {
+                self.broken.store(true, Ordering::Relaxed);
+                Err(CallFailure::Closed)
+            }
+            Ok(Err(e)) => {
+                if self.service.is_transport_closed() {
+                    self.broken.store(true, Ordering::Relaxed);
+                    return Err(CallFailure::Closed);
+                }
+                Err(CallFailure::Protocol(e.to_string()))
+            }
+            Err(_) => {
+                // A server that stopped answering may never answer again.
+                self.broken.store(true, Ordering::Relaxed);
+                Err(CallFailure::Timeout(timeout))
+            }
+        }
+    }
+
+    /// Closes the session, waits briefly for the child to exit, then kills
+    /// its process group.
+    pub async fn stop(self) {
+        let Instance {
+            mut service,
+            process,
+            ..
+        } = self;
+        let _ = service.close_with_timeout(Duration::from_secs(1)).await;
+        process.stop(Duration::from_secs(1)).await;
+    }
+}

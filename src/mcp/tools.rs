@@ -1,0 +1,238 @@
+//! What the model sees of the servers' tools: names, schemas, results.
+//!
+//! Names are sanitized to `[a-zA-Z0-9_-]` and at most 64 bytes (what OpenAI's
+//! API accepts), qualified as `server__tool` only when two servers offer the
+//! same name, and shortened with a stable hash when too long. They depend
+//! only on the configuration and the tool lists, so a restart gives the same
+//! names and stored history still replays.
+//!
+//! Parameters named in `inject` are removed from the schema the model sees;
+//! the daemon sets them on every call, over anything the model sent.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rmcp::model::{CallToolResult, ContentBlock, Tool};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+/// Longest tool name the model may be given.
+pub const MAX_NAME: usize = 64;
+
+/// One tool as offered to the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelTool {
+    /// The name the model calls it by.
+    pub name: String,
+    /// The server that runs it, and its own name there.
+    pub server: String,
+    pub tool: String,
+    pub description: String,
+    /// The input schema without the injected parameters.
+    pub parameters: Value,
+}
+
+impl ModelTool {
+    /// The chat-completions `tools` entry.
+    pub fn definition(&self) -> Value {
+        json!({
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            }
+        })
+    }
+}
+
+/// Keeps `[a-zA-Z0-9_-]`, replacing anything else with `_`.
+pub fn sanitize(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if cleaned.is_empty() {
+        "tool".to_owned()
+    } else {
+        cleaned
+    }
+}
+
+/// Cuts a name to [`MAX_NAME`] bytes, ending it with a short hash of the full
+/// name so that two long names stay distinct.
+fn fit(name: String) -> String {
+    if name.len() <= MAX_NAME {
+        return name;
+    }
+    let digest = Sha256::digest(name.as_bytes());
+    let suffix = hex::encode(&digest[..4]);
+    format!("{}_{suffix}", &name[..MAX_NAME - suffix.len() - 1])
+}
+
+/// Assigns model-facing names to every server's tools. `servers` maps server
+/// name to its (already filtered) tools.
+pub fn name_tools(servers: &BTreeMap<String, Vec<(Tool, Vec<String>)>>) -> Vec<ModelTool> {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for tools in servers.values() {
+        for (tool, _) in tools {
+            *counts.entry(sanitize(&tool.name)).or_default() += 1;
+        }
+    }
+    let mut named = Vec::new();
+    for (server, tools) in servers {
+        for (tool, injected) in tools {
+            let plain = sanitize(&tool.name);
+            let name = if counts.get(&plain).copied().unwrap_or(0) > 1 {
+                fit(format!("{}__{plain}", sanitize(server)))
+            } else {
+                fit(plain)
+            };
+            named.push(ModelTool {
+                name,
+                server: server.clone(),
+                tool: tool.name.to_string(),
+                description: tool
+                    .description
+                    .as_deref()
+                    .or(tool.title.as_deref())
+                    .unwrap_or_default()
+                    .to_owned(),
+                parameters: hide_parameters(&tool.input_schema, injected),
+            });
+        }
+    }
+    named
+}
+
+/// The schema without the `hidden` properties (and without them in `required`).
+pub fn hide_parameters(schema: &Map<String, Value>, hidden: &[String]) -> Value {
+    let mut schema = schema.clone();
+    if let Some(Value::Object(properties)) = schema.get_mut("properties") {
+        for name in hidden {
+            properties.remove(name);
+        }
+    }
+    if let Some(Value::Array(required)) = schema.get_mut("required") {
+        required.retain(|r| !r.as_str().is_some_and(|r| hidden.iter().any(|h| h == r)));
+    }
+    if !schema.contains_key("type") {
+        schema.insert("type".into(), Value::String("object".into()));
+    }
+    if !schema.contains_key("properties") {
+        schema.insert("properties".into(), Value::Object(Map::new()));
+    }
+    Value::Object(schema)
+}
+
+/// The text the model reads for a tool result, cut to `max_bytes`.
+pub fn result_text(result: &CallToolResult, max_bytes: usize) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for block in &result.content {
+        match block {
+            ContentBlock::Text(text) => parts.push(text.text.clone()),
+            other => parts.push(serde_json::to_string(other).unwrap_or_default()),
+        }
+    }
+    if parts.is_empty()
+        && let Some(structured) = &result.structured_content
+    {
+        parts.push(structured.to_string());
+    }
+    let text = parts.join("\n");
+    truncate(&text, max_bytes)
+}
+
+/// Cuts text to at most `max_bytes` (on a character boundary) with a marker
+/// that says how much was left out.
+pub fn truncate(text: &str, max_bytes: usize) -> String {
+    if text.len() <= max_bytes {
+        return text.to_owned();
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}\n[output truncated: {} of {} bytes shown]",
+        &text[..end],
+        end,
+        text.len()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn tool(name: &str, schema: Value) -> Tool {
+        let Value::Object(schema) = schema else {
+            panic!("schema must be an object")
+        };
+        Tool::new(name.to_owned(), "does things", Arc::new(schema))
+    }
+
+    #[test]
+    fn names_are_plain_unless_they_collide() {
+        let mut servers = BTreeMap::new();
+        servers.insert(
+            "tasks".to_owned(),
+            vec![
+                (tool("add_task", json!({"type": "object"})), vec![]),
+                (tool("search", json!({"type": "object"})), vec![]),
+            ],
+        );
+        servers.insert(
+            "web.search".to_owned(),
+            vec![(tool("search", json!({"type": "object"})), vec![])],
+        );
+        let names: Vec<String> = name_tools(&servers).into_iter().map(|t| t.name).collect();
+        assert_eq!(names, ["add_task", "tasks__search", "web_search__search"]);
+    }
+
+    #[test]
+    fn long_and_odd_names_are_made_valid_and_stay_distinct() {
+        assert_eq!(sanitize("a.b c/d"), "a_b_c_d");
+        let a = fit(format!("{}a", "x".repeat(80)));
+        let b = fit(format!("{}b", "x".repeat(80)));
+        assert_eq!(a.len(), MAX_NAME);
+        assert_ne!(a, b);
+        assert_eq!(a, fit(format!("{}a", "x".repeat(80))), "stable");
+    }
+
+    #[test]
+    fn injected_parameters_are_hidden() {
+        let schema = json!({
+            "type": "object",
+            "properties": {"user_id": {"type": "string"}, "title": {"type": "string"}},
+            "required": ["user_id", "title"]
+        });
+        let Value::Object(schema) = schema else {
+            unreachable!()
+        };
+        assert_eq!(
+            hide_parameters(&schema, &["user_id".to_owned()]),
+            json!({
+                "type": "object",
+                "properties": {"title": {"type": "string"}},
+                "required": ["title"]
+            })
+        );
+    }
+
+    #[test]
+    fn truncation_marks_what_was_cut() {
+        assert_eq!(truncate("short", 10), "short");
+        let cut = truncate("héllo wörld", 3);
+        assert!(
+            cut.starts_with("h\u{e9}\n[output truncated: 3 of 13 bytes shown]"),
+            "{cut}"
+        );
+    }
+}

@@ -1,0 +1,176 @@
+//! `fake-mcp`: an MCP server over stdio for testing the daemon's tool layer.
+//!
+//! Its tools misbehave on request, so tests can prove what the pool does
+//! when a server crashes, hangs, changes its tool list or starts children:
+//! - `echo {…}`: returns every argument it received, plus its user env var.
+//! - `env_names {}`: the names of its environment variables.
+//! - `pid {}`: its process id (which instance answered).
+//! - `sleep {ms}`: answers after `ms` milliseconds.
+//! - `crash {}`: exits mid-call.
+//! - `hang {}`: never answers.
+//! - `spawn_child {}`: starts `sleep 600` in its process group, returns its pid.
+//! - `big {bytes}`: a text of that many bytes.
+//! - `add_tool {}`: offers one more tool, `late_tool`, and notifies the client.
+//!
+//! Logs go to stderr (one line at start), as a real server's would.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorData,
+    Implementation, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
+    Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{RoleServer, ServerHandler, ServiceExt};
+use serde_json::{Map, Value, json};
+
+#[derive(Clone, Default)]
+struct Fake {
+    late_tool: Arc<AtomicBool>,
+}
+
+fn tool(name: &'static str, description: &'static str, schema: Value) -> Tool {
+    let Value::Object(schema) = schema else {
+        unreachable!("schemas are objects")
+    };
+    Tool::new(name, description, Arc::new(schema))
+}
+
+fn object(properties: Value, required: &[&str]) -> Value {
+    json!({"type": "object", "properties": properties, "required": required})
+}
+
+impl Fake {
+    fn tools(&self) -> Vec<Tool> {
+        let mut tools = vec![
+            tool(
+                "echo",
+                "Returns its arguments.",
+                object(
+                    json!({"text": {"type": "string"}, "user_id": {"type": "string", "description": "The user"}}),
+                    &["text", "user_id"],
+                ),
+            ),
+            tool(
+                "env_names",
+                "Lists environment variable names.",
+                object(json!({}), &[]),
+            ),
+            tool("pid", "Returns the process id.", object(json!({}), &[])),
+            tool(
+                "sleep",
+                "Sleeps.",
+                object(json!({"ms": {"type": "integer"}}), &["ms"]),
+            ),
+            tool("crash", "Exits mid-call.", object(json!({}), &[])),
+            tool("hang", "Never answers.", object(json!({}), &[])),
+            tool(
+                "spawn_child",
+                "Starts a long-lived child process.",
+                object(json!({}), &[]),
+            ),
+            tool(
+                "big",
+                "A long text.",
+                object(json!({"bytes": {"type": "integer"}}), &["bytes"]),
+            ),
+            tool("add_tool", "Offers one more tool.", object(json!({}), &[])),
+        ];
+        if self.late_tool.load(Ordering::SeqCst) {
+            tools.push(tool("late_tool", "Appeared later.", object(json!({}), &[])));
+        }
+        tools
+    }
+}
+
+fn text(value: impl Into<String>) -> CallToolResponse {
+    CallToolResult::success(vec![ContentBlock::text(value.into())]).into()
+}
+
+impl ServerHandler for Fake {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build(),
+        )
+        .with_server_info(Implementation::new("fake-mcp", env!("CARGO_PKG_VERSION")))
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(self.tools()))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let args: Map<String, Value> = request.arguments.clone().unwrap_or_default();
+        let number = |key: &str| args.get(key).and_then(Value::as_u64).unwrap_or(0);
+        Ok(match request.name.as_ref() {
+            "echo" => {
+                let user_env = std::env::var("CHATKITD_USER_ID").ok();
+                text(json!({"arguments": args, "user_env": user_env}).to_string())
+            }
+            "env_names" => {
+                let mut names: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
+                names.sort();
+                text(json!(names).to_string())
+            }
+            "pid" => text(std::process::id().to_string()),
+            "sleep" => {
+                tokio::time::sleep(std::time::Duration::from_millis(number("ms"))).await;
+                text("slept")
+            }
+            "crash" => {
+                eprintln!("fake-mcp: crashing as asked");
+                std::process::exit(3);
+            }
+            "hang" => {
+                context.ct.cancelled().await;
+                text("cancelled")
+            }
+            "spawn_child" => {
+                let child = std::process::Command::new("sleep")
+                    .arg("600")
+                    .spawn()
+                    .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+                text(child.id().to_string())
+            }
+            "big" => text("x".repeat(number("bytes") as usize)),
+            "add_tool" => {
+                self.late_tool.store(true, Ordering::SeqCst);
+                if let Err(e) = context.peer.notify_tool_list_changed().await {
+                    eprintln!("fake-mcp: could not notify: {e}");
+                }
+                text("added")
+            }
+            "late_tool" if self.late_tool.load(Ordering::SeqCst) => text("late"),
+            other => {
+                CallToolResult::error(vec![ContentBlock::text(format!("unknown tool {other}"))])
+                    .into()
+            }
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    eprintln!("fake-mcp: started, pid {}", std::process::id());
+    let service = match Fake::default().serve(rmcp::transport::stdio_pipes()).await {
+        Ok(service) => service,
+        Err(e) => {
+            eprintln!("fake-mcp: initialize failed: {e}");
+            std::process::exit(1);
+        }
+    };
+    let _ = service.waiting().await;
+}

@@ -1,0 +1,478 @@
+//! Tools end to end: the fake LLM asks for tools, the daemon runs them on a
+//! real MCP server child process (`fake-mcp`, which misbehaves on request),
+//! shows them as a workflow, stores them as hidden items and replays them.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use chatkitd::config::{Config, McpScope};
+use chatkitd_testkit::{FakeToolCall, Script};
+use pretty_assertions::assert_eq;
+use serde_json::{Value, json};
+use support::{Backend, Daemon, children_of, eventually, fake_mcp_server, process_alive};
+
+/// A daemon with the fake MCP server as `fake`.
+async fn daemon_with_tools(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Daemon {
+    let server = fake_mcp_server();
+    Daemon::start_with(backend, move |config| {
+        config.mcp_servers.insert("fake".into(), server);
+        tweak(config);
+    })
+    .await
+}
+
+fn calls(list: &[(&str, &str, Value)]) -> Script {
+    Script::ToolCalls {
+        calls: list
+            .iter()
+            .map(|(id, name, args)| FakeToolCall::new(*id, *name, args.to_string()))
+            .collect(),
+    }
+}
+
+/// The tool messages of a recorded LLM request, as (call id, content).
+fn tool_results(messages: &[Value]) -> Vec<(String, String)> {
+    messages
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| {
+            (
+                m["tool_call_id"].as_str().unwrap_or_default().to_owned(),
+                m["content"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The text a tool returned in the last model request.
+fn last_tool_output(daemon: &Daemon) -> String {
+    let requests = daemon.llm.stream_requests();
+    let last = requests.last().expect("a model request");
+    tool_results(last.messages())
+        .pop()
+        .map(|(_, content)| content)
+        .expect("a tool result")
+}
+
+async fn a_tool_call_runs_with_the_users_identity_and_replays(backend: Backend) {
+    let daemon = daemon_with_tools(backend, |_| {}).await;
+    // The model tries to act for someone else; the daemon's value wins.
+    daemon.llm.push(calls(&[(
+        "call_1",
+        "echo",
+        json!({"text": "hi", "user_id": "mallory"}),
+    )]));
+    daemon.llm.push(Script::text(["Echoed."]));
+    let (thread_id, streamed) = daemon.create_thread("echo hi").await;
+
+    let first = &daemon.llm.stream_requests()[0];
+    assert!(
+        first.tool_names().contains(&"echo".to_owned()),
+        "{:?}",
+        first.tool_names()
+    );
+    let echo = first.body["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .find(|t| t["function"]["name"] == "echo")
+        .expect("echo offered")
+        .clone();
+    assert_eq!(
+        echo["function"]["parameters"],
+        json!({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}),
+        "user_id is hidden from the model"
+    );
+
+    let output: Value = serde_json::from_str(&last_tool_output(&daemon)).expect("echo JSON");
+    assert_eq!(
+        output,
+        json!({"arguments": {"text": "hi", "user_id": "dev"}, "user_env": null})
+    );
+
+    // The stream shows the call as a workflow task, then the answer.
+    let types = streamed.types();
+    let workflow_added = types
+        .iter()
+        .position(|t| t == "thread.item.added")
+        .expect("added");
+    assert_eq!(streamed.events[workflow_added]["item"]["type"], "workflow");
+    let updates: Vec<String> = streamed
+        .events
+        .iter()
+        .filter_map(|e| e["update"]["type"].as_str().map(str::to_owned))
+        .filter(|t| t.starts_with("workflow."))
+        .collect();
+    assert_eq!(updates, ["workflow.task.added", "workflow.task.updated"]);
+    let done = streamed.done_items();
+    assert_eq!(
+        done.iter()
+            .map(|i| i["type"].as_str().unwrap_or_default())
+            .collect::<Vec<_>>(),
+        ["user_message", "workflow", "assistant_message"]
+    );
+    let task = &done[1]["workflow"]["tasks"][0];
+    assert_eq!(task["title"], "echo");
+    assert_eq!(task["status_indicator"], "complete");
+    assert_eq!(streamed.answer().as_deref(), Some("Echoed."));
+
+    // Reloaded, the thread shows the tool activity; hidden items stay hidden.
+    assert_eq!(daemon.items(&thread_id).await, done);
+    let stored = daemon.stored_items("dev", &thread_id).await;
+    assert_eq!(
+        stored.iter().filter(|i| i.is_hidden()).count(),
+        2,
+        "the call and its result"
+    );
+
+    // The next turn's history replays the call and its result exactly.
+    daemon.add_message(&thread_id, "thanks").await;
+    let replay = daemon
+        .llm
+        .stream_requests()
+        .last()
+        .expect("third request")
+        .messages()
+        .to_vec();
+    let roles: Vec<&str> = replay
+        .iter()
+        .map(|m| m["role"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        roles,
+        ["system", "user", "assistant", "tool", "assistant", "user"]
+    );
+    assert_eq!(replay[2]["tool_calls"][0]["id"], "call_1");
+    assert_eq!(replay[2]["tool_calls"][0]["function"]["name"], "echo");
+    assert_eq!(replay[3]["tool_call_id"], "call_1");
+    daemon.llm.assert_requests_well_formed();
+    daemon.stop().await;
+}
+
+async fn a_crashed_server_is_a_tool_error_and_is_replaced(backend: Backend) {
+    let daemon = daemon_with_tools(backend, |c| {
+        c.mcp_servers.get_mut("fake").expect("fake").max_instances = 1;
+    })
+    .await;
+    daemon.llm.push(calls(&[("c1", "pid", json!({}))]));
+    daemon.llm.push(Script::text(["ok"]));
+    let (thread_id, _) = daemon.create_thread("which pid").await;
+    let first_pid: u32 = last_tool_output(&daemon).parse().expect("pid");
+
+    daemon.llm.push(calls(&[("c2", "crash", json!({}))]));
+    daemon.llm.push(Script::text(["The tool failed."]));
+    let streamed = daemon.add_message(&thread_id, "crash it").await;
+    assert!(
+        streamed.error().is_none(),
+        "the turn completes: {}",
+        streamed.raw
+    );
+    assert_eq!(streamed.answer().as_deref(), Some("The tool failed."));
+    let output = last_tool_output(&daemon);
+    assert!(output.contains("stopped during the call"), "{output}");
+
+    daemon.llm.push(calls(&[("c3", "pid", json!({}))]));
+    daemon.llm.push(Script::text(["ok"]));
+    daemon.add_message(&thread_id, "again").await;
+    let second_pid: u32 = last_tool_output(&daemon).parse().expect("pid");
+    assert_ne!(first_pid, second_pid, "a fresh instance answered");
+    assert!(!process_alive(first_pid), "the crashed instance is gone");
+    daemon.llm.assert_requests_well_formed();
+    daemon.stop().await;
+}
+
+async fn a_hanging_call_times_out_on_schedule(backend: Backend) {
+    let daemon = daemon_with_tools(backend, |c| {
+        c.mcp_servers.get_mut("fake").expect("fake").call_timeout = Duration::from_secs(1);
+    })
+    .await;
+    daemon.llm.push(calls(&[("c1", "pid", json!({}))]));
+    daemon.llm.push(Script::text(["ok"]));
+    let (thread_id, _) = daemon.create_thread("pid").await;
+    let hung_pid: u32 = last_tool_output(&daemon).parse().expect("pid");
+
+    daemon.llm.push(calls(&[("c2", "hang", json!({}))]));
+    daemon.llm.push(Script::text(["It timed out."]));
+    let started = Instant::now();
+    let streamed = daemon.add_message(&thread_id, "hang").await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    assert_eq!(streamed.answer().as_deref(), Some("It timed out."));
+    let output = last_tool_output(&daemon);
+    assert!(output.contains("did not answer within 1s"), "{output}");
+    // The hung instance is not reused: it is killed.
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            !process_alive(hung_pid)
+        })
+        .await,
+        "the hung server was killed"
+    );
+    daemon.llm.assert_requests_well_formed();
+    daemon.stop().await;
+}
+
+async fn several_calls_of_one_answer_run_concurrently(backend: Backend) {
+    let daemon = daemon_with_tools(backend, |_| {}).await;
+    daemon.llm.push(calls(&[
+        ("a", "sleep", json!({"ms": 600})),
+        ("b", "sleep", json!({"ms": 600})),
+    ]));
+    daemon.llm.push(Script::text(["Both slept."]));
+    let started = Instant::now();
+    let (_, streamed) = daemon.create_thread("sleep twice").await;
+    let took = started.elapsed();
+    assert_eq!(streamed.answer().as_deref(), Some("Both slept."));
+    assert!(
+        took < Duration::from_millis(1150),
+        "two 600 ms calls took {took:?}"
+    );
+    let requests = daemon.llm.stream_requests();
+    assert_eq!(
+        tool_results(requests[1].messages()),
+        [
+            ("a".to_owned(), "slept".to_owned()),
+            ("b".to_owned(), "slept".to_owned())
+        ]
+    );
+    daemon.llm.assert_requests_well_formed();
+    daemon.stop().await;
+}
+
+async fn eight_conversations_share_two_instances(backend: Backend) {
+    let daemon = daemon_with_tools(backend, |_| {}).await;
+    for i in 0..8 {
+        daemon
+            .llm
+            .push(calls(&[(&format!("c{i}"), "sleep", json!({"ms": 150}))]));
+    }
+    let runs = (0..8).map(|i| {
+        let daemon = &daemon;
+        async move { daemon.create_thread(&format!("conversation {i}")).await.1 }
+    });
+    let results = futures::future::join_all(runs).await;
+    for streamed in &results {
+        assert!(streamed.error().is_none(), "{}", streamed.raw);
+        assert!(streamed.answer().is_some(), "{}", streamed.raw);
+    }
+    let outputs: Vec<String> = daemon
+        .llm
+        .stream_requests()
+        .iter()
+        .flat_map(|r| tool_results(r.messages()))
+        .map(|(_, content)| content)
+        .collect();
+    assert_eq!(outputs, vec!["slept".to_owned(); 8]);
+    daemon.llm.assert_requests_well_formed();
+    daemon.stop().await;
+}
+
+async fn servers_get_only_their_declared_environment(backend: Backend) {
+    let daemon = daemon_with_tools(backend, |_| {}).await;
+    daemon.llm.push(calls(&[("c1", "env_names", json!({}))]));
+    daemon.llm.push(Script::text(["ok"]));
+    daemon.create_thread("env").await;
+    let names: Vec<String> = serde_json::from_str(&last_tool_output(&daemon)).expect("names");
+    let allowed = ["FAKE_SETTING", "HOME", "PATH"];
+    assert!(
+        names.iter().all(|n| allowed.contains(&n.as_str())),
+        "{names:?}"
+    );
+    assert!(names.contains(&"FAKE_SETTING".to_owned()));
+    daemon.stop().await;
+}
+
+async fn per_user_instances_know_their_user(backend: Backend) {
+    let daemon = daemon_with_tools(backend, |c| {
+        c.mcp_servers.get_mut("fake").expect("fake").scope = McpScope::PerUser;
+    })
+    .await;
+    daemon
+        .llm
+        .push(calls(&[("c1", "echo", json!({"text": "x"}))]));
+    daemon.llm.push(Script::text(["ok"]));
+    daemon.create_thread("who am i").await;
+    let output: Value = serde_json::from_str(&last_tool_output(&daemon)).expect("echo JSON");
+    assert_eq!(output["user_env"], "dev");
+    assert_eq!(output["arguments"]["user_id"], "dev");
+    daemon.stop().await;
+}
+
+async fn mistakes_become_tool_errors_the_model_reads(backend: Backend) {
+    let daemon = daemon_with_tools(backend, |c| c.agent.max_tool_output_bytes = 100).await;
+    daemon.llm.push(Script::ToolCalls {
+        calls: vec![
+            FakeToolCall::new("bad", "echo", "{not json"),
+            FakeToolCall::new("ghost", "no_such_tool", "{}"),
+            FakeToolCall::new("big", "big", r#"{"bytes": 1000}"#),
+        ],
+    });
+    daemon.llm.push(Script::text(["Sorry."]));
+    let (_, streamed) = daemon.create_thread("try things").await;
+    assert_eq!(streamed.answer().as_deref(), Some("Sorry."));
+    let results = tool_results(daemon.llm.stream_requests()[1].messages());
+    assert_eq!(results.len(), 3);
+    assert!(results[0].1.contains("not valid JSON"), "{}", results[0].1);
+    assert!(
+        results[1].1.contains("no tool named \"no_such_tool\""),
+        "{}",
+        results[1].1
+    );
+    assert!(
+        results[2]
+            .1
+            .ends_with("[output truncated: 100 of 1000 bytes shown]"),
+        "{}",
+        results[2].1
+    );
+    daemon.llm.assert_requests_well_formed();
+    daemon.stop().await;
+}
+
+async fn a_model_that_never_stops_calling_tools_is_stopped(backend: Backend) {
+    let daemon = daemon_with_tools(backend, |c| c.agent.max_turns = 2).await;
+    daemon.llm.push(calls(&[("c1", "pid", json!({}))]));
+    daemon.llm.push(calls(&[("c2", "pid", json!({}))]));
+    let (thread_id, streamed) = daemon.create_thread("loop").await;
+    assert_eq!(daemon.llm.stream_requests().len(), 2);
+    let answer = streamed.answer().expect("a closing message");
+    assert!(answer.contains("stopped after 2 steps"), "{answer}");
+    assert!(
+        daemon
+            .items(&thread_id)
+            .await
+            .iter()
+            .any(|i| i["type"] == "assistant_message")
+    );
+    daemon.llm.assert_requests_well_formed();
+    daemon.stop().await;
+}
+
+async fn a_changed_tool_list_reaches_the_next_turn(backend: Backend) {
+    let daemon = daemon_with_tools(backend, |_| {}).await;
+    daemon.llm.push(calls(&[("c1", "add_tool", json!({}))]));
+    daemon.llm.push(Script::text(["added"]));
+    let (thread_id, _) = daemon.create_thread("add a tool").await;
+    assert!(
+        !daemon.llm.stream_requests()[0]
+            .tool_names()
+            .contains(&"late_tool".to_owned())
+    );
+    let mut offered = false;
+    for _ in 0..20 {
+        daemon.add_message(&thread_id, "what tools now?").await;
+        let last = daemon
+            .llm
+            .stream_requests()
+            .last()
+            .expect("request")
+            .tool_names();
+        if last.contains(&"late_tool".to_owned()) {
+            offered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        offered,
+        "late_tool was never offered after tools/list_changed"
+    );
+    daemon.stop().await;
+}
+
+async fn hanging_up_during_a_call_cancels_it_and_keeps_history_whole(backend: Backend) {
+    let daemon = daemon_with_tools(backend, |_| {}).await;
+    daemon
+        .llm
+        .push(calls(&[("slow", "sleep", json!({"ms": 3000}))]));
+    let body =
+        json!({"type": "threads.create", "params": {"input": support::user_input("slow tool")}});
+    let streamed = daemon
+        .stream_until(body, |e| e["update"]["type"] == "workflow.task.added")
+        .await;
+    assert!(streamed.hung_up);
+    let thread_id = streamed.events[0]["thread"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let stored_ok = eventually(Duration::from_secs(5), || async {
+        daemon
+            .stored_items("dev", &thread_id)
+            .await
+            .iter()
+            .any(|i| {
+                matches!(
+                    &i.kind,
+                    chatkitd::protocol::ItemKind::SdkHiddenContext { .. }
+                )
+            })
+    })
+    .await;
+    assert!(stored_ok, "the cancellation was persisted");
+    let stored = daemon.stored_values("dev", &thread_id).await;
+    let result = stored
+        .iter()
+        .find(|i| i["content"]["type"] == "chatkitd.tool_result")
+        .expect("a result for the cancelled call");
+    assert_eq!(result["content"]["call_id"], "slow");
+    assert_eq!(result["content"]["is_error"], true);
+    // The next turn's history pairs the call with that result.
+    daemon.llm.push(Script::text(["ok"]));
+    daemon.add_message(&thread_id, "never mind").await;
+    daemon.llm.assert_requests_well_formed();
+    let last = daemon
+        .llm
+        .stream_requests()
+        .last()
+        .expect("request")
+        .messages()
+        .to_vec();
+    assert_eq!(tool_results(&last).len(), 1);
+    daemon.stop().await;
+}
+
+async fn no_server_process_outlives_the_daemon(backend: Backend) {
+    let daemon = daemon_with_tools(backend, |_| {}).await;
+    daemon.llm.push(calls(&[("c1", "spawn_child", json!({}))]));
+    daemon.llm.push(Script::text(["ok"]));
+    daemon.create_thread("start a child").await;
+    let grandchild: u32 = last_tool_output(&daemon).parse().expect("pid");
+    let me = std::process::id();
+    let servers: Vec<u32> = children_of(me)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == "fake-mcp")
+        })
+        .collect();
+    assert!(!servers.is_empty(), "the server runs as a child");
+    assert!(process_alive(grandchild));
+    daemon.stop().await;
+    let gone = eventually(Duration::from_secs(5), || async {
+        servers.iter().all(|pid| !process_alive(*pid)) && !process_alive(grandchild)
+    })
+    .await;
+    assert!(
+        gone,
+        "servers {servers:?} and their child {grandchild} were stopped"
+    );
+}
+
+both_backends!(
+    a_tool_call_runs_with_the_users_identity_and_replays,
+    a_crashed_server_is_a_tool_error_and_is_replaced,
+    a_hanging_call_times_out_on_schedule,
+    several_calls_of_one_answer_run_concurrently,
+    eight_conversations_share_two_instances,
+    servers_get_only_their_declared_environment,
+    per_user_instances_know_their_user,
+    mistakes_become_tool_errors_the_model_reads,
+    a_model_that_never_stops_calling_tools_is_stopped,
+    a_changed_tool_list_reaches_the_next_turn,
+    hanging_up_during_a_call_cancels_it_and_keeps_history_whole,
+    no_server_process_outlives_the_daemon,
+);
