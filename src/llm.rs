@@ -430,6 +430,12 @@ impl LlmClient {
         &self.model
     }
 
+    /// False when a call would fail for want of configuration (no API key
+    /// for OpenAI's own endpoint).
+    pub fn is_configured(&self) -> bool {
+        !self.missing_key
+    }
+
     fn check_configured(&self) -> Result<(), LlmError> {
         if self.missing_key {
             return Err(LlmError::NotConfigured(

@@ -380,8 +380,99 @@ async fn sigterm_when_idle(backend: Backend) {
     llm.assert_requests_well_formed();
 }
 
+/// The `fake-mcp` processes whose parent is `pid`.
+fn mcp_children(pid: u32) -> Vec<u32> {
+    support::children_of(pid)
+        .into_iter()
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/comm"))
+                .is_ok_and(|comm| comm.trim() == "fake-mcp")
+        })
+        .collect()
+}
+
+/// Appends a fake MCP server that keeps two instances idle.
+fn add_fake_mcp(config: &Path) {
+    let mut text = std::fs::read_to_string(config).expect("config");
+    text.push_str(&format!(
+        "\n[mcp_servers.fake]\ncommand = {:?}\nmin_idle = 2\nmax_instances = 2\n",
+        support::workspace_bin("fake-mcp").display().to_string()
+    ));
+    std::fs::write(config, text).expect("config written");
+}
+
+/// 15. MCP servers die with the daemon: on SIGTERM (orderly) and on SIGKILL
+///     (the parent-death signal), with no orphan left behind.
+async fn no_mcp_child_outlives_the_daemon(backend: Backend) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let llm = FakeLlm::start().await;
+    for signal in ["TERM", "KILL"] {
+        let store_url = fresh_store_url(backend, dir.path()).await;
+        let config = write_config(dir.path(), &store_url, &llm);
+        add_fake_mcp(&config);
+        let served = Served::start(&config, dir.path()).await;
+        let pid = served.child.id().expect("running");
+        let started = support::eventually(Duration::from_secs(10), || async {
+            mcp_children(pid).len() == 2
+        })
+        .await;
+        assert!(started, "two idle MCP servers start:\n{}", served.log());
+        let children = mcp_children(pid);
+        let sent = std::process::Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+        let mut served = served;
+        let status = tokio::time::timeout(Duration::from_secs(10), served.child.wait())
+            .await
+            .expect("the daemon exits")
+            .expect("wait");
+        if signal == "TERM" {
+            assert_eq!(status.code(), Some(0), "{}", served.log());
+        }
+        let gone = support::eventually(Duration::from_secs(5), || async {
+            children.iter().all(|c| !support::process_alive(*c))
+        })
+        .await;
+        assert!(
+            gone,
+            "after SIG{signal}, MCP servers {children:?} still run"
+        );
+    }
+}
+
+/// 16. A panic in the process that owns the servers still stops them: the
+///     runtime drops its tasks while unwinding, and each instance's guard
+///     kills its process group.
+#[test]
+fn no_mcp_child_outlives_a_panic() {
+    let config = support::fake_mcp_server();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u32>>();
+    let owner = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async move {
+            let mut servers = std::collections::BTreeMap::new();
+            servers.insert("fake".to_owned(), config);
+            let _manager = chatkitd::mcp::McpManager::start(&servers, Path::new("."), 1024).await;
+            let me = std::process::id();
+            tx.send(mcp_children(me)).expect("report children");
+            panic!("a bug in the daemon");
+        });
+    });
+    assert!(owner.join().is_err(), "the owner thread panicked");
+    let children = rx.recv().expect("children reported");
+    assert!(!children.is_empty(), "the server had started");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while children.iter().any(|c| support::process_alive(*c)) {
+        assert!(Instant::now() < deadline, "{children:?} outlived the panic");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 both_backends!(
     killed_mid_answer_then_restarted,
     migrate_twice,
-    sigterm_when_idle
+    sigterm_when_idle,
+    no_mcp_child_outlives_the_daemon
 );

@@ -431,7 +431,10 @@ impl Run<'_> {
 
     /// Starts title generation when this is the first exchange of an untitled thread.
     fn start_title(&self, items: &[ThreadItem]) -> Option<tokio::task::JoinHandle<Option<String>>> {
-        if !self.agent.config.title_generation || self.input.thread.title.is_some() {
+        if !self.agent.config.title_generation
+            || self.input.thread.title.is_some()
+            || !self.agent.llm.is_configured()
+        {
             return None;
         }
         let mut users = items.iter().filter_map(|item| match &item.kind {
