@@ -67,6 +67,9 @@ async fn run_backend(name: &str, store_url: &str, options: &Options) {
     config.llm.base_url = llm.base_url();
     config.llm.api_key = Some("bench".into());
     config.agent.title_generation = false;
+    // One user drives all 64 conversations: lift the per-user limits.
+    config.limits.max_concurrent_runs_per_user = 0;
+    config.limits.requests_per_minute_per_user = 0;
     let app = App::build(config).await.expect("daemon builds");
     let listener = app.bind(None).await.expect("bind");
     let url = format!(

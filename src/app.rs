@@ -15,8 +15,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent::Agent;
 use crate::chatkit::ChatKit;
-use crate::config::{AuthMode, Config, ConfigError};
-use crate::http::{self, AppState, Authenticator};
+use crate::auth::{AuthSetupError, Authenticator};
+use crate::config::{Config, ConfigError};
+use crate::http::{self, AppState};
+use crate::limits::RateLimiter;
 use crate::llm::{LlmClient, LlmError};
 use crate::mcp::McpManager;
 use crate::store::{SqlStore, Store, StoreError, sql::SqlStoreOptions};
@@ -30,6 +32,13 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("llm: {0}")]
     Llm(#[from] LlmError),
+    #[error("auth: {0}")]
+    Auth(#[from] AuthSetupError),
+    #[error(
+        "auth.mode = \"none\" lets anyone act as the development user, so it only listens on loopback; \
+         {0} is not. Configure [auth] mode = \"jwt\", or set allow_insecure_none_auth = true if you really mean it"
+    )]
+    InsecureAuth(SocketAddr),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -43,6 +52,7 @@ pub struct App {
     store: Arc<SqlStore>,
     chatkit: Arc<ChatKit>,
     mcp: Option<Arc<McpManager>>,
+    auth: Authenticator,
 }
 
 impl App {
@@ -73,18 +83,32 @@ impl App {
             system_prompt,
             config.agent.clone(),
         ));
-        let chatkit = Arc::new(ChatKit::new(store.clone() as Arc<dyn Store>, agent));
+        let chatkit = Arc::new(ChatKit::new(
+            store.clone() as Arc<dyn Store>,
+            agent,
+            config.limits.max_concurrent_runs_per_user,
+        ));
+        let auth = Authenticator::from_config(&config.auth, &config.base_dir)?;
         Ok(App {
             config,
             store,
             chatkit,
             mcp,
+            auth,
         })
     }
 
-    /// Binds the configured address (or `listen` when given).
+    /// Binds the configured address (or `listen` when given). The
+    /// development auth mode is refused on a non-loopback address unless
+    /// `allow_insecure_none_auth` says otherwise.
     pub async fn bind(&self, listen: Option<SocketAddr>) -> Result<TcpListener, StartError> {
         let addr = listen.unwrap_or_else(|| self.config.listen_addr());
+        if self.auth.is_development()
+            && !addr.ip().is_loopback()
+            && !self.config.auth.allow_insecure_none_auth
+        {
+            return Err(StartError::InsecureAuth(addr));
+        }
         TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Listen { addr, source })
@@ -96,18 +120,20 @@ impl App {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        if self.config.auth.mode == AuthMode::None {
+        if self.auth.is_development() {
             tracing::warn!(
                 user = %self.config.auth.dev_user,
                 "auth.mode = \"none\": every request acts as one development user; do not expose this daemon"
             );
         }
+        let limits = &self.config.limits;
         let state = AppState {
             chatkit: self.chatkit.clone(),
-            auth: Arc::new(Authenticator::new(&self.config.auth)),
+            auth: self.auth.clone(),
+            rate: RateLimiter::new(limits.requests_per_minute_per_user, limits.burst).map(Arc::new),
             max_body_bytes: self.config.server.max_body_bytes,
         };
-        let router = http::router(state, &self.config.server.path);
+        let router = http::router(state, &self.config.server.path, &self.config.server.cors_allowed_origins);
         let addr = listener.local_addr()?;
         tracing::info!(%addr, path = %self.config.server.path, "chatkitd listening");
         // Events are small writes: without TCP_NODELAY, Nagle's algorithm and

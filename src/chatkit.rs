@@ -15,6 +15,8 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
 use crate::agent::{Agent, EventSink, RunInput, RunOutcome};
+use crate::auth::Identity;
+use crate::limits::{RunSlot, RunSlots};
 use crate::protocol::{
     ActionParams, ClientToolCallStatus, FeedbackParams, IdKind, ItemKind, ItemsListParams,
     ListParams, Page, Request, RetryParams, Thread, ThreadItem, ThreadMetadata, ThreadStatus,
@@ -33,6 +35,26 @@ const STREAM_BUFFER: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestContext {
     pub user_id: String,
+    /// Display claims, for the system prompt; never used for identity.
+    pub name: Option<String>,
+    pub email: Option<String>,
+}
+
+impl RequestContext {
+    /// A context for `user` with no display claims.
+    pub fn user(user: impl Into<String>) -> Self {
+        RequestContext::from(Identity::user(user))
+    }
+}
+
+impl From<Identity> for RequestContext {
+    fn from(identity: Identity) -> Self {
+        RequestContext {
+            user_id: identity.user_id,
+            name: identity.name,
+            email: identity.email,
+        }
+    }
 }
 
 /// A request refused before any event was streamed.
@@ -45,6 +67,9 @@ pub enum ChatKitError {
     /// The thread is locked or closed, or busy beyond the lock timeout.
     #[error("{0}")]
     Conflict(String),
+    /// The user already has as many answers streaming as allowed.
+    #[error("{0}")]
+    TooManyRuns(String),
     #[error("{0}")]
     NotImplemented(String),
     #[error("internal error: {0}")]
@@ -87,6 +112,8 @@ pub struct ChatKit {
     store: Arc<dyn Store>,
     agent: Arc<Agent>,
     runs: TaskTracker,
+    /// Answers streaming at once, per user.
+    slots: RunSlots,
     /// Cancelled at shutdown once the grace period is over; every run's token
     /// is a child of it.
     shutdown: CancellationToken,
@@ -99,12 +126,14 @@ impl std::fmt::Debug for ChatKit {
 }
 
 impl ChatKit {
-    /// A server answering from `store` with `agent`.
-    pub fn new(store: Arc<dyn Store>, agent: Arc<Agent>) -> ChatKit {
+    /// A server answering from `store` with `agent`, allowing each user
+    /// `max_runs_per_user` answers at once (0: no limit).
+    pub fn new(store: Arc<dyn Store>, agent: Arc<Agent>, max_runs_per_user: u32) -> ChatKit {
         ChatKit {
             store,
             agent,
             runs: TaskTracker::new(),
+            slots: RunSlots::new(max_runs_per_user),
             shutdown: CancellationToken::new(),
         }
     }
@@ -253,6 +282,7 @@ impl ChatKit {
         input: UserMessageInput,
     ) -> Result<Response, ChatKitError> {
         check_input(&input)?;
+        let slot = self.run_slot(ctx)?;
         let thread = ThreadMetadata::new(new_id(IdKind::Thread), Timestamp::now());
         self.store.create_thread(&ctx.user_id, &thread).await?;
         let lock = self.store.lock_thread(&thread.id).await?;
@@ -269,7 +299,7 @@ impl ChatKit {
                 return Err(e);
             }
         };
-        Ok(self.start_run(ctx, thread, lock, vec![created, user_item]))
+        Ok(self.start_run(ctx, thread, (lock, slot), vec![created, user_item]))
     }
 
     async fn add_user_message(
@@ -280,9 +310,10 @@ impl ChatKit {
     ) -> Result<Response, ChatKitError> {
         check_input(&input)?;
         let thread = self.open_thread(ctx, thread_id).await?;
+        let slot = self.run_slot(ctx)?;
         let lock = self.store.lock_thread(&thread.id).await?;
         let user_item = self.store_user_message(ctx, &thread, input).await?;
-        Ok(self.start_run(ctx, thread, lock, vec![user_item]))
+        Ok(self.start_run(ctx, thread, (lock, slot), vec![user_item]))
     }
 
     async fn retry(
@@ -291,6 +322,7 @@ impl ChatKit {
         params: RetryParams,
     ) -> Result<Response, ChatKitError> {
         let thread = self.open_thread(ctx, &params.thread_id).await?;
+        let slot = self.run_slot(ctx)?;
         let lock = self.store.lock_thread(&thread.id).await?;
         let item = self
             .store
@@ -306,7 +338,7 @@ impl ChatKit {
         self.store
             .delete_items_after(&ctx.user_id, &thread.id, &item.id)
             .await?;
-        Ok(self.start_run(ctx, thread, lock, Vec::new()))
+        Ok(self.start_run(ctx, thread, (lock, slot), Vec::new()))
     }
 
     /// Protocol 4.3: completes the pending client tool call that ends the
@@ -318,6 +350,7 @@ impl ChatKit {
         result: Value,
     ) -> Result<Response, ChatKitError> {
         let thread = self.open_thread(ctx, thread_id).await?;
+        let slot = self.run_slot(ctx)?;
         let lock = self.store.lock_thread(&thread.id).await?;
         let newest = PageRequest {
             limit: 1,
@@ -339,7 +372,7 @@ impl ChatKit {
             _ => return Err(no_pending_call(thread_id)),
         }
         self.store.save_item(&ctx.user_id, &item).await?;
-        Ok(self.start_run(ctx, thread, lock, Vec::new()))
+        Ok(self.start_run(ctx, thread, (lock, slot), Vec::new()))
     }
 
     async fn custom_action(
@@ -367,6 +400,16 @@ impl ChatKit {
             "no handler is configured for the widget action {:?}",
             params.action.kind
         )))
+    }
+
+    /// One of the user's answer slots, or a refusal before anything is stored.
+    fn run_slot(&self, ctx: &RequestContext) -> Result<RunSlot, ChatKitError> {
+        self.slots.try_acquire(&ctx.user_id).ok_or_else(|| {
+            ChatKitError::TooManyRuns(
+                "you already have as many answers in progress as allowed; wait for one to finish"
+                    .to_owned(),
+            )
+        })
     }
 
     /// Loads a thread that accepts new runs.
@@ -419,7 +462,7 @@ impl ChatKit {
         &self,
         ctx: &RequestContext,
         thread: ThreadMetadata,
-        lock: RunLock,
+        (lock, slot): (RunLock, RunSlot),
         first: Vec<ThreadStreamEvent>,
     ) -> Response {
         let (sink, events) = EventSink::channel(STREAM_BUFFER);
@@ -427,6 +470,8 @@ impl ChatKit {
         let agent = self.agent.clone();
         let input = RunInput {
             user_id: ctx.user_id.clone(),
+            name: ctx.name.clone(),
+            email: ctx.email.clone(),
             thread,
         };
         let run_cancel = cancel.clone();
@@ -434,6 +479,7 @@ impl ChatKit {
         self.runs.spawn(async move {
             // Held until the run has persisted everything, cancellation included.
             let _lock = lock;
+            let _slot = slot;
             for event in first {
                 if sink.send(event).await.is_err() {
                     run_cancel.cancel();

@@ -47,6 +47,8 @@ pub struct Config {
     #[serde(default)]
     pub auth: AuthConfig,
     #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
     pub llm: LlmConfig,
     #[serde(default)]
     pub agent: AgentConfig,
@@ -71,6 +73,9 @@ pub struct ServerConfig {
     /// How long runs in flight may go on after a shutdown signal.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Browser origins allowed to call the endpoint from another origin
+    /// (CORS); none by default. `["*"]` allows any origin.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +85,7 @@ impl Default for ServerConfig {
             path: "/api/chatkit".to_owned(),
             max_body_bytes: 10 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -122,6 +128,37 @@ pub struct AuthConfig {
     pub mode: AuthMode,
     /// The single user of `mode = "none"`.
     pub dev_user: String,
+    /// Allow `mode = "none"` on a non-loopback address (you almost certainly
+    /// do not want this).
+    pub allow_insecure_none_auth: bool,
+    /// `jwt`: shared secret for HS256/384/512.
+    pub secret: Option<String>,
+    /// `jwt`: PEM file with an RSA or EC public key (RS*, PS*, ES*).
+    pub public_key_file: Option<PathBuf>,
+    /// `jwt`: URL of a JWKS document (keys chosen by `kid`).
+    pub jwks_url: Option<String>,
+    /// `jwt`: required `iss`, when set.
+    pub issuer: Option<String>,
+    /// `jwt`: required `aud` (one of these), when set.
+    pub audience: Option<Vec<String>>,
+    /// `jwt`: the claim that holds the user id.
+    pub user_claim: String,
+    /// `jwt`: clock skew allowed on `exp` and `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// `jwt`: the algorithms accepted; by default every one the key type allows.
+    pub algorithms: Option<Vec<String>>,
+    /// `jwt`: claims offered to the system prompt as `{{user.name}}` and
+    /// `{{user.email}}`; never used for identity.
+    pub name_claim: String,
+    pub email_claim: String,
+    /// `jwt`: how long fetched JWKS keys are used before they are fetched again.
+    #[serde(with = "humantime_serde")]
+    pub jwks_cache_ttl: Duration,
+    /// `jwt`: the shortest interval between two JWKS fetches caused by
+    /// unknown `kid`s, so bad tokens cannot make the daemon hammer the issuer.
+    #[serde(with = "humantime_serde")]
+    pub jwks_min_refresh_interval: Duration,
 }
 
 impl Default for AuthConfig {
@@ -129,6 +166,19 @@ impl Default for AuthConfig {
         AuthConfig {
             mode: AuthMode::None,
             dev_user: "dev".to_owned(),
+            allow_insecure_none_auth: false,
+            secret: None,
+            public_key_file: None,
+            jwks_url: None,
+            issuer: None,
+            audience: None,
+            user_claim: "sub".to_owned(),
+            leeway: Duration::from_secs(30),
+            algorithms: None,
+            name_claim: "name".to_owned(),
+            email_claim: "email".to_owned(),
+            jwks_cache_ttl: Duration::from_secs(600),
+            jwks_min_refresh_interval: Duration::from_secs(10),
         }
     }
 }
@@ -139,6 +189,29 @@ impl Default for AuthConfig {
 pub enum AuthMode {
     /// Development only: every request acts as `dev_user`.
     None,
+    /// A bearer JWT on every request; no valid token, no access.
+    Jwt,
+}
+
+/// `[limits]`: what keeps one user from hurting the others.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Answers one user may have streaming at once (0: no limit).
+    pub max_concurrent_runs_per_user: u32,
+    /// Requests one user may make per minute, in bursts up to `burst` (0: no limit).
+    pub requests_per_minute_per_user: u32,
+    pub burst: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_concurrent_runs_per_user: 4,
+            requests_per_minute_per_user: 120,
+            burst: 30,
+        }
+    }
 }
 
 /// `[llm]`: the OpenAI-compatible endpoint.
@@ -413,6 +486,16 @@ impl Config {
                 "must be at least 1".to_owned(),
             ));
         }
+        self.validate_auth(&invalid)?;
+        for origin in &self.server.cors_allowed_origins {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(invalid(
+                    "server",
+                    "cors_allowed_origins",
+                    format!("{origin:?} is not an origin like https://app.example.com"),
+                ));
+            }
+        }
         for (name, server) in &self.mcp_servers {
             self.validate_mcp_server(path, text, name, server)?;
         }
@@ -424,6 +507,61 @@ impl Config {
                     "instructions",
                     format!("prompt file {} does not exist", full.display()),
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_auth(
+        &self,
+        invalid: &dyn Fn(&str, &str, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let auth = &self.auth;
+        match auth.mode {
+            AuthMode::None => {
+                if auth.dev_user.trim().is_empty() {
+                    return Err(invalid("auth", "dev_user", "must not be empty".to_owned()));
+                }
+            }
+            AuthMode::Jwt => {
+                let sources = [
+                    auth.secret.is_some(),
+                    auth.public_key_file.is_some(),
+                    auth.jwks_url.is_some(),
+                ];
+                if sources.iter().filter(|s| **s).count() != 1 {
+                    return Err(invalid(
+                        "auth",
+                        "mode",
+                        "mode = \"jwt\" needs exactly one of secret, public_key_file or jwks_url"
+                            .to_owned(),
+                    ));
+                }
+                if auth.secret.as_ref().is_some_and(|s| s.len() < 32) {
+                    return Err(invalid(
+                        "auth",
+                        "secret",
+                        "an HMAC secret must be at least 32 bytes".to_owned(),
+                    ));
+                }
+                if let Some(file) = &auth.public_key_file {
+                    let full = self.base_dir.join(file);
+                    if !full.is_file() {
+                        return Err(invalid(
+                            "auth",
+                            "public_key_file",
+                            format!("{} does not exist", full.display()),
+                        ));
+                    }
+                }
+                if let Some(url) = &auth.jwks_url {
+                    if !(url.starts_with("https://") || url.starts_with("http://")) {
+                        return Err(invalid("auth", "jwks_url", format!("{url:?} is not an http(s) URL")));
+                    }
+                }
+                if auth.user_claim.trim().is_empty() {
+                    return Err(invalid("auth", "user_claim", "must not be empty".to_owned()));
+                }
             }
         }
         Ok(())

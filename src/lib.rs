@@ -15,9 +15,11 @@
 
 pub mod agent;
 pub mod app;
+pub mod auth;
 pub mod chatkit;
 pub mod config;
 pub mod http;
+pub mod limits;
 pub mod llm;
 pub mod mcp;
 pub mod protocol;

@@ -70,6 +70,10 @@ impl EventSink {
 pub struct RunInput {
     /// The authenticated user; never from the request body or the model.
     pub user_id: String,
+    /// Display claims offered to the system prompt as `{{user.name}}` and
+    /// `{{user.email}}`; never used for identity.
+    pub name: Option<String>,
+    pub email: Option<String>,
     /// The thread as loaded before the run (after the user message was stored).
     pub thread: ThreadMetadata,
 }
@@ -200,8 +204,9 @@ impl Run<'_> {
             Err(e) => return self.fail_store(e).await,
         };
         let title_task = self.start_title(&items);
+        let system_prompt = self.system_prompt();
         let messages = build_messages(
-            &self.agent.system_prompt,
+            &system_prompt,
             &items,
             self.agent.config.history_token_budget,
         );
@@ -223,6 +228,19 @@ impl Run<'_> {
             self.apply_title(&title).await?;
         }
         answered
+    }
+
+    /// The system prompt with `{{user.id}}`, `{{user.name}}` and
+    /// `{{user.email}}` filled in (empty when the token has no such claim).
+    fn system_prompt(&self) -> String {
+        let prompt = &self.agent.system_prompt;
+        if !prompt.contains("{{user.") {
+            return prompt.clone();
+        }
+        prompt
+            .replace("{{user.id}}", &self.input.user_id)
+            .replace("{{user.name}}", self.input.name.as_deref().unwrap_or(""))
+            .replace("{{user.email}}", self.input.email.as_deref().unwrap_or(""))
     }
 
     /// Model calls until a final answer: each answer that asks for tools runs

@@ -6,6 +6,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::auth::AuthError;
 use crate::chatkit::ChatKitError;
 use crate::protocol::RequestError;
 
@@ -15,8 +16,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
-    /// Sent as `WWW-Authenticate` with a 401.
-    challenge: Option<&'static str>,
+    /// Extra headers: `WWW-Authenticate` with a 401, `Retry-After` with a 429.
+    headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
@@ -25,7 +26,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
-            challenge: None,
+            headers: Vec::new(),
         }
     }
 
@@ -43,17 +44,57 @@ impl ApiError {
         )
     }
 
-    /// 401: missing or bad credentials.
-    pub fn unauthorized(message: impl Into<String>) -> Self {
+    /// 401: missing or bad credentials, with the RFC 6750 challenge.
+    pub fn unauthorized(message: impl Into<String>, invalid_token: bool) -> Self {
+        let challenge = if invalid_token {
+            r#"Bearer realm="chatkitd", error="invalid_token""#
+        } else {
+            r#"Bearer realm="chatkitd""#
+        };
         ApiError {
-            challenge: Some("Bearer"),
+            headers: vec![(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge))],
             ..ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        }
+    }
+
+    /// 429: too many requests; try again after `wait`.
+    pub fn rate_limited(wait: std::time::Duration) -> Self {
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        ApiError {
+            headers: vec![(
+                header::RETRY_AFTER,
+                HeaderValue::from_str(&seconds.to_string()).unwrap_or(HeaderValue::from_static("1")),
+            )],
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many requests; try again in {seconds}s"),
+            )
         }
     }
 
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::Missing => ApiError::unauthorized(error.to_string(), false),
+            AuthError::Malformed(_) | AuthError::Rejected(_) => {
+                ApiError::unauthorized(error.to_string(), true)
+            }
+            AuthError::KeysUnavailable(cause) => {
+                tracing::error!(%cause, "cannot verify tokens");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "auth_unavailable",
+                    "tokens cannot be verified right now; try again shortly",
+                )
+            }
+        }
     }
 }
 
@@ -75,6 +116,10 @@ impl From<ChatKitError> for ApiError {
             ChatKitError::Conflict(message) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", message)
             }
+            ChatKitError::TooManyRuns(message) => ApiError {
+                headers: vec![(header::RETRY_AFTER, HeaderValue::from_static("1"))],
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_runs", message)
+            },
             ChatKitError::NotImplemented(message) => {
                 ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_implemented", message)
             }
@@ -102,11 +147,8 @@ impl IntoResponse for ApiError {
             body,
         )
             .into_response();
-        if let Some(challenge) = self.challenge {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(challenge),
-            );
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
         }
         response
     }

@@ -5,7 +5,6 @@
 //! [`Request`], hands it to [`ChatKit`] and writes the answer: one JSON
 //! document, or an event stream framed exactly as the reference frames it.
 
-mod auth;
 mod error;
 mod sse;
 
@@ -18,27 +17,54 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::{get, post};
 
-pub use auth::Authenticator;
 pub use error::ApiError;
 
-use crate::chatkit::{ChatKit, Response};
+use crate::auth::Authenticator;
+use crate::chatkit::{ChatKit, RequestContext, Response};
+use crate::limits::RateLimiter;
 use crate::protocol::Request;
 
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
     pub chatkit: Arc<ChatKit>,
-    pub auth: Arc<Authenticator>,
+    pub auth: Authenticator,
+    /// Requests per user; `None` when unlimited.
+    pub rate: Option<Arc<RateLimiter>>,
     pub max_body_bytes: usize,
 }
 
-/// The router: the ChatKit endpoint at `path`, `/healthz` and `/readyz`.
-pub fn router(state: AppState, path: &str) -> Router {
-    Router::new()
+/// The router: the ChatKit endpoint at `path`, `/healthz` and `/readyz`,
+/// with CORS for the configured browser origins (none: no CORS headers).
+pub fn router(state: AppState, path: &str, cors_origins: &[String]) -> Router {
+    let router = Router::new()
         .route(path, post(chatkit_endpoint))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(state)
+        .with_state(state);
+    match cors(cors_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+}
+
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([axum::http::Method::POST, axum::http::Method::GET])
+            .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::ACCEPT_LANGUAGE])
+            .max_age(std::time::Duration::from_secs(3600)),
+    )
 }
 
 async fn chatkit_endpoint(State(state): State<AppState>, request: HttpRequest) -> HttpResponse {
@@ -51,7 +77,17 @@ async fn chatkit_endpoint(State(state): State<AppState>, request: HttpRequest) -
 async fn answer(state: &AppState, request: HttpRequest) -> Result<HttpResponse, ApiError> {
     // Credentials first: an unauthenticated caller learns nothing and costs
     // nothing, not even the read of its body.
-    let ctx = state.auth.authenticate(request.headers())?;
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let identity = state.auth.authenticate(authorization).await?;
+    if let Some(rate) = &state.rate
+        && let Err(wait) = rate.check(&identity.user_id)
+    {
+        return Err(ApiError::rate_limited(wait));
+    }
+    let ctx = RequestContext::from(identity);
     let body = read_body(request.into_body(), state.max_body_bytes).await?;
     let request = Request::parse(&body).map_err(ApiError::from)?;
     let kind = request.type_name();

@@ -79,6 +79,9 @@ pub fn test_config(store_url: &str, llm_base_url: &str, dir: PathBuf) -> Config 
     config.llm.request_timeout = Duration::from_secs(10);
     config.llm.idle_timeout = Duration::from_secs(5);
     config.llm.max_retry_after = Duration::from_secs(2);
+    // Tests that exercise the limits set them; the rest must not trip them.
+    config.limits.max_concurrent_runs_per_user = 0;
+    config.limits.requests_per_minute_per_user = 0;
     config
 }
 

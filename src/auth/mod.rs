@@ -1,0 +1,309 @@
+//! Who is calling: bearer JWTs verified against a secret, a public key or a
+//! JWKS, or the explicit development mode.
+//!
+//! Authentication fails closed: a missing, malformed, expired, not yet valid,
+//! wrongly signed, `alg: none` or algorithm-confused token is refused, and
+//! there is no fallback user. The user id comes from one configured claim;
+//! display claims (name, email) are carried for the system prompt only.
+//! This module knows no HTTP: the caller hands it the `Authorization` value.
+
+mod jwks;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
+use serde_json::{Map, Value};
+use thiserror::Error;
+
+use crate::config::{AuthConfig, AuthMode};
+use jwks::Jwks;
+
+/// The verified caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The user every store query and tool call is scoped to.
+    pub user_id: String,
+    /// Display claims: for the system prompt, never for identity.
+    pub name: Option<String>,
+    pub email: Option<String>,
+}
+
+impl Identity {
+    /// An identity with no display claims.
+    pub fn user(user_id: impl Into<String>) -> Self {
+        Identity {
+            user_id: user_id.into(),
+            name: None,
+            email: None,
+        }
+    }
+}
+
+/// Why a request was not authenticated.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("a bearer token is required (Authorization: Bearer <JWT>)")]
+    Missing,
+    #[error("the token is not a well-formed JWT: {0}")]
+    Malformed(String),
+    #[error("the token is not accepted: {0}")]
+    Rejected(String),
+    /// The signing keys could not be fetched; not the caller's fault.
+    #[error("tokens cannot be verified right now: {0}")]
+    KeysUnavailable(String),
+}
+
+/// Why authentication could not be set up at start.
+#[derive(Debug, Error)]
+pub enum AuthSetupError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Key(String),
+}
+
+/// Verifies callers.
+#[derive(Clone)]
+pub struct Authenticator {
+    mode: Arc<Mode>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator").finish_non_exhaustive()
+    }
+}
+
+enum Mode {
+    None { user: String },
+    Jwt(Box<JwtVerifier>),
+}
+
+/// Keys with the algorithms they may verify.
+#[derive(Clone)]
+pub(crate) struct VerifyingKey {
+    pub key: DecodingKey,
+    pub algorithms: Vec<Algorithm>,
+}
+
+enum Keys {
+    Static(VerifyingKey),
+    Jwks(Jwks),
+}
+
+struct JwtVerifier {
+    keys: Keys,
+    /// The configured allow-list, if any.
+    allowed: Option<Vec<Algorithm>>,
+    issuer: Option<String>,
+    audience: Option<Vec<String>>,
+    leeway: u64,
+    user_claim: String,
+    name_claim: String,
+    email_claim: String,
+}
+
+/// Every algorithm of a key family: what a key of that type can verify.
+pub(crate) fn family_algorithms(family: AlgorithmFamily) -> Vec<Algorithm> {
+    use Algorithm::*;
+    match family {
+        AlgorithmFamily::Hmac => vec![HS256, HS384, HS512],
+        AlgorithmFamily::Rsa => vec![RS256, RS384, RS512, PS256, PS384, PS512],
+        AlgorithmFamily::Ec => vec![ES256, ES384],
+        AlgorithmFamily::Ed => vec![EdDSA],
+    }
+}
+
+impl Authenticator {
+    /// The development mode: every request is `user`.
+    pub fn none(user: impl Into<String>) -> Self {
+        Authenticator {
+            mode: Arc::new(Mode::None { user: user.into() }),
+        }
+    }
+
+    /// Builds the configured authenticator; key files are read now, a JWKS
+    /// on first use.
+    pub fn from_config(config: &AuthConfig, base_dir: &Path) -> Result<Self, AuthSetupError> {
+        let jwt = match config.mode {
+            AuthMode::None => return Ok(Authenticator::none(config.dev_user.clone())),
+            AuthMode::Jwt => config,
+        };
+        let allowed = match &jwt.algorithms {
+            None => None,
+            Some(names) => Some(
+                names
+                    .iter()
+                    .map(|n| {
+                        n.parse::<Algorithm>()
+                            .map_err(|_| AuthSetupError::Key(format!("unknown JWT algorithm {n:?}")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        let keys = if let Some(secret) = &jwt.secret {
+            let key = DecodingKey::from_secret(secret.as_bytes());
+            Keys::Static(VerifyingKey {
+                algorithms: family_algorithms(key.family()),
+                key,
+            })
+        } else if let Some(file) = &jwt.public_key_file {
+            let path = base_dir.join(file);
+            let pem = std::fs::read(&path).map_err(|source| AuthSetupError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let key = DecodingKey::from_rsa_pem(&pem)
+                .or_else(|_| DecodingKey::from_ec_pem(&pem))
+                .or_else(|_| DecodingKey::from_ed_pem(&pem))
+                .map_err(|e| {
+                    AuthSetupError::Key(format!(
+                        "{}: not an RSA, EC or Ed25519 public key in PEM form ({e})",
+                        path.display()
+                    ))
+                })?;
+            Keys::Static(VerifyingKey {
+                algorithms: family_algorithms(key.family()),
+                key,
+            })
+        } else if let Some(url) = &jwt.jwks_url {
+            Keys::Jwks(Jwks::new(
+                url.clone(),
+                jwt.jwks_cache_ttl,
+                jwt.jwks_min_refresh_interval,
+            ))
+        } else {
+            return Err(AuthSetupError::Key(
+                "mode = \"jwt\" needs secret, public_key_file or jwks_url".to_owned(),
+            ));
+        };
+        Ok(Authenticator {
+            mode: Arc::new(Mode::Jwt(Box::new(JwtVerifier {
+                keys,
+                allowed,
+                issuer: jwt.issuer.clone(),
+                audience: jwt.audience.clone(),
+                leeway: jwt.leeway.as_secs(),
+                user_claim: jwt.user_claim.clone(),
+                name_claim: jwt.name_claim.clone(),
+                email_claim: jwt.email_claim.clone(),
+            }))),
+        })
+    }
+
+    /// Whether this is the development mode.
+    pub fn is_development(&self) -> bool {
+        matches!(*self.mode, Mode::None { .. })
+    }
+
+    /// Verifies the `Authorization` header value.
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Identity, AuthError> {
+        match &*self.mode {
+            Mode::None { user } => Ok(Identity::user(user.clone())),
+            Mode::Jwt(verifier) => verifier.verify(authorization).await,
+        }
+    }
+}
+
+impl JwtVerifier {
+    async fn verify(&self, authorization: Option<&str>) -> Result<Identity, AuthError> {
+        let token = bearer_token(authorization.ok_or(AuthError::Missing)?)?;
+        // Parsing the header refuses `alg: none` (no such algorithm here) and
+        // anything that is not three base64url parts.
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Malformed(e.to_string()))?;
+        let key = match &self.keys {
+            Keys::Static(key) => key.clone(),
+            Keys::Jwks(jwks) => jwks.key(header.kid.as_deref()).await?,
+        };
+        // Only algorithms of the key's own family, so a token cannot make us
+        // use an RSA public key as an HMAC secret (algorithm confusion).
+        let algorithms: Vec<Algorithm> = key
+            .algorithms
+            .iter()
+            .copied()
+            .filter(|a| self.allowed.as_ref().is_none_or(|allowed| allowed.contains(a)))
+            .collect();
+        if !algorithms.contains(&header.alg) {
+            return Err(AuthError::Rejected(format!(
+                "the algorithm {:?} is not accepted for this key",
+                header.alg
+            )));
+        }
+        let mut validation = Validation::new(header.alg);
+        validation.algorithms = algorithms;
+        validation.leeway = self.leeway;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp"]);
+        match &self.issuer {
+            Some(issuer) => validation.set_issuer(&[issuer]),
+            None => validation.iss = None,
+        }
+        match &self.audience {
+            Some(audience) => validation.set_audience(audience),
+            None => validation.validate_aud = false,
+        }
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
+            .map_err(|e| AuthError::Rejected(describe(&e)))?;
+        let claims = data.claims;
+        let user_id = match claims.get(&self.user_claim) {
+            Some(Value::String(user)) if !user.trim().is_empty() => user.clone(),
+            _ => {
+                return Err(AuthError::Rejected(format!(
+                    "the token has no usable `{}` claim",
+                    self.user_claim
+                )));
+            }
+        };
+        let text = |claim: &str| claims.get(claim).and_then(Value::as_str).map(str::to_owned);
+        Ok(Identity {
+            user_id,
+            name: text(&self.name_claim),
+            email: text(&self.email_claim),
+        })
+    }
+}
+
+/// The token of `Bearer <token>` (the scheme is case-insensitive).
+fn bearer_token(header: &str) -> Result<&str, AuthError> {
+    let header = header.trim();
+    let (scheme, token) = header.split_once(' ').ok_or(AuthError::Missing)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(AuthError::Missing);
+    }
+    Ok(token.trim())
+}
+
+/// A short reason for a refused token, without echoing the token.
+fn describe(error: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match error.kind() {
+        ErrorKind::ExpiredSignature => "it has expired".to_owned(),
+        ErrorKind::ImmatureSignature => "it is not valid yet (nbf)".to_owned(),
+        ErrorKind::InvalidSignature => "its signature does not verify".to_owned(),
+        ErrorKind::InvalidIssuer => "wrong issuer".to_owned(),
+        ErrorKind::InvalidAudience => "wrong audience".to_owned(),
+        ErrorKind::InvalidAlgorithm => "its algorithm does not match the key".to_owned(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("the `{claim}` claim is missing"),
+        other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_scheme_is_required() {
+        assert_eq!(bearer_token("Bearer abc"), Ok("abc"));
+        assert_eq!(bearer_token("bearer  abc "), Ok("abc"));
+        assert_eq!(bearer_token("Basic abc"), Err(AuthError::Missing));
+        assert_eq!(bearer_token("Bearer "), Err(AuthError::Missing));
+        assert_eq!(bearer_token("abc"), Err(AuthError::Missing));
+    }
+}
