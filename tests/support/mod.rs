@@ -473,7 +473,10 @@ pub fn workspace_bin(name: &str) -> PathBuf {
         .to_path_buf();
     let path = profile_dir.join(name);
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    if !built.iter().any(|b| b == name) {
+    // Build only what is missing: building one package alone resolves its
+    // features apart from the workspace's, which would rebuild much of the
+    // dependency graph (minutes in release) and churn the shared binary.
+    if !path.exists() && !built.iter().any(|b| b == name) {
         let package = match name {
             "tasks-mcp" => "tasks-mcp",
             _ => "chatkitd-testkit",
