@@ -218,6 +218,12 @@ impl Queries {
     }
 }
 
+/// A query on one of the texts of [`Queries`]: built from constants and the
+/// dialect only, never from input, which is what `AssertSqlSafe` asserts.
+fn query<'q>(sql: &str) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    sqlx::query(AssertSqlSafe(sql))
+}
+
 fn order_index(order: Order) -> usize {
     match order {
         Order::Asc => 0,
@@ -301,7 +307,7 @@ impl Store for SqlStore {
     }
 
     async fn create_thread(&self, user: &str, thread: &ThreadMetadata) -> StoreResult<()> {
-        sqlx::query(AssertSqlSafe(self.sql.insert_thread.as_str()))
+        query(&self.sql.insert_thread)
             .bind(&thread.id)
             .bind(user)
             .bind(thread.created_at.to_string())
@@ -313,7 +319,7 @@ impl Store for SqlStore {
     }
 
     async fn load_thread(&self, user: &str, thread_id: &str) -> StoreResult<ThreadMetadata> {
-        let row = sqlx::query(AssertSqlSafe(self.sql.load_thread.as_str()))
+        let row = query(&self.sql.load_thread)
             .bind(thread_id)
             .bind(user)
             .fetch_optional(&self.pool)
@@ -323,7 +329,7 @@ impl Store for SqlStore {
     }
 
     async fn save_thread(&self, user: &str, thread: &ThreadMetadata) -> StoreResult<()> {
-        let done = sqlx::query(AssertSqlSafe(self.sql.update_thread.as_str()))
+        let done = query(&self.sql.update_thread)
             .bind(&thread.id)
             .bind(user)
             .bind(thread.title.as_deref())
@@ -342,7 +348,7 @@ impl Store for SqlStore {
         thread_id: &str,
         title: &str,
     ) -> StoreResult<bool> {
-        let done = sqlx::query(AssertSqlSafe(self.sql.set_title.as_str()))
+        let done = query(&self.sql.set_title)
             .bind(thread_id)
             .bind(user)
             .bind(title)
@@ -365,9 +371,7 @@ impl Store for SqlStore {
             ),
         };
         let sql = &self.sql.list_threads[order_index(page.order)][usize::from(cursor.is_some())];
-        let mut query = sqlx::query(AssertSqlSafe(sql.as_str()))
-            .bind(user)
-            .bind(i64::from(page.limit) + 1);
+        let mut query = query(sql).bind(user).bind(i64::from(page.limit) + 1);
         if let Some(seq) = cursor {
             query = query.bind(seq);
         }
@@ -377,7 +381,7 @@ impl Store for SqlStore {
 
     async fn delete_thread(&self, user: &str, thread_id: &str) -> StoreResult<bool> {
         // Items and feedback go with the thread (ON DELETE CASCADE).
-        let done = sqlx::query(AssertSqlSafe(self.sql.delete_thread.as_str()))
+        let done = query(&self.sql.delete_thread)
             .bind(thread_id)
             .bind(user)
             .execute(&self.pool)
@@ -405,7 +409,7 @@ impl Store for SqlStore {
             ),
         };
         let sql = &self.sql.list_items[order_index(page.order)][usize::from(cursor.is_some())];
-        let mut query = sqlx::query(AssertSqlSafe(sql.as_str()))
+        let mut query = query(sql)
             .bind(thread_id)
             .bind(user)
             .bind(i64::from(page.limit) + 1);
@@ -422,7 +426,7 @@ impl Store for SqlStore {
         thread_id: &str,
         limit: u32,
     ) -> StoreResult<Vec<ThreadItem>> {
-        let rows = sqlx::query(AssertSqlSafe(self.sql.history.as_str()))
+        let rows = query(&self.sql.history)
             .bind(thread_id)
             .bind(user)
             .bind(i64::from(limit))
@@ -450,7 +454,7 @@ impl Store for SqlStore {
         thread_id: &str,
         item_id: &str,
     ) -> StoreResult<ThreadItem> {
-        let row = sqlx::query(AssertSqlSafe(self.sql.load_item.as_str()))
+        let row = query(&self.sql.load_item)
             .bind(item_id)
             .bind(thread_id)
             .bind(user)
@@ -473,7 +477,7 @@ impl Store for SqlStore {
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("item {item_id}")))?;
-        let done = sqlx::query(AssertSqlSafe(self.sql.delete_after.as_str()))
+        let done = query(&self.sql.delete_after)
             .bind(thread_id)
             .bind(user)
             .bind(seq)
@@ -501,7 +505,7 @@ impl Store for SqlStore {
             if found == 0 {
                 return Err(StoreError::NotFound(format!("item {item_id}")));
             }
-            sqlx::query(AssertSqlSafe(self.sql.insert_feedback.as_str()))
+            query(&self.sql.insert_feedback)
                 .bind(thread_id)
                 .bind(item_id)
                 .bind(user)
@@ -529,7 +533,7 @@ impl Store for SqlStore {
 
 impl SqlStore {
     async fn write_item(&self, sql: &str, user: &str, item: &ThreadItem) -> StoreResult<()> {
-        let done = sqlx::query(AssertSqlSafe(sql))
+        let done = query(sql)
             .bind(&item.id)
             .bind(&item.thread_id)
             .bind(user)
