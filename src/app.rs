@@ -14,8 +14,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::Agent;
-use crate::chatkit::ChatKit;
 use crate::auth::{AuthSetupError, Authenticator};
+use crate::chatkit::ChatKit;
 use crate::config::{Config, ConfigError};
 use crate::http::{self, AppState};
 use crate::limits::RateLimiter;
@@ -133,7 +133,11 @@ impl App {
             rate: RateLimiter::new(limits.requests_per_minute_per_user, limits.burst).map(Arc::new),
             max_body_bytes: self.config.server.max_body_bytes,
         };
-        let router = http::router(state, &self.config.server.path, &self.config.server.cors_allowed_origins);
+        let router = http::router(
+            state,
+            &self.config.server.path,
+            &self.config.server.cors_allowed_origins,
+        );
         let addr = listener.local_addr()?;
         tracing::info!(%addr, path = %self.config.server.path, "chatkitd listening");
         // Events are small writes: without TCP_NODELAY, Nagle's algorithm and

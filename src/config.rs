@@ -556,11 +556,19 @@ impl Config {
                 }
                 if let Some(url) = &auth.jwks_url {
                     if !(url.starts_with("https://") || url.starts_with("http://")) {
-                        return Err(invalid("auth", "jwks_url", format!("{url:?} is not an http(s) URL")));
+                        return Err(invalid(
+                            "auth",
+                            "jwks_url",
+                            format!("{url:?} is not an http(s) URL"),
+                        ));
                     }
                 }
                 if auth.user_claim.trim().is_empty() {
-                    return Err(invalid("auth", "user_claim", "must not be empty".to_owned()));
+                    return Err(invalid(
+                        "auth",
+                        "user_claim",
+                        "must not be empty".to_owned(),
+                    ));
                 }
             }
         }

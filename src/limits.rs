@@ -46,14 +46,17 @@ impl RateLimiter {
             tokens: self.burst,
             at: now,
         });
-        let refilled = bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * self.per_second;
+        let refilled =
+            bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * self.per_second;
         bucket.tokens = refilled.min(self.burst);
         bucket.at = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / self.per_second))
+            Err(Duration::from_secs_f64(
+                (1.0 - bucket.tokens) / self.per_second,
+            ))
         }
     }
 }
@@ -119,7 +122,10 @@ mod tests {
             assert!(limiter.check("a").is_ok());
         }
         let wait = limiter.check("a").expect_err("burst used up");
-        assert!(wait > Duration::from_millis(900) && wait <= Duration::from_secs(1), "{wait:?}");
+        assert!(
+            wait > Duration::from_millis(900) && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
         assert!(limiter.check("b").is_ok(), "users are independent");
         assert!(RateLimiter::new(0, 5).is_none());
     }

@@ -83,7 +83,9 @@ impl Jwks {
             let state = self.state.read().await;
             (
                 state.fetched_at.is_some_and(|at| at.elapsed() < self.ttl),
-                state.last_attempt.is_none_or(|at| at.elapsed() >= self.min_refresh),
+                state
+                    .last_attempt
+                    .is_none_or(|at| at.elapsed() >= self.min_refresh),
                 state.find(kid),
             )
         };
@@ -129,7 +131,11 @@ impl Jwks {
             };
             let mut algorithms = family_algorithms(key.family());
             // A key that names its algorithm verifies only that one.
-            if let Some(named) = jwk.common.key_algorithm.and_then(|a| Algorithm::try_from(a).ok()) {
+            if let Some(named) = jwk
+                .common
+                .key_algorithm
+                .and_then(|a| Algorithm::try_from(a).ok())
+            {
                 algorithms.retain(|a| *a == named);
             }
             let verifying = VerifyingKey { key, algorithms };

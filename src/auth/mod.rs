@@ -139,8 +139,9 @@ impl Authenticator {
                 names
                     .iter()
                     .map(|n| {
-                        n.parse::<Algorithm>()
-                            .map_err(|_| AuthSetupError::Key(format!("unknown JWT algorithm {n:?}")))
+                        n.parse::<Algorithm>().map_err(|_| {
+                            AuthSetupError::Key(format!("unknown JWT algorithm {n:?}"))
+                        })
                     })
                     .collect::<Result<Vec<_>, _>>()?,
             ),
@@ -226,7 +227,11 @@ impl JwtVerifier {
             .algorithms
             .iter()
             .copied()
-            .filter(|a| self.allowed.as_ref().is_none_or(|allowed| allowed.contains(a)))
+            .filter(|a| {
+                self.allowed
+                    .as_ref()
+                    .is_none_or(|allowed| allowed.contains(a))
+            })
             .collect();
         if !algorithms.contains(&header.alg) {
             return Err(AuthError::Rejected(format!(

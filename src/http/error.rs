@@ -52,7 +52,10 @@ impl ApiError {
             r#"Bearer realm="chatkitd""#
         };
         ApiError {
-            headers: vec![(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge))],
+            headers: vec![(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            )],
             ..ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
         }
     }
@@ -63,7 +66,8 @@ impl ApiError {
         ApiError {
             headers: vec![(
                 header::RETRY_AFTER,
-                HeaderValue::from_str(&seconds.to_string()).unwrap_or(HeaderValue::from_static("1")),
+                HeaderValue::from_str(&seconds.to_string())
+                    .unwrap_or(HeaderValue::from_static("1")),
             )],
             ..ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,

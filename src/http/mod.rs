@@ -62,7 +62,11 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
         CorsLayer::new()
             .allow_origin(allow)
             .allow_methods([axum::http::Method::POST, axum::http::Method::GET])
-            .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::ACCEPT_LANGUAGE])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                header::ACCEPT_LANGUAGE,
+            ])
             .max_age(std::time::Duration::from_secs(3600)),
     )
 }
