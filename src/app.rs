@@ -129,6 +129,7 @@ impl App {
         let limits = &self.config.limits;
         let state = AppState {
             chatkit: self.chatkit.clone(),
+            mcp: self.mcp.clone(),
             auth: self.auth.clone(),
             rate: RateLimiter::new(limits.requests_per_minute_per_user, limits.burst).map(Arc::new),
             max_body_bytes: self.config.server.max_body_bytes,

@@ -13,6 +13,7 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::agent::{Agent, EventSink, RunInput, RunOutcome};
 use crate::auth::Identity;
@@ -476,7 +477,10 @@ impl ChatKit {
         };
         let run_cancel = cancel.clone();
         let shutdown = self.shutdown.clone();
-        self.runs.spawn(async move {
+        // A child of the request's span: the run's log lines carry the
+        // request id and the thread id.
+        let span = tracing::info_span!("run", thread_id = %input.thread.id);
+        let run = async move {
             // Held until the run has persisted everything, cancellation included.
             let _lock = lock;
             let _slot = slot;
@@ -504,7 +508,8 @@ impl ChatKit {
                     ))
                     .await;
             }
-        });
+        };
+        self.runs.spawn(run.instrument(span));
         Response::Stream(EventStream {
             events,
             _cancel_on_drop: cancel.drop_guard(),

@@ -240,6 +240,9 @@ pub struct LlmConfig {
     /// Longest `Retry-After` honoured; a longer one fails the request at once.
     #[serde(with = "humantime_serde")]
     pub max_retry_after: Duration,
+    /// Ask for token usage at the end of streams (`stream_options.include_usage`)
+    /// for the token metrics; turn off for a server that rejects the option.
+    pub stream_usage: bool,
 }
 
 impl Default for LlmConfig {
@@ -255,6 +258,7 @@ impl Default for LlmConfig {
             idle_timeout: Duration::from_secs(60),
             max_retries: 2,
             max_retry_after: Duration::from_secs(20),
+            stream_usage: true,
         }
     }
 }
@@ -554,14 +558,14 @@ impl Config {
                         ));
                     }
                 }
-                if let Some(url) = &auth.jwks_url {
-                    if !(url.starts_with("https://") || url.starts_with("http://")) {
-                        return Err(invalid(
-                            "auth",
-                            "jwks_url",
-                            format!("{url:?} is not an http(s) URL"),
-                        ));
-                    }
+                if let Some(url) = &auth.jwks_url
+                    && !(url.starts_with("https://") || url.starts_with("http://"))
+                {
+                    return Err(invalid(
+                        "auth",
+                        "jwks_url",
+                        format!("{url:?} is not an http(s) URL"),
+                    ));
                 }
                 if auth.user_claim.trim().is_empty() {
                     return Err(invalid(

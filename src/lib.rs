@@ -22,5 +22,6 @@ pub mod http;
 pub mod limits;
 pub mod llm;
 pub mod mcp;
+pub mod metrics;
 pub mod protocol;
 pub mod store;

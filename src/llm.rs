@@ -156,6 +156,32 @@ struct ChatRequest<'a> {
     max_tokens: Option<u32>,
     #[serde(skip_serializing_if = "<[Value]>::is_empty")]
     tools: &'a [Value],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+}
+
+/// Asks for a final chunk with token usage (`include_usage`).
+#[derive(Debug, Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+/// Token counts as the model service reports them.
+#[derive(Debug, Default, Deserialize)]
+struct Usage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+}
+
+impl Usage {
+    fn record(&self) {
+        crate::metrics::get().tokens(
+            self.prompt_tokens.unwrap_or(0),
+            self.completion_tokens.unwrap_or(0),
+        );
+    }
 }
 
 /// A streamed chunk, every field optional so that any compatible server's
@@ -166,6 +192,8 @@ struct Chunk {
     choices: Option<Vec<ChunkChoice>>,
     #[serde(default)]
     error: Option<Value>,
+    #[serde(default)]
+    usage: Option<Usage>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -207,6 +235,8 @@ struct FunctionDelta {
 struct Completion {
     #[serde(default)]
     choices: Vec<CompletionChoice>,
+    #[serde(default)]
+    usage: Option<Usage>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -293,6 +323,9 @@ impl LlmStream {
                 Ok(Some(Err(e))) => return self.fail(e.into()),
                 Ok(Some(Ok(chunk))) => chunk,
             };
+            if let Some(usage) = &chunk.usage {
+                usage.record();
+            }
             if let Some(error) = chunk.error {
                 let message = error
                     .get("message")
@@ -387,6 +420,7 @@ pub struct LlmClient {
     request_timeout: Duration,
     idle_timeout: Duration,
     missing_key: bool,
+    stream_usage: bool,
 }
 
 impl std::fmt::Debug for LlmClient {
@@ -422,6 +456,7 @@ impl LlmClient {
             idle_timeout: config.idle_timeout,
             missing_key: config.api_key.is_none()
                 && config.base_url.trim_end_matches('/') == DEFAULT_OPENAI_BASE_URL,
+            stream_usage: config.stream_usage,
         })
     }
 
@@ -462,6 +497,9 @@ impl LlmClient {
             temperature: self.temperature,
             max_tokens: self.max_tokens,
             tools,
+            stream_options: self.stream_usage.then_some(StreamOptions {
+                include_usage: true,
+            }),
         };
         let chat = self.client.chat();
         let started = chat.create_stream_byot::<_, Chunk>(request);
@@ -491,12 +529,16 @@ impl LlmClient {
             temperature: self.temperature,
             max_tokens: Some(max_tokens),
             tools: &[],
+            stream_options: None,
         };
         let chat = self.client.chat();
         let completion: Completion =
             tokio::time::timeout(self.request_timeout, chat.create_byot(request))
                 .await
                 .map_err(|_| LlmError::Timeout(self.request_timeout))??;
+        if let Some(usage) = &completion.usage {
+            usage.record();
+        }
         completion
             .choices
             .into_iter()

@@ -470,9 +470,105 @@ fn no_mcp_child_outlives_a_panic() {
     }
 }
 
+/// 17. SIGTERM during a streamed answer: after `shutdown_grace` the run is
+///     cancelled, the client's stream ends with an error event that says why,
+///     the partial answer and the hidden marker are stored, the daemon exits 0
+///     and no MCP server remains.
+async fn sigterm_during_an_answer_keeps_the_partial_answer(backend: Backend) {
+    chatkitd::llm::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let llm = FakeLlm::start().await;
+    let store_url = fresh_store_url(backend, dir.path()).await;
+    let config = write_config(dir.path(), &store_url, &llm);
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"300ms\"");
+    std::fs::write(&config, text).expect("config written");
+    add_fake_mcp(&config);
+    let mut served = Served::start(&config, dir.path()).await;
+    let pid = served.child.id().expect("running");
+    let children_up = support::eventually(Duration::from_secs(10), || async {
+        !mcp_children(pid).is_empty()
+    })
+    .await;
+    assert!(children_up, "{}", served.log());
+    let children = mcp_children(pid);
+
+    llm.push(Script::Text {
+        chunks: (0..100).map(|i| format!("word{i} ")).collect(),
+        delay: Duration::from_millis(50),
+    });
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let url = served.url.clone();
+    let reader = tokio::spawn(async move {
+        let body =
+            json!({"type": "threads.create", "params": {"input": user_input("long answer")}});
+        stream_at(&url, body, move |event| {
+            if is_text_delta(event) {
+                tx.send_replace(true);
+            }
+            false
+        })
+        .await
+    });
+    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|started| *started))
+        .await
+        .expect("the answer starts")
+        .expect("reader alive");
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    let status = tokio::time::timeout(Duration::from_secs(10), served.child.wait())
+        .await
+        .expect("the daemon exits")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0), "{}", served.log());
+    let (streamed, failure) = reader.await.expect("reader");
+    assert!(failure.is_none(), "the stream ends cleanly: {failure:?}");
+    let last = streamed.events.last().expect("events");
+    assert_eq!(last["type"], "error", "{}", streamed.raw);
+    assert_eq!(last["allow_retry"], true);
+    let seen = streamed.streamed_text();
+    assert!(!seen.is_empty() && seen.len() < 100 * 6, "{seen}");
+
+    let thread_id = streamed.events[0]["thread"]["id"]
+        .as_str()
+        .expect("thread")
+        .to_owned();
+    let store = chatkitd::store::SqlStore::connect(&store_url, &Default::default())
+        .await
+        .expect("store");
+    let items = chatkitd::store::Store::load_history(&store, "dev", &thread_id, 100)
+        .await
+        .expect("history");
+    let kinds: Vec<&str> = items.iter().map(|i| i.type_name()).collect();
+    assert_eq!(
+        kinds,
+        ["user_message", "assistant_message", "sdk_hidden_context"]
+    );
+    let chatkitd::protocol::ItemKind::AssistantMessage(answer) = &items[1].kind else {
+        unreachable!()
+    };
+    assert!(
+        answer.text().starts_with(&seen),
+        "{} vs {seen}",
+        answer.text()
+    );
+    store.close().await;
+
+    let gone = support::eventually(Duration::from_secs(5), || async {
+        children.iter().all(|c| !support::process_alive(*c))
+    })
+    .await;
+    assert!(gone, "MCP servers {children:?} outlived the daemon");
+}
+
 both_backends!(
     killed_mid_answer_then_restarted,
     migrate_twice,
     sigterm_when_idle,
-    no_mcp_child_outlives_the_daemon
+    no_mcp_child_outlives_the_daemon,
+    sigterm_during_an_answer_keeps_the_partial_answer
 );

@@ -16,7 +16,7 @@ mod title;
 mod tools;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -136,6 +136,7 @@ impl Agent {
         sink: &EventSink,
         cancel: &CancellationToken,
     ) -> RunOutcome {
+        let started = Instant::now();
         let mut run = Run {
             agent: self,
             input,
@@ -143,11 +144,19 @@ impl Agent {
             cancel,
             draft: None,
             open_calls: Vec::new(),
+            started,
+            first_token_seen: false,
         };
         let outcome = run.execute().await;
         if outcome == RunOutcome::Cancelled {
             run.persist_cancellation().await;
         }
+        let label = match outcome {
+            RunOutcome::Completed => "completed",
+            RunOutcome::Failed => "failed",
+            RunOutcome::Cancelled => "cancelled",
+        };
+        crate::metrics::get().run(label, started.elapsed());
         outcome
     }
 }
@@ -163,6 +172,9 @@ struct Run<'a> {
     /// cancelled run stores a result for each, so history never holds a call
     /// without its result.
     open_calls: Vec<ToolCall>,
+    /// For the time-to-first-token metric.
+    started: Instant,
+    first_token_seen: bool,
 }
 
 /// Why a run stopped early.
@@ -349,6 +361,12 @@ impl Run<'_> {
 
     async fn push_text(&mut self, mut delta: String) -> Result<(), Stop> {
         text::scrub_in_place(&mut delta);
+        if !self.first_token_seen {
+            self.first_token_seen = true;
+            crate::metrics::get()
+                .time_to_first_token
+                .observe(self.started.elapsed().as_secs_f64());
+        }
         if self.draft.is_none() {
             let item = ThreadItem {
                 id: new_id(IdKind::Message),

@@ -61,7 +61,7 @@ fn hidden(thread_id: &str, content: Value) -> ThreadItem {
 /// A workflow task showing one call.
 fn task(call: &ToolCall, state: TaskState<'_>) -> Value {
     let (indicator, content) = match state {
-        TaskState::Running => ("loading", None),
+        TaskState::Running => ("loading", Some(running_content(&call.function.arguments))),
         TaskState::Done {
             output,
             is_error,
@@ -88,6 +88,30 @@ fn task(call: &ToolCall, state: TaskState<'_>) -> Value {
         task["content"] = Value::String(content);
     }
     task
+}
+
+/// Longest arguments text a running task shows.
+const MAX_TASK_ARGUMENTS: usize = 400;
+
+/// What a running task shows: the call's arguments, as the model sent them,
+/// cut to [`MAX_TASK_ARGUMENTS`] characters. `chatkitd chat` reads them back
+/// with [`task_arguments`].
+pub fn running_content(arguments: &str) -> String {
+    let arguments = arguments.trim();
+    let arguments = if arguments.is_empty() { "{}" } else { arguments };
+    let mut shown: String = arguments.chars().take(MAX_TASK_ARGUMENTS).collect();
+    if arguments.chars().count() > MAX_TASK_ARGUMENTS {
+        shown.push('…');
+    }
+    format!("arguments:\n```json\n{shown}\n```")
+}
+
+/// The arguments shown by a running task's content (see [`running_content`]).
+pub fn task_arguments(content: &str) -> Option<&str> {
+    let rest = content.strip_prefix("arguments:")?.trim_start();
+    let rest = rest.strip_prefix("```json")?;
+    let end = rest.rfind("```")?;
+    Some(rest[..end].trim())
 }
 
 enum TaskState<'a> {

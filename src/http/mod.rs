@@ -16,18 +16,22 @@ use axum::extract::{Request as HttpRequest, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::{get, post};
+use tracing::Instrument;
 
 pub use error::ApiError;
 
 use crate::auth::Authenticator;
 use crate::chatkit::{ChatKit, RequestContext, Response};
 use crate::limits::RateLimiter;
+use crate::mcp::McpManager;
 use crate::protocol::Request;
 
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
     pub chatkit: Arc<ChatKit>,
+    /// Read for the pool gauges of `/metrics`.
+    pub mcp: Option<Arc<McpManager>>,
     pub auth: Authenticator,
     /// Requests per user; `None` when unlimited.
     pub rate: Option<Arc<RateLimiter>>,
@@ -41,6 +45,7 @@ pub fn router(state: AppState, path: &str, cors_origins: &[String]) -> Router {
         .route(path, post(chatkit_endpoint))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(state);
     match cors(cors_origins) {
         Some(cors) => router.layer(cors),
@@ -72,13 +77,36 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
 }
 
 async fn chatkit_endpoint(State(state): State<AppState>, request: HttpRequest) -> HttpResponse {
-    match answer(&state, request).await {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
+    // Every log line of this request, and of the run it starts, carries the
+    // request id (the run's span adds the thread id).
+    let span = tracing::info_span!("request", id = %new_request_id(), kind = tracing::field::Empty);
+    let mut kind = "unauthenticated";
+    let result = answer(&state, request, &mut kind).instrument(span).await;
+    let metrics = crate::metrics::get();
+    match result {
+        Ok(response) => {
+            metrics.request(kind, "ok");
+            response
+        }
+        Err(error) => {
+            metrics.request(kind, error.status().as_str());
+            error.into_response()
+        }
     }
 }
 
-async fn answer(state: &AppState, request: HttpRequest) -> Result<HttpResponse, ApiError> {
+/// A short random id for log correlation.
+fn new_request_id() -> String {
+    let mut bytes = [0u8; 6];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    hex::encode(bytes)
+}
+
+async fn answer(
+    state: &AppState,
+    request: HttpRequest,
+    kind: &mut &'static str,
+) -> Result<HttpResponse, ApiError> {
     // Credentials first: an unauthenticated caller learns nothing and costs
     // nothing, not even the read of its body.
     let authorization = request
@@ -92,10 +120,12 @@ async fn answer(state: &AppState, request: HttpRequest) -> Result<HttpResponse, 
         return Err(ApiError::rate_limited(wait));
     }
     let ctx = RequestContext::from(identity);
+    *kind = "invalid";
     let body = read_body(request.into_body(), state.max_body_bytes).await?;
     let request = Request::parse(&body).map_err(ApiError::from)?;
-    let kind = request.type_name();
-    tracing::debug!(request = kind, user = %ctx.user_id, "chatkit request");
+    *kind = request.type_name();
+    tracing::Span::current().record("kind", *kind);
+    tracing::debug!("chatkit request");
     match state.chatkit.handle(&ctx, request).await? {
         Response::Json(body) => Ok((
             [(
@@ -127,6 +157,48 @@ async fn healthz() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
         r#"{"status":"ok"}"#,
+    )
+}
+
+/// Prometheus metrics (OpenMetrics text); pool gauges are read now.
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    use crate::metrics::{ConnectionLabels, InstanceLabels, ServerLabels};
+    let metrics = crate::metrics::get();
+    if let Some((size, idle)) = state.chatkit.store().connection_counts() {
+        let set = |state: &str, value: i64| {
+            metrics
+                .store_connections
+                .get_or_create(&ConnectionLabels {
+                    state: state.to_owned(),
+                })
+                .set(value);
+        };
+        set("idle", idle as i64);
+        set("in_use", i64::from(size).saturating_sub(idle as i64));
+    }
+    if let Some(mcp) = &state.mcp {
+        for (server, idle, busy, replaced) in mcp.pool_counts() {
+            for (state, value) in [("idle", idle), ("busy", busy)] {
+                metrics
+                    .mcp_instances
+                    .get_or_create(&InstanceLabels {
+                        server: server.clone(),
+                        state: state.to_owned(),
+                    })
+                    .set(value as i64);
+            }
+            metrics
+                .mcp_replaced
+                .get_or_create(&ServerLabels { server })
+                .set(replaced as i64);
+        }
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.render(),
     )
 }
 

@@ -280,6 +280,17 @@ impl McpManager {
     /// Runs one tool call for `user`. Never fails: every problem becomes an
     /// error result the model reads.
     pub async fn call(&self, user: &str, name: &str, arguments: &str) -> ToolOutcome {
+        let outcome = self.call_inner(user, name, arguments).await;
+        crate::metrics::get().tool_call(
+            &outcome.server,
+            &outcome.tool,
+            outcome.is_error,
+            outcome.elapsed,
+        );
+        outcome
+    }
+
+    async fn call_inner(&self, user: &str, name: &str, arguments: &str) -> ToolOutcome {
         let started = Instant::now();
         let tools = self.current_tools();
         let Some(tool) = tools.iter().find(|t| t.name == name) else {

@@ -60,6 +60,11 @@ pub trait Store: Send + Sync + 'static {
     /// Checks that the database answers.
     async fn ping(&self) -> StoreResult<()>;
 
+    /// Connections open and idle in the query pool, for metrics.
+    fn connection_counts(&self) -> Option<(u32, usize)> {
+        None
+    }
+
     /// Inserts a new thread owned by `user`.
     async fn create_thread(&self, user: &str, thread: &ThreadMetadata) -> StoreResult<()>;
 

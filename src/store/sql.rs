@@ -300,6 +300,10 @@ fn into_page<T>(
 
 #[async_trait]
 impl Store for SqlStore {
+    fn connection_counts(&self) -> Option<(u32, usize)> {
+        Some((self.pool.size(), self.pool.num_idle()))
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&self.pool).await?;
         debug_assert_eq!(one, 1);

@@ -108,10 +108,27 @@ impl Daemon {
 
     /// Starts a daemon after `tweak` adjusted the test configuration.
     pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Daemon {
+        Daemon::start_on(backend, None, tweak).await
+    }
+
+    /// A second daemon (a replica) on the same database as `other`, with a
+    /// fake LLM of its own.
+    pub async fn start_replica(other: &Daemon) -> Daemon {
+        Daemon::start_on(other.backend, Some(other.store_url.clone()), |_| {}).await
+    }
+
+    async fn start_on(
+        backend: Backend,
+        store_url: Option<String>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Daemon {
         chatkitd::llm::install_crypto_provider();
         let dir = tempfile::tempdir().expect("temp dir");
         let llm = FakeLlm::start().await;
-        let store_url = fresh_store_url(backend, dir.path()).await;
+        let store_url = match store_url {
+            Some(url) => url,
+            None => fresh_store_url(backend, dir.path()).await,
+        };
         let mut config = test_config(&store_url, &llm.base_url(), dir.path().to_path_buf());
         tweak(&mut config);
         let path = config.server.path.clone();
@@ -277,6 +294,18 @@ impl Daemon {
             .await;
         assert_eq!(status, 200, "items.list: {page}");
         page["data"].as_array().expect("data").clone()
+    }
+
+    /// GET a path of the daemon (e.g. `/metrics`): status and body text.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("body"))
     }
 
     /// `threads.get_by_id`.
@@ -549,4 +578,144 @@ pub fn process_alive(pid: u32) -> bool {
             .is_some_and(|rest| !rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
+}
+
+/// An answer read without assuming its shape: status, headers and body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    /// The body parsed as JSON (`Null` if it is not JSON).
+    pub json: Value,
+    pub text: String,
+}
+
+impl Answer {
+    /// A header's value as text ("" when absent).
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+impl Daemon {
+    /// POSTs a JSON body with `Authorization: Bearer <token>`; returns the
+    /// status and the parsed JSON answer.
+    pub async fn post_as(&self, token: &str, body: Value) -> (u16, Value) {
+        let answer = self
+            .post_raw_as(
+                Some(&format!("Bearer {token}")),
+                serde_json::to_vec(&body).expect("json"),
+            )
+            .await;
+        (answer.status, answer.json)
+    }
+
+    /// POSTs raw bytes with this `Authorization` header value (none when
+    /// `None`); returns the status, the headers and the body.
+    pub async fn post_raw_as(&self, authorization: Option<&str>, body: Vec<u8>) -> Answer {
+        let mut request = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(authorization) = authorization {
+            request = request.header("authorization", authorization);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body");
+        Answer {
+            status,
+            headers,
+            json: serde_json::from_str(&text).unwrap_or(Value::Null),
+            text,
+        }
+    }
+
+    /// Like [`Daemon::stream`], with `Authorization: Bearer <token>`.
+    pub async fn stream_as(&self, token: &str, body: Value) -> Streamed {
+        self.stream_until_as(token, body, |_| false).await
+    }
+
+    /// Like [`Daemon::stream_until`], with `Authorization: Bearer <token>`.
+    pub async fn stream_until_as(
+        &self,
+        token: &str,
+        body: Value,
+        stop: impl Fn(&Value) -> bool,
+    ) -> Streamed {
+        let response = self
+            .http
+            .post(&self.url)
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request sent");
+        read_events(response, stop).await
+    }
+
+    /// Creates a thread with one message as the bearer of `token`; returns
+    /// its id and the stream.
+    pub async fn create_thread_as(&self, token: &str, text: &str) -> (String, Streamed) {
+        let streamed = self
+            .stream_as(
+                token,
+                json!({"type": "threads.create", "params": {"input": user_input(text)}}),
+            )
+            .await;
+        assert_eq!(streamed.status, 200, "threads.create: {}", streamed.raw);
+        let id = streamed.events[0]["thread"]["id"]
+            .as_str()
+            .expect("thread.created first")
+            .to_owned();
+        (id, streamed)
+    }
+}
+
+/// Reads an SSE response until it ends or `stop` returns true.
+async fn read_events(response: reqwest::Response, stop: impl Fn(&Value) -> bool) -> Streamed {
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let mut streamed = Streamed {
+        status,
+        content_type,
+        events: Vec::new(),
+        raw: String::new(),
+        hung_up: false,
+    };
+    let mut bytes = response.bytes_stream();
+    let mut buffer = String::new();
+    'read: while let Some(chunk) = tokio::time::timeout(Duration::from_secs(30), bytes.next())
+        .await
+        .expect("stream stalls")
+    {
+        let chunk = chunk.expect("stream chunk");
+        let text = String::from_utf8(chunk.to_vec()).expect("utf-8");
+        streamed.raw.push_str(&text);
+        buffer.push_str(&text);
+        while let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            if let Some(data) = frame.strip_prefix("data: ") {
+                let event: Value = serde_json::from_str(data.trim_end()).expect("event is JSON");
+                let done = stop(&event);
+                streamed.events.push(event);
+                if done {
+                    streamed.hung_up = true;
+                    break 'read;
+                }
+            }
+        }
+    }
+    streamed
 }

@@ -1,0 +1,265 @@
+//! Prometheus metrics, served at `GET /metrics` (OpenMetrics text).
+//!
+//! One process-wide registry ([`get`]): the counters and histograms are
+//! recorded where things happen (HTTP requests, runs, model calls, tool
+//! calls); gauges of the MCP pools and the store's connection pool are read
+//! when scraped. Labels hold only low-cardinality values (request types,
+//! outcomes, server and tool names), never user ids, thread ids or text.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// `type` and `outcome` of an HTTP request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The ChatKit request type, or `invalid` / `unauthenticated`.
+    pub r#type: String,
+    /// `ok` or the HTTP status code.
+    pub outcome: String,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+/// One tool call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ToolLabels {
+    pub server: String,
+    pub tool: String,
+    pub outcome: String,
+}
+
+/// A tool, for latency.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ToolLatencyLabels {
+    pub server: String,
+    pub tool: String,
+}
+
+/// Direction of LLM tokens.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub direction: String,
+}
+
+/// A gauge per MCP server and instance state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InstanceLabels {
+    pub server: String,
+    pub state: String,
+}
+
+/// An MCP server.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabels {
+    pub server: String,
+}
+
+/// Store connections by state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    pub state: String,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 1 ms to ~65 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+/// Every metric of the daemon.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub run_duration: Histograms<OutcomeLabels>,
+    pub time_to_first_token: Histogram,
+    pub llm_tokens: Family<TokenLabels, Counter>,
+    pub tool_calls: Family<ToolLabels, Counter>,
+    pub tool_latency: Histograms<ToolLatencyLabels>,
+    pub mcp_instances: Family<InstanceLabels, Gauge>,
+    pub mcp_replaced: Family<ServerLabels, Gauge>,
+    pub store_connections: Family<ConnectionLabels, Gauge>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("chatkitd");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "ChatKit requests by type and outcome",
+            requests.clone(),
+        );
+        let run_duration: Histograms<OutcomeLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "run_duration_seconds",
+            "Duration of agent runs (one answer, tools included) by outcome",
+            run_duration.clone(),
+        );
+        let time_to_first_token = latency_histogram();
+        registry.register(
+            "time_to_first_token_seconds",
+            "From the start of a run to its first streamed text",
+            time_to_first_token.clone(),
+        );
+        let llm_tokens = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "llm_tokens",
+            "LLM tokens in (prompt) and out (completion), as the model service reports them",
+            llm_tokens.clone(),
+        );
+        let tool_calls = Family::<ToolLabels, Counter>::default();
+        registry.register(
+            "tool_calls",
+            "MCP tool calls by server, tool and outcome",
+            tool_calls.clone(),
+        );
+        let tool_latency: Histograms<ToolLatencyLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "tool_call_duration_seconds",
+            "MCP tool call latency, waiting for an instance included",
+            tool_latency.clone(),
+        );
+        let mcp_instances = Family::<InstanceLabels, Gauge>::default();
+        registry.register(
+            "mcp_instances",
+            "MCP server instances by state (idle, busy)",
+            mcp_instances.clone(),
+        );
+        let mcp_replaced = Family::<ServerLabels, Gauge>::default();
+        registry.register(
+            "mcp_instances_replaced",
+            "MCP server instances replaced after a crash or hang, since start",
+            mcp_replaced.clone(),
+        );
+        let store_connections = Family::<ConnectionLabels, Gauge>::default();
+        registry.register(
+            "store_connections",
+            "Store connections by state (idle, in_use)",
+            store_connections.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            run_duration,
+            time_to_first_token,
+            llm_tokens,
+            tool_calls,
+            tool_latency,
+            mcp_instances,
+            mcp_replaced,
+            store_connections,
+        }
+    }
+
+    /// Counts one request.
+    pub fn request(&self, kind: &str, outcome: &str) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                r#type: kind.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records a finished run.
+    pub fn run(&self, outcome: &str, duration: Duration) {
+        self.run_duration
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .observe(duration.as_secs_f64());
+    }
+
+    /// Records token usage reported by the model service.
+    pub fn tokens(&self, prompt: u64, completion: u64) {
+        for (direction, count) in [("in", prompt), ("out", completion)] {
+            self.llm_tokens
+                .get_or_create(&TokenLabels {
+                    direction: direction.to_owned(),
+                })
+                .inc_by(count);
+        }
+    }
+
+    /// Records one tool call.
+    pub fn tool_call(&self, server: &str, tool: &str, is_error: bool, duration: Duration) {
+        let server = if server.is_empty() { "none" } else { server };
+        self.tool_calls
+            .get_or_create(&ToolLabels {
+                server: server.to_owned(),
+                tool: tool.to_owned(),
+                outcome: if is_error { "error" } else { "ok" }.to_owned(),
+            })
+            .inc();
+        self.tool_latency
+            .get_or_create(&ToolLatencyLabels {
+                server: server.to_owned(),
+                tool: tool.to_owned(),
+            })
+            .observe(duration.as_secs_f64());
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "could not encode metrics");
+        }
+        out
+    }
+}
+
+/// The process-wide metrics.
+pub fn get() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_recorded_values() {
+        let metrics = Metrics::new();
+        metrics.request("threads.list", "ok");
+        metrics.tool_call("tasks", "add_task", false, Duration::from_millis(3));
+        metrics.tokens(10, 5);
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"chatkitd_requests_total{type="threads.list",outcome="ok"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"chatkitd_tool_calls_total{server="tasks",tool="add_task",outcome="ok"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"chatkitd_llm_tokens_total{direction="out"} 5"#),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

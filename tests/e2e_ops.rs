@@ -1,0 +1,152 @@
+//! Operating chatkitd: metrics after real traffic, and replicas on one
+//! Postgres database behaving as one.
+
+mod support;
+
+use std::time::Duration;
+
+use chatkitd_testkit::{FakeToolCall, Script};
+use pretty_assertions::assert_eq;
+use serde_json::json;
+use support::{Backend, Daemon, fake_mcp_server};
+
+/// The value of the first sample line of `metric` with all `labels`.
+fn sample(text: &str, metric: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(metric) && labels.iter().all(|label| l.contains(label)))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+async fn metrics_count_requests_runs_tokens_and_tools(backend: Backend) {
+    let server = fake_mcp_server();
+    let daemon = Daemon::start_with(backend, move |config| {
+        config.mcp_servers.insert("fake".into(), server);
+    })
+    .await;
+    daemon.llm.push(Script::ToolCalls {
+        calls: vec![FakeToolCall::new("c1", "pid", "{}")],
+    });
+    daemon.llm.push(Script::text(["All ", "done."]));
+    let (thread_id, _) = daemon.create_thread("which pid?").await;
+    daemon.items(&thread_id).await;
+    let (status, _) = daemon
+        .post(json!({"type": "threads.explode", "params": {}}))
+        .await;
+    assert_eq!(status, 400);
+
+    let (status, text) = daemon.get("/metrics").await;
+    assert_eq!(status, 200);
+    let positive = |metric: &str, labels: &[&str]| {
+        let value = sample(&text, metric, labels);
+        assert!(
+            value.is_some_and(|v| v > 0.0),
+            "{metric}{labels:?} = {value:?} in\n{text}"
+        );
+    };
+    positive(
+        "chatkitd_requests_total",
+        &[r#"type="threads.create""#, r#"outcome="ok""#],
+    );
+    positive(
+        "chatkitd_requests_total",
+        &[r#"type="items.list""#, r#"outcome="ok""#],
+    );
+    positive(
+        "chatkitd_requests_total",
+        &[r#"type="invalid""#, r#"outcome="400""#],
+    );
+    positive(
+        "chatkitd_run_duration_seconds_count",
+        &[r#"outcome="completed""#],
+    );
+    positive("chatkitd_time_to_first_token_seconds_count", &[]);
+    positive("chatkitd_llm_tokens_total", &[r#"direction="in""#]);
+    positive("chatkitd_llm_tokens_total", &[r#"direction="out""#]);
+    positive(
+        "chatkitd_tool_calls_total",
+        &[r#"server="fake""#, r#"tool="pid""#, r#"outcome="ok""#],
+    );
+    positive(
+        "chatkitd_tool_call_duration_seconds_count",
+        &[r#"tool="pid""#],
+    );
+    positive(
+        "chatkitd_mcp_instances",
+        &[r#"server="fake""#, r#"state="idle""#],
+    );
+    positive("chatkitd_store_connections", &[r#"state="idle""#]);
+    assert!(!text.contains(&thread_id), "no thread ids in metrics");
+    assert!(!text.contains("which pid"), "no message text in metrics");
+    daemon.stop().await;
+}
+
+/// Two daemons on one Postgres database, messages to one thread through both,
+/// interleaved and concurrent: every message is stored once, in a consistent
+/// order, and each answer saw the previous exchange. (Postgres only: scale-out
+/// is Postgres; a SQLite file serializes runs within one process.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_one_postgres_database_serialize_a_thread() {
+    let a = Daemon::start_with(Backend::Postgres, |_| {}).await;
+    let b = Daemon::start_replica(&a).await;
+    // Slow answers make the runs overlap unless they are serialized.
+    for daemon in [&a, &b] {
+        daemon.llm.set_default_delay(Duration::from_millis(40));
+    }
+    let (thread_id, _) = a.create_thread("m0").await;
+    for round in 0..3 {
+        let first = format!("a{round}");
+        let second = format!("b{round}");
+        let (x, y) = tokio::join!(
+            a.add_message(&thread_id, &first),
+            b.add_message(&thread_id, &second)
+        );
+        assert!(
+            x.error().is_none() && y.error().is_none(),
+            "{}\n{}",
+            x.raw,
+            y.raw
+        );
+    }
+    let items = a.items(&thread_id).await;
+    let texts: Vec<String> = items
+        .iter()
+        .map(|i| {
+            i["content"][0]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(items.len(), 14, "{texts:?}");
+    // Strict alternation: each user message is followed by its own answer.
+    for pair in texts.chunks(2) {
+        assert_eq!(
+            pair[1],
+            format!("Hello! You said: {}", pair[0]),
+            "{texts:?}"
+        );
+    }
+    let mut users: Vec<&String> = texts.iter().step_by(2).collect();
+    users.sort();
+    assert_eq!(users, ["a0", "a1", "a2", "b0", "b1", "b2", "m0"]);
+    // Each model request saw the whole thread up to its own message.
+    for daemon in [&a, &b] {
+        for request in daemon.llm.stream_requests() {
+            let messages = request.messages();
+            let last = messages.last().expect("messages");
+            let position = texts
+                .iter()
+                .position(|t| Some(t.as_str()) == last["content"].as_str())
+                .expect("the request's message is stored");
+            assert_eq!(messages.len(), 1 + position + 1, "history before {last}");
+        }
+    }
+    // Both replicas list the same thread the same way.
+    assert_eq!(b.items(&thread_id).await, items);
+    a.llm.assert_requests_well_formed();
+    b.llm.assert_requests_well_formed();
+    a.stop().await;
+    b.stop().await;
+}
+
+both_backends!(metrics_count_requests_runs_tokens_and_tools);
