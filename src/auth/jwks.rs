@@ -105,6 +105,14 @@ impl Jwks {
             }
         }
         let state = self.state.read().await;
+        if state.fetched_at.is_none() {
+            // No key was ever fetched: the issuer is unreachable, which says
+            // nothing about the token.
+            return Err(AuthError::KeysUnavailable(format!(
+                "the signing keys at {} have not been fetched yet",
+                self.url
+            )));
+        }
         state
             .find(kid)
             .ok_or_else(|| AuthError::Rejected("it is signed with an unknown key".to_owned()))

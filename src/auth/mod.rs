@@ -244,7 +244,16 @@ impl JwtVerifier {
         validation.leeway = self.leeway;
         validation.validate_exp = true;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp"]);
+        // A configured issuer or audience must be present, not merely
+        // correct when present (jsonwebtoken checks them only if there).
+        let mut required = vec!["exp"];
+        if self.issuer.is_some() {
+            required.push("iss");
+        }
+        if self.audience.is_some() {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
         match &self.issuer {
             Some(issuer) => validation.set_issuer(&[issuer]),
             None => validation.iss = None,
