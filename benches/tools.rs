@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use chatkitd::config::Config;
 use chatkitd::mcp::McpManager;
-use chatkitd::mcp::instance::{Events, Instance};
+use chatkitd::mcp::instance::{Events, Instance, ToolsChanged};
 use chatkitd::mcp::process::Launch;
 
 #[tokio::main(flavor = "multi_thread")]
@@ -34,7 +34,7 @@ async fn main() {
     };
     let events = Events {
         server: "tasks".into(),
-        tools_changed: Arc::new(tokio::sync::Notify::new()),
+        tools_changed: Arc::new(ToolsChanged::default()),
     };
     let mut startup = Vec::with_capacity(spawns);
     for _ in 0..spawns {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation, Tool,
 };
-use rmcp::service::{NotificationContext, RunningService};
+use rmcp::service::{NotificationContext, Peer, RunningService};
 use rmcp::{ClientHandler, RoleClient, ServiceError, ServiceExt};
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
@@ -21,11 +21,27 @@ use super::McpError;
 use super::process::{self, Launch, ProcessGuard};
 
 /// Receives the server's notifications; a changed tool list wakes the
-/// registry's refresher.
+/// registry's refresher with the session that announced it.
 #[derive(Clone)]
 pub struct Events {
     pub server: String,
-    pub tools_changed: Arc<Notify>,
+    pub tools_changed: Arc<ToolsChanged>,
+}
+
+/// A tool list change waiting to be fetched. The list is read back through
+/// the instance that announced it: instances of one server may differ, and
+/// the one that changed is the one that knows.
+#[derive(Default)]
+pub struct ToolsChanged {
+    pub notify: Notify,
+    peer: std::sync::Mutex<Option<Peer<RoleClient>>>,
+}
+
+impl ToolsChanged {
+    /// The session that announced the latest change, if not taken yet.
+    pub fn take_peer(&self) -> Option<Peer<RoleClient>> {
+        self.peer.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
 }
 
 impl ClientHandler for Events {
@@ -36,9 +52,14 @@ impl ClientHandler for Events {
         )
     }
 
-    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+    async fn on_tool_list_changed(&self, context: NotificationContext<RoleClient>) {
         tracing::info!(server = %self.server, "the server's tool list changed");
-        self.tools_changed.notify_one();
+        *self
+            .tools_changed
+            .peer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(context.peer);
+        self.tools_changed.notify.notify_one();
     }
 }
 

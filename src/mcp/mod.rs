@@ -24,11 +24,10 @@ use std::time::{Duration, Instant};
 use rmcp::model::Tool;
 use serde_json::{Map, Value};
 use thiserror::Error;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{McpScope, McpServerConfig};
-use instance::{CallFailure, Events};
+use instance::{CallFailure, Events, ToolsChanged};
 use pool::{Pool, PoolLimits};
 use process::Launch;
 pub use tools::ModelTool;
@@ -70,7 +69,7 @@ struct Server {
     per_user: Mutex<HashMap<String, Arc<Pool>>>,
     /// The tool list, once fetched (per server definition, not per instance).
     tools: RwLock<Option<Vec<Tool>>>,
-    tools_changed: Arc<Notify>,
+    tools_changed: Arc<ToolsChanged>,
 }
 
 impl Server {
@@ -164,6 +163,35 @@ impl McpManager {
         base_dir: &Path,
         max_output_bytes: usize,
     ) -> Arc<McpManager> {
+        let manager = McpManager::configure(configs, base_dir, max_output_bytes);
+        let startups = manager.servers.values().filter(|s| s.shared.is_some()).map(|server| {
+            let server = server.clone();
+            async move {
+                if let Err(e) = server.fetch_tools("").await {
+                    tracing::error!(server = %server.name, error = %e, "tool server unavailable at start; retrying in the background");
+                }
+                if let Some(pool) = &server.shared
+                    && let Err(e) = pool.warm().await
+                {
+                    tracing::warn!(server = %server.name, error = %e, "could not start the idle instances");
+                }
+            }
+        });
+        futures::future::join_all(startups).await;
+        manager.rebuild_names();
+        manager.spawn_maintenance();
+        manager
+    }
+
+    /// Sets up the servers without starting any: each starts on first use
+    /// ([`McpManager::tools_for`], [`McpManager::probe`], a call) and no
+    /// background upkeep runs. For short-lived uses (the terminal commands),
+    /// which must not start idle instances nor retry behind their back.
+    pub fn configure(
+        configs: &BTreeMap<String, McpServerConfig>,
+        base_dir: &Path,
+        max_output_bytes: usize,
+    ) -> Arc<McpManager> {
         let mut servers = BTreeMap::new();
         for (name, config) in configs {
             let program = resolve_program(&config.command, base_dir);
@@ -185,7 +213,7 @@ impl McpManager {
                 shared: None,
                 per_user: Mutex::new(HashMap::new()),
                 tools: RwLock::new(None),
-                tools_changed: Arc::new(Notify::new()),
+                tools_changed: Arc::new(ToolsChanged::default()),
             };
             if config.scope == McpScope::Shared {
                 server.shared = Some(Pool::new(
@@ -197,29 +225,12 @@ impl McpManager {
             }
             servers.insert(name.clone(), Arc::new(server));
         }
-        let manager = Arc::new(McpManager {
+        Arc::new(McpManager {
             servers,
             model_tools: RwLock::new(Arc::new(Vec::new())),
             max_output_bytes,
             stop: CancellationToken::new(),
-        });
-        let startups = manager.servers.values().filter(|s| s.shared.is_some()).map(|server| {
-            let server = server.clone();
-            async move {
-                if let Err(e) = server.fetch_tools("").await {
-                    tracing::error!(server = %server.name, error = %e, "tool server unavailable at start; retrying in the background");
-                }
-                if let Some(pool) = &server.shared
-                    && let Err(e) = pool.warm().await
-                {
-                    tracing::warn!(server = %server.name, error = %e, "could not start the idle instances");
-                }
-            }
-        });
-        futures::future::join_all(startups).await;
-        manager.rebuild_names();
-        manager.spawn_maintenance();
-        manager
+        })
     }
 
     /// The tools the model is offered for `user`. Per-user servers whose
@@ -256,6 +267,61 @@ impl McpManager {
     /// Whether any server is configured.
     pub fn is_empty(&self) -> bool {
         self.servers.is_empty()
+    }
+
+    /// The configured servers' names, in order.
+    pub fn server_names(&self) -> Vec<String> {
+        self.servers.keys().cloned().collect()
+    }
+
+    /// Fetches `server`'s tool list afresh through an instance of `user`'s
+    /// pool (starting one if needed) and returns the tools the model is
+    /// offered from it: for `chatkitd check`, which must see a failure
+    /// rather than an empty list.
+    pub async fn probe(&self, server: &str, user: &str) -> Result<Vec<ModelTool>, McpError> {
+        let Some(configured) = self.servers.get(server) else {
+            return Err(McpError::Call {
+                server: server.to_owned(),
+                message: "no such server is configured".to_owned(),
+            });
+        };
+        configured.fetch_tools(user).await?;
+        self.rebuild_names();
+        Ok(self
+            .current_tools()
+            .iter()
+            .filter(|t| t.server == server)
+            .cloned()
+            .collect())
+    }
+
+    /// Runs one call of `server`'s tool `tool` (its own name, not the
+    /// model's) for `user`, exactly as a model's call would run: injected
+    /// parameters are overwritten, only offered tools can be called. Never
+    /// fails: problems become error results.
+    pub async fn call_tool(
+        &self,
+        user: &str,
+        server: &str,
+        tool: &str,
+        arguments: &str,
+    ) -> ToolOutcome {
+        let started = Instant::now();
+        let tools = self.tools_for(user).await;
+        match tools.iter().find(|t| t.server == server && t.tool == tool) {
+            Some(found) => self.call(user, &found.name, arguments).await,
+            None => ToolOutcome {
+                output: if self.servers.contains_key(server) {
+                    format!("Error: the {server} tool server offers no tool named {tool:?}.")
+                } else {
+                    format!("Error: no tool server named {server:?} is configured.")
+                },
+                is_error: true,
+                server: server.to_owned(),
+                tool: tool.to_owned(),
+                elapsed: started.elapsed(),
+            },
+        }
     }
 
     fn rebuild_names(&self) {
@@ -371,7 +437,32 @@ impl McpManager {
                 loop {
                     tokio::select! {
                         _ = stop.cancelled() => return,
-                        _ = server.tools_changed.notified() => {}
+                        _ = server.tools_changed.notify.notified() => {}
+                    }
+                    if let Some(peer) = server.tools_changed.take_peer() {
+                        match tokio::time::timeout(
+                            server.config.call_timeout,
+                            peer.list_all_tools(),
+                        )
+                        .await
+                        {
+                            Ok(Ok(tools)) => {
+                                tracing::info!(server = %server.name, tools = tools.len(), "tool list refreshed");
+                                *server.tools.write().unwrap_or_else(|p| p.into_inner()) =
+                                    Some(tools);
+                                let Some(manager) = manager.upgrade() else {
+                                    return;
+                                };
+                                manager.rebuild_names();
+                                continue;
+                            }
+                            Ok(Err(e)) => {
+                                tracing::warn!(server = %server.name, error = %e, "could not read the changed tool list")
+                            }
+                            Err(_) => {
+                                tracing::warn!(server = %server.name, "the changed tool list did not come in time")
+                            }
+                        }
                     }
                     let user = server
                         .per_user
