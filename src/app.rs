@@ -98,6 +98,37 @@ impl App {
         })
     }
 
+    /// The configuration the daemon was built from.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The store, for tools that read threads directly (`chatkitd chat`).
+    pub fn store(&self) -> &Arc<SqlStore> {
+        &self.store
+    }
+
+    /// The request handler, for front ends other than HTTP (`chatkitd chat`).
+    pub fn chatkit(&self) -> &Arc<ChatKit> {
+        &self.chatkit
+    }
+
+    /// The tool servers, when any are configured.
+    pub fn mcp(&self) -> Option<&Arc<McpManager>> {
+        self.mcp.as_ref()
+    }
+
+    /// Stops a daemon that was not serving (the terminal commands): lets
+    /// runs finish within the shutdown grace (a cancelled run stores its
+    /// partial answer here), stops the tool servers, closes the store.
+    pub async fn shutdown(self) {
+        self.chatkit.drain(self.config.server.shutdown_grace).await;
+        if let Some(mcp) = &self.mcp {
+            mcp.shutdown().await;
+        }
+        self.store.close().await;
+    }
+
     /// Binds the configured address (or `listen` when given). The
     /// development auth mode is refused on a non-loopback address unless
     /// `allow_insecure_none_auth` says otherwise.

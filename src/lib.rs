@@ -12,11 +12,13 @@
 //! - [`protocol`]: ChatKit wire types, serde only, no I/O.
 //! - [`config`]: `agent.toml`: schema, `${ENV}` interpolation, validation.
 //! - [`app`]: wiring a configuration into a running server.
+//! - [`cli`]: the operator's terminal commands: `chat`, `tools`, `check`.
 
 pub mod agent;
 pub mod app;
 pub mod auth;
 pub mod chatkit;
+pub mod cli;
 pub mod config;
 pub mod http;
 pub mod limits;

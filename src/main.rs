@@ -1,16 +1,26 @@
-//! The `chatkitd` command line: `serve` and `migrate`.
+//! The `chatkitd` command line: `serve`, `migrate`, and the operator's
+//! terminal commands `chat`, `tools` and `check` (see [`chatkitd::cli`]).
 //!
 //! This is the binary's edge: errors become `anyhow` reports and exit codes here.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use chatkitd::app::{App, connect_store};
+use chatkitd::cli::{self, chat::ChatEnd, redact_url};
 use chatkitd::config::Config;
+
+/// Log filter of `serve` and `migrate` when `CHATKITD_LOG` is unset.
+const SERVER_LOG: &str = "info,sqlx=warn,rmcp=warn";
+/// Log filter of the terminal commands: warnings only, so the terminal
+/// shows the conversation, not the daemon's bookkeeping.
+const TERMINAL_LOG: &str = "warn,sqlx=warn,rmcp=warn";
 
 /// A ChatKit backend: one endpoint, an LLM agent, threads in Postgres or SQLite.
 #[derive(Debug, Parser)]
@@ -42,19 +52,98 @@ enum Command {
     },
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Chat with the agent in the terminal: same agent, store and tool
+    /// servers as `serve`. Reads one message per line; piped input is
+    /// answered line by line.
+    Chat {
+        /// Resume this thread (its last messages are shown first).
+        #[arg(long, value_name = "ID")]
+        thread: Option<String>,
+        /// Act as this user (default: `[auth] dev_user`).
+        #[arg(long, value_name = "ID")]
+        user: Option<String>,
+        /// Start a new thread (the default unless --thread is given).
+        #[arg(long, conflicts_with = "thread")]
+        new: bool,
+    },
+    /// List the tools the model is offered, or call one.
+    Tools {
+        #[command(subcommand)]
+        command: ToolsCommand,
+    },
+    /// Check the configuration, the store, every tool server and the model
+    /// endpoint; exit non-zero if any check fails (a deploy gate).
+    Check,
 }
 
-fn main() -> anyhow::Result<()> {
+#[derive(Debug, Subcommand)]
+enum ToolsCommand {
+    /// Every tool as the model sees it: name, server/tool, description, schema.
+    List {
+        /// List for this user (matters for per-user servers; default: `[auth] dev_user`).
+        #[arg(long, value_name = "ID")]
+        user: Option<String>,
+    },
+    /// Run one tool call through the pool, injection applied; exit 1 if the
+    /// result is an error.
+    Call {
+        /// The server's name (`[mcp_servers.NAME]`).
+        server: String,
+        /// The tool's own name on that server.
+        tool: String,
+        /// The arguments, a JSON object.
+        #[arg(long, value_name = "JSON", default_value = "{}")]
+        args: String,
+        /// Call as this user (default: `[auth] dev_user`).
+        #[arg(long, value_name = "ID")]
+        user: Option<String>,
+    },
+}
+
+impl Command {
+    fn default_log(&self) -> &'static str {
+        match self {
+            Command::Serve { .. } | Command::Migrate => SERVER_LOG,
+            Command::Chat { .. } | Command::Tools { .. } | Command::Check => TERMINAL_LOG,
+        }
+    }
+}
+
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    init_logging(cli.log_json);
+    init_logging(cli.log_json, cli.command.default_log());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(run(cli))
+    let code = runtime.block_on(run(cli));
+    // Do not wait for the thread blocked reading a terminal line.
+    runtime.shutdown_background();
+    match code {
+        // `chatkitd tools list | head`: the reader has what it wanted.
+        Err(e) if is_broken_pipe(&e) => Ok(ExitCode::from(141)),
+        other => other,
+    }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Whether writing to a closed pipe caused `error`.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Check = cli.command {
+        let passed = cli::check::run(&cli.config, &mut std::io::stdout()).await?;
+        return Ok(if passed {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
     let config = Config::load(&cli.config)?;
     match cli.command {
         Command::Serve { listen } => {
@@ -67,15 +156,63 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = connect_store(&config).await?;
             store.migrate().await?;
             store.close().await;
-            println!("migrations applied to {}", redact(&config.store_url()));
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "migrations applied to {}",
+                redact_url(&config.store_url())
+            )?;
         }
+        Command::Chat { thread, user, .. } => {
+            let app = App::build(config).await?;
+            let ended = cli::chat::run(&app, cli::chat::ChatOptions { thread, user }).await;
+            app.shutdown().await;
+            if ended? == ChatEnd::Interrupted {
+                return Ok(ExitCode::from(130));
+            }
+        }
+        Command::Tools { command } => return tools(&config, command).await,
+        Command::Check => {}
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
-fn init_logging(json: bool) {
-    let filter = EnvFilter::try_from_env("CHATKITD_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,rmcp=warn"));
+async fn tools(config: &Config, command: ToolsCommand) -> anyhow::Result<ExitCode> {
+    let user_or_default =
+        |user: Option<String>| user.unwrap_or_else(|| config.auth.dev_user.clone());
+    match command {
+        ToolsCommand::List { user } => {
+            let user = user_or_default(user);
+            let count = cli::tools::list(config, &user, &mut std::io::stdout()).await?;
+            eprintln!("{count} tools offered to {user:?}");
+            Ok(ExitCode::SUCCESS)
+        }
+        ToolsCommand::Call {
+            server,
+            tool,
+            args,
+            user,
+        } => {
+            let user = user_or_default(user);
+            let outcome = cli::tools::call(config, &user, &server, &tool, &args).await?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", outcome.output).and_then(|()| out.flush())?;
+            if outcome.is_error {
+                eprintln!(
+                    "{server}/{tool}: the call failed ({:.1}s)",
+                    outcome.elapsed.as_secs_f64()
+                );
+                Ok(ExitCode::FAILURE)
+            } else {
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    }
+}
+
+fn init_logging(json: bool, default: &str) {
+    let filter =
+        EnvFilter::try_from_env("CHATKITD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -88,37 +225,42 @@ fn init_logging(json: bool) {
 
 /// Resolves on SIGINT or SIGTERM.
 async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
+    let Some(first) = next_signal().await else {
+        return std::future::pending().await;
     };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = interrupt => tracing::info!("SIGINT received; shutting down"),
-        _ = terminate => tracing::info!("SIGTERM received; shutting down"),
-    }
+    tracing::info!("{first} received; shutting down (send it again to exit at once)");
+    // A second signal means: stop waiting. Exiting skips the drain; MCP
+    // servers still die through their parent-death signal.
+    tokio::spawn(async {
+        if let Some(second) = next_signal().await {
+            tracing::warn!("{second} received again; exiting at once");
+            std::process::exit(130);
+        }
+    });
 }
 
-/// A store URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..]),
-                None => url.to_owned(),
+/// Waits for SIGINT or SIGTERM and names it; `None` if neither can be caught.
+async fn next_signal() -> Option<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (mut interrupt, mut terminate) = match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(i), Ok(t)) => (i, t),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot listen for SIGINT/SIGTERM");
+                return None;
             }
+        };
+        tokio::select! {
+            _ = interrupt.recv() => Some("SIGINT"),
+            _ = terminate.recv() => Some("SIGTERM"),
         }
-        _ => url.to_owned(),
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.ok().map(|()| "Ctrl-C")
     }
 }

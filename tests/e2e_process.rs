@@ -565,6 +565,65 @@ async fn sigterm_during_an_answer_keeps_the_partial_answer(backend: Backend) {
     assert!(gone, "MCP servers {children:?} outlived the daemon");
 }
 
+/// 18. A second signal does not wait for the grace period: the daemon exits
+///     at once (status 130) while a run is still going.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once() {
+    chatkitd::llm::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let llm = FakeLlm::start().await;
+    let store_url = fresh_store_url(Backend::Sqlite, dir.path()).await;
+    let config = write_config(dir.path(), &store_url, &llm);
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"60s\"");
+    std::fs::write(&config, text).expect("config written");
+    let mut served = Served::start(&config, dir.path()).await;
+    let pid = served.child.id().expect("running").to_string();
+    llm.push(Script::Text {
+        chunks: (0..200).map(|i| format!("word{i} ")).collect(),
+        delay: Duration::from_millis(100),
+    });
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let url = served.url.clone();
+    let reader = tokio::spawn(async move {
+        let body = json!({"type": "threads.create", "params": {"input": user_input("long")}});
+        stream_at(&url, body, move |event| {
+            if is_text_delta(event) {
+                tx.send_replace(true);
+            }
+            false
+        })
+        .await
+    });
+    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|started| *started))
+        .await
+        .expect("the answer starts")
+        .expect("reader alive");
+    let signal = |name: &str| {
+        let sent = std::process::Command::new("kill")
+            .args([format!("-{name}"), pid.clone()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+    };
+    signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        served.child.try_wait().expect("wait").is_none(),
+        "still draining"
+    );
+    let started = Instant::now();
+    signal("INT");
+    let status = tokio::time::timeout(Duration::from_secs(5), served.child.wait())
+        .await
+        .expect("exits at once")
+        .expect("wait");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(status.code(), Some(130), "{}", served.log());
+    reader.abort();
+}
+
 both_backends!(
     killed_mid_answer_then_restarted,
     migrate_twice,

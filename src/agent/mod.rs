@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use history::{build_messages, user_text};
+pub use tools::{running_content, task_arguments, task_outcome};
 
 use crate::config::AgentConfig;
 use crate::llm::{ChatMessage, LlmClient, LlmError, LlmEvent, LlmStream, ToolCall};

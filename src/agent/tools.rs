@@ -98,7 +98,11 @@ const MAX_TASK_ARGUMENTS: usize = 400;
 /// with [`task_arguments`].
 pub fn running_content(arguments: &str) -> String {
     let arguments = arguments.trim();
-    let arguments = if arguments.is_empty() { "{}" } else { arguments };
+    let arguments = if arguments.is_empty() {
+        "{}"
+    } else {
+        arguments
+    };
     let mut shown: String = arguments.chars().take(MAX_TASK_ARGUMENTS).collect();
     if arguments.chars().count() > MAX_TASK_ARGUMENTS {
         shown.push('…');
@@ -112,6 +116,18 @@ pub fn task_arguments(content: &str) -> Option<&str> {
     let rest = rest.strip_prefix("```json")?;
     let end = rest.rfind("```")?;
     Some(rest[..end].trim())
+}
+
+/// A completed task's content split into its verdict line (`done in 0.2s`
+/// or `failed in 0.1s`) and the (possibly cut) output it shows.
+pub fn task_outcome(content: &str) -> (&str, &str) {
+    let (verdict, rest) = content.split_once('\n').unwrap_or((content, ""));
+    let rest = rest.trim();
+    let output = rest
+        .strip_prefix("```")
+        .and_then(|r| r.strip_suffix("```"))
+        .map_or(rest, str::trim);
+    (verdict.trim(), output)
 }
 
 enum TaskState<'a> {
@@ -249,5 +265,25 @@ impl Run<'_> {
                 content: output.map(|(text, _)| text).unwrap_or_default(),
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_contents_read_back() {
+        let content = running_content(r#"{"title":"buy milk"}"#);
+        assert_eq!(task_arguments(&content), Some(r#"{"title":"buy milk"}"#));
+        assert_eq!(task_arguments(&running_content("")), Some("{}"));
+        let long = format!(r#"{{"text":"{}"}}"#, "x".repeat(1000));
+        let shown = task_arguments(&running_content(&long)).map(|a| a.chars().count());
+        assert_eq!(shown, Some(MAX_TASK_ARGUMENTS + 1));
+        assert_eq!(
+            task_outcome("done in 0.2s\n\n```\n{\"id\":1}\n```"),
+            ("done in 0.2s", "{\"id\":1}")
+        );
+        assert_eq!(task_outcome("failed in 1.0s"), ("failed in 1.0s", ""));
     }
 }
