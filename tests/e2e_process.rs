@@ -157,6 +157,39 @@ impl Served {
     }
 }
 
+/// Starts a long, slow answer (`words` words, one per `delay`) to `message`
+/// on the daemon at `url` and returns once its first text delta reached the client; the
+/// reader goes on in the background and yields the whole stream.
+async fn start_long_answer(
+    url: &str,
+    llm: &FakeLlm,
+    message: &str,
+    words: usize,
+    delay: Duration,
+) -> tokio::task::JoinHandle<(support::Streamed, Option<String>)> {
+    llm.push(Script::Text {
+        chunks: (0..words).map(|i| format!("word{i} ")).collect(),
+        delay,
+    });
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let url = url.to_owned();
+    let body = json!({"type": "threads.create", "params": {"input": user_input(message)}});
+    let reader = tokio::spawn(async move {
+        stream_at(&url, body, move |event| {
+            if is_text_delta(event) {
+                tx.send_replace(true);
+            }
+            false
+        })
+        .await
+    });
+    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|started| *started))
+        .await
+        .expect("the answer starts")
+        .expect("reader alive");
+    reader
+}
+
 fn is_text_delta(event: &Value) -> bool {
     event["update"]["type"] == "assistant_message.content_part.text_delta"
 }
@@ -171,27 +204,14 @@ async fn killed_mid_answer_then_restarted(backend: Backend) {
     let config = write_config(dir.path(), &store_url, &llm);
     let mut first = Served::start(&config, dir.path()).await;
 
-    llm.push(Script::Text {
-        chunks: (0..100).map(|i| format!("word{i} ")).collect(),
-        delay: Duration::from_millis(100),
-    });
-    let (tx, mut rx) = tokio::sync::watch::channel(false);
-    let url = first.url.clone();
-    let reader = tokio::spawn(async move {
-        let body =
-            json!({"type": "threads.create", "params": {"input": user_input("remember this")}});
-        stream_at(&url, body, move |event| {
-            if is_text_delta(event) {
-                tx.send_replace(true);
-            }
-            false
-        })
-        .await
-    });
-    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|started| *started))
-        .await
-        .expect("the answer starts")
-        .expect("reader alive");
+    let reader = start_long_answer(
+        &first.url,
+        &llm,
+        "remember this",
+        100,
+        Duration::from_millis(100),
+    )
+    .await;
     first.child.kill().await.expect("kill -9");
     let (streamed, failure) = reader.await.expect("reader");
     assert!(
@@ -494,27 +514,14 @@ async fn sigterm_during_an_answer_keeps_the_partial_answer(backend: Backend) {
     assert!(children_up, "{}", served.log());
     let children = mcp_children(pid);
 
-    llm.push(Script::Text {
-        chunks: (0..100).map(|i| format!("word{i} ")).collect(),
-        delay: Duration::from_millis(50),
-    });
-    let (tx, mut rx) = tokio::sync::watch::channel(false);
-    let url = served.url.clone();
-    let reader = tokio::spawn(async move {
-        let body =
-            json!({"type": "threads.create", "params": {"input": user_input("long answer")}});
-        stream_at(&url, body, move |event| {
-            if is_text_delta(event) {
-                tx.send_replace(true);
-            }
-            false
-        })
-        .await
-    });
-    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|started| *started))
-        .await
-        .expect("the answer starts")
-        .expect("reader alive");
+    let reader = start_long_answer(
+        &served.url,
+        &llm,
+        "long answer",
+        100,
+        Duration::from_millis(50),
+    )
+    .await;
     let sent = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
@@ -580,26 +587,8 @@ async fn a_second_signal_exits_at_once() {
     std::fs::write(&config, text).expect("config written");
     let mut served = Served::start(&config, dir.path()).await;
     let pid = served.child.id().expect("running").to_string();
-    llm.push(Script::Text {
-        chunks: (0..200).map(|i| format!("word{i} ")).collect(),
-        delay: Duration::from_millis(100),
-    });
-    let (tx, mut rx) = tokio::sync::watch::channel(false);
-    let url = served.url.clone();
-    let reader = tokio::spawn(async move {
-        let body = json!({"type": "threads.create", "params": {"input": user_input("long")}});
-        stream_at(&url, body, move |event| {
-            if is_text_delta(event) {
-                tx.send_replace(true);
-            }
-            false
-        })
-        .await
-    });
-    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|started| *started))
-        .await
-        .expect("the answer starts")
-        .expect("reader alive");
+    let reader =
+        start_long_answer(&served.url, &llm, "long", 200, Duration::from_millis(100)).await;
     let signal = |name: &str| {
         let sent = std::process::Command::new("kill")
             .args([format!("-{name}"), pid.clone()])

@@ -222,47 +222,7 @@ impl Daemon {
             .send()
             .await
             .expect("request sent");
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let mut raw = String::new();
-        let mut events = Vec::new();
-        let mut hung_up = false;
-        let mut bytes = response.bytes_stream();
-        let mut buffer = String::new();
-        'read: while let Some(chunk) = tokio::time::timeout(Duration::from_secs(30), bytes.next())
-            .await
-            .expect("stream stalls")
-        {
-            let chunk = chunk.expect("stream chunk");
-            let text = String::from_utf8(chunk.to_vec()).expect("utf-8");
-            raw.push_str(&text);
-            buffer.push_str(&text);
-            while let Some(end) = buffer.find("\n\n") {
-                let frame: String = buffer.drain(..end + 2).collect();
-                if let Some(data) = frame.strip_prefix("data: ") {
-                    let event: Value =
-                        serde_json::from_str(data.trim_end()).expect("event is JSON");
-                    let done = stop(&event);
-                    events.push(event);
-                    if done {
-                        hung_up = true;
-                        break 'read;
-                    }
-                }
-            }
-        }
-        Streamed {
-            status,
-            content_type,
-            events,
-            raw,
-            hung_up,
-        }
+        read_events(response, stop).await
     }
 
     /// Creates a thread with one message; returns its id and the stream.
@@ -440,51 +400,7 @@ pub async fn stream_at(
         .send()
         .await
         .expect("request sent");
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let mut streamed = Streamed {
-        status,
-        content_type,
-        events: Vec::new(),
-        raw: String::new(),
-        hung_up: false,
-    };
-    let mut failure = None;
-    let mut bytes = response.bytes_stream();
-    let mut buffer = String::new();
-    'read: while let Some(chunk) = tokio::time::timeout(Duration::from_secs(30), bytes.next())
-        .await
-        .expect("stream stalls")
-    {
-        let chunk = match chunk {
-            Ok(chunk) => chunk,
-            Err(e) => {
-                failure = Some(e.to_string());
-                break;
-            }
-        };
-        let text = String::from_utf8(chunk.to_vec()).expect("utf-8");
-        streamed.raw.push_str(&text);
-        buffer.push_str(&text);
-        while let Some(end) = buffer.find("\n\n") {
-            let frame: String = buffer.drain(..end + 2).collect();
-            if let Some(data) = frame.strip_prefix("data: ") {
-                let event: Value = serde_json::from_str(data.trim_end()).expect("event is JSON");
-                let done = stop(&event);
-                streamed.events.push(event);
-                if done {
-                    streamed.hung_up = true;
-                    break 'read;
-                }
-            }
-        }
-    }
-    (streamed, failure)
+    read_stream(response, stop).await
 }
 
 /// Path of a binary of another workspace package (`fake-mcp`, `fake-llm`,
@@ -678,8 +594,13 @@ impl Daemon {
     }
 }
 
-/// Reads an SSE response until it ends or `stop` returns true.
-async fn read_events(response: reqwest::Response, stop: impl Fn(&Value) -> bool) -> Streamed {
+/// Reads an SSE response until it ends, `stop` returns true (the client hangs
+/// up) or the connection fails; returns the events and the transport error,
+/// if any. `stop` sees every event as it arrives.
+async fn read_stream(
+    response: reqwest::Response,
+    stop: impl Fn(&Value) -> bool,
+) -> (Streamed, Option<String>) {
     let status = response.status().as_u16();
     let content_type = response
         .headers()
@@ -694,13 +615,20 @@ async fn read_events(response: reqwest::Response, stop: impl Fn(&Value) -> bool)
         raw: String::new(),
         hung_up: false,
     };
+    let mut failure = None;
     let mut bytes = response.bytes_stream();
     let mut buffer = String::new();
     'read: while let Some(chunk) = tokio::time::timeout(Duration::from_secs(30), bytes.next())
         .await
         .expect("stream stalls")
     {
-        let chunk = chunk.expect("stream chunk");
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                failure = Some(e.to_string());
+                break;
+            }
+        };
         let text = String::from_utf8(chunk.to_vec()).expect("utf-8");
         streamed.raw.push_str(&text);
         buffer.push_str(&text);
@@ -717,5 +645,16 @@ async fn read_events(response: reqwest::Response, stop: impl Fn(&Value) -> bool)
             }
         }
     }
+    (streamed, failure)
+}
+
+/// [`read_stream`] for a connection that must not fail.
+async fn read_events(response: reqwest::Response, stop: impl Fn(&Value) -> bool) -> Streamed {
+    let (streamed, failure) = read_stream(response, stop).await;
+    assert!(
+        failure.is_none(),
+        "the stream failed: {failure:?}\n{}",
+        streamed.raw
+    );
     streamed
 }
