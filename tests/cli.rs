@@ -535,3 +535,64 @@ async fn check_fails_on_a_bad_configuration_and_hides_passwords() {
         "{stdout}"
     );
 }
+
+/// The shipped task assistant in the terminal: a piped message makes the
+/// model call `add_task` on the real `tasks-mcp`, the answer is printed, and
+/// the task is stored for the chatting user only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn piped_chat_adds_a_task_with_the_tasks_server() {
+    let llm = FakeLlm::start().await;
+    let setup = Setup::new(&llm.base_url(), false);
+    let mut config = std::fs::read_to_string(&setup.config).expect("config");
+    config.push_str(&format!(
+        "\n[mcp_servers.tasks]\ncommand = {:?}\nenv = {{ TASKS_DB = \"tasks.db\" }}\ninject = {{ user_id = \"user.id\" }}\n",
+        workspace_bin("tasks-mcp").display().to_string()
+    ));
+    std::fs::write(&setup.config, config).expect("config written");
+    llm.push(Script::tool_call(
+        "call_1",
+        "add_task",
+        r#"{"title":"buy milk"}"#,
+    ));
+    llm.push(Script::text(["Added buy milk."]));
+
+    let output = setup
+        .run(&["chat", "--user", "alice"], "add task buy milk\n")
+        .await;
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("add_task") && l.contains("buy milk")),
+        "the tool line: {stdout}"
+    );
+    assert_eq!(stdout.lines().last(), Some("Added buy milk."), "{stdout}");
+    let (messages, types) = setup.stored("alice", &thread_id(&stderr)).await;
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(types.iter().any(|t| t == "workflow"), "{types:?}");
+
+    // The task belongs to alice, and only to her.
+    let listed = |user: &'static str| {
+        let setup = &setup;
+        async move {
+            let args = [
+                "tools",
+                "call",
+                "tasks",
+                "list_tasks",
+                "--args",
+                "{}",
+                "--user",
+                user,
+            ];
+            let output = setup.run(&args, "").await;
+            assert!(output.status.success(), "{}", text(&output.stderr));
+            let value: Value = serde_json::from_str(text(&output.stdout).trim()).expect("JSON");
+            value["tasks"].as_array().expect("tasks").len()
+        }
+    };
+    assert_eq!(listed("alice").await, 1);
+    assert_eq!(listed("bob").await, 0);
+    llm.assert_requests_well_formed();
+}
