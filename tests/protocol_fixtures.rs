@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use chatkitd::protocol::{
-    Attachment, Page, Request, Thread, ThreadItem, ThreadStreamEvent, Timestamp,
+    Attachment, Page, REQUEST_TYPES, Request, Thread, ThreadItem, ThreadStreamEvent, Timestamp,
 };
 use pretty_assertions::assert_eq;
 use serde::Serialize;
@@ -102,24 +102,7 @@ fn every_reference_fixture_round_trips() {
 #[test]
 fn every_request_type_has_a_fixture() {
     let names: Vec<String> = fixtures().into_iter().map(|(n, _)| n).collect();
-    for kind in [
-        "threads.create",
-        "threads.add_user_message",
-        "threads.add_client_tool_output",
-        "threads.add_structured_input",
-        "threads.retry_after_item",
-        "threads.custom_action",
-        "threads.sync_custom_action",
-        "threads.get_by_id",
-        "threads.list",
-        "threads.update",
-        "threads.delete",
-        "items.list",
-        "items.feedback",
-        "attachments.create",
-        "attachments.delete",
-        "input.transcribe",
-    ] {
+    for kind in REQUEST_TYPES {
         assert!(
             names.iter().any(|n| n == &format!("request.{kind}.json")),
             "no fixture for {kind}"

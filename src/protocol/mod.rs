@@ -23,8 +23,8 @@ pub use items::{
 };
 pub use requests::{
     ActionParams, AttachmentCreateParams, AttachmentDeleteParams, ClientToolOutputParams,
-    CustomAction, FeedbackKind, FeedbackParams, ItemsListParams, ListParams, Order, Request,
-    RequestError, RetryParams, StructuredInputParams, ThreadIdParams, ThreadInputParams,
+    CustomAction, FeedbackKind, FeedbackParams, ItemsListParams, ListParams, Order, REQUEST_TYPES,
+    Request, RequestError, RetryParams, StructuredInputParams, ThreadIdParams, ThreadInputParams,
     ThreadUpdateParams, TranscribeParams, UserMessageInput,
 };
 pub use thread::{Page, Thread, ThreadMetadata, ThreadStatus};
