@@ -21,6 +21,7 @@ use crate::http::{self, AppState};
 use crate::limits::RateLimiter;
 use crate::llm::{LlmClient, LlmError};
 use crate::mcp::McpManager;
+use crate::metrics::{Exporter, GaugeSet};
 use crate::store::{SqlStore, Store, StoreError, sql::SqlStoreOptions};
 
 /// Why the daemon could not start.
@@ -160,7 +161,7 @@ impl App {
         let limits = &self.config.limits;
         let state = AppState {
             chatkit: self.chatkit.clone(),
-            mcp: self.mcp.clone(),
+            metrics: Arc::new(self.exporter()),
             auth: self.auth.clone(),
             rate: RateLimiter::new(limits.requests_per_minute_per_user, limits.burst).map(Arc::new),
             max_body_bytes: self.config.server.max_body_bytes,
@@ -207,6 +208,60 @@ impl App {
         served?;
         self.store.close().await;
         Ok(())
+    }
+}
+
+impl App {
+    /// What `/metrics` serves: the process-wide counters plus gauges read
+    /// from this daemon's store pool and tool-server pools at each scrape.
+    fn exporter(&self) -> Exporter {
+        let mut exporter = Exporter::default();
+        let store = self.store.clone();
+        exporter.register(GaugeSet::new(
+            "store_connections",
+            "Store connections by state (idle, in_use).",
+            move || {
+                let counts = store.connections();
+                vec![
+                    (vec![("state", "idle".to_owned())], counts.idle as i64),
+                    (vec![("state", "in_use".to_owned())], counts.in_use as i64),
+                ]
+            },
+        ));
+        if let Some(mcp) = &self.mcp {
+            let pools = mcp.clone();
+            exporter.register(GaugeSet::new(
+                "mcp_instances",
+                "MCP server instances by state (idle, busy).",
+                move || {
+                    pools
+                        .pool_counts()
+                        .into_iter()
+                        .flat_map(|c| {
+                            [("idle", c.idle), ("busy", c.busy)].map(|(state, n)| {
+                                (
+                                    vec![("server", c.server.clone()), ("state", state.to_owned())],
+                                    n as i64,
+                                )
+                            })
+                        })
+                        .collect()
+                },
+            ));
+            let pools = mcp.clone();
+            exporter.register(GaugeSet::new(
+                "mcp_instances_replaced",
+                "MCP server instances replaced after a crash or hang, since start.",
+                move || {
+                    pools
+                        .pool_counts()
+                        .into_iter()
+                        .map(|c| (vec![("server", c.server)], c.replaced as i64))
+                        .collect()
+                },
+            ));
+        }
+        exporter
     }
 }
 

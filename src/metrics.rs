@@ -1,18 +1,25 @@
 //! Prometheus metrics, served at `GET /metrics` (OpenMetrics text).
 //!
-//! One process-wide registry ([`get`]): the counters and histograms are
+//! One process-wide registry ([`get`]) holds the counters and histograms,
 //! recorded where things happen (HTTP requests, runs, model calls, tool
-//! calls); gauges of the MCP pools and the store's connection pool are read
-//! when scraped. Labels hold only low-cardinality values (request types,
-//! outcomes, server and tool names), never user ids, thread ids or text.
+//! calls). Gauges that describe a component's state now (the MCP pools, the
+//! store's connection pool) are read when scraped, by [`GaugeSet`]s that the
+//! wiring (`app.rs`) registers with the daemon's [`Exporter`]; so neither the
+//! component nor the HTTP layer knows the other, and each daemon's `/metrics`
+//! reports its own components even when tests run several in one process.
+//! Labels hold only low-cardinality values (request types, outcomes, server
+//! and tool names), never user ids, thread ids or text.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -52,25 +59,6 @@ pub struct TokenLabels {
     pub direction: String,
 }
 
-/// A gauge per MCP server and instance state.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct InstanceLabels {
-    pub server: String,
-    pub state: String,
-}
-
-/// An MCP server.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ServerLabels {
-    pub server: String,
-}
-
-/// Store connections by state.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ConnectionLabels {
-    pub state: String,
-}
-
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -87,9 +75,6 @@ pub struct Metrics {
     pub llm_tokens: Family<TokenLabels, Counter>,
     pub tool_calls: Family<ToolLabels, Counter>,
     pub tool_latency: Histograms<ToolLatencyLabels>,
-    pub mcp_instances: Family<InstanceLabels, Gauge>,
-    pub mcp_replaced: Family<ServerLabels, Gauge>,
-    pub store_connections: Family<ConnectionLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -139,24 +124,6 @@ impl Metrics {
             "MCP tool call latency, waiting for an instance included",
             tool_latency.clone(),
         );
-        let mcp_instances = Family::<InstanceLabels, Gauge>::default();
-        registry.register(
-            "mcp_instances",
-            "MCP server instances by state (idle, busy)",
-            mcp_instances.clone(),
-        );
-        let mcp_replaced = Family::<ServerLabels, Gauge>::default();
-        registry.register(
-            "mcp_instances_replaced",
-            "MCP server instances replaced after a crash or hang, since start",
-            mcp_replaced.clone(),
-        );
-        let store_connections = Family::<ConnectionLabels, Gauge>::default();
-        registry.register(
-            "store_connections",
-            "Store connections by state (idle, in_use)",
-            store_connections.clone(),
-        );
         Metrics {
             registry,
             requests,
@@ -165,9 +132,6 @@ impl Metrics {
             llm_tokens,
             tool_calls,
             tool_latency,
-            mcp_instances,
-            mcp_replaced,
-            store_connections,
         }
     }
 
@@ -218,15 +182,6 @@ impl Metrics {
             })
             .observe(duration.as_secs_f64());
     }
-
-    /// The OpenMetrics text of every metric.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
-            tracing::error!(error = %e, "could not encode metrics");
-        }
-        out
-    }
 }
 
 /// The process-wide metrics.
@@ -235,17 +190,112 @@ pub fn get() -> &'static Metrics {
     METRICS.get_or_init(Metrics::new)
 }
 
+/// Reads one gauge family's samples at scrape time: label pairs and a value
+/// per sample.
+type ReadGauges = dyn Fn() -> Vec<(Vec<(&'static str, String)>, i64)> + Send + Sync;
+
+/// A family of gauges whose values are read when `/metrics` is scraped, from
+/// a closure the wiring provides (e.g. the MCP pools' instance counts).
+pub struct GaugeSet {
+    name: &'static str,
+    help: &'static str,
+    read: Box<ReadGauges>,
+}
+
+impl GaugeSet {
+    /// `name` without the `chatkitd_` prefix; `help` is one sentence, with
+    /// its full stop (the registry adds it to the other metrics' help);
+    /// `read` returns every sample.
+    pub fn new(
+        name: &'static str,
+        help: &'static str,
+        read: impl Fn() -> Vec<(Vec<(&'static str, String)>, i64)> + Send + Sync + 'static,
+    ) -> GaugeSet {
+        GaugeSet {
+            name,
+            help,
+            read: Box::new(read),
+        }
+    }
+}
+
+impl std::fmt::Debug for GaugeSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GaugeSet")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Collector for GaugeSet {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let samples = (self.read)();
+        let mut family =
+            encoder.encode_descriptor(self.name, self.help, None, MetricType::Gauge)?;
+        for (labels, value) in &samples {
+            ConstGauge::new(*value).encode(family.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// What one daemon serves at `/metrics`: the process-wide counters and
+/// histograms, then the gauges registered for this daemon's components.
+#[derive(Debug)]
+pub struct Exporter {
+    gauges: Registry,
+}
+
+impl Default for Exporter {
+    fn default() -> Self {
+        Exporter {
+            gauges: Registry::with_prefix("chatkitd"),
+        }
+    }
+}
+
+impl Exporter {
+    /// Adds gauges read at every scrape.
+    pub fn register(&mut self, gauges: GaugeSet) {
+        self.gauges.register_collector(Box::new(gauges));
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn render(&self) -> String {
+        self.render_with(get())
+    }
+
+    fn render_with(&self, metrics: &Metrics) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
+        let mut out = String::new();
+        let encoded = encode_registry(&mut out, &metrics.registry)
+            .and_then(|()| encode_registry(&mut out, &self.gauges))
+            .and_then(|()| encode_eof(&mut out));
+        if let Err(e) = encoded {
+            tracing::error!(error = %e, "could not encode metrics");
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn renders_recorded_values() {
+    fn renders_recorded_values_and_scraped_gauges() {
         let metrics = Metrics::new();
         metrics.request("threads.list", "ok");
         metrics.tool_call("tasks", "add_task", false, Duration::from_millis(3));
         metrics.tokens(10, 5);
-        let text = metrics.render();
+        let mut exporter = Exporter::default();
+        exporter.register(GaugeSet::new("store_connections", "Connections.", || {
+            vec![
+                (vec![("state", "idle".to_owned())], 3),
+                (vec![("state", "in_use".to_owned())], 1),
+            ]
+        }));
+        let text = exporter.render_with(&metrics);
         assert!(
             text.contains(r#"chatkitd_requests_total{type="threads.list",outcome="ok"} 1"#),
             "{text}"
@@ -258,6 +308,13 @@ mod tests {
         );
         assert!(
             text.contains(r#"chatkitd_llm_tokens_total{direction="out"} 5"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "# HELP chatkitd_store_connections Connections.\n# TYPE chatkitd_store_connections gauge\n\
+                 chatkitd_store_connections{state=\"idle\"} 3\nchatkitd_store_connections{state=\"in_use\"} 1\n"
+            ),
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));

@@ -118,6 +118,15 @@ impl Jwks {
             .ok_or_else(|| AuthError::Rejected("it is signed with an unknown key".to_owned()))
     }
 
+    /// Fetches the keys now, whatever the cache holds; the number of usable
+    /// keys fetched.
+    pub async fn refresh(&self) -> Result<usize, String> {
+        let _fetching = self.fetching.lock().await;
+        self.fetch().await?;
+        let state = self.state.read().await;
+        Ok(state.by_kid.len() + state.anonymous.len())
+    }
+
     async fn fetch(&self) -> Result<(), String> {
         self.state.write().await.last_attempt = Some(Instant::now());
         let response = self

@@ -54,6 +54,19 @@ pub enum AuthError {
     KeysUnavailable(String),
 }
 
+/// The keys an [`Authenticator`] verifies with, as [`Authenticator::probe_keys`] found them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyProbe {
+    /// `mode = "none"`: no keys; every request is this user.
+    Development { user: String },
+    /// An HMAC secret.
+    SharedSecret,
+    /// A public key read from a PEM file.
+    PublicKey,
+    /// A JWKS, fetched just now, holding this many usable keys.
+    Jwks { keys: usize },
+}
+
 /// Why authentication could not be set up at start.
 #[derive(Debug, Error)]
 pub enum AuthSetupError {
@@ -194,6 +207,28 @@ impl Authenticator {
                 email_claim: jwt.email_claim.clone(),
             }))),
         })
+    }
+
+    /// Loads the verification keys now (a JWKS is fetched at once, not on
+    /// the first token) and says what they are, for `chatkitd check`.
+    pub async fn probe_keys(&self) -> Result<KeyProbe, AuthError> {
+        let verifier = match &*self.mode {
+            Mode::None { user } => return Ok(KeyProbe::Development { user: user.clone() }),
+            Mode::Jwt(verifier) => verifier,
+        };
+        match &verifier.keys {
+            Keys::Static(key) if key.key.family() == AlgorithmFamily::Hmac => {
+                Ok(KeyProbe::SharedSecret)
+            }
+            Keys::Static(_) => Ok(KeyProbe::PublicKey),
+            Keys::Jwks(jwks) => match jwks.refresh().await {
+                Ok(0) => Err(AuthError::KeysUnavailable(
+                    "the JWKS document holds no keys".to_owned(),
+                )),
+                Ok(keys) => Ok(KeyProbe::Jwks { keys }),
+                Err(e) => Err(AuthError::KeysUnavailable(e)),
+            },
+        }
     }
 
     /// Whether this is the development mode.

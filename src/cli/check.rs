@@ -19,13 +19,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{CliError, redact_url};
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, KeyProbe};
 use crate::config::{AuthMode, Config};
 use crate::llm::{LlmClient, install_crypto_provider};
 use crate::mcp::McpManager;
-
-static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+use crate::store::schema;
 
 /// The verdict of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,68 +159,45 @@ fn check_config(config: &Config, path: &Path, started: Instant) -> Line {
 async fn check_auth(config: &Config) -> Line {
     let started = Instant::now();
     let auth = &config.auth;
-    if let Err(e) = Authenticator::from_config(auth, &config.base_dir) {
-        return Line::new(Status::Fail, "auth", "jwt")
-            .since(started)
-            .detail(e.to_string());
-    }
-    match auth.mode {
-        AuthMode::None => {
+    let target = match (&auth.mode, &auth.jwks_url) {
+        (AuthMode::None, _) => "none".to_owned(),
+        (AuthMode::Jwt, Some(url)) => format!("jwt {}", redact_url(url)),
+        (AuthMode::Jwt, None) => "jwt".to_owned(),
+    };
+    let line = Line::new(Status::Ok, "auth", target);
+    let probed = match Authenticator::from_config(auth, &config.base_dir) {
+        Ok(authenticator) => authenticator.probe_keys().await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let line = line.since(started);
+    match probed {
+        Err(reason) => Line {
+            status: Status::Fail,
+            ..line
+        }
+        .detail(reason),
+        Ok(KeyProbe::Development { user }) => {
             let listen = config.listen_addr();
             if !listen.ip().is_loopback() && !auth.allow_insecure_none_auth {
-                return Line::new(Status::Fail, "auth", "none").since(started).detail(format!(
+                return Line {
+                    status: Status::Fail,
+                    ..line
+                }
+                .detail(format!(
                     "mode = \"none\" on the non-loopback {listen}: `serve` refuses this; configure mode = \"jwt\""
                 ));
             }
-            Line::new(Status::Warn, "auth", "none")
-                .since(started)
-                .detail(format!(
-                    "every request acts as {:?}: for development only",
-                    auth.dev_user
-                ))
+            Line {
+                status: Status::Warn,
+                ..line
+            }
+            .detail(format!(
+                "every request acts as {user:?}: for development only"
+            ))
         }
-        AuthMode::Jwt => match &auth.jwks_url {
-            Some(url) => {
-                let line = Line::new(Status::Ok, "auth", format!("jwt {}", redact_url(url)));
-                match fetch_jwks(url).await {
-                    Ok(keys) => line.since(started).detail(format!("{keys} keys")),
-                    Err(reason) => Line {
-                        status: Status::Fail,
-                        ..line
-                    }
-                    .since(started)
-                    .detail(reason),
-                }
-            }
-            None => {
-                let source = if auth.secret.is_some() {
-                    "shared secret"
-                } else {
-                    "public key file"
-                };
-                Line::new(Status::Ok, "auth", "jwt")
-                    .since(started)
-                    .detail(source)
-            }
-        },
-    }
-}
-
-/// The number of keys a JWKS document holds.
-async fn fetch_jwks(url: &str) -> Result<usize, String> {
-    let client = http_client(Duration::from_secs(10), Duration::from_secs(10))?;
-    let response = client.get(url).send().await.map_err(request_error)?;
-    let status = response.status();
-    if !status.is_success() {
-        return Err(format!("the JWKS URL answered HTTP {}", status.as_u16()));
-    }
-    let body: Value = response
-        .json()
-        .await
-        .map_err(|e| format!("not a JWKS document: {}", request_error(e)))?;
-    match body.get("keys").and_then(Value::as_array) {
-        Some(keys) if !keys.is_empty() => Ok(keys.len()),
-        _ => Err("the JWKS document holds no keys".to_owned()),
+        Ok(KeyProbe::SharedSecret) => line.detail("shared secret"),
+        Ok(KeyProbe::PublicKey) => line.detail("public key file"),
+        Ok(KeyProbe::Jwks { keys }) => line.detail(format!("{keys} keys")),
     }
 }
 
@@ -236,10 +211,6 @@ async fn check_store(config: &Config) -> Line {
     {
         // Connecting would create it: say what `serve` will do instead.
         let line = line.since(started);
-        let known = SQLITE_MIGRATIONS
-            .iter()
-            .filter(|m| !m.migration_type.is_down_migration())
-            .count();
         return match file.parent().filter(|d| !d.as_os_str().is_empty()) {
             Some(dir) if !dir.is_dir() => Line {
                 status: Status::Fail,
@@ -252,46 +223,34 @@ async fn check_store(config: &Config) -> Line {
             }
             .detail("the database does not exist yet and migrate_on_start = false: run `chatkitd migrate`"),
             _ => line.detail(format!(
-                "the database does not exist yet; `serve` creates it and applies {known} migration(s)"
+                "the database does not exist yet; `serve` creates it and applies {} migration(s)",
+                schema::migrations_for(&url)
             )),
         };
     }
-    // One connection, not the daemon's pools: it fails at once with the
-    // real reason (a pool retries until its acquire timeout).
-    let applied = match applied_migrations(&url).await {
-        Ok(applied) => applied,
+    let status = schema::inspect(&url, Duration::from_secs(30)).await;
+    let line = line.since(started);
+    let status = match status {
+        Ok(status) => status,
         Err(e) => {
             return Line {
                 status: Status::Fail,
                 ..line
             }
-            .since(started)
-            .detail(e);
+            .detail(e.to_string());
         }
     };
-    let migrator = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        &POSTGRES_MIGRATIONS
-    } else {
-        &SQLITE_MIGRATIONS
-    };
-    let known: Vec<i64> = migrator
-        .iter()
-        .filter(|m| !m.migration_type.is_down_migration())
-        .map(|m| m.version)
-        .collect();
-    let pending = known.iter().filter(|v| !applied.contains(v)).count();
-    let unknown = applied.iter().filter(|v| !known.contains(v)).count();
-    let line = line.since(started);
-    if unknown > 0 {
+    if status.unknown > 0 {
         return Line {
             status: Status::Warn,
             ..line
         }
         .detail(format!(
-            "{unknown} applied migration(s) unknown to this build: a newer chatkitd migrated this database"
+            "{} applied migration(s) unknown to this build: a newer chatkitd migrated this database",
+            status.unknown
         ));
     }
-    match pending {
+    match status.pending {
         0 => line.detail("schema up to date"),
         n if config.store.migrate_on_start => line.detail(format!(
             "{n} migration(s) pending; `serve` applies them at start"
@@ -316,35 +275,6 @@ fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
         return None;
     }
     Some(std::path::PathBuf::from(path))
-}
-
-/// Connects, pings, and reads the versions recorded in `_sqlx_migrations`
-/// (none when the table is missing).
-async fn applied_migrations(url: &str) -> Result<Vec<i64>, String> {
-    use sqlx::Connection;
-    sqlx::any::install_default_drivers();
-    let connect = sqlx::AnyConnection::connect(url);
-    let mut connection = match tokio::time::timeout(Duration::from_secs(30), connect).await {
-        Ok(Ok(connection)) => connection,
-        Ok(Err(e)) => return Err(format!("cannot connect: {e}")),
-        Err(_) => return Err("cannot connect: no answer within 30s".to_owned()),
-    };
-    if let Err(e) = sqlx::query_scalar::<_, i32>("SELECT 1")
-        .fetch_one(&mut connection)
-        .await
-    {
-        return Err(format!("does not answer: {e}"));
-    }
-    let applied =
-        sqlx::query_scalar::<_, i64>("SELECT version FROM _sqlx_migrations WHERE success")
-            .fetch_all(&mut connection)
-            .await;
-    if let Err(e) = connection.close().await {
-        tracing::debug!(error = %e, "closing the check's store connection");
-    }
-    // The only error a store that answered `SELECT 1` gives here is the
-    // missing table of a database never migrated.
-    Ok(applied.unwrap_or_default())
 }
 
 /// Starts every server (concurrently) and fetches its tool list.

@@ -23,15 +23,15 @@ pub use error::ApiError;
 use crate::auth::Authenticator;
 use crate::chatkit::{ChatKit, RequestContext, Response};
 use crate::limits::RateLimiter;
-use crate::mcp::McpManager;
+use crate::metrics::Exporter;
 use crate::protocol::Request;
 
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
     pub chatkit: Arc<ChatKit>,
-    /// Read for the pool gauges of `/metrics`.
-    pub mcp: Option<Arc<McpManager>>,
+    /// What `/metrics` serves, gauges of this daemon's components included.
+    pub metrics: Arc<Exporter>,
     pub auth: Authenticator,
     /// Requests per user; `None` when unlimited.
     pub rate: Option<Arc<RateLimiter>>,
@@ -160,45 +160,14 @@ async fn healthz() -> impl IntoResponse {
     )
 }
 
-/// Prometheus metrics (OpenMetrics text); pool gauges are read now.
+/// Prometheus metrics (OpenMetrics text); component gauges are read now.
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    use crate::metrics::{ConnectionLabels, InstanceLabels, ServerLabels};
-    let metrics = crate::metrics::get();
-    if let Some((size, idle)) = state.chatkit.store().connection_counts() {
-        let set = |state: &str, value: i64| {
-            metrics
-                .store_connections
-                .get_or_create(&ConnectionLabels {
-                    state: state.to_owned(),
-                })
-                .set(value);
-        };
-        set("idle", idle as i64);
-        set("in_use", i64::from(size).saturating_sub(idle as i64));
-    }
-    if let Some(mcp) = &state.mcp {
-        for (server, idle, busy, replaced) in mcp.pool_counts() {
-            for (state, value) in [("idle", idle), ("busy", busy)] {
-                metrics
-                    .mcp_instances
-                    .get_or_create(&InstanceLabels {
-                        server: server.clone(),
-                        state: state.to_owned(),
-                    })
-                    .set(value as i64);
-            }
-            metrics
-                .mcp_replaced
-                .get_or_create(&ServerLabels { server })
-                .set(replaced as i64);
-        }
-    }
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        metrics.render(),
+        state.metrics.render(),
     )
 }
 

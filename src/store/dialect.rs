@@ -1,5 +1,5 @@
-//! What differs between PostgreSQL and SQLite: connection set-up, migrations,
-//! how JSON and timestamps are written, and cross-process run locks.
+//! What differs between PostgreSQL and SQLite: connection set-up and how JSON
+//! and timestamps are written (migrations: `schema.rs`; run locks: `locks.rs`).
 //!
 //! Everything else is one SQL text that both accept (`$N` placeholders work
 //! in both), run through sqlx's `Any` driver by [`super::SqlStore`].
@@ -10,9 +10,6 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
 use super::StoreResult;
-
-static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// The database behind a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,14 +85,5 @@ impl Dialect {
             }
         };
         Ok(pool)
-    }
-
-    /// Applies the pending migrations of this dialect.
-    pub async fn migrate(self, pool: &AnyPool) -> StoreResult<()> {
-        match self {
-            Dialect::Postgres => POSTGRES_MIGRATIONS.run(pool).await?,
-            Dialect::Sqlite => SQLITE_MIGRATIONS.run(pool).await?,
-        }
-        Ok(())
     }
 }

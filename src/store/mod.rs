@@ -10,6 +10,7 @@
 
 mod dialect;
 mod locks;
+pub mod schema;
 pub mod sql;
 
 use async_trait::async_trait;
@@ -18,7 +19,8 @@ use thiserror::Error;
 use crate::protocol::{FeedbackKind, Order, Page, ThreadItem, ThreadMetadata};
 
 pub use locks::RunLock;
-pub use sql::SqlStore;
+pub use schema::SchemaStatus;
+pub use sql::{ConnectionCounts, SqlStore};
 
 /// What can go wrong in the store.
 #[derive(Debug, Error)]
@@ -37,6 +39,9 @@ pub enum StoreError {
     Corrupt { id: String, message: String },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The database could not be reached or does not answer.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -59,11 +64,6 @@ pub struct PageRequest {
 pub trait Store: Send + Sync + 'static {
     /// Checks that the database answers.
     async fn ping(&self) -> StoreResult<()>;
-
-    /// Connections open and idle in the query pool, for metrics.
-    fn connection_counts(&self) -> Option<(u32, usize)> {
-        None
-    }
 
     /// Inserts a new thread owned by `user`.
     async fn create_thread(&self, user: &str, thread: &ThreadMetadata) -> StoreResult<()>;

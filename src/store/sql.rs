@@ -33,6 +33,13 @@ impl Default for SqlStoreOptions {
     }
 }
 
+/// Connections of a store's query pool by state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionCounts {
+    pub idle: usize,
+    pub in_use: usize,
+}
+
 /// Threads and items in a SQL database.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
@@ -67,12 +74,22 @@ impl SqlStore {
 
     /// Applies pending migrations.
     pub async fn migrate(&self) -> StoreResult<()> {
-        self.dialect.migrate(&self.pool).await
+        super::schema::migrate(self.dialect, &self.pool).await
     }
 
     /// Which database this is.
     pub fn is_postgres(&self) -> bool {
         self.dialect == Dialect::Postgres
+    }
+
+    /// Connections of the query pool now, for the metrics.
+    pub fn connections(&self) -> ConnectionCounts {
+        let open = self.pool.size() as usize;
+        let idle = self.pool.num_idle().min(open);
+        ConnectionCounts {
+            idle,
+            in_use: open - idle,
+        }
     }
 
     /// Closes every connection.
@@ -300,10 +317,6 @@ fn into_page<T>(
 
 #[async_trait]
 impl Store for SqlStore {
-    fn connection_counts(&self) -> Option<(u32, usize)> {
-        Some((self.pool.size(), self.pool.num_idle()))
-    }
-
     async fn ping(&self) -> StoreResult<()> {
         let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&self.pool).await?;
         debug_assert_eq!(one, 1);

@@ -1,0 +1,169 @@
+//! The call path: one tool call of the model (or of `chatkitd tools call`)
+//! for a user, with identity injected, a deadline, and every failure turned
+//! into an error result the model reads.
+
+use std::time::Instant;
+
+use serde_json::{Map, Value};
+
+use super::instance::CallFailure;
+use super::manager::McpManager;
+use super::{ToolOutcome, tools};
+
+impl McpManager {
+    /// Runs one call of `server`'s tool `tool` (its own name, not the
+    /// model's) for `user`, exactly as a model's call would run: injected
+    /// parameters are overwritten, only offered tools can be called. Never
+    /// fails: problems become error results.
+    pub async fn call_tool(
+        &self,
+        user: &str,
+        server: &str,
+        tool: &str,
+        arguments: &str,
+    ) -> ToolOutcome {
+        let started = Instant::now();
+        let tools = self.tools_for(user).await;
+        match tools.iter().find(|t| t.server == server && t.tool == tool) {
+            Some(found) => self.call(user, &found.name, arguments).await,
+            None => ToolOutcome {
+                output: if self.servers.contains_key(server) {
+                    format!("Error: the {server} tool server offers no tool named {tool:?}.")
+                } else {
+                    format!("Error: no tool server named {server:?} is configured.")
+                },
+                is_error: true,
+                server: server.to_owned(),
+                tool: tool.to_owned(),
+                elapsed: started.elapsed(),
+            },
+        }
+    }
+
+    /// Runs one tool call for `user`. Never fails: every problem becomes an
+    /// error result the model reads.
+    pub async fn call(&self, user: &str, name: &str, arguments: &str) -> ToolOutcome {
+        let outcome = self.call_inner(user, name, arguments).await;
+        crate::metrics::get().tool_call(
+            &outcome.server,
+            &outcome.tool,
+            outcome.is_error,
+            outcome.elapsed,
+        );
+        outcome
+    }
+
+    async fn call_inner(&self, user: &str, name: &str, arguments: &str) -> ToolOutcome {
+        let started = Instant::now();
+        let tools = self.current_tools();
+        let Some(tool) = tools.iter().find(|t| t.name == name) else {
+            return ToolOutcome {
+                output: format!("Error: there is no tool named {name:?}."),
+                is_error: true,
+                server: String::new(),
+                tool: name.to_owned(),
+                elapsed: started.elapsed(),
+            };
+        };
+        let outcome = |output: String, is_error: bool| ToolOutcome {
+            output,
+            is_error,
+            server: tool.server.clone(),
+            tool: tool.tool.clone(),
+            elapsed: started.elapsed(),
+        };
+        let Some(server) = self.servers.get(&tool.server) else {
+            return outcome(
+                format!("Error: the {} tool server is not configured.", tool.server),
+                true,
+            );
+        };
+        let mut arguments = match parse_arguments(arguments) {
+            Ok(arguments) => arguments,
+            Err(message) => return outcome(format!("Error: {message}"), true),
+        };
+        for (parameter, source) in &server.config.inject {
+            // `user.id` is the only source (validated at load).
+            debug_assert_eq!(source, "user.id");
+            arguments.insert(parameter.clone(), Value::String(user.to_owned()));
+        }
+        let deadline = tokio::time::Instant::now() + server.config.call_timeout;
+        let lease = match server.pool_for(user).lease(deadline).await {
+            Ok(lease) => lease,
+            Err(e) => return outcome(format!("Error: {e}."), true),
+        };
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match lease.call(&tool.tool, arguments, remaining).await {
+            Ok(result) => {
+                let is_error = result.is_error.unwrap_or(false);
+                let text = tools::result_text(&result, self.max_output_bytes);
+                outcome(text, is_error)
+            }
+            Err(CallFailure::Timeout(after)) => outcome(
+                format!(
+                    "Error: the {} tool server did not answer within {}s; the call was cancelled.",
+                    tool.server,
+                    server
+                        .config
+                        .call_timeout
+                        .as_secs_f64()
+                        .max(after.as_secs_f64())
+                        .round()
+                ),
+                true,
+            ),
+            Err(CallFailure::Closed) => outcome(
+                format!(
+                    "Error: the {} tool server stopped during the call (it will be restarted); the tool may or may not have run.",
+                    tool.server
+                ),
+                true,
+            ),
+            Err(CallFailure::Protocol(message)) => outcome(format!("Error: {message}"), true),
+        }
+    }
+}
+
+/// The model's arguments as a JSON object (`""` counts as `{}`).
+fn parse_arguments(text: &str) -> Result<Map<String, Value>, String> {
+    if text.trim().is_empty() {
+        return Ok(Map::new());
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(format!(
+            "the arguments must be a JSON object, not {}",
+            match other {
+                Value::Array(_) => "an array",
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                Value::Bool(_) => "a boolean",
+                _ => "null",
+            }
+        )),
+        Err(e) => Err(format!(
+            "the arguments are not valid JSON ({e}); send a JSON object"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_arguments;
+
+    #[test]
+    fn arguments_must_be_an_object() {
+        assert!(parse_arguments("").expect("empty is {}").is_empty());
+        assert_eq!(parse_arguments(r#"{"a":1}"#).expect("object").len(), 1);
+        assert!(
+            parse_arguments("[1]")
+                .expect_err("array")
+                .contains("an array")
+        );
+        assert!(
+            parse_arguments("{oops")
+                .expect_err("invalid")
+                .contains("not valid JSON")
+        );
+    }
+}

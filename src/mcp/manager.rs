@@ -1,0 +1,259 @@
+//! [`McpManager`]: every configured tool server, the tools offered to the
+//! model from them, and their shutdown. The call path is in `call.rs`, the
+//! background upkeep in `upkeep.rs`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio_util::sync::CancellationToken;
+
+use super::instance::ToolsChanged;
+use super::pool::Pool;
+use super::process::Launch;
+use super::server::Server;
+use super::tools::{self, ModelTool};
+use super::{McpError, PoolCounts};
+use crate::config::{McpScope, McpServerConfig};
+
+/// All configured tool servers.
+pub struct McpManager {
+    pub(super) servers: BTreeMap<String, Arc<Server>>,
+    /// The tools as the model sees them, rebuilt when a tool list changes.
+    pub(super) model_tools: RwLock<Arc<Vec<ModelTool>>>,
+    pub(super) max_output_bytes: usize,
+    pub(super) stop: CancellationToken,
+}
+
+impl std::fmt::Debug for McpManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpManager")
+            .field("servers", &self.servers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl McpManager {
+    /// Sets up the servers, starts the shared ones (`min_idle`) and fetches
+    /// their tool lists. A server that fails to start is logged and tried
+    /// again in the background; the daemon starts without its tools.
+    pub async fn start(
+        configs: &BTreeMap<String, McpServerConfig>,
+        base_dir: &Path,
+        max_output_bytes: usize,
+    ) -> Arc<McpManager> {
+        let manager = McpManager::configure(configs, base_dir, max_output_bytes);
+        let startups = manager.servers.values().filter(|s| s.shared.is_some()).map(|server| {
+            let server = server.clone();
+            async move {
+                if let Err(e) = server.fetch_tools("").await {
+                    tracing::error!(server = %server.name, error = %e, "tool server unavailable at start; retrying in the background");
+                }
+                if let Some(pool) = &server.shared
+                    && let Err(e) = pool.warm().await
+                {
+                    tracing::warn!(server = %server.name, error = %e, "could not start the idle instances");
+                }
+            }
+        });
+        futures::future::join_all(startups).await;
+        manager.rebuild_names();
+        manager.spawn_maintenance();
+        manager
+    }
+
+    /// Sets up the servers without starting any: each starts on first use
+    /// ([`McpManager::tools_for`], [`McpManager::probe`], a call) and no
+    /// background upkeep runs. For short-lived uses (the terminal commands),
+    /// which must not start idle instances nor retry behind their back.
+    pub fn configure(
+        configs: &BTreeMap<String, McpServerConfig>,
+        base_dir: &Path,
+        max_output_bytes: usize,
+    ) -> Arc<McpManager> {
+        let mut servers = BTreeMap::new();
+        for (name, config) in configs {
+            let program = resolve_program(&config.command, base_dir);
+            let cwd = config
+                .cwd
+                .as_ref()
+                .map_or_else(|| base_dir.to_path_buf(), |cwd| base_dir.join(cwd));
+            let launch = Arc::new(Launch {
+                server: name.clone(),
+                program,
+                args: config.args.clone(),
+                env: config.env.clone(),
+                cwd,
+            });
+            let mut server = Server {
+                name: name.clone(),
+                launch,
+                config: config.clone(),
+                shared: None,
+                per_user: Mutex::new(HashMap::new()),
+                tools: RwLock::new(None),
+                tools_changed: Arc::new(ToolsChanged::default()),
+            };
+            if config.scope == McpScope::Shared {
+                server.shared = Some(Pool::new(
+                    server.launch.clone(),
+                    server.limits(false),
+                    None,
+                    server.events(),
+                ));
+            }
+            servers.insert(name.clone(), Arc::new(server));
+        }
+        Arc::new(McpManager {
+            servers,
+            model_tools: RwLock::new(Arc::new(Vec::new())),
+            max_output_bytes,
+            stop: CancellationToken::new(),
+        })
+    }
+
+    /// The tools the model is offered for `user`. Per-user servers whose
+    /// tool list is not known yet are started for this user to learn it.
+    pub async fn tools_for(&self, user: &str) -> Arc<Vec<ModelTool>> {
+        let mut learned = false;
+        for server in self.servers.values() {
+            if !server.has_tools() {
+                match server.fetch_tools(user).await {
+                    Ok(()) => learned = true,
+                    Err(e) => {
+                        tracing::warn!(server = %server.name, error = %e, "tools unavailable for this run")
+                    }
+                }
+            }
+        }
+        if learned {
+            self.rebuild_names();
+        }
+        self.model_tools
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The tools currently offered, without starting anything.
+    pub fn current_tools(&self) -> Arc<Vec<ModelTool>> {
+        self.model_tools
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether any server is configured.
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty()
+    }
+
+    /// The configured servers' names, in order.
+    pub fn server_names(&self) -> Vec<String> {
+        self.servers.keys().cloned().collect()
+    }
+
+    /// Fetches `server`'s tool list afresh through an instance of `user`'s
+    /// pool (starting one if needed) and returns the tools the model is
+    /// offered from it: for `chatkitd check`, which must see a failure
+    /// rather than an empty list.
+    pub async fn probe(&self, server: &str, user: &str) -> Result<Vec<ModelTool>, McpError> {
+        let Some(configured) = self.servers.get(server) else {
+            return Err(McpError::Call {
+                server: server.to_owned(),
+                message: "no such server is configured".to_owned(),
+            });
+        };
+        configured.fetch_tools(user).await?;
+        self.rebuild_names();
+        Ok(self
+            .current_tools()
+            .iter()
+            .filter(|t| t.server == server)
+            .cloned()
+            .collect())
+    }
+
+    pub(super) fn rebuild_names(&self) {
+        let mut known = BTreeMap::new();
+        for (name, server) in &self.servers {
+            let tools = server.tools.read().unwrap_or_else(|p| p.into_inner());
+            let Some(tools) = tools.as_ref() else {
+                continue;
+            };
+            let injected: Vec<String> = server.config.inject.keys().cloned().collect();
+            let offered = tools
+                .iter()
+                .filter(|t| server.offered(t))
+                .map(|t| (t.clone(), injected.clone()))
+                .collect();
+            known.insert(name.clone(), offered);
+        }
+        let named = tools::name_tools(&known);
+        *self.model_tools.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(named);
+    }
+
+    /// Stops every server: idle instances are closed gracefully (stdin
+    /// closed, a short wait, then their process group is killed).
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        let mut pools = Vec::new();
+        for server in self.servers.values() {
+            pools.extend(server.shared.clone());
+            pools.extend(
+                server
+                    .per_user
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .drain()
+                    .map(|(_, p)| p),
+            );
+        }
+        futures::future::join_all(pools.iter().map(|p| p.shutdown())).await;
+    }
+
+    /// The instances of every server's pools, for metrics and checks.
+    pub fn pool_counts(&self) -> Vec<PoolCounts> {
+        let mut counts = Vec::new();
+        for server in self.servers.values() {
+            let mut pools: Vec<Arc<Pool>> = server.shared.iter().cloned().collect();
+            pools.extend(
+                server
+                    .per_user
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .values()
+                    .cloned(),
+            );
+            let (mut idle, mut busy, mut replaced) = (0, 0, 0);
+            for pool in pools {
+                let (i, b, r) = pool.counts();
+                idle += i;
+                busy += b;
+                replaced += r;
+            }
+            counts.push(PoolCounts {
+                server: server.name.clone(),
+                idle,
+                busy,
+                replaced,
+            });
+        }
+        counts
+    }
+}
+
+/// Where a server's program is: a path with a `/` is relative to the config
+/// file; a bare name is looked up beside the daemon's own executable first
+/// (so servers built with it, like `tasks-mcp`, are found without being
+/// installed), then on `PATH`.
+fn resolve_program(command: &str, base_dir: &Path) -> std::path::PathBuf {
+    if command.contains('/') {
+        return base_dir.join(command);
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join(command)))
+        .filter(|candidate| candidate.is_file());
+    beside.unwrap_or_else(|| command.into())
+}

@@ -1,0 +1,93 @@
+//! One configured MCP server: how it is launched, its shared pool or its
+//! per-user pools, and its tool list (fetched once per server definition, not
+//! per instance).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use rmcp::model::Tool;
+
+use super::McpError;
+use super::instance::{Events, ToolsChanged};
+use super::pool::{Pool, PoolLimits};
+use super::process::Launch;
+use crate::config::McpServerConfig;
+
+/// One configured server.
+pub(super) struct Server {
+    pub(super) name: String,
+    pub(super) launch: Arc<Launch>,
+    pub(super) config: McpServerConfig,
+    /// The pool of a shared server.
+    pub(super) shared: Option<Arc<Pool>>,
+    /// Pools of a per-user server, by user id.
+    pub(super) per_user: Mutex<HashMap<String, Arc<Pool>>>,
+    /// The tool list, once fetched (per server definition, not per instance).
+    pub(super) tools: RwLock<Option<Vec<Tool>>>,
+    pub(super) tools_changed: Arc<ToolsChanged>,
+}
+
+impl Server {
+    pub(super) fn limits(&self, per_user: bool) -> PoolLimits {
+        PoolLimits {
+            // Per-user pools start on demand; keeping idle ones per user
+            // would multiply processes by users.
+            min_idle: if per_user { 0 } else { self.config.min_idle },
+            max_instances: self.config.max_instances,
+            startup_timeout: self.config.startup_timeout,
+            idle_timeout: self.config.idle_timeout,
+        }
+    }
+
+    pub(super) fn events(&self) -> Events {
+        Events {
+            server: self.name.clone(),
+            tools_changed: self.tools_changed.clone(),
+        }
+    }
+
+    pub(super) fn pool_for(&self, user: &str) -> Arc<Pool> {
+        if let Some(pool) = &self.shared {
+            return pool.clone();
+        }
+        let mut pools = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
+        pools
+            .entry(user.to_owned())
+            .or_insert_with(|| {
+                Pool::new(
+                    self.launch.clone(),
+                    self.limits(true),
+                    Some(user.to_owned()),
+                    self.events(),
+                )
+            })
+            .clone()
+    }
+
+    pub(super) fn offered(&self, tool: &Tool) -> bool {
+        let name = tool.name.as_ref();
+        let enabled = self
+            .config
+            .enabled_tools
+            .as_ref()
+            .is_none_or(|enabled| enabled.iter().any(|e| e == name));
+        enabled && !self.config.disabled_tools.iter().any(|d| d == name)
+    }
+
+    /// Fetches the tool list through an instance of `user`'s pool.
+    pub(super) async fn fetch_tools(&self, user: &str) -> Result<(), McpError> {
+        let deadline = tokio::time::Instant::now() + self.config.startup_timeout;
+        let lease = self.pool_for(user).lease(deadline).await?;
+        let tools = lease.list_tools(self.config.call_timeout).await?;
+        tracing::info!(server = %self.name, tools = tools.len(), "tool list fetched");
+        *self.tools.write().unwrap_or_else(|p| p.into_inner()) = Some(tools);
+        Ok(())
+    }
+
+    pub(super) fn has_tools(&self) -> bool {
+        self.tools
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+}
