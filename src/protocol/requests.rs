@@ -11,25 +11,57 @@ use thiserror::Error;
 
 use super::items::{InferenceOptions, UserContent};
 
-/// A parsed, validated request.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Request {
-    ThreadsCreate(ThreadInputParams),
-    ThreadsAddUserMessage(ThreadInputParams),
-    ThreadsAddClientToolOutput(ClientToolOutputParams),
-    ThreadsAddStructuredInput(StructuredInputParams),
-    ThreadsRetryAfterItem(RetryParams),
-    ThreadsCustomAction(ActionParams),
-    ThreadsSyncCustomAction(ActionParams),
-    ThreadsGetById(ThreadIdParams),
-    ThreadsList(ListParams),
-    ThreadsUpdate(ThreadUpdateParams),
-    ThreadsDelete(ThreadIdParams),
-    ItemsList(ItemsListParams),
-    ItemsFeedback(FeedbackParams),
-    AttachmentsCreate(AttachmentCreateParams),
-    AttachmentsDelete(AttachmentDeleteParams),
-    InputTranscribe(TranscribeParams),
+/// Declares every request type once: its variant, its params type and its
+/// `type` literal. The enum, [`REQUEST_TYPES`], parsing and
+/// [`Request::type_name`] are all generated from this one list, so they
+/// cannot disagree.
+macro_rules! request_types {
+    ($($variant:ident($params:ty) = $literal:literal,)*) => {
+        /// A parsed, validated request.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Request {
+            $($variant($params),)*
+        }
+
+        /// The request types, in the order of the protocol document.
+        pub const REQUEST_TYPES: [&str; [$($literal),*].len()] = [$($literal),*];
+
+        impl Request {
+            /// The params of the request type `kind` (one of [`REQUEST_TYPES`]).
+            fn from_params(kind: &'static str, params: Value) -> Result<Request, RequestError> {
+                match kind {
+                    $($literal => Ok(Request::$variant(params_of(kind, params)?)),)*
+                    other => Err(RequestError::UnknownType(other.to_owned())),
+                }
+            }
+
+            /// The request's `type` literal.
+            pub fn type_name(&self) -> &'static str {
+                match self {
+                    $(Request::$variant(_) => $literal,)*
+                }
+            }
+        }
+    };
+}
+
+request_types! {
+    ThreadsCreate(ThreadInputParams) = "threads.create",
+    ThreadsAddUserMessage(ThreadInputParams) = "threads.add_user_message",
+    ThreadsAddClientToolOutput(ClientToolOutputParams) = "threads.add_client_tool_output",
+    ThreadsAddStructuredInput(StructuredInputParams) = "threads.add_structured_input",
+    ThreadsRetryAfterItem(RetryParams) = "threads.retry_after_item",
+    ThreadsCustomAction(ActionParams) = "threads.custom_action",
+    ThreadsSyncCustomAction(ActionParams) = "threads.sync_custom_action",
+    ThreadsGetById(ThreadIdParams) = "threads.get_by_id",
+    ThreadsList(ListParams) = "threads.list",
+    ThreadsUpdate(ThreadUpdateParams) = "threads.update",
+    ThreadsDelete(ThreadIdParams) = "threads.delete",
+    ItemsList(ItemsListParams) = "items.list",
+    ItemsFeedback(FeedbackParams) = "items.feedback",
+    AttachmentsCreate(AttachmentCreateParams) = "attachments.create",
+    AttachmentsDelete(AttachmentDeleteParams) = "attachments.delete",
+    InputTranscribe(TranscribeParams) = "input.transcribe",
 }
 
 /// Why a request body was refused.
@@ -48,26 +80,6 @@ pub enum RequestError {
     #[error("invalid params for {kind}: {message}")]
     InvalidParams { kind: &'static str, message: String },
 }
-
-/// The request types, in the order of the protocol document.
-pub const REQUEST_TYPES: [&str; 16] = [
-    "threads.create",
-    "threads.add_user_message",
-    "threads.add_client_tool_output",
-    "threads.add_structured_input",
-    "threads.retry_after_item",
-    "threads.custom_action",
-    "threads.sync_custom_action",
-    "threads.get_by_id",
-    "threads.list",
-    "threads.update",
-    "threads.delete",
-    "items.list",
-    "items.feedback",
-    "attachments.create",
-    "attachments.delete",
-    "input.transcribe",
-];
 
 impl Request {
     /// Parses a raw request body.
@@ -89,52 +101,7 @@ impl Request {
             Some(Value::Null) | None => return Err(RequestError::MissingParams(kind)),
             Some(params) => params,
         };
-        Ok(match kind {
-            "threads.create" => Request::ThreadsCreate(params_of(kind, params)?),
-            "threads.add_user_message" => Request::ThreadsAddUserMessage(params_of(kind, params)?),
-            "threads.add_client_tool_output" => {
-                Request::ThreadsAddClientToolOutput(params_of(kind, params)?)
-            }
-            "threads.add_structured_input" => {
-                Request::ThreadsAddStructuredInput(params_of(kind, params)?)
-            }
-            "threads.retry_after_item" => Request::ThreadsRetryAfterItem(params_of(kind, params)?),
-            "threads.custom_action" => Request::ThreadsCustomAction(params_of(kind, params)?),
-            "threads.sync_custom_action" => {
-                Request::ThreadsSyncCustomAction(params_of(kind, params)?)
-            }
-            "threads.get_by_id" => Request::ThreadsGetById(params_of(kind, params)?),
-            "threads.list" => Request::ThreadsList(params_of(kind, params)?),
-            "threads.update" => Request::ThreadsUpdate(params_of(kind, params)?),
-            "threads.delete" => Request::ThreadsDelete(params_of(kind, params)?),
-            "items.list" => Request::ItemsList(params_of(kind, params)?),
-            "items.feedback" => Request::ItemsFeedback(params_of(kind, params)?),
-            "attachments.create" => Request::AttachmentsCreate(params_of(kind, params)?),
-            "attachments.delete" => Request::AttachmentsDelete(params_of(kind, params)?),
-            _ => Request::InputTranscribe(params_of(kind, params)?),
-        })
-    }
-
-    /// The request's `type` literal.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            Request::ThreadsCreate(_) => "threads.create",
-            Request::ThreadsAddUserMessage(_) => "threads.add_user_message",
-            Request::ThreadsAddClientToolOutput(_) => "threads.add_client_tool_output",
-            Request::ThreadsAddStructuredInput(_) => "threads.add_structured_input",
-            Request::ThreadsRetryAfterItem(_) => "threads.retry_after_item",
-            Request::ThreadsCustomAction(_) => "threads.custom_action",
-            Request::ThreadsSyncCustomAction(_) => "threads.sync_custom_action",
-            Request::ThreadsGetById(_) => "threads.get_by_id",
-            Request::ThreadsList(_) => "threads.list",
-            Request::ThreadsUpdate(_) => "threads.update",
-            Request::ThreadsDelete(_) => "threads.delete",
-            Request::ItemsList(_) => "items.list",
-            Request::ItemsFeedback(_) => "items.feedback",
-            Request::AttachmentsCreate(_) => "attachments.create",
-            Request::AttachmentsDelete(_) => "attachments.delete",
-            Request::InputTranscribe(_) => "input.transcribe",
-        }
+        Request::from_params(kind, params)
     }
 
     /// Whether the answer is an event stream rather than one JSON document.
