@@ -32,32 +32,6 @@ pub const MAX_PAGE_SIZE: u32 = 100;
 /// Events buffered between a run and a slow client.
 const STREAM_BUFFER: usize = 64;
 
-/// Who is asking. Built by the HTTP layer from verified credentials only.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestContext {
-    pub user_id: String,
-    /// Display claims, for the system prompt; never used for identity.
-    pub name: Option<String>,
-    pub email: Option<String>,
-}
-
-impl RequestContext {
-    /// A context for `user` with no display claims.
-    pub fn user(user: impl Into<String>) -> Self {
-        RequestContext::from(Identity::user(user))
-    }
-}
-
-impl From<Identity> for RequestContext {
-    fn from(identity: Identity) -> Self {
-        RequestContext {
-            user_id: identity.user_id,
-            name: identity.name,
-            email: identity.email,
-        }
-    }
-}
-
 /// A request refused before any event was streamed.
 #[derive(Debug, Error)]
 pub enum ChatKitError {
@@ -159,11 +133,7 @@ impl ChatKit {
     }
 
     /// Answers one request.
-    pub async fn handle(
-        &self,
-        ctx: &RequestContext,
-        request: Request,
-    ) -> Result<Response, ChatKitError> {
+    pub async fn handle(&self, ctx: &Identity, request: Request) -> Result<Response, ChatKitError> {
         let user = ctx.user_id.as_str();
         match request {
             Request::ThreadsCreate(params) => self.create(ctx, params.input).await,
@@ -279,7 +249,7 @@ impl ChatKit {
 
     async fn create(
         &self,
-        ctx: &RequestContext,
+        ctx: &Identity,
         input: UserMessageInput,
     ) -> Result<Response, ChatKitError> {
         check_input(&input)?;
@@ -305,7 +275,7 @@ impl ChatKit {
 
     async fn add_user_message(
         &self,
-        ctx: &RequestContext,
+        ctx: &Identity,
         thread_id: &str,
         input: UserMessageInput,
     ) -> Result<Response, ChatKitError> {
@@ -317,11 +287,7 @@ impl ChatKit {
         Ok(self.start_run(ctx, thread, (lock, slot), vec![user_item]))
     }
 
-    async fn retry(
-        &self,
-        ctx: &RequestContext,
-        params: RetryParams,
-    ) -> Result<Response, ChatKitError> {
+    async fn retry(&self, ctx: &Identity, params: RetryParams) -> Result<Response, ChatKitError> {
         let thread = self.open_thread(ctx, &params.thread_id).await?;
         let slot = self.run_slot(ctx)?;
         let lock = self.store.lock_thread(&thread.id).await?;
@@ -346,7 +312,7 @@ impl ChatKit {
     /// thread and runs the agent again.
     async fn client_tool_output(
         &self,
-        ctx: &RequestContext,
+        ctx: &Identity,
         thread_id: &str,
         result: Value,
     ) -> Result<Response, ChatKitError> {
@@ -378,7 +344,7 @@ impl ChatKit {
 
     async fn custom_action(
         &self,
-        ctx: &RequestContext,
+        ctx: &Identity,
         params: ActionParams,
     ) -> Result<Response, ChatKitError> {
         let thread = self
@@ -404,7 +370,7 @@ impl ChatKit {
     }
 
     /// One of the user's answer slots, or a refusal before anything is stored.
-    fn run_slot(&self, ctx: &RequestContext) -> Result<RunSlot, ChatKitError> {
+    fn run_slot(&self, ctx: &Identity) -> Result<RunSlot, ChatKitError> {
         self.slots.try_acquire(&ctx.user_id).ok_or_else(|| {
             ChatKitError::TooManyRuns(
                 "you already have as many answers in progress as allowed; wait for one to finish"
@@ -416,7 +382,7 @@ impl ChatKit {
     /// Loads a thread that accepts new runs.
     async fn open_thread(
         &self,
-        ctx: &RequestContext,
+        ctx: &Identity,
         thread_id: &str,
     ) -> Result<ThreadMetadata, ChatKitError> {
         let thread = self.store.load_thread(&ctx.user_id, thread_id).await?;
@@ -437,7 +403,7 @@ impl ChatKit {
     /// Stores the user's message before anything reaches the model.
     async fn store_user_message(
         &self,
-        ctx: &RequestContext,
+        ctx: &Identity,
         thread: &ThreadMetadata,
         input: UserMessageInput,
     ) -> Result<ThreadStreamEvent, ChatKitError> {
@@ -461,7 +427,7 @@ impl ChatKit {
     /// Spawns the run; its events follow `first` on the returned stream.
     fn start_run(
         &self,
-        ctx: &RequestContext,
+        ctx: &Identity,
         thread: ThreadMetadata,
         (lock, slot): (RunLock, RunSlot),
         first: Vec<ThreadStreamEvent>,
@@ -470,9 +436,7 @@ impl ChatKit {
         let cancel = self.shutdown.child_token();
         let agent = self.agent.clone();
         let input = RunInput {
-            user_id: ctx.user_id.clone(),
-            name: ctx.name.clone(),
-            email: ctx.email.clone(),
+            identity: ctx.clone(),
             thread,
         };
         let run_cancel = cancel.clone();

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 pub use history::{build_messages, user_text};
 pub use tools::{running_content, task_arguments, task_outcome};
 
+use crate::auth::Identity;
 use crate::config::AgentConfig;
 use crate::llm::{ChatMessage, LlmClient, LlmError, LlmEvent, LlmStream, ToolCall};
 use crate::mcp::McpManager;
@@ -69,12 +70,10 @@ impl EventSink {
 /// Everything a run needs to know about its request.
 #[derive(Debug, Clone)]
 pub struct RunInput {
-    /// The authenticated user; never from the request body or the model.
-    pub user_id: String,
-    /// Display claims offered to the system prompt as `{{user.name}}` and
-    /// `{{user.email}}`; never used for identity.
-    pub name: Option<String>,
-    pub email: Option<String>,
+    /// The authenticated user (never from the request body or the model),
+    /// with the display claims offered to the system prompt as
+    /// `{{user.name}}` and `{{user.email}}`.
+    pub identity: Identity,
     /// The thread as loaded before the run (after the user message was stored).
     pub thread: ThreadMetadata,
 }
@@ -205,7 +204,7 @@ impl Run<'_> {
             stream_options: StreamOptions { allow_cancel: true },
         })
         .await?;
-        let user = self.input.user_id.clone();
+        let user = self.input.identity.user_id.clone();
         let thread_id = self.input.thread.id.clone();
         let items = match self
             .agent
@@ -251,16 +250,22 @@ impl Run<'_> {
             return prompt.clone();
         }
         prompt
-            .replace("{{user.id}}", &self.input.user_id)
-            .replace("{{user.name}}", self.input.name.as_deref().unwrap_or(""))
-            .replace("{{user.email}}", self.input.email.as_deref().unwrap_or(""))
+            .replace("{{user.id}}", &self.input.identity.user_id)
+            .replace(
+                "{{user.name}}",
+                self.input.identity.name.as_deref().unwrap_or(""),
+            )
+            .replace(
+                "{{user.email}}",
+                self.input.identity.email.as_deref().unwrap_or(""),
+            )
     }
 
     /// Model calls until a final answer: each answer that asks for tools runs
     /// them and goes back to the model with the results, up to `max_turns`.
     async fn agent_loop(&mut self, mut messages: Vec<ChatMessage>) -> Result<(), Stop> {
         let tools = match &self.agent.mcp {
-            Some(mcp) => mcp.tools_for(&self.input.user_id).await,
+            Some(mcp) => mcp.tools_for(&self.input.identity.user_id).await,
             None => Arc::new(Vec::new()),
         };
         let definitions: Vec<Value> = tools.iter().map(|t| t.definition()).collect();
@@ -423,7 +428,12 @@ impl Run<'_> {
             },
         })
         .await?;
-        if let Err(e) = self.agent.store.add_item(&self.input.user_id, &item).await {
+        if let Err(e) = self
+            .agent
+            .store
+            .add_item(&self.input.identity.user_id, &item)
+            .await
+        {
             return self.fail_store(e).await;
         }
         self.emit(ThreadStreamEvent::ItemDone { item }).await
@@ -503,7 +513,7 @@ impl Run<'_> {
         match self
             .agent
             .store
-            .set_title_if_unset(&self.input.user_id, &thread.id, title)
+            .set_title_if_unset(&self.input.identity.user_id, &thread.id, title)
             .await
         {
             Ok(true) => {
@@ -522,7 +532,7 @@ impl Run<'_> {
 
     /// After a cancellation: store what the user saw and the hidden marker.
     async fn persist_cancellation(&mut self) {
-        let user = self.input.user_id.clone();
+        let user = self.input.identity.user_id.clone();
         if let Some(draft) = self.draft.take().filter(|d| !d.text.trim().is_empty()) {
             let item = finished_item(draft);
             if let Err(e) = self.agent.store.add_item(&user, &item).await {

@@ -145,7 +145,7 @@ impl Run<'_> {
         let Some(mcp) = self.agent.mcp.clone() else {
             return Ok(Vec::new());
         };
-        let user = self.input.user_id.clone();
+        let user = self.input.identity.user_id.clone();
         let thread_id = self.input.thread.id.clone();
         if let Err(e) = self
             .agent

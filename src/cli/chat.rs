@@ -26,7 +26,8 @@ use tokio::sync::mpsc;
 use super::{CliError, Glyphs, one_line};
 use crate::agent::{task_arguments, task_outcome, user_text};
 use crate::app::App;
-use crate::chatkit::{RequestContext, Response};
+use crate::auth::Identity;
+use crate::chatkit::Response;
 use crate::protocol::{
     IdKind, ItemKind, ItemUpdate, Request, ThreadInputParams, ThreadItem, ThreadMetadata,
     ThreadStatus, ThreadStreamEvent, Timestamp, UserContent, UserMessageInput, new_id,
@@ -96,7 +97,7 @@ pub async fn run(app: &App, options: ChatOptions) -> Result<ChatEnd, CliError> {
     }
     let mut session = Session {
         app,
-        ctx: RequestContext::user(user.clone()),
+        ctx: Identity::user(user.clone()),
         thread_id: thread.id.clone(),
         interactive,
         interrupts: Interrupts::new()?,
@@ -120,7 +121,7 @@ pub async fn run(app: &App, options: ChatOptions) -> Result<ChatEnd, CliError> {
 /// A chat session on one thread.
 struct Session<'a> {
     app: &'a App,
-    ctx: RequestContext,
+    ctx: Identity,
     thread_id: String,
     interactive: bool,
     interrupts: Interrupts,

@@ -21,7 +21,7 @@ use tracing::Instrument;
 pub use error::ApiError;
 
 use crate::auth::Authenticator;
-use crate::chatkit::{ChatKit, RequestContext, Response};
+use crate::chatkit::{ChatKit, Response};
 use crate::limits::RateLimiter;
 use crate::metrics::Exporter;
 use crate::protocol::Request;
@@ -119,14 +119,13 @@ async fn answer(
     {
         return Err(ApiError::rate_limited(wait));
     }
-    let ctx = RequestContext::from(identity);
     *kind = "invalid";
     let body = read_body(request.into_body(), state.max_body_bytes).await?;
     let request = Request::parse(&body).map_err(ApiError::from)?;
     *kind = request.type_name();
     tracing::Span::current().record("kind", *kind);
     tracing::debug!("chatkit request");
-    match state.chatkit.handle(&ctx, request).await? {
+    match state.chatkit.handle(&identity, request).await? {
         Response::Json(body) => Ok((
             [(
                 header::CONTENT_TYPE,
