@@ -10,7 +10,7 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
-use super::tools::{TOOL_CALLS, TOOL_RESULT};
+use super::records::{StoredCall, ToolRecord};
 
 use crate::llm::{ChatMessage, FunctionCall, ToolCall};
 use crate::protocol::{ClientToolCallStatus, ItemKind, ThreadItem, UserContent, UserMessage};
@@ -142,35 +142,21 @@ fn item_messages(item: &ThreadItem) -> Vec<ChatMessage> {
             copy_text: Some(text),
             ..
         } if !text.trim().is_empty() => vec![ChatMessage::assistant(text.clone())],
-        ItemKind::HiddenContextItem { content } => {
-            match content.get("type").and_then(Value::as_str) {
-                Some(TOOL_CALLS) => {
-                    let calls = content
-                        .get("calls")
-                        .and_then(Value::as_array)
-                        .map(|calls| calls.iter().filter_map(stored_call).collect())
-                        .unwrap_or_default();
-                    vec![ChatMessage::Assistant {
-                        content: None,
-                        tool_calls: calls,
-                    }]
-                }
-                Some(TOOL_RESULT) => {
-                    let call_id = content.get("call_id").and_then(Value::as_str);
-                    let output = content.get("output").and_then(Value::as_str);
-                    match (call_id, output) {
-                        (Some(call_id), Some(output)) => vec![ChatMessage::Tool {
-                            tool_call_id: call_id.to_owned(),
-                            content: output.to_owned(),
-                        }],
-                        _ => Vec::new(),
-                    }
-                }
-                _ => vec![ChatMessage::User {
-                    content: json_text(content),
-                }],
-            }
-        }
+        ItemKind::HiddenContextItem { content } => match ToolRecord::from_content(content) {
+            Some(ToolRecord::Calls { calls }) => vec![ChatMessage::Assistant {
+                content: None,
+                tool_calls: calls.into_iter().map(stored_call).collect(),
+            }],
+            Some(ToolRecord::Result {
+                call_id, output, ..
+            }) => vec![ChatMessage::Tool {
+                tool_call_id: call_id,
+                content: output,
+            }],
+            None => vec![ChatMessage::User {
+                content: json_text(content),
+            }],
+        },
         ItemKind::SdkHiddenContext { content } => vec![ChatMessage::User {
             content: content.clone(),
         }],
@@ -220,16 +206,16 @@ pub fn user_text(message: &UserMessage) -> String {
     text
 }
 
-/// A stored call `{"id","name","arguments"}` as the model's tool call.
-fn stored_call(call: &Value) -> Option<ToolCall> {
-    Some(ToolCall {
-        id: call.get("id")?.as_str()?.to_owned(),
+/// A stored call as the model's tool call.
+fn stored_call(call: StoredCall) -> ToolCall {
+    ToolCall {
+        id: call.id,
         kind: "function".to_owned(),
         function: FunctionCall {
-            name: call.get("name")?.as_str()?.to_owned(),
-            arguments: call.get("arguments")?.as_str()?.to_owned(),
+            name: call.name,
+            arguments: call.arguments,
         },
-    })
+    }
 }
 
 fn json_text(value: &Value) -> String {

@@ -12,6 +12,7 @@
 //! the next turn that the user stopped this one.
 
 mod history;
+mod records;
 mod title;
 mod tools;
 
@@ -22,8 +23,9 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use records::ToolRecord;
+
 pub use history::{build_messages, user_text};
-pub use tools::{running_content, task_arguments, task_outcome};
 
 use crate::auth::Identity;
 use crate::config::AgentConfig;
@@ -540,12 +542,12 @@ impl Run<'_> {
             }
         }
         for call in std::mem::take(&mut self.open_calls) {
-            let result = tools::result_item(
-                &self.input.thread.id,
+            let result = ToolRecord::result(
                 &call,
                 "The user stopped the conversation before this call finished; it may or may not have run.",
                 true,
-            );
+            )
+            .into_item(&self.input.thread.id);
             if let Err(e) = self.agent.store.add_item(&user, &result).await {
                 tracing::error!(error = %e, "could not store the result of a cancelled tool call");
             }

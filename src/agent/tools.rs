@@ -1,133 +1,76 @@
 //! The tool step of a run: the calls the model asked for run concurrently on
 //! the MCP servers, the UI sees them as tasks of a workflow item, and the
-//! calls and their results are stored as hidden items so the next turn's
-//! history replays them exactly.
-//!
-//! Stored shapes (`hidden_context_item` content):
-//! `{"type":"chatkitd.tool_calls","calls":[{"id","name","arguments"}]}` for
-//! what the model asked, and
-//! `{"type":"chatkitd.tool_result","call_id","name","output","is_error"}` for
-//! each result. [`super::history`] turns them back into chat messages.
+//! calls and their results are stored as hidden items
+//! ([`super::records::ToolRecord`]) so the next turn's history replays them
+//! exactly.
 
 use std::time::Instant;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use serde_json::{Value, json};
 
+use super::records::ToolRecord;
 use super::{Run, Stop};
 use crate::llm::{ChatMessage, ToolCall};
 use crate::protocol::{
-    IdKind, ItemKind, ItemUpdate, ThreadItem, ThreadStreamEvent, Timestamp, Workflow, new_id,
+    CustomTask, IdKind, ItemKind, ItemUpdate, Task, TaskStatus, ThreadItem, ThreadStreamEvent,
+    Timestamp, Workflow, WorkflowSummary, new_id,
 };
 
-/// `type` of the hidden item holding the calls of one model answer.
-pub const TOOL_CALLS: &str = "chatkitd.tool_calls";
-/// `type` of the hidden item holding one call's result.
-pub const TOOL_RESULT: &str = "chatkitd.tool_result";
+/// Longest arguments or output text a task shows.
+const MAX_TASK_TEXT: usize = 400;
 
-/// The hidden item recording what the model asked for.
-pub fn calls_item(thread_id: &str, calls: &[ToolCall]) -> ThreadItem {
-    let calls: Vec<Value> = calls
-        .iter()
-        .map(|c| json!({"id": c.id, "name": c.function.name, "arguments": c.function.arguments}))
-        .collect();
-    hidden(thread_id, json!({"type": TOOL_CALLS, "calls": calls}))
-}
-
-/// The hidden item recording one call's result.
-pub fn result_item(thread_id: &str, call: &ToolCall, output: &str, is_error: bool) -> ThreadItem {
-    hidden(
-        thread_id,
-        json!({
-            "type": TOOL_RESULT,
-            "call_id": call.id,
-            "name": call.function.name,
-            "output": output,
-            "is_error": is_error,
-        }),
-    )
-}
-
-fn hidden(thread_id: &str, content: Value) -> ThreadItem {
-    ThreadItem {
-        id: new_id(IdKind::Message),
-        thread_id: thread_id.to_owned(),
-        created_at: Timestamp::now(),
-        kind: ItemKind::HiddenContextItem { content },
-    }
-}
-
-/// A workflow task showing one call.
-fn task(call: &ToolCall, state: TaskState<'_>) -> Value {
-    let (indicator, content) = match state {
-        TaskState::Running => ("loading", Some(running_content(&call.function.arguments))),
+/// A workflow task showing one call: its arguments while it runs, its verdict,
+/// time and (cut) output once done.
+fn task(call: &ToolCall, state: TaskState<'_>) -> Task {
+    let (status_indicator, content) = match state {
+        TaskState::Running => (
+            TaskStatus::Loading,
+            running_content(&call.function.arguments),
+        ),
         TaskState::Done {
             output,
             is_error,
             seconds,
         } => {
-            let mut summary: String = output.chars().take(400).collect();
-            if output.chars().count() > 400 {
-                summary.push('…');
-            }
             let verdict = if is_error { "failed" } else { "done" };
+            let summary = cut(output, MAX_TASK_TEXT);
             (
-                "complete",
-                Some(format!("{verdict} in {seconds:.1}s\n\n```\n{summary}\n```")),
+                TaskStatus::Complete,
+                format!("{verdict} in {seconds:.1}s\n\n```\n{summary}\n```"),
             )
         }
     };
-    let mut task = json!({
-        "status_indicator": indicator,
-        "type": "custom",
-        "title": format!("{}", call.function.name),
-        "icon": "bolt",
-    });
-    if let Some(content) = content {
-        task["content"] = Value::String(content);
-    }
-    task
+    Task::Custom(CustomTask {
+        status_indicator,
+        title: Some(call.function.name.clone()),
+        icon: Some("bolt".to_owned()),
+        content: Some(content),
+    })
 }
 
-/// Longest arguments text a running task shows.
-const MAX_TASK_ARGUMENTS: usize = 400;
-
 /// What a running task shows: the call's arguments, as the model sent them,
-/// cut to [`MAX_TASK_ARGUMENTS`] characters. `chatkitd chat` reads them back
-/// with [`task_arguments`].
-pub fn running_content(arguments: &str) -> String {
+/// cut to [`MAX_TASK_TEXT`] characters.
+fn running_content(arguments: &str) -> String {
     let arguments = arguments.trim();
     let arguments = if arguments.is_empty() {
         "{}"
     } else {
         arguments
     };
-    let mut shown: String = arguments.chars().take(MAX_TASK_ARGUMENTS).collect();
-    if arguments.chars().count() > MAX_TASK_ARGUMENTS {
+    format!(
+        "arguments:\n```json\n{}\n```",
+        cut(arguments, MAX_TASK_TEXT)
+    )
+}
+
+/// `text` cut to `max` characters, with `…` where it was cut.
+fn cut(text: &str, max: usize) -> String {
+    let mut shown: String = text.chars().take(max).collect();
+    if text.chars().count() > max {
         shown.push('…');
     }
-    format!("arguments:\n```json\n{shown}\n```")
-}
-
-/// The arguments shown by a running task's content (see [`running_content`]).
-pub fn task_arguments(content: &str) -> Option<&str> {
-    let rest = content.strip_prefix("arguments:")?.trim_start();
-    let rest = rest.strip_prefix("```json")?;
-    let end = rest.rfind("```")?;
-    Some(rest[..end].trim())
-}
-
-/// A completed task's content split into its verdict line (`done in 0.2s`
-/// or `failed in 0.1s`) and the (possibly cut) output it shows.
-pub fn task_outcome(content: &str) -> (&str, &str) {
-    let (verdict, rest) = content.split_once('\n').unwrap_or((content, ""));
-    let rest = rest.trim();
-    let output = rest
-        .strip_prefix("```")
-        .and_then(|r| r.strip_suffix("```"))
-        .map_or(rest, str::trim);
-    (verdict.trim(), output)
+    shown
 }
 
 enum TaskState<'a> {
@@ -150,7 +93,7 @@ impl Run<'_> {
         if let Err(e) = self
             .agent
             .store
-            .add_item(&user, &calls_item(&thread_id, calls))
+            .add_item(&user, &ToolRecord::calls(calls).into_item(&thread_id))
             .await
         {
             return self.fail_store(e).await.map(|()| Vec::new());
@@ -175,7 +118,7 @@ impl Run<'_> {
             item: workflow.clone(),
         })
         .await?;
-        let mut tasks: Vec<Value> = calls.iter().map(|c| task(c, TaskState::Running)).collect();
+        let mut tasks: Vec<Task> = calls.iter().map(|c| task(c, TaskState::Running)).collect();
         for (task_index, task) in tasks.iter().enumerate() {
             self.emit(ThreadStreamEvent::ItemUpdated {
                 item_id: workflow.id.clone(),
@@ -219,7 +162,8 @@ impl Run<'_> {
                 elapsed_ms = outcome.elapsed.as_millis() as u64,
                 "tool call finished"
             );
-            let result = result_item(&thread_id, call, &outcome.output, outcome.is_error);
+            let result =
+                ToolRecord::result(call, &outcome.output, outcome.is_error).into_item(&thread_id);
             if let Err(e) = self.agent.store.add_item(&user, &result).await {
                 return self.fail_store(e).await.map(|()| Vec::new());
             }
@@ -247,7 +191,9 @@ impl Run<'_> {
             workflow: Workflow {
                 kind: "custom".to_owned(),
                 tasks,
-                summary: Some(json!({"duration": started.elapsed().as_secs()})),
+                summary: Some(WorkflowSummary::Duration {
+                    duration: started.elapsed().as_secs(),
+                }),
                 expanded: false,
             },
         };
@@ -271,19 +217,59 @@ impl Run<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llm::FunctionCall;
+    use serde_json::json;
+
+    fn call(arguments: &str) -> ToolCall {
+        ToolCall {
+            id: "c1".into(),
+            kind: "function".into(),
+            function: FunctionCall {
+                name: "add_task".into(),
+                arguments: arguments.into(),
+            },
+        }
+    }
 
     #[test]
-    fn task_contents_read_back() {
-        let content = running_content(r#"{"title":"buy milk"}"#);
-        assert_eq!(task_arguments(&content), Some(r#"{"title":"buy milk"}"#));
-        assert_eq!(task_arguments(&running_content("")), Some("{}"));
-        let long = format!(r#"{{"text":"{}"}}"#, "x".repeat(1000));
-        let shown = task_arguments(&running_content(&long)).map(|a| a.chars().count());
-        assert_eq!(shown, Some(MAX_TASK_ARGUMENTS + 1));
+    fn tasks_show_the_arguments_then_the_outcome() {
+        let running = task(&call(r#"{"title":"buy milk"}"#), TaskState::Running);
         assert_eq!(
-            task_outcome("done in 0.2s\n\n```\n{\"id\":1}\n```"),
-            ("done in 0.2s", "{\"id\":1}")
+            serde_json::to_value(&running).expect("json"),
+            json!({
+                "type": "custom",
+                "status_indicator": "loading",
+                "title": "add_task",
+                "icon": "bolt",
+                "content": "arguments:\n```json\n{\"title\":\"buy milk\"}\n```",
+            })
         );
-        assert_eq!(task_outcome("failed in 1.0s"), ("failed in 1.0s", ""));
+        assert_eq!(
+            task(&call("  "), TaskState::Running).content(),
+            Some("arguments:\n```json\n{}\n```")
+        );
+        let done = task(
+            &call("{}"),
+            TaskState::Done {
+                output: "{\"id\":1}",
+                is_error: false,
+                seconds: 0.21,
+            },
+        );
+        assert_eq!(done.status_indicator(), TaskStatus::Complete);
+        assert_eq!(done.content(), Some("done in 0.2s\n\n```\n{\"id\":1}\n```"));
+    }
+
+    #[test]
+    fn long_texts_are_cut_with_a_mark() {
+        let long = format!(r#"{{"text":"{}"}}"#, "x".repeat(1000));
+        let content = running_content(&long);
+        let shown = content
+            .strip_prefix("arguments:\n```json\n")
+            .and_then(|c| c.strip_suffix("\n```"))
+            .expect("the arguments block");
+        assert_eq!(shown.chars().count(), MAX_TASK_TEXT + 1);
+        assert!(shown.ends_with('…'));
+        assert_eq!(cut("abc", 3), "abc");
     }
 }

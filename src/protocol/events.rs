@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::items::{Annotation, AssistantContent, ThreadItem};
+use super::tasks::Task;
 use super::thread::Thread;
 
 /// One event of a streamed response (`data: <json>` on the wire).
@@ -129,9 +130,9 @@ pub enum ItemUpdate {
     #[serde(rename = "widget.root.updated")]
     WidgetRootUpdated { widget: Value },
     #[serde(rename = "workflow.task.added")]
-    WorkflowTaskAdded { task_index: usize, task: Value },
+    WorkflowTaskAdded { task_index: usize, task: Task },
     #[serde(rename = "workflow.task.updated")]
-    WorkflowTaskUpdated { task_index: usize, task: Value },
+    WorkflowTaskUpdated { task_index: usize, task: Task },
     #[serde(rename = "generated_image.updated")]
     GeneratedImageUpdated {
         image: Value,

@@ -1,13 +1,15 @@
 //! Thread items: what a thread holds, user and assistant messages first.
 //!
 //! Items are stored whole (as this JSON), so every field the reference defines
-//! survives a reload. The kinds chatkitd does not build itself yet (widgets,
-//! generated images, structured input, tasks) keep their inner objects as opaque
-//! JSON: they are relayed and stored, never interpreted.
+//! survives a reload. Tasks and workflows are typed (see [`super::tasks`]); the
+//! kinds chatkitd does not build itself yet (widgets, generated images,
+//! structured input) keep their inner objects as opaque JSON: they are relayed
+//! and stored, never interpreted.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::tasks::{Task, WorkflowSummary};
 use super::timestamp::Timestamp;
 
 /// One item of a thread: the fields every item has, plus its kind.
@@ -54,7 +56,7 @@ pub enum ItemKind {
         inputs: Vec<Value>,
     },
     Task {
-        task: Value,
+        task: Task,
     },
     Workflow {
         workflow: Workflow,
@@ -241,9 +243,9 @@ pub struct Workflow {
     #[serde(rename = "type")]
     pub kind: String,
     #[serde(default)]
-    pub tasks: Vec<Value>,
+    pub tasks: Vec<Task>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub summary: Option<Value>,
+    pub summary: Option<WorkflowSummary>,
     #[serde(default)]
     pub expanded: bool,
 }

@@ -10,6 +10,7 @@ mod events;
 mod ids;
 mod items;
 mod requests;
+mod tasks;
 pub mod text;
 mod thread;
 mod timestamp;
@@ -26,6 +27,9 @@ pub use requests::{
     CustomAction, FeedbackKind, FeedbackParams, ItemsListParams, ListParams, Order, REQUEST_TYPES,
     Request, RequestError, RetryParams, StructuredInputParams, ThreadIdParams, ThreadInputParams,
     ThreadUpdateParams, TranscribeParams, UserMessageInput,
+};
+pub use tasks::{
+    CustomTask, FileTask, ImageTask, Task, TaskStatus, ThoughtTask, WebSearchTask, WorkflowSummary,
 };
 pub use thread::{Page, Thread, ThreadMetadata, ThreadStatus};
 pub use timestamp::Timestamp;

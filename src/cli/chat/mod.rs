@@ -1,0 +1,266 @@
+//! `chatkitd chat`: the daemon's agent, store and tool servers in a terminal.
+//!
+//! Each line typed (or piped) is one user message on one thread, sent through
+//! [`ChatKit::handle`] exactly as the HTTP endpoint would send it; the events
+//! of the answer are rendered as they arrive: text deltas to stdout, each tool
+//! call as a line with its name, arguments, outcome and time.
+//!
+//! - The thread id goes to stderr at start (`thread thr_…`), so a script can
+//!   resume it with `--thread`. A new thread is created at start and removed
+//!   again at exit if no message was sent on it.
+//! - Interactive (stdin is a terminal): a `> ` prompt; Ctrl-C stops the
+//!   answer being written (the stream is dropped, the daemon keeps the
+//!   partial answer); Ctrl-C or Ctrl-D at the prompt exits.
+//! - Piped: one message per line, each answered in turn, then exit at end of
+//!   input. An `error` event goes to stderr and the next line follows. SIGINT
+//!   stops the answer (kept as above) and exits.
+//!
+//! Here: the session (thread, history, turn loop). Reading lines and
+//! interrupts is in [`input`], turning events into terminal text in
+//! [`render`].
+
+mod input;
+mod render;
+
+use std::io::{IsTerminal, Write};
+
+use input::{Interrupts, read_lines};
+use render::Render;
+
+use super::{CliError, Glyphs};
+use crate::agent::user_text;
+use crate::app::App;
+use crate::auth::Identity;
+use crate::chatkit::Response;
+use crate::protocol::{
+    IdKind, ItemKind, Request, ThreadInputParams, ThreadItem, ThreadMetadata, ThreadStatus,
+    Timestamp, UserContent, UserMessageInput, new_id,
+};
+use crate::store::{Store, StoreError};
+
+/// How many earlier messages `--thread` shows.
+const RESUME_MESSAGES: usize = 6;
+
+/// The command line of `chatkitd chat`.
+#[derive(Debug, Clone, Default)]
+pub struct ChatOptions {
+    /// Resume this thread instead of starting one.
+    pub thread: Option<String>,
+    /// Act as this user (default: `[auth] dev_user`).
+    pub user: Option<String>,
+}
+
+/// How the session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatEnd {
+    /// End of input, or the user quit at the prompt.
+    Finished,
+    /// Piped input was interrupted by SIGINT.
+    Interrupted,
+}
+
+/// Runs a chat session on `app` until the input ends or the user quits.
+pub async fn run(app: &App, options: ChatOptions) -> Result<ChatEnd, CliError> {
+    let interactive = std::io::stdin().is_terminal();
+    let user = options
+        .user
+        .clone()
+        .unwrap_or_else(|| app.config().auth.dev_user.clone());
+    let store = app.store().clone();
+    let (thread, created) = match &options.thread {
+        Some(id) => {
+            let thread = match store.load_thread(&user, id).await {
+                Ok(thread) => thread,
+                Err(StoreError::NotFound(_)) => {
+                    return Err(CliError::Usage(format!(
+                        "thread {id} does not exist for user {user:?}"
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if !matches!(thread.status, ThreadStatus::Active) {
+                return Err(CliError::Usage(format!(
+                    "thread {id} does not accept messages (it is locked or closed)"
+                )));
+            }
+            (thread, false)
+        }
+        None => {
+            let thread = ThreadMetadata::new(new_id(IdKind::Thread), Timestamp::now());
+            store.create_thread(&user, &thread).await?;
+            (thread, true)
+        }
+    };
+    eprintln!("thread {}", thread.id);
+    if interactive {
+        eprintln!("(Ctrl-C stops an answer; Ctrl-C or Ctrl-D at the prompt quits)");
+    }
+    let mut session = Session {
+        app,
+        ctx: Identity::user(user.clone()),
+        thread_id: thread.id.clone(),
+        interactive,
+        interrupts: Interrupts::new()?,
+        glyphs: Glyphs::from_env(),
+        sent: 0,
+    };
+    if !created {
+        let history = store.load_history(&user, &thread.id, 400).await?;
+        session.show_history(&history)?;
+    }
+    let ended = session.converse().await;
+    if created && session.sent == 0 {
+        // Nothing was said: leave no empty thread behind.
+        if let Err(e) = store.delete_thread(&user, &thread.id).await {
+            tracing::warn!(error = %e, thread_id = %thread.id, "could not remove an unused thread");
+        }
+    }
+    ended
+}
+
+/// A chat session on one thread.
+struct Session<'a> {
+    app: &'a App,
+    ctx: Identity,
+    thread_id: String,
+    interactive: bool,
+    interrupts: Interrupts,
+    glyphs: Glyphs,
+    /// Messages sent so far.
+    sent: usize,
+}
+
+/// How one answer ended.
+enum TurnEnd {
+    Answered,
+    Interrupted,
+}
+
+impl Session<'_> {
+    /// The last few messages of a resumed thread: on stdout in a terminal
+    /// (where they read as the conversation so far), on stderr when piped
+    /// (where stdout holds only the answers).
+    fn show_history(&self, items: &[ThreadItem]) -> Result<(), CliError> {
+        let messages: Vec<String> = items
+            .iter()
+            .filter_map(|item| match &item.kind {
+                ItemKind::UserMessage(message) => Some(format!("> {}", user_text(message))),
+                ItemKind::AssistantMessage(message) => Some(message.text()),
+                _ => None,
+            })
+            .collect();
+        let skipped = messages.len().saturating_sub(RESUME_MESSAGES);
+        let mut text = String::new();
+        if skipped > 0 {
+            text.push_str(&format!("({skipped} earlier messages)\n"));
+        }
+        for message in &messages[skipped..] {
+            text.push_str(message.trim_end());
+            text.push('\n');
+        }
+        if text.is_empty() {
+            return Ok(());
+        }
+        text.push('\n');
+        if self.interactive {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())?;
+            out.flush()?;
+        } else {
+            eprint!("{text}");
+        }
+        Ok(())
+    }
+
+    async fn converse(&mut self) -> Result<ChatEnd, CliError> {
+        let mut lines = read_lines();
+        loop {
+            if self.interactive {
+                let mut out = std::io::stdout().lock();
+                out.write_all(b"> ")?;
+                out.flush()?;
+            }
+            let line = tokio::select! {
+                line = lines.recv() => line,
+                () = self.interrupts.next() => {
+                    if self.interactive {
+                        end_prompt()?;
+                        return Ok(ChatEnd::Finished);
+                    }
+                    return Ok(ChatEnd::Interrupted);
+                }
+            };
+            let line = match line {
+                None => {
+                    if self.interactive {
+                        end_prompt()?;
+                    }
+                    return Ok(ChatEnd::Finished);
+                }
+                Some(Err(e)) => return Err(e.into()),
+                Some(Ok(line)) => line,
+            };
+            let text = line.trim();
+            if text.is_empty() {
+                continue;
+            }
+            match self.turn(text).await? {
+                TurnEnd::Answered => {}
+                TurnEnd::Interrupted if self.interactive => {}
+                TurnEnd::Interrupted => return Ok(ChatEnd::Interrupted),
+            }
+        }
+    }
+
+    /// Sends one message and renders its answer.
+    async fn turn(&mut self, text: &str) -> Result<TurnEnd, CliError> {
+        let request = Request::ThreadsAddUserMessage(ThreadInputParams {
+            thread_id: Some(self.thread_id.clone()),
+            input: UserMessageInput {
+                content: vec![UserContent::InputText {
+                    text: text.to_owned(),
+                }],
+                attachments: Vec::new(),
+                quoted_text: None,
+                inference_options: Default::default(),
+            },
+        });
+        let mut stream = match self.app.chatkit().handle(&self.ctx, request).await {
+            Ok(Response::Stream(stream)) => stream,
+            Ok(Response::Json(_)) => return Ok(TurnEnd::Answered),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(TurnEnd::Answered);
+            }
+        };
+        self.sent += 1;
+        let mut render = Render::new(std::io::stdout(), self.glyphs);
+        loop {
+            let event = tokio::select! {
+                biased;
+                () = self.interrupts.next() => {
+                    // Dropping the stream is the stop button: the run stops
+                    // and keeps what it wrote.
+                    drop(stream);
+                    render.end_line()?;
+                    eprintln!("(stopped; the answer so far is kept)");
+                    return Ok(TurnEnd::Interrupted);
+                }
+                event = stream.events.recv() => event,
+            };
+            match event {
+                Some(event) => render.event(event)?,
+                None => break,
+            }
+        }
+        render.end_line()?;
+        Ok(TurnEnd::Answered)
+    }
+}
+
+/// Leaves the prompt's line when quitting.
+fn end_prompt() -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(b"\n")?;
+    out.flush()
+}
