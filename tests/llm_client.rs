@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use chatkitd::config::{Config, LlmConfig};
-use chatkitd::llm::{ChatMessage, FunctionCall, LlmClient, LlmError, LlmEvent, ToolCall};
+use chatkitd::llm::{ChatMessage, LlmClient, LlmError, LlmEvent, ToolCall};
 use chatkitd_testkit::{FakeLlm, FakeToolCall, Script};
 use pretty_assertions::assert_eq;
 
@@ -53,14 +53,7 @@ fn stop(tool_calls: Vec<ToolCall>) -> LlmEvent {
 }
 
 fn call(id: &str, name: &str, arguments: &str) -> ToolCall {
-    ToolCall {
-        id: id.into(),
-        kind: "function".into(),
-        function: FunctionCall {
-            name: name.into(),
-            arguments: arguments.into(),
-        },
-    }
+    ToolCall::function(id, name, arguments)
 }
 
 #[tokio::test]

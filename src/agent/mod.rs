@@ -18,7 +18,6 @@ mod tools;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -26,7 +25,7 @@ pub use history::{build_messages, user_text};
 pub use tools::{running_content, task_arguments, task_outcome};
 
 use crate::config::AgentConfig;
-use crate::llm::{ChatMessage, LlmClient, LlmError, LlmEvent, LlmStream, ToolCall};
+use crate::llm::{ChatMessage, LlmClient, LlmError, LlmEvent, LlmStream, ToolCall, ToolDefinition};
 use crate::mcp::McpManager;
 use crate::protocol::{
     AssistantContent, AssistantMessage, IdKind, ItemKind, ItemUpdate, Page, StreamOptions, Thread,
@@ -263,7 +262,10 @@ impl Run<'_> {
             Some(mcp) => mcp.tools_for(&self.input.user_id).await,
             None => Arc::new(Vec::new()),
         };
-        let definitions: Vec<Value> = tools.iter().map(|t| t.definition()).collect();
+        let definitions: Vec<ToolDefinition> = tools
+            .iter()
+            .map(|t| ToolDefinition::new(&t.name, &t.description, t.parameters.clone()))
+            .collect();
         for _ in 0..self.agent.config.max_turns {
             let calls = self.stream_answer(&messages, &definitions).await?;
             if calls.is_empty() {
@@ -299,7 +301,7 @@ impl Run<'_> {
     async fn stream_answer(
         &mut self,
         messages: &[ChatMessage],
-        tools: &[Value],
+        tools: &[ToolDefinition],
     ) -> Result<Vec<ToolCall>, Stop> {
         let mut stream = tokio::select! {
             biased;
