@@ -29,7 +29,7 @@ struct Options {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    chatkitd::llm::install_crypto_provider();
+    chatkitd::tls::install_crypto_provider();
     let quick = std::env::args().any(|a| a == "--quick");
     let options = Options {
         samples: if quick { 100 } else { 400 },

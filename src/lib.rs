@@ -7,12 +7,14 @@
 //! - [`agent`]: the turn loop: history building, streaming the model's answer
 //!   as ChatKit events, persistence as items complete, titles.
 //! - [`llm`]: the OpenAI-compatible client: streaming chat completions,
-//!   tolerant chunk parsing, retries, timeouts.
+//!   tolerant chunk parsing, retries, timeouts; the only code that speaks
+//!   the model's wire format.
 //! - [`store`]: the `Store` trait and its SQL implementation (Postgres, SQLite).
 //! - [`protocol`]: ChatKit wire types, serde only, no I/O.
 //! - [`config`]: `agent.toml`: schema, `${ENV}` interpolation, validation.
 //! - [`app`]: wiring a configuration into a running server.
 //! - [`cli`]: the operator's terminal commands: `chat`, `tools`, `check`.
+//! - [`tls`]: installs rustls' crypto provider for every HTTP client.
 
 pub mod agent;
 pub mod app;
@@ -27,3 +29,4 @@ pub mod mcp;
 pub mod metrics;
 pub mod protocol;
 pub mod store;
+pub mod tls;

@@ -1564,7 +1564,7 @@ async fn display_claims_reach_the_prompt_but_not_identity() {
 /// `allow_insecure_none_auth = true`; loopback and `jwt` are fine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mode_none_refuses_non_loopback_addresses() {
-    chatkitd::llm::install_crypto_provider();
+    chatkitd::tls::install_crypto_provider();
     let llm = FakeLlm::start().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let build = async |tweak: &dyn Fn(&mut Config)| {

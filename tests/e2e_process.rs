@@ -197,7 +197,7 @@ fn is_text_delta(event: &Value) -> bool {
 /// 11. `kill -9` in the middle of an answer; a new daemon on the same store
 ///     serves the thread, and its next run is not blocked by a stale lock.
 async fn killed_mid_answer_then_restarted(backend: Backend) {
-    chatkitd::llm::install_crypto_provider();
+    chatkitd::tls::install_crypto_provider();
     let dir = tempfile::tempdir().expect("temp dir");
     let llm = FakeLlm::start().await;
     let store_url = fresh_store_url(backend, dir.path()).await;
@@ -495,7 +495,7 @@ fn no_mcp_child_outlives_a_panic() {
 ///     the partial answer and the hidden marker are stored, the daemon exits 0
 ///     and no MCP server remains.
 async fn sigterm_during_an_answer_keeps_the_partial_answer(backend: Backend) {
-    chatkitd::llm::install_crypto_provider();
+    chatkitd::tls::install_crypto_provider();
     let dir = tempfile::tempdir().expect("temp dir");
     let llm = FakeLlm::start().await;
     let store_url = fresh_store_url(backend, dir.path()).await;
@@ -576,7 +576,7 @@ async fn sigterm_during_an_answer_keeps_the_partial_answer(backend: Backend) {
 ///     at once (status 130) while a run is still going.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_exits_at_once() {
-    chatkitd::llm::install_crypto_provider();
+    chatkitd::tls::install_crypto_provider();
     let dir = tempfile::tempdir().expect("temp dir");
     let llm = FakeLlm::start().await;
     let store_url = fresh_store_url(Backend::Sqlite, dir.path()).await;

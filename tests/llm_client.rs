@@ -5,7 +5,8 @@
 use std::time::{Duration, Instant};
 
 use chatkitd::config::{Config, LlmConfig};
-use chatkitd::llm::{ChatMessage, FunctionCall, LlmClient, LlmError, LlmEvent, ToolCall};
+use chatkitd::llm::{ChatMessage, LlmClient, LlmError, LlmEvent, ToolCall};
+use chatkitd_testkit::fake_llm::FAKE_MODEL;
 use chatkitd_testkit::{FakeLlm, FakeToolCall, Script};
 use pretty_assertions::assert_eq;
 
@@ -53,14 +54,7 @@ fn stop(tool_calls: Vec<ToolCall>) -> LlmEvent {
 }
 
 fn call(id: &str, name: &str, arguments: &str) -> ToolCall {
-    ToolCall {
-        id: id.into(),
-        kind: "function".into(),
-        function: FunctionCall {
-            name: name.into(),
-            arguments: arguments.into(),
-        },
-    }
+    ToolCall::function(id, name, arguments)
 }
 
 #[tokio::test]
@@ -277,4 +271,29 @@ async fn openai_without_a_key_is_refused_without_a_request() {
         "{error}"
     );
     assert!(!error.is_transient());
+}
+
+#[tokio::test]
+async fn lists_models_and_tells_a_missing_route_from_an_unreachable_server() {
+    let llm = FakeLlm::start().await;
+    let client = LlmClient::new(&config(&llm.base_url())).expect("client");
+    let models = client.list_models().await.expect("a model list");
+    assert_eq!(models.ids(), vec![FAKE_MODEL]);
+
+    let elsewhere =
+        LlmClient::new(&config(&format!("{}/elsewhere", llm.base_url()))).expect("client");
+    let error = elsewhere.list_models().await.expect_err("no such route");
+    assert!(matches!(error, LlmError::NoModelsRoute), "{error}");
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let unreachable =
+        LlmClient::new(&config(&format!("http://127.0.0.1:{closed}/v1"))).expect("client");
+    let error = unreachable.list_models().await.expect_err("unreachable");
+    assert!(
+        matches!(&error, LlmError::Transport(reason) if reason.starts_with("cannot connect: ")),
+        "{error}"
+    );
 }

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::records::{StoredCall, ToolRecord};
 
-use crate::llm::{ChatMessage, FunctionCall, ToolCall};
+use crate::llm::{ChatMessage, ToolCall};
 use crate::protocol::{ClientToolCallStatus, ItemKind, ThreadItem, UserContent, UserMessage};
 
 /// The messages for a run: the system prompt, then the budgeted transcript.
@@ -123,14 +123,11 @@ fn item_messages(item: &ThreadItem) -> Vec<ChatMessage> {
             (ClientToolCallStatus::Completed, Some(output)) => vec![
                 ChatMessage::Assistant {
                     content: None,
-                    tool_calls: vec![ToolCall {
-                        id: call.call_id.clone(),
-                        kind: "function".to_owned(),
-                        function: FunctionCall {
-                            name: call.name.clone(),
-                            arguments: call.arguments.to_string(),
-                        },
-                    }],
+                    tool_calls: vec![ToolCall::function(
+                        call.call_id.clone(),
+                        call.name.clone(),
+                        call.arguments.to_string(),
+                    )],
                 },
                 ChatMessage::Tool {
                     tool_call_id: call.call_id.clone(),
@@ -208,14 +205,7 @@ pub fn user_text(message: &UserMessage) -> String {
 
 /// A stored call as the model's tool call.
 fn stored_call(call: StoredCall) -> ToolCall {
-    ToolCall {
-        id: call.id,
-        kind: "function".to_owned(),
-        function: FunctionCall {
-            name: call.name,
-            arguments: call.arguments,
-        },
-    }
+    ToolCall::function(call.id, call.name, call.arguments)
 }
 
 fn json_text(value: &Value) -> String {
@@ -228,7 +218,7 @@ fn json_text(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llm::{FunctionCall, ToolCall};
+    use crate::llm::ToolCall;
     use crate::protocol::{AssistantContent, AssistantMessage, InferenceOptions, Timestamp};
 
     fn item(id: &str, kind: ItemKind) -> ThreadItem {
@@ -327,14 +317,7 @@ mod tests {
     }
 
     fn call(id: &str, name: &str) -> ToolCall {
-        ToolCall {
-            id: id.into(),
-            kind: "function".into(),
-            function: FunctionCall {
-                name: name.into(),
-                arguments: "{}".into(),
-            },
-        }
+        ToolCall::function(id, name, "{}")
     }
 
     #[test]

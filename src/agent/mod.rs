@@ -19,7 +19,6 @@ mod tools;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -29,7 +28,7 @@ pub use history::{build_messages, user_text};
 
 use crate::auth::Identity;
 use crate::config::AgentConfig;
-use crate::llm::{ChatMessage, LlmClient, LlmError, LlmEvent, LlmStream, ToolCall};
+use crate::llm::{ChatMessage, LlmClient, LlmError, LlmEvent, LlmStream, ToolCall, ToolDefinition};
 use crate::mcp::McpManager;
 use crate::protocol::{
     AssistantContent, AssistantMessage, IdKind, ItemKind, ItemUpdate, Page, StreamOptions, Thread,
@@ -270,7 +269,10 @@ impl Run<'_> {
             Some(mcp) => mcp.tools_for(&self.input.identity.user_id).await,
             None => Arc::new(Vec::new()),
         };
-        let definitions: Vec<Value> = tools.iter().map(|t| t.definition()).collect();
+        let definitions: Vec<ToolDefinition> = tools
+            .iter()
+            .map(|t| ToolDefinition::new(&t.name, &t.description, t.parameters.clone()))
+            .collect();
         for _ in 0..self.agent.config.max_turns {
             let calls = self.stream_answer(&messages, &definitions).await?;
             if calls.is_empty() {
@@ -306,7 +308,7 @@ impl Run<'_> {
     async fn stream_answer(
         &mut self,
         messages: &[ChatMessage],
-        tools: &[Value],
+        tools: &[ToolDefinition],
     ) -> Result<Vec<ToolCall>, Stop> {
         let mut stream = tokio::select! {
             biased;

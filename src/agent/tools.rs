@@ -217,18 +217,10 @@ impl Run<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llm::FunctionCall;
     use serde_json::json;
 
     fn call(arguments: &str) -> ToolCall {
-        ToolCall {
-            id: "c1".into(),
-            kind: "function".into(),
-            function: FunctionCall {
-                name: "add_task".into(),
-                arguments: arguments.into(),
-            },
-        }
+        ToolCall::function("c1", "add_task", arguments)
     }
 
     #[test]

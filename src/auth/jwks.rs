@@ -52,7 +52,7 @@ impl State {
 impl Jwks {
     /// A JWKS source; nothing is fetched until the first token.
     pub fn new(url: String, ttl: Duration, min_refresh: Duration) -> Self {
-        crate::llm::install_crypto_provider();
+        crate::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(10))

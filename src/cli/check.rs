@@ -16,12 +16,10 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use super::{CliError, redact_url};
 use crate::auth::{Authenticator, KeyProbe};
 use crate::config::{AuthMode, Config};
-use crate::llm::{LlmClient, install_crypto_provider};
+use crate::llm::{LlmClient, LlmError, ModelList};
 use crate::mcp::McpManager;
 use crate::store::schema;
 
@@ -327,7 +325,7 @@ async fn check_tool_servers(config: &Config) -> Vec<Line> {
     lines
 }
 
-/// `GET {base_url}/models` with the configured key.
+/// The endpoint's model list, and whether it names the configured model.
 async fn check_llm(config: &Config) -> Line {
     let started = Instant::now();
     let llm = &config.llm;
@@ -340,7 +338,7 @@ async fn check_llm(config: &Config) -> Line {
         .since(started)
         .detail(detail)
     };
-    match LlmClient::new(llm) {
+    let client = match LlmClient::new(llm) {
         Err(e) => return fail(line, e.to_string()),
         Ok(client) if !client.is_configured() => {
             return fail(
@@ -349,108 +347,73 @@ async fn check_llm(config: &Config) -> Line {
                     .to_owned(),
             );
         }
-        Ok(_) => {}
-    }
-    let client = match http_client(llm.connect_timeout, llm.request_timeout) {
         Ok(client) => client,
-        Err(e) => return fail(line, e),
     };
-    let url = format!("{}/models", llm.base_url.trim_end_matches('/'));
-    let mut request = client.get(&url);
-    if let Some(key) = llm.api_key.as_deref().filter(|k| !k.is_empty()) {
-        request = request.bearer_auth(key);
-    }
-    let response = match request.send().await {
-        Ok(response) => response,
-        Err(e) => return fail(line, request_error(e)),
-    };
-    let status = response.status().as_u16();
-    match status {
-        200..=299 => {
-            let body: Value = response.json().await.unwrap_or(Value::Null);
-            let models: Vec<&str> = body
-                .get("data")
-                .and_then(Value::as_array)
-                .map(|data| {
-                    data.iter()
-                        .filter_map(|m| m.get("id").and_then(Value::as_str))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let line = line.since(started);
-            if models.is_empty() {
-                line.detail(format!("reachable; model {:?} not checked", llm.model))
-            } else if models.contains(&llm.model.as_str()) {
-                line.detail(format!(
-                    "model {:?} available ({} listed)",
-                    llm.model,
-                    models.len()
-                ))
-            } else {
-                let mut listed: Vec<&str> = models.iter().take(8).copied().collect();
-                if models.len() > listed.len() {
-                    listed.push("…");
-                }
-                Line {
-                    status: Status::Warn,
-                    ..line
-                }
-                .detail(format!(
-                    "model {:?} is not among the {} models listed: {}",
-                    llm.model,
-                    models.len(),
-                    listed.join(", ")
-                ))
+    let models = match client.list_models().await {
+        Ok(list) => list,
+        // A success whose body lists nothing readable: reachable, unchecked.
+        Err(LlmError::Protocol(_)) => ModelList::default(),
+        Err(LlmError::NoModelsRoute) => {
+            return Line {
+                status: Status::Warn,
+                ..line
             }
+            .since(started)
+            .detail(
+                "reachable, but it has no /models route (HTTP 404); the model name is not checked",
+            );
         }
-        404 => Line {
+        Err(LlmError::Api {
+            status: status @ (401 | 403),
+            ..
+        }) => {
+            return fail(
+                line,
+                format!("the endpoint refused the API key (HTTP {status})"),
+            );
+        }
+        Err(LlmError::Api { status, message }) => {
+            return fail(
+                line,
+                format!(
+                    "HTTP {status}: {}",
+                    super::one_line(&message, 200, "…").trim()
+                ),
+            );
+        }
+        Err(LlmError::Timeout(_)) => {
+            return fail(
+                line,
+                "no answer in time (connect_timeout / request_timeout)".to_owned(),
+            );
+        }
+        Err(LlmError::Transport(reason)) => return fail(line, reason),
+        Err(other) => return fail(line, other.to_string()),
+    };
+    let models = models.ids();
+    let line = line.since(started);
+    if models.is_empty() {
+        line.detail(format!("reachable; model {:?} not checked", llm.model))
+    } else if models.contains(&llm.model.as_str()) {
+        line.detail(format!(
+            "model {:?} available ({} listed)",
+            llm.model,
+            models.len()
+        ))
+    } else {
+        let mut listed: Vec<&str> = models.iter().take(8).copied().collect();
+        if models.len() > listed.len() {
+            listed.push("…");
+        }
+        Line {
             status: Status::Warn,
             ..line
         }
-        .since(started)
-        .detail("reachable, but it has no /models route (HTTP 404); the model name is not checked"),
-        401 | 403 => fail(
-            line,
-            format!("the endpoint refused the API key (HTTP {status})"),
-        ),
-        _ => {
-            let body = response.text().await.unwrap_or_default();
-            fail(
-                line,
-                format!("HTTP {status}: {}", super::one_line(&body, 200, "…").trim()),
-            )
-        }
+        .detail(format!(
+            "model {:?} is not among the {} models listed: {}",
+            llm.model,
+            models.len(),
+            listed.join(", ")
+        ))
     }
-}
-
-fn http_client(connect: Duration, total: Duration) -> Result<reqwest::Client, String> {
-    install_crypto_provider();
-    reqwest::Client::builder()
-        .connect_timeout(connect)
-        .timeout(total)
-        .build()
-        .map_err(|e| format!("cannot build an HTTP client: {e}"))
-}
-
-/// A request failure with its causes, without the URL (already shown).
-fn request_error(error: reqwest::Error) -> String {
-    if error.is_timeout() {
-        return "no answer in time (connect_timeout / request_timeout)".to_owned();
-    }
-    let prefix = if error.is_connect() {
-        "cannot connect"
-    } else {
-        "request failed"
-    };
-    let error = error.without_url();
-    let mut reasons = vec![error.to_string()];
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !reasons.iter().any(|r| r.contains(&text)) {
-            reasons.push(text);
-        }
-        source = cause.source();
-    }
-    format!("{prefix}: {}", reasons.join(": "))
 }

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use rmcp::model::{CallToolResult, ContentBlock, Tool};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 /// Longest tool name the model may be given.
@@ -29,20 +29,6 @@ pub struct ModelTool {
     pub description: String,
     /// The input schema without the injected parameters.
     pub parameters: Value,
-}
-
-impl ModelTool {
-    /// The chat-completions `tools` entry.
-    pub fn definition(&self) -> Value {
-        json!({
-            "type": "function",
-            "function": {
-                "name": self.name,
-                "description": self.description,
-                "parameters": self.parameters,
-            }
-        })
-    }
 }
 
 /// Keeps `[a-zA-Z0-9_-]`, replacing anything else with `_`.
@@ -169,6 +155,7 @@ pub fn truncate(text: &str, max_bytes: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use std::sync::Arc;
 
     fn tool(name: &str, schema: Value) -> Tool {

@@ -122,7 +122,7 @@ impl Daemon {
         store_url: Option<String>,
         tweak: impl FnOnce(&mut Config),
     ) -> Daemon {
-        chatkitd::llm::install_crypto_provider();
+        chatkitd::tls::install_crypto_provider();
         let dir = tempfile::tempdir().expect("temp dir");
         let llm = FakeLlm::start().await;
         let store_url = match store_url {

@@ -1,0 +1,359 @@
+//! The chat-completions wire format: every type the daemon sends to or reads
+//! from an OpenAI-compatible server, serde only.
+//!
+//! What we send is typed exactly (messages, tool definitions, the request
+//! body); what we read is tolerant, every field optional, because compatible
+//! servers (Ollama, vLLM, llama.cpp, Gemini's endpoint) omit `index`, omit the
+//! first `id`, send `finish_reason: ""` or put an error object inside the
+//! stream. No I/O here, and nothing of ChatKit.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+/// A message of the conversation sent to the model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "role", rename_all = "lowercase")]
+pub enum ChatMessage {
+    System {
+        content: String,
+    },
+    User {
+        content: String,
+    },
+    Assistant {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        content: Option<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        tool_calls: Vec<ToolCall>,
+    },
+    Tool {
+        tool_call_id: String,
+        content: String,
+    },
+}
+
+impl ChatMessage {
+    /// A plain assistant answer.
+    pub fn assistant(content: impl Into<String>) -> Self {
+        ChatMessage::Assistant {
+            content: Some(content.into()),
+            tool_calls: Vec::new(),
+        }
+    }
+
+    /// Rough size in tokens (four bytes a token plus framing), for budgeting.
+    pub fn estimated_tokens(&self) -> usize {
+        let bytes = match self {
+            ChatMessage::System { content } | ChatMessage::User { content } => content.len(),
+            ChatMessage::Assistant {
+                content,
+                tool_calls,
+            } => {
+                content.as_ref().map_or(0, String::len)
+                    + tool_calls
+                        .iter()
+                        .map(|c| c.function.name.len() + c.function.arguments.len())
+                        .sum::<usize>()
+            }
+            ChatMessage::Tool { content, .. } => content.len(),
+        };
+        bytes / 4 + 4
+    }
+}
+
+/// The kind of a tool call or definition. Chat completions know only
+/// functions; the type keeps the `"type"` field from being any other string.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolKind {
+    #[default]
+    Function,
+}
+
+/// A complete tool call requested by the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: ToolKind,
+    pub function: FunctionCall,
+}
+
+impl ToolCall {
+    /// A call of function `name` with `arguments` (JSON text as the model
+    /// wrote it), paired with its result by `id`.
+    pub fn function(
+        id: impl Into<String>,
+        name: impl Into<String>,
+        arguments: impl Into<String>,
+    ) -> Self {
+        ToolCall {
+            id: id.into(),
+            kind: ToolKind::Function,
+            function: FunctionCall {
+                name: name.into(),
+                arguments: arguments.into(),
+            },
+        }
+    }
+}
+
+/// The function part of a tool call; `arguments` is JSON text as the model wrote it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionCall {
+    pub name: String,
+    pub arguments: String,
+}
+
+/// One entry of the request's `tools`: a function the model may call,
+/// `{"type":"function","function":{"name","description","parameters"}}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolDefinition {
+    #[serde(rename = "type")]
+    kind: ToolKind,
+    function: FunctionDefinition,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct FunctionDefinition {
+    name: String,
+    description: String,
+    parameters: Value,
+}
+
+impl ToolDefinition {
+    /// A function the model may call by `name`; `parameters` is its JSON
+    /// Schema.
+    pub fn new(name: impl Into<String>, description: impl Into<String>, parameters: Value) -> Self {
+        ToolDefinition {
+            kind: ToolKind::Function,
+            function: FunctionDefinition {
+                name: name.into(),
+                description: description.into(),
+                parameters,
+            },
+        }
+    }
+
+    /// The name the model calls it by.
+    pub fn name(&self) -> &str {
+        &self.function.name
+    }
+}
+
+/// The request body we send (`byot`: our own type, not the crate's).
+#[derive(Debug, Serialize)]
+pub(super) struct ChatRequest<'a> {
+    pub(super) model: &'a str,
+    pub(super) messages: &'a [ChatMessage],
+    pub(super) stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "<[ToolDefinition]>::is_empty")]
+    pub(super) tools: &'a [ToolDefinition],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) stream_options: Option<StreamOptions>,
+}
+
+/// Asks for a final chunk with token usage (`include_usage`).
+#[derive(Debug, Serialize)]
+pub(super) struct StreamOptions {
+    pub(super) include_usage: bool,
+}
+
+/// Token counts as the model service reports them.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct Usage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+}
+
+impl Usage {
+    pub(super) fn record(&self) {
+        crate::metrics::get().tokens(
+            self.prompt_tokens.unwrap_or(0),
+            self.completion_tokens.unwrap_or(0),
+        );
+    }
+}
+
+/// A streamed chunk, every field optional so that any compatible server's
+/// variant parses.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct Chunk {
+    #[serde(default)]
+    pub(super) choices: Option<Vec<ChunkChoice>>,
+    #[serde(default)]
+    pub(super) error: Option<Value>,
+    #[serde(default)]
+    pub(super) usage: Option<Usage>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct ChunkChoice {
+    #[serde(default)]
+    pub(super) delta: Option<Delta>,
+    #[serde(default)]
+    pub(super) finish_reason: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct Delta {
+    #[serde(default)]
+    pub(super) content: Option<String>,
+    #[serde(default)]
+    pub(super) tool_calls: Option<Vec<ToolCallDelta>>,
+}
+
+/// One fragment of a streamed tool call.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct ToolCallDelta {
+    #[serde(default)]
+    pub(super) index: Option<usize>,
+    #[serde(default)]
+    pub(super) id: Option<String>,
+    #[serde(default)]
+    pub(super) function: Option<FunctionDelta>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct FunctionDelta {
+    #[serde(default)]
+    pub(super) name: Option<String>,
+    #[serde(default)]
+    pub(super) arguments: Option<String>,
+}
+
+/// A non-streamed completion, as tolerant as [`Chunk`].
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct Completion {
+    #[serde(default)]
+    pub(super) choices: Vec<CompletionChoice>,
+    #[serde(default)]
+    pub(super) usage: Option<Usage>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct CompletionChoice {
+    #[serde(default)]
+    pub(super) message: Option<CompletionMessage>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct CompletionMessage {
+    #[serde(default)]
+    pub(super) content: Option<String>,
+}
+
+/// The answer to `GET /models`. Tolerant like the chunks: a missing or
+/// malformed `data` reads as no models, and entries without a string `id`
+/// are skipped.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct ModelList {
+    #[serde(default, deserialize_with = "readable_models")]
+    pub data: Vec<ListedModel>,
+}
+
+/// One model the server offers.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ListedModel {
+    pub id: String,
+}
+
+impl ModelList {
+    /// The listed model ids, in the server's order.
+    pub fn ids(&self) -> Vec<&str> {
+        self.data.iter().map(|m| m.id.as_str()).collect()
+    }
+}
+
+fn readable_models<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<ListedModel>, D::Error> {
+    Ok(match Value::deserialize(deserializer)? {
+        Value::Array(entries) => entries
+            .into_iter()
+            .filter_map(|entry| serde_json::from_value(entry).ok())
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use pretty_assertions::assert_eq;
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_tool_definition_is_a_typed_function_entry() {
+        let definition = ToolDefinition::new(
+            "add_task",
+            "Adds a task.",
+            json!({"type": "object", "properties": {"title": {"type": "string"}}}),
+        );
+        assert_eq!(
+            serde_json::to_value(&definition).expect("serializes"),
+            json!({
+                "type": "function",
+                "function": {
+                    "name": "add_task",
+                    "description": "Adds a task.",
+                    "parameters": {"type": "object", "properties": {"title": {"type": "string"}}},
+                }
+            })
+        );
+    }
+
+    #[test]
+    fn a_tool_call_serializes_as_a_function_call_and_reads_back() {
+        let call = ToolCall::function("call_1", "lookup", r#"{"q":1}"#);
+        let value = serde_json::to_value(&call).expect("serializes");
+        assert_eq!(
+            value,
+            json!({"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{\"q\":1}"}})
+        );
+        assert_eq!(
+            serde_json::from_value::<ToolCall>(value).expect("reads back"),
+            call
+        );
+        let other =
+            json!({"id": "c", "type": "retrieval", "function": {"name": "f", "arguments": ""}});
+        assert!(serde_json::from_value::<ToolCall>(other).is_err());
+    }
+
+    #[test]
+    fn an_assistant_message_with_calls_omits_empty_content() {
+        let message = ChatMessage::Assistant {
+            content: None,
+            tool_calls: vec![ToolCall::function("c1", "f", "{}")],
+        };
+        assert_eq!(
+            serde_json::to_value(&message).expect("serializes"),
+            json!({"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]})
+        );
+    }
+
+    #[test]
+    fn a_model_list_skips_what_it_cannot_read() {
+        let list: ModelList = serde_json::from_value(json!({
+            "object": "list",
+            "data": [{"id": "a", "object": "model"}, {"id": 7}, "b", {"id": "c"}]
+        }))
+        .expect("parses");
+        assert_eq!(list.ids(), vec!["a", "c"]);
+        for body in [
+            json!({}),
+            json!({"data": null}),
+            json!({"data": {"id": "a"}}),
+        ] {
+            let list: ModelList = serde_json::from_value(body).expect("parses");
+            assert_eq!(list, ModelList::default());
+        }
+    }
+}
