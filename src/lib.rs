@@ -29,4 +29,5 @@ pub mod mcp;
 pub mod metrics;
 pub mod protocol;
 pub mod store;
+pub mod text;
 pub mod tls;

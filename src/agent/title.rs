@@ -4,7 +4,10 @@
 //! the title goes out as `thread.updated` on the same stream. It never
 //! overwrites a title: the store sets it only while the thread has none.
 
+use std::borrow::Cow;
+
 use crate::llm::{ChatMessage, LlmClient, LlmError};
+use crate::text::cut_chars;
 
 const TITLE_PROMPT: &str = "Write a title of 3 to 6 words for a conversation that starts with \
 the user's message below. Answer with the title only: no quotes, no trailing period.";
@@ -19,7 +22,7 @@ pub async fn generate(llm: &LlmClient, first_message: &str) -> Result<Option<Str
             content: TITLE_PROMPT.to_owned(),
         },
         ChatMessage::User {
-            content: first_message.chars().take(2000).collect(),
+            content: cut_chars(first_message, 2000, "").into_owned(),
         },
     ];
     let answer = llm.complete(&messages, 24).await?;
@@ -42,11 +45,10 @@ fn clean(answer: &str) -> Option<String> {
     if line.is_empty() {
         return None;
     }
-    let mut title: String = line.chars().take(MAX_TITLE_CHARS).collect();
-    if line.chars().count() > MAX_TITLE_CHARS {
-        title = title.trim_end().to_owned() + "…";
+    match cut_chars(line, MAX_TITLE_CHARS, "") {
+        Cow::Borrowed(whole) => Some(whole.to_owned()),
+        Cow::Owned(cut) => Some(cut.trim_end().to_owned() + "…"),
     }
-    Some(title)
 }
 
 #[cfg(test)]

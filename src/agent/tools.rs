@@ -16,6 +16,7 @@ use crate::protocol::{
     CustomTask, IdKind, ItemKind, ItemUpdate, Task, TaskStatus, ThreadItem, ThreadStreamEvent,
     Timestamp, Workflow, WorkflowSummary, new_id,
 };
+use crate::text::cut_chars;
 
 /// Longest arguments or output text a task shows.
 const MAX_TASK_TEXT: usize = 400;
@@ -34,7 +35,7 @@ fn task(call: &ToolCall, state: TaskState<'_>) -> Task {
             seconds,
         } => {
             let verdict = if is_error { "failed" } else { "done" };
-            let summary = cut(output, MAX_TASK_TEXT);
+            let summary = cut_chars(output, MAX_TASK_TEXT, "…");
             (
                 TaskStatus::Complete,
                 format!("{verdict} in {seconds:.1}s\n\n```\n{summary}\n```"),
@@ -60,17 +61,8 @@ fn running_content(arguments: &str) -> String {
     };
     format!(
         "arguments:\n```json\n{}\n```",
-        cut(arguments, MAX_TASK_TEXT)
+        cut_chars(arguments, MAX_TASK_TEXT, "…")
     )
-}
-
-/// `text` cut to `max` characters, with `…` where it was cut.
-fn cut(text: &str, max: usize) -> String {
-    let mut shown: String = text.chars().take(max).collect();
-    if text.chars().count() > max {
-        shown.push('…');
-    }
-    shown
 }
 
 enum TaskState<'a> {
@@ -262,6 +254,5 @@ mod tests {
             .expect("the arguments block");
         assert_eq!(shown.chars().count(), MAX_TASK_TEXT + 1);
         assert!(shown.ends_with('…'));
-        assert_eq!(cut("abc", 3), "abc");
     }
 }

@@ -111,12 +111,7 @@ impl Glyphs {
 /// characters with `ellipsis`.
 pub fn one_line(text: &str, max: usize, ellipsis: &str) -> String {
     let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() <= max {
-        return flat;
-    }
-    let mut cut: String = flat.chars().take(max).collect();
-    cut.push_str(ellipsis);
-    cut
+    crate::text::cut_chars(&flat, max, ellipsis).into_owned()
 }
 
 #[cfg(test)]

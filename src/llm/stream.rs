@@ -78,7 +78,7 @@ impl LlmStream {
                 // One chunk that is not even our tolerant shape: skip it. A
                 // broken stream still shows as a missing finish_reason.
                 Ok(Some(Err(OpenAIError::JSONDeserialize(e, content)))) => {
-                    tracing::warn!(error = %e, chunk = %content.chars().take(200).collect::<String>(), "skipping an unreadable chunk");
+                    tracing::warn!(error = %e, chunk = %crate::text::cut_chars(&content, 200, "…"), "skipping an unreadable chunk");
                     continue;
                 }
                 Ok(Some(Err(e))) => return self.fail(e.into()),

@@ -126,7 +126,7 @@ pub fn spawn(launch: &Launch, user: Option<&str>) -> std::io::Result<Spawned> {
     tokio::spawn(async move {
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            let line: String = line.chars().take(MAX_LOG_LINE).collect();
+            let line = crate::text::cut_chars(&line, MAX_LOG_LINE, "…");
             tracing::info!(target: "chatkitd::mcp::server", server = %server, pid, "{line}");
         }
     });

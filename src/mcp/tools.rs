@@ -131,25 +131,7 @@ pub fn result_text(result: &CallToolResult, max_bytes: usize) -> String {
         parts.push(structured.to_string());
     }
     let text = parts.join("\n");
-    truncate(&text, max_bytes)
-}
-
-/// Cuts text to at most `max_bytes` (on a character boundary) with a marker
-/// that says how much was left out.
-pub fn truncate(text: &str, max_bytes: usize) -> String {
-    if text.len() <= max_bytes {
-        return text.to_owned();
-    }
-    let mut end = max_bytes;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!(
-        "{}\n[output truncated: {} of {} bytes shown]",
-        &text[..end],
-        end,
-        text.len()
-    )
+    crate::text::cut_bytes_marked(&text, max_bytes).into_owned()
 }
 
 #[cfg(test)]
@@ -210,16 +192,6 @@ mod tests {
                 "properties": {"title": {"type": "string"}},
                 "required": ["title"]
             })
-        );
-    }
-
-    #[test]
-    fn truncation_marks_what_was_cut() {
-        assert_eq!(truncate("short", 10), "short");
-        let cut = truncate("héllo wörld", 3);
-        assert!(
-            cut.starts_with("h\u{e9}\n[output truncated: 3 of 13 bytes shown]"),
-            "{cut}"
         );
     }
 }
