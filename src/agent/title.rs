@@ -5,9 +5,16 @@
 //! overwrites a title: the store sets it only while the thread has none.
 
 use std::borrow::Cow;
+use std::time::Duration;
 
+use super::history::user_text;
+use super::run::{Run, Stop};
 use crate::llm::{ChatMessage, LlmClient, LlmError};
+use crate::protocol::{ItemKind, Page, Thread, ThreadItem, ThreadStreamEvent};
 use crate::text::cut_chars;
+
+/// How long the end of a run waits for a title still being generated.
+pub(super) const TITLE_WAIT: Duration = Duration::from_secs(15);
 
 const TITLE_PROMPT: &str = "Write a title of 3 to 6 words for a conversation that starts with \
 the user's message below. Answer with the title only: no quotes, no trailing period.";
@@ -48,6 +55,65 @@ fn clean(answer: &str) -> Option<String> {
     match cut_chars(line, MAX_TITLE_CHARS, "") {
         Cow::Borrowed(whole) => Some(whole.to_owned()),
         Cow::Owned(cut) => Some(cut.trim_end().to_owned() + "…"),
+    }
+}
+
+impl Run<'_> {
+    /// Starts title generation when this is the first exchange of an untitled thread.
+    pub(super) fn start_title(
+        &self,
+        items: &[ThreadItem],
+    ) -> Option<tokio::task::JoinHandle<Option<String>>> {
+        if !self.agent.config.title_generation
+            || self.input.thread.title.is_some()
+            || !self.agent.llm.is_configured()
+        {
+            return None;
+        }
+        let mut users = items.iter().filter_map(|item| match &item.kind {
+            ItemKind::UserMessage(message) => Some(message),
+            _ => None,
+        });
+        let first = users.next()?;
+        if users.next().is_some() {
+            return None;
+        }
+        let text = user_text(first);
+        if text.trim().is_empty() {
+            return None;
+        }
+        let llm = self.agent.llm.clone();
+        Some(tokio::spawn(async move {
+            match generate(&llm, &text).await {
+                Ok(title) => title,
+                Err(e) => {
+                    tracing::warn!(error = %e, "title generation failed");
+                    None
+                }
+            }
+        }))
+    }
+
+    pub(super) async fn apply_title(&mut self, title: &str) -> Result<(), Stop> {
+        let thread = &mut self.input.thread;
+        match self
+            .agent
+            .store
+            .set_title_if_unset(&self.input.identity.user_id, &thread.id, title)
+            .await
+        {
+            Ok(true) => {
+                thread.title = Some(title.to_owned());
+                let thread = Thread::from_metadata(thread, Page::default());
+                self.emit(ThreadStreamEvent::ThreadUpdated { thread }).await
+            }
+            // The user named the thread meanwhile: theirs wins.
+            Ok(false) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not save the generated title");
+                Ok(())
+            }
+        }
     }
 }
 

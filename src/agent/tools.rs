@@ -10,7 +10,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
 use super::records::ToolRecord;
-use super::{Run, Stop};
+use super::run::{Run, Stop};
 use crate::llm::{ChatMessage, ToolCall};
 use crate::protocol::{
     CustomTask, IdKind, ItemKind, ItemUpdate, Task, TaskStatus, ThreadItem, ThreadStreamEvent,

@@ -1,0 +1,100 @@
+//! The assistant message being streamed: its first delta opens the item,
+//! each delta is sent and kept, and closing it stores the whole message
+//! before its `thread.item.done` goes out.
+
+use super::run::{Run, Stop};
+use crate::protocol::{
+    AssistantContent, AssistantMessage, IdKind, ItemKind, ItemUpdate, ThreadItem,
+    ThreadStreamEvent, Timestamp, new_id, text,
+};
+
+/// The assistant message being streamed.
+pub(super) struct Draft {
+    pub(super) item: ThreadItem,
+    pub(super) text: String,
+}
+
+impl Run<'_> {
+    pub(super) async fn push_text(&mut self, mut delta: String) -> Result<(), Stop> {
+        text::scrub_in_place(&mut delta);
+        if !self.first_token_seen {
+            self.first_token_seen = true;
+            crate::metrics::get()
+                .time_to_first_token
+                .observe(self.started.elapsed().as_secs_f64());
+        }
+        if self.draft.is_none() {
+            let item = ThreadItem {
+                id: new_id(IdKind::Message),
+                thread_id: self.input.thread.id.clone(),
+                created_at: Timestamp::now(),
+                kind: ItemKind::AssistantMessage(AssistantMessage::default()),
+            };
+            let item_id = item.id.clone();
+            self.draft = Some(Draft {
+                item: item.clone(),
+                text: String::new(),
+            });
+            self.emit(ThreadStreamEvent::ItemAdded { item }).await?;
+            self.emit(ThreadStreamEvent::ItemUpdated {
+                item_id,
+                update: ItemUpdate::ContentPartAdded {
+                    content_index: 0,
+                    content: AssistantContent::text(""),
+                },
+            })
+            .await?;
+        }
+        let Some(draft) = self.draft.as_mut() else {
+            return Ok(());
+        };
+        draft.text.push_str(&delta);
+        let item_id = draft.item.id.clone();
+        self.emit(ThreadStreamEvent::ItemUpdated {
+            item_id,
+            update: ItemUpdate::TextDelta {
+                content_index: 0,
+                delta,
+            },
+        })
+        .await
+    }
+
+    /// Closes the streamed message: part done, stored, item done.
+    pub(super) async fn finish_draft(&mut self) -> Result<(), Stop> {
+        let Some(draft) = self.draft.take() else {
+            return Ok(());
+        };
+        let item = finished_item(draft);
+        let ItemKind::AssistantMessage(message) = &item.kind else {
+            return Ok(());
+        };
+        let part = message.content.first().cloned().unwrap_or_default();
+        self.emit(ThreadStreamEvent::ItemUpdated {
+            item_id: item.id.clone(),
+            update: ItemUpdate::ContentPartDone {
+                content_index: 0,
+                content: part,
+            },
+        })
+        .await?;
+        if let Err(e) = self
+            .agent
+            .store
+            .add_item(&self.input.identity.user_id, &item)
+            .await
+        {
+            return self.fail_store(e).await;
+        }
+        self.emit(ThreadStreamEvent::ItemDone { item }).await
+    }
+}
+
+/// The draft as a complete assistant message.
+pub(super) fn finished_item(draft: Draft) -> ThreadItem {
+    let mut item = draft.item;
+    item.kind = ItemKind::AssistantMessage(AssistantMessage {
+        content: vec![AssistantContent::text(draft.text)],
+    });
+    item
+}
