@@ -1,0 +1,283 @@
+//! Dispatch: one function per ChatKit request type, onto the store and the agent.
+//! The requests that start a run live in `runs.rs`; this file holds the
+//! dispatcher, the reads and edits answered with one JSON document, and the
+//! errors they share.
+//!
+//! Everything that can fail before the first event (unknown thread, invalid
+//! retry target, busy thread) fails here with a [`ChatKitError`], so the HTTP
+//! layer can answer with a precise status instead of a cut stream. A streaming
+//! request then hands its run to a spawned task: the run goes on, and persists
+//! what it produced, even if the client disconnects.
+
+use std::sync::Arc;
+
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::task::TaskTracker;
+
+use crate::agent::Agent;
+use crate::auth::Identity;
+use crate::limits::RunSlots;
+use crate::protocol::{
+    FeedbackParams, ItemKind, ItemsListParams, ListParams, Page, Request, Thread,
+    ThreadStreamEvent, ThreadUpdateParams, text,
+};
+use crate::store::{PageRequest, Store, StoreError};
+
+mod runs;
+
+/// Page size when a request gives none (or 0), as the reference does.
+pub const DEFAULT_PAGE_SIZE: u32 = 20;
+/// Largest page served; larger requests are capped.
+pub const MAX_PAGE_SIZE: u32 = 100;
+/// Events buffered between a run and a slow client.
+const STREAM_BUFFER: usize = 64;
+
+/// A request refused before any event was streamed.
+#[derive(Debug, Error)]
+pub enum ChatKitError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The thread is locked or closed, or busy beyond the lock timeout.
+    #[error("{0}")]
+    Conflict(String),
+    /// The user already has as many answers streaming as allowed.
+    #[error("{0}")]
+    TooManyRuns(String),
+    #[error("{0}")]
+    NotImplemented(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ChatKitError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound(what) => ChatKitError::NotFound(what),
+            StoreError::InvalidCursor(why) => {
+                ChatKitError::BadRequest(format!("invalid `after`: {why}"))
+            }
+            StoreError::Busy(thread) => ChatKitError::Conflict(format!(
+                "thread {thread} is still busy with another response; try again shortly"
+            )),
+            other => ChatKitError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// The answer to a request.
+#[derive(Debug)]
+pub enum Response {
+    /// One serialized JSON document (field order as declared, as the reference writes it).
+    Json(String),
+    Stream(EventStream),
+}
+
+/// The events of a streaming response. Dropping it (the client went away)
+/// cancels the run, which then persists what it has.
+#[derive(Debug)]
+pub struct EventStream {
+    pub events: mpsc::Receiver<ThreadStreamEvent>,
+    _cancel_on_drop: DropGuard,
+}
+
+/// The ChatKit server: the store, the agent, and the runs in flight.
+pub struct ChatKit {
+    store: Arc<dyn Store>,
+    agent: Arc<Agent>,
+    runs: TaskTracker,
+    /// Answers streaming at once, per user.
+    slots: RunSlots,
+    /// Cancelled at shutdown once the grace period is over; every run's token
+    /// is a child of it.
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for ChatKit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatKit").finish_non_exhaustive()
+    }
+}
+
+impl ChatKit {
+    /// A server answering from `store` with `agent`, allowing each user
+    /// `max_runs_per_user` answers at once (0: no limit).
+    pub fn new(store: Arc<dyn Store>, agent: Arc<Agent>, max_runs_per_user: u32) -> ChatKit {
+        ChatKit {
+            store,
+            agent,
+            runs: TaskTracker::new(),
+            slots: RunSlots::new(max_runs_per_user),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// The store, for readiness checks.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Refuses new runs, waits up to `grace` for runs in flight, then cancels
+    /// the rest (they persist their partial answers) and waits for them.
+    pub async fn drain(&self, grace: std::time::Duration) {
+        self.runs.close();
+        if tokio::time::timeout(grace, self.runs.wait()).await.is_err() {
+            tracing::warn!(
+                runs = self.runs.len(),
+                "cancelling runs still going after the shutdown grace"
+            );
+            self.shutdown.cancel();
+            self.runs.wait().await;
+        }
+    }
+
+    /// Answers one request.
+    pub async fn handle(&self, ctx: &Identity, request: Request) -> Result<Response, ChatKitError> {
+        let user = ctx.user_id.as_str();
+        match request {
+            Request::ThreadsCreate(params) => self.create(ctx, params.input).await,
+            Request::ThreadsAddUserMessage(params) => {
+                let thread_id = params.thread_id.ok_or_else(|| {
+                    ChatKitError::BadRequest(
+                        "invalid params for threads.add_user_message: missing field `thread_id`"
+                            .into(),
+                    )
+                })?;
+                self.add_user_message(ctx, &thread_id, params.input).await
+            }
+            Request::ThreadsRetryAfterItem(params) => self.retry(ctx, params).await,
+            Request::ThreadsAddClientToolOutput(params) => {
+                self.client_tool_output(ctx, &params.thread_id, params.result)
+                    .await
+            }
+            Request::ThreadsAddStructuredInput(params) => {
+                let thread = self.store.load_thread(user, &params.thread_id).await?;
+                let item = self
+                    .store
+                    .load_item(user, &thread.id, &params.item_id)
+                    .await?;
+                match item.kind {
+                    ItemKind::StructuredInput { ref status, .. } if status == "pending" => {
+                        Err(ChatKitError::NotImplemented(
+                            "structured input is not supported by this server yet".into(),
+                        ))
+                    }
+                    _ => Err(ChatKitError::BadRequest(format!(
+                        "item {} is not a pending structured input",
+                        item.id
+                    ))),
+                }
+            }
+            Request::ThreadsCustomAction(params) | Request::ThreadsSyncCustomAction(params) => {
+                self.custom_action(ctx, params).await
+            }
+            Request::ThreadsGetById(params) => {
+                let thread = self.store.load_thread(user, &params.thread_id).await?;
+                let page = PageRequest {
+                    limit: DEFAULT_PAGE_SIZE,
+                    order: crate::protocol::Order::Asc,
+                    after: None,
+                };
+                let items = self.store.list_items(user, &thread.id, &page).await?;
+                json(&Thread::from_metadata(&thread, items))
+            }
+            Request::ThreadsList(ListParams {
+                limit,
+                order,
+                after,
+            }) => {
+                let page = PageRequest {
+                    limit: page_size(limit)?,
+                    order,
+                    after,
+                };
+                let threads = self.store.list_threads(user, &page).await?;
+                json(&threads.map(|t| Thread::from_metadata(&t, Page::default())))
+            }
+            Request::ThreadsUpdate(ThreadUpdateParams { thread_id, title }) => {
+                if title.chars().count() > 1000 {
+                    return Err(ChatKitError::BadRequest(
+                        "a title is at most 1000 characters".into(),
+                    ));
+                }
+                let mut thread = self.store.load_thread(user, &thread_id).await?;
+                thread.title = Some(text::scrub(&title).into_owned());
+                self.store.save_thread(user, &thread).await?;
+                json(&Thread::from_metadata(&thread, Page::default()))
+            }
+            Request::ThreadsDelete(params) => {
+                if !self.store.delete_thread(user, &params.thread_id).await? {
+                    return Err(ChatKitError::NotFound(format!(
+                        "thread {}",
+                        params.thread_id
+                    )));
+                }
+                Ok(Response::Json("{}".to_owned()))
+            }
+            Request::ItemsList(ItemsListParams {
+                thread_id,
+                limit,
+                order,
+                after,
+            }) => {
+                let page = PageRequest {
+                    limit: page_size(limit)?,
+                    order,
+                    after,
+                };
+                json(&self.store.list_items(user, &thread_id, &page).await?)
+            }
+            Request::ItemsFeedback(FeedbackParams {
+                thread_id,
+                item_ids,
+                kind,
+            }) => {
+                self.store
+                    .add_feedback(user, &thread_id, &item_ids, kind)
+                    .await?;
+                Ok(Response::Json("{}".to_owned()))
+            }
+            Request::AttachmentsCreate(_) | Request::AttachmentsDelete(_) => Err(
+                ChatKitError::NotImplemented("attachments are not enabled on this server".into()),
+            ),
+            Request::InputTranscribe(_) => Err(ChatKitError::NotImplemented(
+                "voice transcription is not enabled on this server".into(),
+            )),
+        }
+    }
+}
+
+/// Validates a requested page size: absent or 0 means the default; negative
+/// is refused; large ones are capped.
+fn page_size(limit: Option<i64>) -> Result<u32, ChatKitError> {
+    match limit {
+        None | Some(0) => Ok(DEFAULT_PAGE_SIZE),
+        Some(n) if n < 0 => Err(ChatKitError::BadRequest(format!(
+            "`limit` must not be negative (got {n})"
+        ))),
+        Some(n) => Ok(u32::try_from(n).unwrap_or(MAX_PAGE_SIZE).min(MAX_PAGE_SIZE)),
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<Response, ChatKitError> {
+    serde_json::to_string(value)
+        .map(Response::Json)
+        .map_err(|e| ChatKitError::Internal(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_sizes() {
+        assert_eq!(page_size(None).ok(), Some(20));
+        assert_eq!(page_size(Some(0)).ok(), Some(20));
+        assert_eq!(page_size(Some(7)).ok(), Some(7));
+        assert_eq!(page_size(Some(10_000)).ok(), Some(100));
+        assert!(page_size(Some(-1)).is_err());
+    }
+}

@@ -1,0 +1,283 @@
+//! The requests that start a run: a new thread, a new message, a retry, a
+//! client tool's output, a custom action. Each checks and stores what it can
+//! before the first event, so a refusal is a precise error rather than a cut
+//! stream, then holds the thread's run lock and a user's run slot for the
+//! spawned run.
+
+use serde_json::Value;
+use tracing::Instrument;
+
+use super::{ChatKit, ChatKitError, EventStream, Response, STREAM_BUFFER};
+use crate::agent::{EventSink, RunInput, RunOutcome};
+use crate::auth::Identity;
+use crate::limits::RunSlot;
+use crate::protocol::{
+    ActionParams, ClientToolCallStatus, IdKind, ItemKind, Page, RetryParams, Thread, ThreadItem,
+    ThreadMetadata, ThreadStatus, ThreadStreamEvent, Timestamp, UserMessage, UserMessageInput,
+    new_id, text,
+};
+use crate::store::{PageRequest, RunLock};
+
+impl ChatKit {
+    pub(super) async fn create(
+        &self,
+        ctx: &Identity,
+        input: UserMessageInput,
+    ) -> Result<Response, ChatKitError> {
+        check_input(&input)?;
+        let slot = self.run_slot(ctx)?;
+        let thread = ThreadMetadata::new(new_id(IdKind::Thread), Timestamp::now());
+        self.store.create_thread(&ctx.user_id, &thread).await?;
+        let lock = self.store.lock_thread(&thread.id).await?;
+        let created = ThreadStreamEvent::ThreadCreated {
+            thread: Thread::from_metadata(&thread, Page::default()),
+        };
+        let user_item = match self.store_user_message(ctx, &thread, input).await {
+            Ok(event) => event,
+            Err(e) => {
+                // Leave no empty thread behind a request that failed.
+                if let Err(cleanup) = self.store.delete_thread(&ctx.user_id, &thread.id).await {
+                    tracing::warn!(error = %cleanup, thread_id = %thread.id, "could not remove a thread whose first message failed");
+                }
+                return Err(e);
+            }
+        };
+        Ok(self.start_run(ctx, thread, (lock, slot), vec![created, user_item]))
+    }
+
+    pub(super) async fn add_user_message(
+        &self,
+        ctx: &Identity,
+        thread_id: &str,
+        input: UserMessageInput,
+    ) -> Result<Response, ChatKitError> {
+        check_input(&input)?;
+        let thread = self.open_thread(ctx, thread_id).await?;
+        let slot = self.run_slot(ctx)?;
+        let lock = self.store.lock_thread(&thread.id).await?;
+        let user_item = self.store_user_message(ctx, &thread, input).await?;
+        Ok(self.start_run(ctx, thread, (lock, slot), vec![user_item]))
+    }
+
+    pub(super) async fn retry(
+        &self,
+        ctx: &Identity,
+        params: RetryParams,
+    ) -> Result<Response, ChatKitError> {
+        let thread = self.open_thread(ctx, &params.thread_id).await?;
+        let slot = self.run_slot(ctx)?;
+        let lock = self.store.lock_thread(&thread.id).await?;
+        let item = self
+            .store
+            .load_item(&ctx.user_id, &thread.id, &params.item_id)
+            .await?;
+        if !matches!(item.kind, ItemKind::UserMessage(_)) {
+            return Err(ChatKitError::BadRequest(format!(
+                "item {} is a {}, not a user message: only a user message can be answered again",
+                item.id,
+                item.type_name()
+            )));
+        }
+        self.store
+            .delete_items_after(&ctx.user_id, &thread.id, &item.id)
+            .await?;
+        Ok(self.start_run(ctx, thread, (lock, slot), Vec::new()))
+    }
+
+    /// Protocol 4.3: completes the pending client tool call that ends the
+    /// thread and runs the agent again.
+    pub(super) async fn client_tool_output(
+        &self,
+        ctx: &Identity,
+        thread_id: &str,
+        result: Value,
+    ) -> Result<Response, ChatKitError> {
+        let thread = self.open_thread(ctx, thread_id).await?;
+        let slot = self.run_slot(ctx)?;
+        let lock = self.store.lock_thread(&thread.id).await?;
+        let newest = PageRequest {
+            limit: 1,
+            order: crate::protocol::Order::Desc,
+            after: None,
+        };
+        let last = self
+            .store
+            .list_items(&ctx.user_id, &thread.id, &newest)
+            .await?;
+        let Some(mut item) = last.data.into_iter().next() else {
+            return Err(no_pending_call(thread_id));
+        };
+        match &mut item.kind {
+            ItemKind::ClientToolCall(call) if call.status == ClientToolCallStatus::Pending => {
+                call.status = ClientToolCallStatus::Completed;
+                call.output = Some(result);
+            }
+            _ => return Err(no_pending_call(thread_id)),
+        }
+        self.store.save_item(&ctx.user_id, &item).await?;
+        Ok(self.start_run(ctx, thread, (lock, slot), Vec::new()))
+    }
+
+    pub(super) async fn custom_action(
+        &self,
+        ctx: &Identity,
+        params: ActionParams,
+    ) -> Result<Response, ChatKitError> {
+        let thread = self
+            .store
+            .load_thread(&ctx.user_id, &params.thread_id)
+            .await?;
+        if let Some(item_id) = &params.item_id {
+            let item = self
+                .store
+                .load_item(&ctx.user_id, &thread.id, item_id)
+                .await?;
+            if !matches!(item.kind, ItemKind::Widget { .. }) {
+                return Err(ChatKitError::BadRequest(format!(
+                    "item {item_id} is a {}, not a widget: only widgets send actions",
+                    item.type_name()
+                )));
+            }
+        }
+        Err(ChatKitError::NotImplemented(format!(
+            "no handler is configured for the widget action {:?}",
+            params.action.kind
+        )))
+    }
+
+    /// One of the user's answer slots, or a refusal before anything is stored.
+    pub(super) fn run_slot(&self, ctx: &Identity) -> Result<RunSlot, ChatKitError> {
+        self.slots.try_acquire(&ctx.user_id).ok_or_else(|| {
+            ChatKitError::TooManyRuns(
+                "you already have as many answers in progress as allowed; wait for one to finish"
+                    .to_owned(),
+            )
+        })
+    }
+
+    /// Loads a thread that accepts new runs.
+    pub(super) async fn open_thread(
+        &self,
+        ctx: &Identity,
+        thread_id: &str,
+    ) -> Result<ThreadMetadata, ChatKitError> {
+        let thread = self.store.load_thread(&ctx.user_id, thread_id).await?;
+        match &thread.status {
+            ThreadStatus::Active => Ok(thread),
+            ThreadStatus::Locked { reason } | ThreadStatus::Closed { reason } => {
+                Err(ChatKitError::Conflict(format!(
+                    "thread {thread_id} does not accept messages{}",
+                    reason
+                        .as_deref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
+                )))
+            }
+        }
+    }
+
+    /// Stores the user's message before anything reaches the model.
+    pub(super) async fn store_user_message(
+        &self,
+        ctx: &Identity,
+        thread: &ThreadMetadata,
+        input: UserMessageInput,
+    ) -> Result<ThreadStreamEvent, ChatKitError> {
+        let mut item = ThreadItem {
+            id: new_id(IdKind::Message),
+            thread_id: thread.id.clone(),
+            created_at: Timestamp::now(),
+            kind: ItemKind::UserMessage(UserMessage {
+                content: input.content,
+                attachments: Vec::new(),
+                quoted_text: input.quoted_text,
+                inference_options: input.inference_options,
+            }),
+        };
+        // What the stream echoes must be exactly what every store keeps.
+        scrub_item(&mut item);
+        self.store.add_item(&ctx.user_id, &item).await?;
+        Ok(ThreadStreamEvent::ItemDone { item })
+    }
+
+    /// Spawns the run; its events follow `first` on the returned stream.
+    pub(super) fn start_run(
+        &self,
+        ctx: &Identity,
+        thread: ThreadMetadata,
+        (lock, slot): (RunLock, RunSlot),
+        first: Vec<ThreadStreamEvent>,
+    ) -> Response {
+        let (sink, events) = EventSink::channel(STREAM_BUFFER);
+        let cancel = self.shutdown.child_token();
+        let agent = self.agent.clone();
+        let input = RunInput {
+            identity: ctx.clone(),
+            thread,
+        };
+        let run_cancel = cancel.clone();
+        let shutdown = self.shutdown.clone();
+        // A child of the request's span: the run's log lines carry the
+        // request id and the thread id.
+        let span = tracing::info_span!("run", thread_id = %input.thread.id);
+        let run = async move {
+            // Held until the run has persisted everything, cancellation included.
+            let _lock = lock;
+            let _slot = slot;
+            for event in first {
+                if sink.send(event).await.is_err() {
+                    run_cancel.cancel();
+                    break;
+                }
+            }
+            let thread_id = input.thread.id.clone();
+            let outcome = agent.run(input, &sink, &run_cancel).await;
+            match outcome {
+                RunOutcome::Completed => tracing::debug!(%thread_id, "run completed"),
+                RunOutcome::Failed => tracing::info!(%thread_id, "run ended with an error event"),
+                RunOutcome::Cancelled => {
+                    tracing::info!(%thread_id, "run cancelled; partial answer kept")
+                }
+            }
+            if outcome == RunOutcome::Cancelled && shutdown.is_cancelled() {
+                // Still connected: end the stream with a reason, not a cut.
+                let _ = sink
+                    .send(ThreadStreamEvent::custom_error(
+                        "The server is restarting and stopped this answer; what was written so far is kept.",
+                        true,
+                    ))
+                    .await;
+            }
+        };
+        self.runs.spawn(run.instrument(span));
+        Response::Stream(EventStream {
+            events,
+            _cancel_on_drop: cancel.drop_guard(),
+        })
+    }
+}
+
+/// Replaces U+0000 in an item's text (see [`text`]).
+fn scrub_item(item: &mut ThreadItem) {
+    if let Ok(mut value) = serde_json::to_value(&*item) {
+        text::scrub_value(&mut value);
+        if let Ok(clean) = serde_json::from_value(value) {
+            *item = clean;
+        }
+    }
+}
+
+fn check_input(input: &UserMessageInput) -> Result<(), ChatKitError> {
+    if !input.attachments.is_empty() {
+        return Err(ChatKitError::BadRequest(
+            "attachments are not enabled on this server; send the message without them".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn no_pending_call(thread_id: &str) -> ChatKitError {
+    ChatKitError::BadRequest(format!(
+        "thread {thread_id} has no pending client tool call to complete"
+    ))
+}
