@@ -168,8 +168,8 @@ async fn check_auth(config: &Config) -> Line {
     }
     match auth.mode {
         AuthMode::None => {
-            let listen = config.listen_addr();
-            if !listen.ip().is_loopback() && !auth.allow_insecure_none_auth {
+            let listen = config.server.listen;
+            if !auth.permits_listen(listen) {
                 return Line::new(Status::Fail, "auth", "none").since(started).detail(format!(
                     "mode = \"none\" on the non-loopback {listen}: `serve` refuses this; configure mode = \"jwt\""
                 ));
@@ -229,9 +229,9 @@ async fn fetch_jwks(url: &str) -> Result<usize, String> {
 /// Connects, pings and compares the applied migrations with this build's.
 async fn check_store(config: &Config) -> Line {
     let started = Instant::now();
-    let url = config.store_url();
-    let line = Line::new(Status::Ok, "store", redact_url(&url));
-    if let Some(file) = sqlite_file(&url)
+    let url = &config.store.url;
+    let line = Line::new(Status::Ok, "store", url.to_string());
+    if let Some(file) = url.sqlite_file()
         && !file.exists()
     {
         // Connecting would create it: say what `serve` will do instead.
@@ -258,7 +258,7 @@ async fn check_store(config: &Config) -> Line {
     }
     // One connection, not the daemon's pools: it fails at once with the
     // real reason (a pool retries until its acquire timeout).
-    let applied = match applied_migrations(&url).await {
+    let applied = match applied_migrations(&url.connect_url()).await {
         Ok(applied) => applied,
         Err(e) => {
             return Line {
@@ -269,10 +269,10 @@ async fn check_store(config: &Config) -> Line {
             .detail(e);
         }
     };
-    let migrator = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        &POSTGRES_MIGRATIONS
-    } else {
+    let migrator = if url.is_sqlite() {
         &SQLITE_MIGRATIONS
+    } else {
+        &POSTGRES_MIGRATIONS
     };
     let known: Vec<i64> = migrator
         .iter()
@@ -304,18 +304,6 @@ async fn check_store(config: &Config) -> Line {
             "{n} migration(s) pending and migrate_on_start = false: run `chatkitd migrate`"
         )),
     }
-}
-
-/// The file of a SQLite URL (`None` for other databases and `:memory:`).
-fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = rest.split('?').next().unwrap_or(rest);
-    if path.is_empty() || path.starts_with(":memory:") {
-        return None;
-    }
-    Some(std::path::PathBuf::from(path))
 }
 
 /// Connects, pings, and reads the versions recorded in `_sqlx_migrations`

@@ -26,7 +26,7 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{McpScope, McpServerConfig};
+use crate::config::{InjectSource, McpScope, McpServerConfig};
 use instance::{CallFailure, Events, ToolsChanged};
 use pool::{Pool, PoolLimits};
 use process::Launch;
@@ -386,9 +386,10 @@ impl McpManager {
             Err(message) => return outcome(format!("Error: {message}"), true),
         };
         for (parameter, source) in &server.config.inject {
-            // `user.id` is the only source (validated at load).
-            debug_assert_eq!(source, "user.id");
-            arguments.insert(parameter.clone(), Value::String(user.to_owned()));
+            let value = match source {
+                InjectSource::UserId => Value::String(user.to_owned()),
+            };
+            arguments.insert(parameter.clone(), value);
         }
         let deadline = tokio::time::Instant::now() + server.config.call_timeout;
         let lease = match server.pool_for(user).lease(deadline).await {
