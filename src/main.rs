@@ -157,11 +157,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store.migrate().await?;
             store.close().await;
             let mut out = std::io::stdout().lock();
-            writeln!(
-                out,
-                "migrations applied to {}",
-                config.store.url
-            )?;
+            writeln!(out, "migrations applied to {}", config.store.url)?;
         }
         Command::Chat { thread, user, .. } => {
             let app = App::build(config).await?;

@@ -108,15 +108,15 @@ impl<'a> Document<'a> {
 }
 
 fn line_at(text: &str, offset: usize) -> usize {
-    text.get(..offset)
-        .unwrap_or(text)
-        .matches('\n')
-        .count()
-        + 1
+    text.get(..offset).unwrap_or(text).matches('\n').count() + 1
 }
 
 /// The dotted key of the innermost value written at exactly `span`.
-fn key_of_value(table: &DeTable<'_>, span: &Range<usize>, keys: &mut Vec<String>) -> Option<String> {
+fn key_of_value(
+    table: &DeTable<'_>,
+    span: &Range<usize>,
+    keys: &mut Vec<String>,
+) -> Option<String> {
     let mut found = None;
     for (key, value) in table.iter() {
         keys.push(key.get_ref().to_string());
@@ -159,7 +159,10 @@ mod tests {
         let document = Document::parse(TEXT, "agent.toml").expect("parses");
         assert_eq!(document.key_line(&["server", "listen"]), Some(2));
         assert_eq!(document.key_line(&["mcp_servers", "tasks"]), Some(4));
-        assert_eq!(document.key_line(&["mcp_servers", "tasks", "env", "K"]), Some(7));
+        assert_eq!(
+            document.key_line(&["mcp_servers", "tasks", "env", "K"]),
+            Some(7)
+        );
         assert_eq!(document.key_line(&["mcp_servers", "tasks", "cwd"]), None);
         assert_eq!(document.key_line(&["llm", "model"]), None);
     }

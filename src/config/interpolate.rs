@@ -209,11 +209,17 @@ mod tests {
             expand_str("<${QUOTED}>", &env),
             Ok(Some(r#"<a "quoted" \path\ 'x'>"#.to_owned()))
         );
-        assert_eq!(expand_str("${NOPE:-x:-y}", &env), Ok(Some("x:-y".to_owned())));
+        assert_eq!(
+            expand_str("${NOPE:-x:-y}", &env),
+            Ok(Some("x:-y".to_owned()))
+        );
         // Set but empty is set: the default is for unset variables.
         assert_eq!(expand_str("${EMPTY:-d}", &env), Ok(Some(String::new())));
         assert_eq!(expand_str("no reference", &env), Ok(None));
-        assert_eq!(expand_str("a ${QUOTED", &env), Err(ExpandError::Unterminated));
+        assert_eq!(
+            expand_str("a ${QUOTED", &env),
+            Err(ExpandError::Unterminated)
+        );
         assert_eq!(
             expand_str("${NOPE}", &env),
             Err(ExpandError::Unset("NOPE".to_owned()))

@@ -23,8 +23,8 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use document::Document;
-use interpolate::Expansions;
 pub use interpolate::Env;
+use interpolate::Expansions;
 pub use schema::{
     AgentConfig, AuthConfig, AuthMode, Config, DEFAULT_OPENAI_BASE_URL, InjectSource, KeySource,
     KeySourceError, LimitsConfig, LlmConfig, McpScope, McpServerConfig, ServerConfig, StoreConfig,
@@ -179,8 +179,14 @@ mod tests {
     #[test]
     fn empty_file_gets_working_defaults() {
         let config = load("", &[]).expect("defaults are valid");
-        assert_eq!(config.server.listen, SocketAddr::from(([127, 0, 0, 1], 8000)));
-        assert_eq!(StoreConfig::default().url.to_string(), "sqlite://chatkitd.db");
+        assert_eq!(
+            config.server.listen,
+            SocketAddr::from(([127, 0, 0, 1], 8000))
+        );
+        assert_eq!(
+            StoreConfig::default().url.to_string(),
+            "sqlite://chatkitd.db"
+        );
         assert_eq!(config.store.url.connect_url(), "sqlite://./chatkitd.db");
         assert_eq!(config.server.max_body_bytes, 10 * 1024 * 1024);
         assert!(config.llm.api_key.is_none());
@@ -195,7 +201,10 @@ mod tests {
         assert_eq!(config.llm.base_url, "http://localhost:11434/v1");
         assert_eq!(config.llm.api_key.as_deref(), Some("sk-x"));
         let config = load("", &[("DATABASE_URL", "postgres://db/x")]).expect("valid");
-        assert_eq!(config.store.url, StoreUrl::Postgres("postgres://db/x".to_owned()));
+        assert_eq!(
+            config.store.url,
+            StoreUrl::Postgres("postgres://db/x".to_owned())
+        );
     }
 
     #[test]
@@ -244,9 +253,17 @@ mod tests {
         assert_eq!(config.llm.model, "42");
         // A written string stays one.
         let err = load("[limits]\nburst = \"7\"\n", &[]).expect_err("a string");
-        assert!(err.to_string().starts_with("agent.toml:2: `limits.burst`: "), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("agent.toml:2: `limits.burst`: "),
+            "{err}"
+        );
         let err = load("[limits]\nburst = \"${B}\"\n", &[("B", "many")]).expect_err("no number");
-        assert!(err.to_string().starts_with("agent.toml:2: `limits.burst`: "), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("agent.toml:2: `limits.burst`: "),
+            "{err}"
+        );
         let err = load("[server]\nlisten = \"${PORT}\"\n", &[("PORT", "8000")]).expect_err("port");
         assert_eq!(
             err.to_string(),
@@ -300,7 +317,8 @@ mod tests {
         assert!(err.to_string().contains("modle"), "{err}");
         let err = load(&format!("{head}call_timeout = 5\n"), &[]).expect_err("bad type");
         assert!(
-            err.to_string().starts_with("agent.toml:7: `mcp_servers.x.call_timeout`: "),
+            err.to_string()
+                .starts_with("agent.toml:7: `mcp_servers.x.call_timeout`: "),
             "{err}"
         );
         let err = load("[mcp_servers.x]\nargs = []\n", &[]).expect_err("no command");
@@ -312,7 +330,10 @@ mod tests {
     fn inject_sources_are_an_enum() {
         let text = "[mcp_servers.x]\ncommand = \"x\"\n\ninject = { user_id = \"user.id\" }\n";
         let config = load(text, &[]).expect("valid");
-        assert_eq!(config.mcp_servers["x"].inject["user_id"], InjectSource::UserId);
+        assert_eq!(
+            config.mcp_servers["x"].inject["user_id"],
+            InjectSource::UserId
+        );
         let text = "[mcp_servers.x]\ncommand = \"x\"\n\ninject = { user_id = \"user.name\" }\n";
         let err = load(text, &[]).expect_err("unknown source");
         let err = err.to_string();
@@ -320,7 +341,10 @@ mod tests {
             err.starts_with("agent.toml:4: `mcp_servers.x.inject.user_id`: "),
             "{err}"
         );
-        assert!(err.contains("user.name") && err.contains("`user.id`"), "{err}");
+        assert!(
+            err.contains("user.name") && err.contains("`user.id`"),
+            "{err}"
+        );
     }
 
     #[test]

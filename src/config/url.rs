@@ -93,9 +93,7 @@ impl StoreUrl {
     /// The SQLite database file; `None` for PostgreSQL and `:memory:`.
     pub fn sqlite_file(&self) -> Option<&Path> {
         match self {
-            StoreUrl::Sqlite { path, .. }
-                if !path.as_os_str().is_empty() && !is_memory(path) =>
-            {
+            StoreUrl::Sqlite { path, .. } if !path.as_os_str().is_empty() && !is_memory(path) => {
                 Some(path)
             }
             _ => None,
@@ -187,7 +185,10 @@ mod tests {
             Some(Path::new("/etc/chatkitd/chatkitd.db"))
         );
         let url = parse("sqlite:data/c.db?mode=rwc").resolved_against(dir);
-        assert_eq!(url.connect_url(), "sqlite:///etc/chatkitd/data/c.db?mode=rwc");
+        assert_eq!(
+            url.connect_url(),
+            "sqlite:///etc/chatkitd/data/c.db?mode=rwc"
+        );
         for kept in [
             "sqlite:///var/lib/c.db",
             "sqlite::memory:",
