@@ -3,7 +3,7 @@
 //! placed here: a byte span becomes a line, a key path becomes the line that
 //! sets it, and a value's span becomes the key it belongs to.
 //!
-//! What the values mean is not known here: see [`super::schema`].
+//! What the values mean is not known here: see `schema.rs`.
 
 use std::ops::Range;
 

@@ -1,11 +1,12 @@
 //! `agent.toml`: loading, environment overrides and the error type. A file
 //! goes through four steps, one module each:
 //!
-//! 1. [`document`]: parsed as TOML, every key and value with its position;
-//! 2. [`interpolate`]: `${VAR}` and `${VAR:-default}` expanded in string values;
-//! 3. [`schema`]: read into typed sections (addresses, store URLs and inject
-//!    sources are parsed here), then overridden from the environment;
-//! 4. [`validate`]: the rules types cannot say.
+//! 1. `document.rs`: parsed as TOML, every key and value with its position;
+//! 2. `interpolate.rs`: `${VAR}` and `${VAR:-default}` expanded in string values;
+//! 3. `schema.rs`: read into typed sections (addresses, store URLs and inject
+//!    sources are parsed here, `url.rs` holds the store URL), then overridden
+//!    from the environment;
+//! 4. `validate.rs`: the rules types cannot say.
 //!
 //! A bad file is refused at start with the file, the line, the key and the
 //! reason. Every value has a default except what only the deployment can know,
@@ -32,20 +33,23 @@ pub use schema::{
 pub use url::{StoreUrl, StoreUrlError, redact_url};
 
 /// A configuration that could not be loaded.
-/// A configuration that could not be loaded.
 #[derive(Debug, Error)]
 pub enum ConfigError {
+    /// The file (or the prompt file it names) cannot be read.
     #[error("{path}: cannot read: {source}")]
     Read {
         path: String,
         source: std::io::Error,
     },
+    /// Not TOML, a misspelt key, or an unset environment variable.
     #[error("{path}:{line}: {message}")]
     Parse {
         path: String,
         line: usize,
         message: String,
     },
+    /// A value its key does not accept; `line` is where the file sets it,
+    /// when it does.
     #[error("{path}{}: `{key}`: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
     Invalid {
         path: String,
