@@ -65,7 +65,7 @@ impl Dialect {
         let pool = match self {
             Dialect::Postgres => options.connect(&url.connect_url()).await?,
             Dialect::Sqlite => {
-                // A file is created when missing, unless the URL sets its own mode.
+                // A missing file is created, unless the URL brings options of its own.
                 let url = match url {
                     StoreUrl::Sqlite { query: None, .. } if url.sqlite_file().is_some() => {
                         format!("{}?mode=rwc", url.connect_url())
