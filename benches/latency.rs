@@ -61,8 +61,8 @@ async fn run_backend(name: &str, store_url: &str, options: &Options) {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = Config::from_toml("", "bench.toml", dir.path().to_path_buf(), &|_| None)
         .expect("default config");
-    config.server.listen = "127.0.0.1:0".into();
-    config.store.url = store_url.into();
+    config.server.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    config.store.url = store_url.parse().expect("a store URL");
     config.store.max_connections = 32;
     config.llm.base_url = llm.base_url();
     config.llm.api_key = Some("bench".into());

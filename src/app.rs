@@ -134,11 +134,8 @@ impl App {
     /// development auth mode is refused on a non-loopback address unless
     /// `allow_insecure_none_auth` says otherwise.
     pub async fn bind(&self, listen: Option<SocketAddr>) -> Result<TcpListener, StartError> {
-        let addr = listen.unwrap_or_else(|| self.config.listen_addr());
-        if self.auth.is_development()
-            && !addr.ip().is_loopback()
-            && !self.config.auth.allow_insecure_none_auth
-        {
+        let addr = listen.unwrap_or(self.config.server.listen);
+        if !self.config.auth.permits_listen(addr) {
             return Err(StartError::InsecureAuth(addr));
         }
         TcpListener::bind(addr)
@@ -267,10 +264,6 @@ impl App {
 
 /// Connects to the configured store without migrating it.
 pub async fn connect_store(config: &Config) -> Result<SqlStore, StoreError> {
-    let options = SqlStoreOptions {
-        max_connections: config.store.max_connections,
-        max_concurrent_runs: config.store.max_concurrent_runs,
-        lock_timeout: config.store.lock_timeout,
-    };
-    SqlStore::connect(&config.store_url(), &options).await
+    let options = SqlStoreOptions::from(&config.store);
+    SqlStore::connect(&config.store.url.connect_url(), &options).await
 }

@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use chatkitd::app::{App, connect_store};
-use chatkitd::cli::{self, chat::ChatEnd, redact_url};
+use chatkitd::cli::{self, chat::ChatEnd};
 use chatkitd::config::Config;
 
 /// Log filter of `serve` and `migrate` when `CHATKITD_LOG` is unset.
@@ -157,11 +157,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store.migrate().await?;
             store.close().await;
             let mut out = std::io::stdout().lock();
-            writeln!(
-                out,
-                "migrations applied to {}",
-                redact_url(&config.store_url())
-            )?;
+            writeln!(out, "migrations applied to {}", config.store.url)?;
         }
         Command::Chat { thread, user, .. } => {
             let app = App::build(config).await?;

@@ -16,7 +16,7 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde_json::{Map, Value};
 use thiserror::Error;
 
-use crate::config::{AuthConfig, AuthMode};
+use crate::config::{AuthConfig, AuthMode, KeySource};
 use jwks::Jwks;
 
 /// The verified caller.
@@ -159,41 +159,42 @@ impl Authenticator {
                     .collect::<Result<Vec<_>, _>>()?,
             ),
         };
-        let keys = if let Some(secret) = &jwt.secret {
-            let key = DecodingKey::from_secret(secret.as_bytes());
-            Keys::Static(VerifyingKey {
-                algorithms: family_algorithms(key.family()),
-                key,
-            })
-        } else if let Some(file) = &jwt.public_key_file {
-            let path = base_dir.join(file);
-            let pem = std::fs::read(&path).map_err(|source| AuthSetupError::Read {
-                path: path.display().to_string(),
-                source,
-            })?;
-            let key = DecodingKey::from_rsa_pem(&pem)
-                .or_else(|_| DecodingKey::from_ec_pem(&pem))
-                .or_else(|_| DecodingKey::from_ed_pem(&pem))
-                .map_err(|e| {
-                    AuthSetupError::Key(format!(
-                        "{}: not an RSA, EC or Ed25519 public key in PEM form ({e})",
-                        path.display()
-                    ))
+        let source = jwt
+            .key_source()
+            .map_err(|e| AuthSetupError::Key(e.to_string()))?;
+        let keys = match source {
+            KeySource::Secret(secret) => {
+                let key = DecodingKey::from_secret(secret.as_bytes());
+                Keys::Static(VerifyingKey {
+                    algorithms: family_algorithms(key.family()),
+                    key,
+                })
+            }
+            KeySource::PublicKeyFile(file) => {
+                let path = base_dir.join(file);
+                let pem = std::fs::read(&path).map_err(|source| AuthSetupError::Read {
+                    path: path.display().to_string(),
+                    source,
                 })?;
-            Keys::Static(VerifyingKey {
-                algorithms: family_algorithms(key.family()),
-                key,
-            })
-        } else if let Some(url) = &jwt.jwks_url {
-            Keys::Jwks(Jwks::new(
-                url.clone(),
+                let key = DecodingKey::from_rsa_pem(&pem)
+                    .or_else(|_| DecodingKey::from_ec_pem(&pem))
+                    .or_else(|_| DecodingKey::from_ed_pem(&pem))
+                    .map_err(|e| {
+                        AuthSetupError::Key(format!(
+                            "{}: not an RSA, EC or Ed25519 public key in PEM form ({e})",
+                            path.display()
+                        ))
+                    })?;
+                Keys::Static(VerifyingKey {
+                    algorithms: family_algorithms(key.family()),
+                    key,
+                })
+            }
+            KeySource::JwksUrl(url) => Keys::Jwks(Jwks::new(
+                url.to_owned(),
                 jwt.jwks_cache_ttl,
                 jwt.jwks_min_refresh_interval,
-            ))
-        } else {
-            return Err(AuthSetupError::Key(
-                "mode = \"jwt\" needs secret, public_key_file or jwks_url".to_owned(),
-            ));
+            )),
         };
         Ok(Authenticator {
             mode: Arc::new(Mode::Jwt(Box::new(JwtVerifier {

@@ -175,8 +175,8 @@ async fn check_auth(config: &Config) -> Line {
         }
         .detail(reason),
         Ok(KeyProbe::Development { user }) => {
-            let listen = config.listen_addr();
-            if !listen.ip().is_loopback() && !auth.allow_insecure_none_auth {
+            let listen = config.server.listen;
+            if !auth.permits_listen(listen) {
                 return Line {
                     status: Status::Fail,
                     ..line
@@ -202,9 +202,9 @@ async fn check_auth(config: &Config) -> Line {
 /// Connects, pings and compares the applied migrations with this build's.
 async fn check_store(config: &Config) -> Line {
     let started = Instant::now();
-    let url = config.store_url();
-    let line = Line::new(Status::Ok, "store", redact_url(&url));
-    if let Some(file) = sqlite_file(&url)
+    let url = &config.store.url;
+    let line = Line::new(Status::Ok, "store", url.to_string());
+    if let Some(file) = url.sqlite_file()
         && !file.exists()
     {
         // Connecting would create it: say what `serve` will do instead.
@@ -222,11 +222,11 @@ async fn check_store(config: &Config) -> Line {
             .detail("the database does not exist yet and migrate_on_start = false: run `chatkitd migrate`"),
             _ => line.detail(format!(
                 "the database does not exist yet; `serve` creates it and applies {} migration(s)",
-                schema::migrations_for(&url)
+                schema::migrations_for(url)
             )),
         };
     }
-    let status = schema::inspect(&url, Duration::from_secs(30)).await;
+    let status = schema::inspect(url, Duration::from_secs(30)).await;
     let line = line.since(started);
     let status = match status {
         Ok(status) => status,
@@ -261,18 +261,6 @@ async fn check_store(config: &Config) -> Line {
             "{n} migration(s) pending and migrate_on_start = false: run `chatkitd migrate`"
         )),
     }
-}
-
-/// The file of a SQLite URL (`None` for other databases and `:memory:`).
-fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = rest.split('?').next().unwrap_or(rest);
-    if path.is_empty() || path.starts_with(":memory:") {
-        return None;
-    }
-    Some(std::path::PathBuf::from(path))
 }
 
 /// Starts every server (concurrently) and fetches its tool list.

@@ -20,6 +20,7 @@ use thiserror::Error;
 use crate::app::StartError;
 use crate::chatkit::ChatKitError;
 use crate::config::ConfigError;
+pub use crate::config::redact_url;
 use crate::store::StoreError;
 
 /// Why a terminal command could not do its work (not a failed check or a
@@ -39,35 +40,6 @@ pub enum CliError {
     /// The command line asks for something impossible.
     #[error("{0}")]
     Usage(String),
-}
-
-/// A URL without its password (in the user-info part or a `password=`
-/// query parameter), for messages.
-pub fn redact_url(url: &str) -> String {
-    let mut out = url.to_owned();
-    if let Some(scheme) = out.find("://") {
-        let authority_end = out[scheme + 3..]
-            .find(['/', '?', '#'])
-            .map_or(out.len(), |i| scheme + 3 + i);
-        if let Some(at) = out[scheme + 3..authority_end].rfind('@') {
-            let at = scheme + 3 + at;
-            if let Some(colon) = out[scheme + 3..at].find(':') {
-                out.replace_range(scheme + 3 + colon + 1..at, "***");
-            }
-        }
-    }
-    if let Some(query) = out.find('?') {
-        let (head, params) = out.split_at(query + 1);
-        let params: Vec<String> = params
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
-                _ => pair.to_owned(),
-            })
-            .collect();
-        out = format!("{head}{}", params.join("&"));
-    }
-    out
 }
 
 /// The symbols tool lines are drawn with: Unicode when the locale says the
@@ -117,28 +89,6 @@ pub fn one_line(text: &str, max: usize, ellipsis: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact_url("postgres://app:s3cret@db:5432/chat"),
-            "postgres://app:***@db:5432/chat"
-        );
-        assert_eq!(
-            redact_url("postgres://app@db/chat?sslmode=require&password=x"),
-            "postgres://app@db/chat?sslmode=require&password=***"
-        );
-        assert_eq!(
-            redact_url("sqlite:///srv/chatkitd.db"),
-            "sqlite:///srv/chatkitd.db"
-        );
-        assert_eq!(
-            redact_url("https://api.example.com/v1"),
-            "https://api.example.com/v1"
-        );
-        // An `@` after the authority is not a password separator.
-        assert_eq!(redact_url("http://host/v1/a:b@c"), "http://host/v1/a:b@c");
-    }
 
     #[test]
     fn lines_are_flattened_and_cut() {

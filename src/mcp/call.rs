@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use super::instance::CallFailure;
 use super::manager::McpManager;
 use super::{ToolOutcome, tools};
+use crate::config::InjectSource;
 
 impl McpManager {
     /// Runs one call of `server`'s tool `tool` (its own name, not the
@@ -83,9 +84,10 @@ impl McpManager {
             Err(message) => return outcome(format!("Error: {message}"), true),
         };
         for (parameter, source) in &server.config.inject {
-            // `user.id` is the only source (validated at load).
-            debug_assert_eq!(source, "user.id");
-            arguments.insert(parameter.clone(), Value::String(user.to_owned()));
+            let value = match source {
+                InjectSource::UserId => Value::String(user.to_owned()),
+            };
+            arguments.insert(parameter.clone(), value);
         }
         let deadline = tokio::time::Instant::now() + server.config.call_timeout;
         let lease = match server.pool_for(user).lease(deadline).await {

@@ -10,6 +10,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
 use super::StoreResult;
+use crate::config::StoreUrl;
 
 /// The database behind a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,11 +21,10 @@ pub enum Dialect {
 
 impl Dialect {
     /// The dialect a URL names.
-    pub fn of_url(url: &str) -> Dialect {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Dialect::Postgres
-        } else {
-            Dialect::Sqlite
+    pub fn of(url: &StoreUrl) -> Dialect {
+        match url {
+            StoreUrl::Postgres(_) => Dialect::Postgres,
+            StoreUrl::Sqlite { .. } => Dialect::Sqlite,
         }
     }
 
@@ -53,19 +53,21 @@ impl Dialect {
     }
 
     /// Opens a pool of `max` connections, creating a SQLite file if missing.
-    pub async fn connect(self, url: &str, max: u32) -> StoreResult<AnyPool> {
+    pub async fn connect(self, url: &StoreUrl, max: u32) -> StoreResult<AnyPool> {
         install_default_drivers();
         let options = AnyPoolOptions::new()
             .max_connections(max)
             .acquire_timeout(Duration::from_secs(30))
             .idle_timeout(Duration::from_secs(300));
         let pool = match self {
-            Dialect::Postgres => options.connect(url).await?,
+            Dialect::Postgres => options.connect(&url.connect_url()).await?,
             Dialect::Sqlite => {
-                let url = if url.contains('?') || url.contains(":memory:") {
-                    url.to_owned()
-                } else {
-                    format!("{url}?mode=rwc")
+                // A missing file is created, unless the URL brings options of its own.
+                let url = match url {
+                    StoreUrl::Sqlite { query: None, .. } if url.sqlite_file().is_some() => {
+                        format!("{}?mode=rwc", url.connect_url())
+                    }
+                    _ => url.connect_url(),
                 };
                 options
                     .after_connect(|conn, _meta| {

@@ -10,6 +10,7 @@ use sqlx::{AnyPool, Connection};
 
 use super::dialect::Dialect;
 use super::{StoreError, StoreResult};
+use crate::config::StoreUrl;
 
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -47,19 +48,20 @@ pub(super) async fn migrate(dialect: Dialect, pool: &AnyPool) -> StoreResult<()>
 }
 
 /// How many migrations a new, empty database at `url` would get.
-pub fn migrations_for(url: &str) -> usize {
-    known_versions(Dialect::of_url(url)).len()
+pub fn migrations_for(url: &StoreUrl) -> usize {
+    known_versions(Dialect::of(url)).len()
 }
 
 /// Compares the database at `url` with this build's migrations through one
 /// connection, not a pool: it fails at once with the real reason (a pool
 /// retries until its acquire timeout), within `timeout`. Nothing is written;
 /// a SQLite file that does not exist is not created.
-pub async fn inspect(url: &str, timeout: Duration) -> StoreResult<SchemaStatus> {
+pub async fn inspect(url: &StoreUrl, timeout: Duration) -> StoreResult<SchemaStatus> {
     sqlx::any::install_default_drivers();
-    let dialect = Dialect::of_url(url);
+    let dialect = Dialect::of(url);
+    let connect_url = url.connect_url();
     let mut connection =
-        match tokio::time::timeout(timeout, sqlx::AnyConnection::connect(url)).await {
+        match tokio::time::timeout(timeout, sqlx::AnyConnection::connect(&connect_url)).await {
             Ok(Ok(connection)) => connection,
             Ok(Err(e)) => return Err(StoreError::Unavailable(format!("cannot connect: {e}"))),
             Err(_) => {

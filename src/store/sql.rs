@@ -12,9 +12,10 @@ use sqlx::{AnyPool, AssertSqlSafe, Row};
 use super::dialect::Dialect;
 use super::locks::{AdvisoryGuard, LocalLocks, RunLock};
 use super::{PageRequest, Store, StoreError, StoreResult};
+use crate::config::{StoreConfig, StoreUrl, StoreUrlError};
 use crate::protocol::{FeedbackKind, Order, Page, ThreadItem, ThreadMetadata, Timestamp, text};
 
-/// Pool sizes and timeouts of a [`SqlStore`].
+/// Pool sizes and timeouts of a [`SqlStore`]; the defaults are `[store]`'s.
 #[derive(Debug, Clone)]
 pub struct SqlStoreOptions {
     pub max_connections: u32,
@@ -23,13 +24,19 @@ pub struct SqlStoreOptions {
     pub lock_timeout: Duration,
 }
 
+impl From<&StoreConfig> for SqlStoreOptions {
+    fn from(config: &StoreConfig) -> Self {
+        SqlStoreOptions {
+            max_connections: config.max_connections,
+            max_concurrent_runs: config.max_concurrent_runs,
+            lock_timeout: config.lock_timeout,
+        }
+    }
+}
+
 impl Default for SqlStoreOptions {
     fn default() -> Self {
-        SqlStoreOptions {
-            max_connections: 16,
-            max_concurrent_runs: 64,
-            lock_timeout: Duration::from_secs(120),
-        }
+        SqlStoreOptions::from(&StoreConfig::default())
     }
 }
 
@@ -54,12 +61,16 @@ pub struct SqlStore {
 }
 
 impl SqlStore {
-    /// Connects without touching the schema.
+    /// Connects without touching the schema. `url` is a store URL as in
+    /// `[store] url`, its SQLite path already resolved.
     pub async fn connect(url: &str, options: &SqlStoreOptions) -> StoreResult<SqlStore> {
-        let dialect = Dialect::of_url(url);
-        let pool = dialect.connect(url, options.max_connections).await?;
+        let url: StoreUrl = url
+            .parse()
+            .map_err(|e: StoreUrlError| sqlx::Error::Configuration(e.into()))?;
+        let dialect = Dialect::of(&url);
+        let pool = dialect.connect(&url, options.max_connections).await?;
         let lock_pool = match dialect {
-            Dialect::Postgres => Some(dialect.connect(url, options.max_concurrent_runs).await?),
+            Dialect::Postgres => Some(dialect.connect(&url, options.max_concurrent_runs).await?),
             Dialect::Sqlite => None,
         };
         Ok(SqlStore {

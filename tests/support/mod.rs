@@ -69,9 +69,9 @@ pub async fn fresh_store_url(backend: Backend, dir: &std::path::Path) -> String 
 pub fn test_config(store_url: &str, llm_base_url: &str, dir: PathBuf) -> Config {
     let mut config =
         Config::from_toml("", "test.toml", dir, &|_| None).expect("defaults are valid");
-    config.server.listen = "127.0.0.1:0".to_owned();
+    config.server.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     config.server.shutdown_grace = Duration::from_secs(5);
-    config.store.url = store_url.to_owned();
+    config.store.url = store_url.parse().expect("a store URL");
     config.store.lock_timeout = Duration::from_secs(30);
     config.llm.base_url = llm_base_url.to_owned();
     config.llm.api_key = Some("test-key".to_owned());

@@ -1,0 +1,404 @@
+//! `agent.toml`: loading, environment overrides and the error type. A file
+//! goes through four steps, one module each:
+//!
+//! 1. `document.rs`: parsed as TOML, every key and value with its position;
+//! 2. `interpolate.rs`: `${VAR}` and `${VAR:-default}` expanded in string values;
+//! 3. `schema.rs`: read into typed sections (addresses, store URLs and inject
+//!    sources are parsed here, `url.rs` holds the store URL), then overridden
+//!    from the environment;
+//! 4. `validate.rs`: the rules types cannot say.
+//!
+//! A bad file is refused at start with the file, the line, the key and the
+//! reason. Every value has a default except what only the deployment can know,
+//! so the shipped `agent.toml` runs on SQLite with no other service.
+
+mod document;
+mod interpolate;
+mod schema;
+mod url;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use document::Document;
+pub use interpolate::Env;
+use interpolate::Expansions;
+pub use schema::{
+    AgentConfig, AuthConfig, AuthMode, Config, DEFAULT_OPENAI_BASE_URL, InjectSource, KeySource,
+    KeySourceError, LimitsConfig, LlmConfig, McpScope, McpServerConfig, ServerConfig, StoreConfig,
+};
+pub use url::{StoreUrl, StoreUrlError, redact_url};
+
+/// A configuration that could not be loaded.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file (or the prompt file it names) cannot be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// Not TOML, a misspelt key, or an unset environment variable.
+    #[error("{path}:{line}: {message}")]
+    Parse {
+        path: String,
+        line: usize,
+        message: String,
+    },
+    /// A value its key does not accept; `line` is where the file sets it,
+    /// when it does.
+    #[error("{path}{}: `{key}`: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Invalid {
+        path: String,
+        line: Option<usize>,
+        key: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads, interpolates, overrides from the environment and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        Config::from_toml(&text, &path.display().to_string(), base_dir, &|name| {
+            std::env::var(name).ok()
+        })
+    }
+
+    /// Parses configuration text. `env` looks up environment variables, so
+    /// tests never touch the process environment.
+    pub fn from_toml(
+        text: &str,
+        path: &str,
+        base_dir: PathBuf,
+        env: Env<'_>,
+    ) -> Result<Config, ConfigError> {
+        let document = Document::parse(text, path)?;
+        let expansions = interpolate::expand(&document, env)?;
+        let mut config = read(&document, &expansions)?;
+        config.apply_env(path, env)?;
+        // The one place a relative SQLite path meets the config file's directory.
+        config.store.url = config.store.url.resolved_against(&base_dir);
+        config.base_dir = base_dir;
+        validate::validate(&config, &document)?;
+        Ok(config)
+    }
+
+    /// `DATABASE_URL`, `OPENAI_API_KEY` and `OPENAI_BASE_URL` win over the
+    /// file when set and not empty.
+    fn apply_env(&mut self, path: &str, env: Env<'_>) -> Result<(), ConfigError> {
+        let set = |name: &str| env(name).filter(|v| !v.is_empty());
+        if let Some(url) = set("DATABASE_URL") {
+            self.store.url = url.parse().map_err(|e| ConfigError::Invalid {
+                path: path.to_owned(),
+                line: None,
+                key: "store.url".to_owned(),
+                message: format!("DATABASE_URL {url:?}: {e}"),
+            })?;
+        }
+        if let Some(key) = set("OPENAI_API_KEY") {
+            self.llm.api_key = Some(key);
+        }
+        if let Some(base) = set("OPENAI_BASE_URL") {
+            self.llm.base_url = base;
+        }
+        if self.llm.api_key.as_deref() == Some("") {
+            self.llm.api_key = None;
+        }
+        Ok(())
+    }
+
+    /// The system prompt: the instructions file's text, or a plain default.
+    pub fn system_prompt(&self) -> Result<String, ConfigError> {
+        match &self.agent.instructions {
+            None => Ok(format!("You are {}, a helpful assistant.", self.agent.name)),
+            Some(file) => {
+                let full = self.base_dir.join(file);
+                std::fs::read_to_string(&full).map_err(|source| ConfigError::Read {
+                    path: full.display().to_string(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+/// Reads the expanded document into the schema. A string that held a
+/// reference is read as the number or boolean it spells where the key wants
+/// one, so `max_turns = "${TURNS:-8}"` works.
+fn read(document: &Document<'_>, expansions: &Expansions) -> Result<Config, ConfigError> {
+    let mut root = document.root().clone();
+    expansions.apply(root.get_mut());
+    let mut coerced: Option<toml::de::Error> = None;
+    loop {
+        let error = match Config::deserialize(toml::de::Deserializer::from(root.clone())) {
+            Ok(config) => return Ok(config),
+            Err(error) => error,
+        };
+        // Refused as a number too: what the schema said of the string is the
+        // better message (e.g. `listen = "${PORT}"`).
+        if let Some(first) = coerced.take()
+            && first.span() == error.span()
+        {
+            return Err(document.error(&first));
+        }
+        match error.span() {
+            Some(span) if expansions.coerce(root.get_mut(), &span) => coerced = Some(error),
+            _ => return Err(document.error(&error)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+
+    fn load_in(dir: &str, text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_toml(text, "agent.toml", PathBuf::from(dir), &move |name| {
+            vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+    }
+
+    fn load(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        load_in(".", text, vars)
+    }
+
+    #[test]
+    fn empty_file_gets_working_defaults() {
+        let config = load("", &[]).expect("defaults are valid");
+        assert_eq!(
+            config.server.listen,
+            SocketAddr::from(([127, 0, 0, 1], 8000))
+        );
+        assert_eq!(
+            StoreConfig::default().url.to_string(),
+            "sqlite://chatkitd.db"
+        );
+        assert_eq!(config.store.url.connect_url(), "sqlite://./chatkitd.db");
+        assert_eq!(config.server.max_body_bytes, 10 * 1024 * 1024);
+        assert!(config.llm.api_key.is_none());
+    }
+
+    #[test]
+    fn interpolates_and_environment_overrides() {
+        let text = "[llm]\nmodel = \"${MODEL}\"\nbase_url = \"${BASE:-http://localhost:11434/v1}\"\n# api_key = \"${UNSET}\"\n";
+        let config =
+            load(text, &[("MODEL", "llama\"3"), ("OPENAI_API_KEY", "sk-x")]).expect("valid");
+        assert_eq!(config.llm.model, "llama\"3");
+        assert_eq!(config.llm.base_url, "http://localhost:11434/v1");
+        assert_eq!(config.llm.api_key.as_deref(), Some("sk-x"));
+        let config = load("", &[("DATABASE_URL", "postgres://db/x")]).expect("valid");
+        assert_eq!(
+            config.store.url,
+            StoreUrl::Postgres("postgres://db/x".to_owned())
+        );
+    }
+
+    #[test]
+    fn the_environment_wins_over_the_file() {
+        let text = "[store]\nurl = \"sqlite://file.db\"\n[llm]\napi_key = \"from-file\"\nbase_url = \"http://file/v1\"\n";
+        let config = load(text, &[]).expect("valid");
+        assert_eq!(config.llm.api_key.as_deref(), Some("from-file"));
+        let vars = [
+            ("DATABASE_URL", "sqlite://env.db"),
+            ("OPENAI_API_KEY", "from-env"),
+            ("OPENAI_BASE_URL", "http://env/v1"),
+        ];
+        let config = load_in("/srv", text, &vars).expect("valid");
+        assert_eq!(config.store.url.connect_url(), "sqlite:///srv/env.db");
+        assert_eq!(config.llm.api_key.as_deref(), Some("from-env"));
+        assert_eq!(config.llm.base_url, "http://env/v1");
+        // Set but empty is not set.
+        let config = load(text, &[("OPENAI_API_KEY", "")]).expect("valid");
+        assert_eq!(config.llm.api_key.as_deref(), Some("from-file"));
+        let err = load("", &[("DATABASE_URL", "mysql://db")]).expect_err("bad url");
+        assert_eq!(
+            err.to_string(),
+            "agent.toml: `store.url`: DATABASE_URL \"mysql://db\": must start with sqlite:, postgres:// or postgresql://"
+        );
+    }
+
+    #[test]
+    fn interpolated_values_are_literal() {
+        let text = "[agent]\nname = \"${NAME}\" # ${NOT_READ}\n[mcp_servers.x]\ncommand = \"x\"\nargs = [\"${ARG}\"]\nenv = { K = '${V:-a \"b\" \\c}' }\n";
+        let name = r#"Tom "the \n bot" \"#;
+        let config = load(text, &[("NAME", name), ("ARG", "--flag=\"1\"")]).expect("valid");
+        assert_eq!(config.agent.name, name);
+        let server = &config.mcp_servers["x"];
+        assert_eq!(server.args, ["--flag=\"1\""]);
+        assert_eq!(server.env["K"], r#"a "b" \c"#);
+    }
+
+    #[test]
+    fn interpolated_strings_become_numbers_where_a_key_wants_one() {
+        let text = "[limits]\nburst = \"${BURST:-7}\"\n[llm]\ntemperature = \"${T}\"\nstream_usage = \"${USAGE}\"\nmodel = \"${MODEL}\"\n";
+        let vars = [("T", "0.5"), ("USAGE", "false"), ("MODEL", "42")];
+        let config = load(text, &vars).expect("valid");
+        assert_eq!(config.limits.burst, 7);
+        assert_eq!(config.llm.temperature, Some(0.5));
+        assert!(!config.llm.stream_usage);
+        assert_eq!(config.llm.model, "42");
+        // A written string stays one.
+        let err = load("[limits]\nburst = \"7\"\n", &[]).expect_err("a string");
+        assert!(
+            err.to_string()
+                .starts_with("agent.toml:2: `limits.burst`: "),
+            "{err}"
+        );
+        let err = load("[limits]\nburst = \"${B}\"\n", &[("B", "many")]).expect_err("no number");
+        assert!(
+            err.to_string()
+                .starts_with("agent.toml:2: `limits.burst`: "),
+            "{err}"
+        );
+        let err = load("[server]\nlisten = \"${PORT}\"\n", &[("PORT", "8000")]).expect_err("port");
+        assert_eq!(
+            err.to_string(),
+            "agent.toml:2: `server.listen`: \"8000\" is not HOST:PORT with a numeric host"
+        );
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let err = load("[llm]\nmodel = \"${NOPE}\"\n", &[]).expect_err("unset");
+        assert_eq!(
+            err.to_string(),
+            "agent.toml:2: environment variable NOPE is not set (use ${NOPE:-default} for a fallback)"
+        );
+        let err = load("[server]\nlisten = \"localhost\"\n", &[]).expect_err("bad addr");
+        assert_eq!(
+            err.to_string(),
+            "agent.toml:2: `server.listen`: \"localhost\" is not HOST:PORT with a numeric host"
+        );
+        let err = load("[server]\nmax_body_bytes = \"big\"\n", &[]).expect_err("bad type");
+        assert!(err.to_string().starts_with("agent.toml:2: "), "{err}");
+        let err = load("[llm]\nmodle = \"x\"\n", &[]).expect_err("typo");
+        assert!(err.to_string().contains("modle"), "{err}");
+        assert!(err.to_string().starts_with("agent.toml:2: "), "{err}");
+        let err = load("[store]\nurl = \"mysql://x\"\n", &[]).expect_err("bad url");
+        assert!(err.to_string().contains("store.url"), "{err}");
+        assert!(err.to_string().starts_with("agent.toml:2: "), "{err}");
+    }
+
+    #[test]
+    fn errors_deep_in_the_file_name_their_line() {
+        let head = "[llm]\nmodel = \"m\"\n\n# tools\n[mcp_servers.x]\ncommand = \"x\"\n";
+        let err = load(&format!("{head}min_idle = 9\n"), &[]).expect_err("too many");
+        assert_eq!(
+            err.to_string(),
+            "agent.toml:7: `mcp_servers.x.min_idle`: must not exceed max_instances (4)"
+        );
+        let err = load(&format!("{head}max_instances = 0\n"), &[]).expect_err("none");
+        assert_eq!(
+            err.to_string(),
+            "agent.toml:7: `mcp_servers.x.max_instances`: must be at least 1"
+        );
+        // Broken by a default: the server's table is the place.
+        let err = load(&format!("{head}startup_timeout = \"0s\"\n"), &[]).expect_err("zero");
+        assert_eq!(
+            err.to_string(),
+            "agent.toml:5: `mcp_servers.x.call_timeout`: timeouts must be positive"
+        );
+        let err = load(&format!("{head}min_idle = 0\nmodle = 1\n"), &[]).expect_err("typo");
+        assert!(err.to_string().starts_with("agent.toml:8: "), "{err}");
+        assert!(err.to_string().contains("modle"), "{err}");
+        let err = load(&format!("{head}call_timeout = 5\n"), &[]).expect_err("bad type");
+        assert!(
+            err.to_string()
+                .starts_with("agent.toml:7: `mcp_servers.x.call_timeout`: "),
+            "{err}"
+        );
+        let err = load("[mcp_servers.x]\nargs = []\n", &[]).expect_err("no command");
+        assert!(err.to_string().contains("`mcp_servers.x`"), "{err}");
+        assert!(err.to_string().contains("command"), "{err}");
+    }
+
+    #[test]
+    fn inject_sources_are_an_enum() {
+        let text = "[mcp_servers.x]\ncommand = \"x\"\n\ninject = { user_id = \"user.id\" }\n";
+        let config = load(text, &[]).expect("valid");
+        assert_eq!(
+            config.mcp_servers["x"].inject["user_id"],
+            InjectSource::UserId
+        );
+        let text = "[mcp_servers.x]\ncommand = \"x\"\n\ninject = { user_id = \"user.name\" }\n";
+        let err = load(text, &[]).expect_err("unknown source");
+        let err = err.to_string();
+        assert!(
+            err.starts_with("agent.toml:4: `mcp_servers.x.inject.user_id`: "),
+            "{err}"
+        );
+        assert!(
+            err.contains("user.name") && err.contains("`user.id`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn jwt_needs_exactly_one_key_source() {
+        let secret = "s".repeat(32);
+        let one = format!("[auth]\nmode = \"jwt\"\nsecret = \"{secret}\"\n");
+        let config = load(&one, &[]).expect("valid");
+        assert_eq!(config.auth.key_source(), Ok(KeySource::Secret(&secret)));
+        let two = format!("{one}jwks_url = \"https://idp/jwks\"\n");
+        let err = load(&two, &[]).expect_err("two sources");
+        assert_eq!(
+            err.to_string(),
+            "agent.toml:2: `auth.mode`: mode = \"jwt\" needs exactly one of secret, public_key_file or jwks_url"
+        );
+        let err = load("[auth]\nmode = \"jwt\"\n", &[]).expect_err("no source");
+        assert!(err.to_string().contains("exactly one"), "{err}");
+    }
+
+    #[test]
+    fn development_auth_stays_on_loopback() {
+        let mut auth = AuthConfig::default();
+        let public = SocketAddr::from(([0, 0, 0, 0], 8000));
+        assert!(auth.permits_listen(SocketAddr::from(([127, 0, 0, 1], 8000))));
+        assert!(!auth.permits_listen(public));
+        auth.allow_insecure_none_auth = true;
+        assert!(auth.permits_listen(public));
+        auth.allow_insecure_none_auth = false;
+        auth.mode = AuthMode::Jwt;
+        assert!(auth.permits_listen(public));
+    }
+
+    #[test]
+    fn relative_sqlite_paths_resolve_against_the_config_dir() {
+        let config = load_in("/etc/chatkitd", "", &[]).expect("valid");
+        assert_eq!(
+            config.store.url.connect_url(),
+            "sqlite:///etc/chatkitd/chatkitd.db"
+        );
+        let text = "[store]\nurl = \"sqlite:///var/lib/c.db\"\n";
+        let config = load_in("/etc/chatkitd", text, &[]).expect("valid");
+        assert_eq!(config.store.url.connect_url(), "sqlite:///var/lib/c.db");
+    }
+
+    #[test]
+    fn the_shipped_file_loads() {
+        let dir = env!("CARGO_MANIFEST_DIR");
+        let text = std::fs::read_to_string(Path::new(dir).join("agent.toml")).expect("shipped");
+        let config = load_in(dir, &text, &[("CHATKITD_REQUESTS_PER_MINUTE", "60")])
+            .expect("the shipped file is valid");
+        assert_eq!(config.limits.max_concurrent_runs_per_user, 4);
+        assert_eq!(config.limits.requests_per_minute_per_user, 60);
+    }
+}

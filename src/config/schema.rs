@@ -1,0 +1,414 @@
+//! The schema of `agent.toml`: one struct per section, with the defaults that
+//! make an empty file a working SQLite setup, and the few rules other modules
+//! share (which JWT key source is configured, where the development auth mode
+//! may listen).
+//!
+//! Parsing, interpolation and validation are not here: see [`super`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use thiserror::Error;
+
+use super::url::StoreUrl;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub llm: LlmConfig,
+    #[serde(default)]
+    pub agent: AgentConfig,
+    /// `[mcp_servers.NAME]`: tool servers, by name.
+    #[serde(default)]
+    pub mcp_servers: BTreeMap<String, McpServerConfig>,
+    /// The directory of the configuration file; relative paths resolve against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `[server]`: the HTTP listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    #[serde(deserialize_with = "socket_address")]
+    pub listen: SocketAddr,
+    /// Path of the ChatKit endpoint.
+    pub path: String,
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// How long runs in flight may go on after a shutdown signal.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Browser origins allowed to call the endpoint from another origin
+    /// (CORS); none by default. `["*"]` allows any origin.
+    pub cors_allowed_origins: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            path: "/api/chatkit".to_owned(),
+            max_body_bytes: 10 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(30),
+            cors_allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// `[store]`: where threads live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sqlite://PATH` (relative to the config file) or `postgres://…`.
+    /// The environment variable `DATABASE_URL` overrides it.
+    pub url: StoreUrl,
+    /// Apply pending migrations when `serve` starts.
+    pub migrate_on_start: bool,
+    /// Connections for queries.
+    pub max_connections: u32,
+    /// Postgres only: connections that hold a run's per-thread advisory lock,
+    /// which bounds the runs one replica executes at once.
+    pub max_concurrent_runs: u32,
+    /// How long a run waits for another run on the same thread to finish.
+    #[serde(with = "humantime_serde")]
+    pub lock_timeout: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: StoreUrl::Sqlite {
+                path: PathBuf::from("chatkitd.db"),
+                query: None,
+            },
+            migrate_on_start: true,
+            max_connections: 16,
+            max_concurrent_runs: 64,
+            lock_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// `[auth]`: who the caller is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    /// The single user of `mode = "none"`.
+    pub dev_user: String,
+    /// Allow `mode = "none"` on a non-loopback address (you almost certainly
+    /// do not want this).
+    pub allow_insecure_none_auth: bool,
+    /// `jwt`: shared secret for HS256/384/512.
+    pub secret: Option<String>,
+    /// `jwt`: PEM file with an RSA or EC public key (RS*, PS*, ES*).
+    pub public_key_file: Option<PathBuf>,
+    /// `jwt`: URL of a JWKS document (keys chosen by `kid`).
+    pub jwks_url: Option<String>,
+    /// `jwt`: required `iss`, when set.
+    pub issuer: Option<String>,
+    /// `jwt`: required `aud` (one of these), when set.
+    pub audience: Option<Vec<String>>,
+    /// `jwt`: the claim that holds the user id.
+    pub user_claim: String,
+    /// `jwt`: clock skew allowed on `exp` and `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// `jwt`: the algorithms accepted; by default every one the key type allows.
+    pub algorithms: Option<Vec<String>>,
+    /// `jwt`: claims offered to the system prompt as `{{user.name}}` and
+    /// `{{user.email}}`; never used for identity.
+    pub name_claim: String,
+    pub email_claim: String,
+    /// `jwt`: how long fetched JWKS keys are used before they are fetched again.
+    #[serde(with = "humantime_serde")]
+    pub jwks_cache_ttl: Duration,
+    /// `jwt`: the shortest interval between two JWKS fetches caused by
+    /// unknown `kid`s, so bad tokens cannot make the daemon hammer the issuer.
+    #[serde(with = "humantime_serde")]
+    pub jwks_min_refresh_interval: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            mode: AuthMode::None,
+            dev_user: "dev".to_owned(),
+            allow_insecure_none_auth: false,
+            secret: None,
+            public_key_file: None,
+            jwks_url: None,
+            issuer: None,
+            audience: None,
+            user_claim: "sub".to_owned(),
+            leeway: Duration::from_secs(30),
+            algorithms: None,
+            name_claim: "name".to_owned(),
+            email_claim: "email".to_owned(),
+            jwks_cache_ttl: Duration::from_secs(600),
+            jwks_min_refresh_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How requests are authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// Development only: every request acts as `dev_user`.
+    None,
+    /// A bearer JWT on every request; no valid token, no access.
+    Jwt,
+}
+
+/// Where `mode = "jwt"` finds the key that verifies tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource<'a> {
+    /// A shared HMAC secret.
+    Secret(&'a str),
+    /// A PEM public key file, relative to the config file's directory.
+    PublicKeyFile(&'a Path),
+    /// A JWKS document, keys chosen by `kid`.
+    JwksUrl(&'a str),
+}
+
+/// `[auth]` names no key source, or more than one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("mode = \"jwt\" needs exactly one of secret, public_key_file or jwks_url")]
+pub struct KeySourceError;
+
+impl AuthConfig {
+    /// The one key source configured for `mode = "jwt"`.
+    pub fn key_source(&self) -> Result<KeySource<'_>, KeySourceError> {
+        match (&self.secret, &self.public_key_file, &self.jwks_url) {
+            (Some(secret), None, None) => Ok(KeySource::Secret(secret)),
+            (None, Some(file), None) => Ok(KeySource::PublicKeyFile(file)),
+            (None, None, Some(url)) => Ok(KeySource::JwksUrl(url)),
+            _ => Err(KeySourceError),
+        }
+    }
+
+    /// Whether the daemon may listen on `addr` with this auth mode: the
+    /// development mode only on a loopback address, unless
+    /// `allow_insecure_none_auth` says otherwise.
+    pub fn permits_listen(&self, addr: SocketAddr) -> bool {
+        match self.mode {
+            AuthMode::Jwt => true,
+            AuthMode::None => addr.ip().is_loopback() || self.allow_insecure_none_auth,
+        }
+    }
+}
+
+/// `[limits]`: what keeps one user from hurting the others.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Answers one user may have streaming at once (0: no limit).
+    pub max_concurrent_runs_per_user: u32,
+    /// Requests one user may make per minute, in bursts up to `burst` (0: no limit).
+    pub requests_per_minute_per_user: u32,
+    pub burst: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_concurrent_runs_per_user: 4,
+            requests_per_minute_per_user: 120,
+            burst: 30,
+        }
+    }
+}
+
+/// `[llm]`: the OpenAI-compatible endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmConfig {
+    /// Base URL up to `/v1`. `OPENAI_BASE_URL` overrides it.
+    pub base_url: String,
+    /// Bearer key. `OPENAI_API_KEY` overrides it. Optional for local servers.
+    pub api_key: Option<String>,
+    pub model: String,
+    /// Sampling temperature; omitted from requests when unset.
+    pub temperature: Option<f32>,
+    /// Upper bound on tokens of one answer; omitted when unset.
+    pub max_tokens: Option<u32>,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long to wait for the response headers (the first byte).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Longest silence allowed between two chunks of a streamed answer.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Retries on 429, 5xx and connection failures, before the stream starts.
+    pub max_retries: u32,
+    /// Longest `Retry-After` honoured; a longer one fails the request at once.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_after: Duration,
+    /// Ask for token usage at the end of streams (`stream_options.include_usage`)
+    /// for the token metrics; turn off for a server that rejects the option.
+    pub stream_usage: bool,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        LlmConfig {
+            base_url: DEFAULT_OPENAI_BASE_URL.to_owned(),
+            api_key: None,
+            model: "gpt-4.1-mini".to_owned(),
+            temperature: None,
+            max_tokens: None,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            max_retries: 2,
+            max_retry_after: Duration::from_secs(20),
+            stream_usage: true,
+        }
+    }
+}
+
+/// OpenAI's own endpoint, which needs an API key.
+pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+
+/// `[agent]`: what the assistant is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    pub name: String,
+    /// Path of the system prompt (relative to the config file), read at start.
+    pub instructions: Option<PathBuf>,
+    /// Model calls allowed in one run (tool calls need more than one).
+    pub max_turns: u32,
+    /// Generate a short title after the first exchange of an untitled thread.
+    pub title_generation: bool,
+    /// Approximate token budget for the history sent to the model; the oldest
+    /// turns are left out first.
+    pub history_token_budget: usize,
+    /// Most stored items read back when building the history.
+    pub history_max_items: u32,
+    /// Tool results longer than this many bytes are cut, with a marker, before
+    /// the model reads them.
+    pub max_tool_output_bytes: usize,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            name: "Assistant".to_owned(),
+            instructions: None,
+            max_turns: 8,
+            title_generation: true,
+            history_token_budget: 24_000,
+            history_max_items: 400,
+            max_tool_output_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// `[mcp_servers.NAME]`: one stdio MCP server definition. `command`, `args`
+/// and `env` mean what they mean in other MCP clients' configuration files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpServerConfig {
+    /// The program; a path with a `/` is relative to the config file.
+    pub command: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// The child's whole environment besides `PATH` and `HOME`: the daemon's
+    /// own variables (and secrets) are not inherited.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory (relative to the config file); the config file's
+    /// directory by default.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    #[serde(default)]
+    pub scope: McpScope,
+    /// Instances kept started and idle (shared scope; per-user pools start on demand).
+    #[serde(default = "default_min_idle")]
+    pub min_idle: usize,
+    /// Most instances at once (per user for `per_user`); calls beyond wait.
+    #[serde(default = "default_max_instances")]
+    pub max_instances: usize,
+    /// Spawn plus MCP initialize.
+    #[serde(default = "default_startup_timeout", with = "humantime_serde")]
+    pub startup_timeout: Duration,
+    /// One tool call, including the wait for a free instance.
+    #[serde(default = "default_call_timeout", with = "humantime_serde")]
+    pub call_timeout: Duration,
+    /// Idle instances beyond `min_idle` are stopped after this long.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Only these tools are offered to the model (all when unset).
+    #[serde(default)]
+    pub enabled_tools: Option<Vec<String>>,
+    /// These tools are never offered.
+    #[serde(default)]
+    pub disabled_tools: Vec<String>,
+    /// Tool parameters the daemon fills in, hidden from the model:
+    /// parameter name → source.
+    #[serde(default)]
+    pub inject: BTreeMap<String, InjectSource>,
+}
+
+/// Whom one server instance serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum McpScope {
+    /// Instances serve every user.
+    #[default]
+    Shared,
+    /// An instance serves one user, whose id is in its environment as
+    /// `CHATKITD_USER_ID`.
+    PerUser,
+}
+
+/// What the daemon fills an injected tool parameter with. An unknown source
+/// is refused at load with the list of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum InjectSource {
+    /// `"user.id"`: the authenticated user's id.
+    #[serde(rename = "user.id")]
+    UserId,
+}
+
+fn default_min_idle() -> usize {
+    1
+}
+fn default_max_instances() -> usize {
+    4
+}
+fn default_startup_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_call_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+
+/// `[server] listen` as a socket address, refused with what is expected.
+fn socket_address<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse().map_err(|_| {
+        serde::de::Error::custom(format!("{text:?} is not HOST:PORT with a numeric host"))
+    })
+}

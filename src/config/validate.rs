@@ -1,0 +1,205 @@
+//! The rules a configuration must keep beyond its types: ranges, non-empty
+//! names, URL schemes, files that must exist, the JWT key source. Each
+//! broken rule is reported with the line of the key that breaks it.
+//!
+//! What parses into a typed field (addresses, store URLs, inject sources) is
+//! checked while reading the file, not here.
+
+use super::document::Document;
+use super::schema::{AuthMode, Config, McpServerConfig};
+use super::{ConfigError, KeySource};
+
+/// Checks every rule; the first broken one is the error.
+pub(super) fn validate(config: &Config, document: &Document<'_>) -> Result<(), ConfigError> {
+    let check = Check { config, document };
+    // In the order the rules were always checked, so a file with several
+    // faults reports the same one first.
+    check.server()?;
+    check.store()?;
+    check.llm()?;
+    check.max_turns()?;
+    check.auth()?;
+    check.cors()?;
+    for (name, server) in &config.mcp_servers {
+        check.mcp_server(name, server)?;
+    }
+    check.instructions()
+}
+
+struct Check<'c> {
+    config: &'c Config,
+    document: &'c Document<'c>,
+}
+
+impl Check<'_> {
+    /// A broken rule of `[section] key`, at the line that sets it, if any.
+    fn invalid(&self, section: &str, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.document.path().to_owned(),
+            line: self.document.key_line(&[section, key]),
+            key: format!("{section}.{key}"),
+            message: message.into(),
+        }
+    }
+
+    fn server(&self) -> Result<(), ConfigError> {
+        let server = &self.config.server;
+        if !server.path.starts_with('/') {
+            return Err(self.invalid("server", "path", "must start with `/`"));
+        }
+        if server.max_body_bytes < 1024 {
+            return Err(self.invalid("server", "max_body_bytes", "must be at least 1024"));
+        }
+        Ok(())
+    }
+
+    fn cors(&self) -> Result<(), ConfigError> {
+        for origin in &self.config.server.cors_allowed_origins {
+            if origin != "*" && !is_http_url(origin) {
+                return Err(self.invalid(
+                    "server",
+                    "cors_allowed_origins",
+                    format!("{origin:?} is not an origin like https://app.example.com"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn store(&self) -> Result<(), ConfigError> {
+        let store = &self.config.store;
+        if store.max_connections == 0 || store.max_concurrent_runs == 0 {
+            return Err(self.invalid("store", "max_connections", "pool sizes must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn llm(&self) -> Result<(), ConfigError> {
+        let llm = &self.config.llm;
+        if !is_http_url(&llm.base_url) {
+            return Err(self.invalid(
+                "llm",
+                "base_url",
+                format!("{:?} is not an http(s) URL", llm.base_url),
+            ));
+        }
+        if llm.model.trim().is_empty() {
+            return Err(self.invalid("llm", "model", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    fn max_turns(&self) -> Result<(), ConfigError> {
+        if self.config.agent.max_turns == 0 {
+            return Err(self.invalid("agent", "max_turns", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn instructions(&self) -> Result<(), ConfigError> {
+        let agent = &self.config.agent;
+        if let Some(instructions) = &agent.instructions {
+            let full = self.config.base_dir.join(instructions);
+            if !full.is_file() {
+                return Err(self.invalid(
+                    "agent",
+                    "instructions",
+                    format!("prompt file {} does not exist", full.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn auth(&self) -> Result<(), ConfigError> {
+        let auth = &self.config.auth;
+        if auth.mode == AuthMode::None {
+            if auth.dev_user.trim().is_empty() {
+                return Err(self.invalid("auth", "dev_user", "must not be empty"));
+            }
+            return Ok(());
+        }
+        let source = auth
+            .key_source()
+            .map_err(|e| self.invalid("auth", "mode", e.to_string()))?;
+        match source {
+            KeySource::Secret(secret) if secret.len() < 32 => {
+                return Err(self.invalid(
+                    "auth",
+                    "secret",
+                    "an HMAC secret must be at least 32 bytes",
+                ));
+            }
+            KeySource::Secret(_) => {}
+            KeySource::PublicKeyFile(file) => {
+                let full = self.config.base_dir.join(file);
+                if !full.is_file() {
+                    return Err(self.invalid(
+                        "auth",
+                        "public_key_file",
+                        format!("{} does not exist", full.display()),
+                    ));
+                }
+            }
+            KeySource::JwksUrl(url) if !is_http_url(url) => {
+                return Err(self.invalid(
+                    "auth",
+                    "jwks_url",
+                    format!("{url:?} is not an http(s) URL"),
+                ));
+            }
+            KeySource::JwksUrl(_) => {}
+        }
+        if auth.user_claim.trim().is_empty() {
+            return Err(self.invalid("auth", "user_claim", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    fn mcp_server(&self, name: &str, server: &McpServerConfig) -> Result<(), ConfigError> {
+        let section = format!("mcp_servers.{name}");
+        // A rule broken by a default (no such key) points at the server's table.
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: self.document.path().to_owned(),
+            line: self
+                .document
+                .key_line(&["mcp_servers", name, key])
+                .or_else(|| self.document.key_line(&["mcp_servers", name])),
+            key: format!("{section}.{key}"),
+            message,
+        };
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(invalid(
+                "",
+                "server names use only letters, digits, `_` and `-`".to_owned(),
+            ));
+        }
+        if server.command.trim().is_empty() {
+            return Err(invalid("command", "must not be empty".to_owned()));
+        }
+        if server.max_instances == 0 {
+            return Err(invalid("max_instances", "must be at least 1".to_owned()));
+        }
+        if server.min_idle > server.max_instances {
+            return Err(invalid(
+                "min_idle",
+                format!("must not exceed max_instances ({})", server.max_instances),
+            ));
+        }
+        if server.startup_timeout.is_zero() || server.call_timeout.is_zero() {
+            return Err(invalid(
+                "call_timeout",
+                "timeouts must be positive".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn is_http_url(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
+}
