@@ -7,9 +7,15 @@
 //! Items are stored whole (their JSON) plus the columns queries need, ordered by
 //! a store-wide monotonic sequence rather than by timestamps. Listings use
 //! keyset pagination on that sequence.
+//!
+//! Files: `sql.rs` (the implementation), `queries.rs` (its SQL texts),
+//! `dialect.rs` (what differs between the databases), `locks.rs` (one run per
+//! thread, across replicas on Postgres), `schema.rs` (migrations and their
+//! status). Only this module knows SQL, the migrations and sqlx.
 
 mod dialect;
 mod locks;
+mod queries;
 pub mod schema;
 pub mod sql;
 

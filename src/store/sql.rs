@@ -11,9 +11,10 @@ use sqlx::{AnyPool, AssertSqlSafe, Row};
 
 use super::dialect::Dialect;
 use super::locks::{AdvisoryGuard, LocalLocks, RunLock};
+use super::queries::{Queries, order_index, query};
 use super::{PageRequest, Store, StoreError, StoreResult};
 use crate::config::{StoreConfig, StoreUrl, StoreUrlError};
-use crate::protocol::{FeedbackKind, Order, Page, ThreadItem, ThreadMetadata, Timestamp, text};
+use crate::protocol::{FeedbackKind, Page, ThreadItem, ThreadMetadata, Timestamp, text};
 
 /// Pool sizes and timeouts of a [`SqlStore`]; the defaults are `[store]`'s.
 #[derive(Debug, Clone)]
@@ -126,136 +127,6 @@ impl SqlStore {
             Some(_) => Ok(()),
             None => Err(StoreError::NotFound(format!("thread {thread_id}"))),
         }
-    }
-}
-
-/// Every SQL text the store runs, built once for its dialect.
-#[derive(Debug, Clone)]
-struct Queries {
-    thread_seq: String,
-    insert_thread: String,
-    load_thread: String,
-    update_thread: String,
-    set_title: String,
-    delete_thread: String,
-    item_seq: String,
-    insert_item: String,
-    upsert_item: String,
-    load_item: String,
-    history: String,
-    delete_after: String,
-    count_items: String,
-    insert_feedback: String,
-    /// Listings, indexed by `[order][has cursor]`.
-    list_threads: [[String; 2]; 2],
-    list_items: [[String; 2]; 2],
-}
-
-impl Queries {
-    fn new(d: Dialect) -> Queries {
-        let body = d.body_text();
-        // `limit` and `cursor` are the placeholder numbers of the page size and
-        // of the cursor's seq; the cursor is bound only by the variants using it.
-        let listing = |select: &str, scope: &str, limit: usize, cursor: usize| {
-            let variant = |order: Order, with_cursor: bool| {
-                let (cmp, dir) = match order {
-                    Order::Asc => (">", "ASC"),
-                    Order::Desc => ("<", "DESC"),
-                };
-                let keyset = if with_cursor {
-                    format!(" AND seq {cmp} ${cursor}")
-                } else {
-                    String::new()
-                };
-                format!("{select} WHERE {scope}{keyset} ORDER BY seq {dir} LIMIT ${limit}")
-            };
-            [
-                [variant(Order::Asc, false), variant(Order::Asc, true)],
-                [variant(Order::Desc, false), variant(Order::Desc, true)],
-            ]
-        };
-        Queries {
-            thread_seq: "SELECT seq FROM threads WHERE id = $1 AND user_id = $2".into(),
-            insert_thread: format!(
-                "INSERT INTO threads (id, user_id, created_at, title, body) VALUES ($1, $2, {}, $4, {})",
-                d.time_param(3),
-                d.json_param(5)
-            ),
-            load_thread: format!(
-                "SELECT id, title, {body} AS body FROM threads WHERE id = $1 AND user_id = $2"
-            ),
-            update_thread: format!(
-                "UPDATE threads SET title = $3, body = {} WHERE id = $1 AND user_id = $2",
-                d.json_param(4)
-            ),
-            set_title:
-                "UPDATE threads SET title = $3 WHERE id = $1 AND user_id = $2 AND title IS NULL"
-                    .into(),
-            delete_thread: "DELETE FROM threads WHERE id = $1 AND user_id = $2".into(),
-            item_seq: "SELECT seq FROM items WHERE id = $1 AND thread_id = $2 AND user_id = $3"
-                .into(),
-            insert_item: format!(
-                "INSERT INTO items (id, thread_id, user_id, item_type, hidden, created_at, body) \
-                 SELECT $1, $2, $3, $4, $5, {}, {} \
-                 WHERE EXISTS (SELECT 1 FROM threads WHERE id = $2 AND user_id = $3)",
-                d.time_param(6),
-                d.json_param(7)
-            ),
-            upsert_item: format!(
-                "INSERT INTO items (id, thread_id, user_id, item_type, hidden, created_at, body) \
-                 SELECT $1, $2, $3, $4, $5, {}, {} \
-                 WHERE EXISTS (SELECT 1 FROM threads WHERE id = $2 AND user_id = $3) \
-                 ON CONFLICT (id) DO UPDATE SET item_type = excluded.item_type, \
-                 hidden = excluded.hidden, body = excluded.body \
-                 WHERE items.thread_id = excluded.thread_id AND items.user_id = excluded.user_id",
-                d.time_param(6),
-                d.json_param(7)
-            ),
-            load_item: format!(
-                "SELECT id, {body} AS body FROM items WHERE id = $1 AND thread_id = $2 AND user_id = $3"
-            ),
-            history: format!(
-                "SELECT id, {body} AS body FROM items WHERE thread_id = $1 AND user_id = $2 \
-                 ORDER BY seq DESC LIMIT $3"
-            ),
-            delete_after: "DELETE FROM items WHERE thread_id = $1 AND user_id = $2 AND seq > $3"
-                .into(),
-            count_items:
-                "SELECT COUNT(*) FROM items WHERE thread_id = $1 AND user_id = $2 AND id = $3"
-                    .into(),
-            insert_feedback: format!(
-                "INSERT INTO feedback (thread_id, item_id, user_id, kind, created_at) \
-                 VALUES ($1, $2, $3, $4, {}) \
-                 ON CONFLICT (item_id, user_id) DO UPDATE SET kind = excluded.kind, \
-                 created_at = excluded.created_at",
-                d.time_param(5)
-            ),
-            list_threads: listing(
-                &format!("SELECT seq, id, title, {body} AS body FROM threads"),
-                "user_id = $1",
-                2,
-                3,
-            ),
-            list_items: listing(
-                &format!("SELECT seq, id, {body} AS body FROM items"),
-                "thread_id = $1 AND user_id = $2 AND NOT hidden",
-                3,
-                4,
-            ),
-        }
-    }
-}
-
-/// A query on one of the texts of [`Queries`]: built from constants and the
-/// dialect only, never from input, which is what `AssertSqlSafe` asserts.
-fn query<'q>(sql: &str) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
-    sqlx::query(AssertSqlSafe(sql))
-}
-
-fn order_index(order: Order) -> usize {
-    match order {
-        Order::Asc => 0,
-        Order::Desc => 1,
     }
 }
 
