@@ -115,9 +115,10 @@ impl ChatKit {
         }
     }
 
-    /// The store, for readiness checks.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
+    /// Whether requests can be answered now: the store answers. The HTTP
+    /// layer's readiness probe asks this, knowing nothing of the store.
+    pub async fn ready(&self) -> Result<(), ChatKitError> {
+        self.store.ping().await.map_err(ChatKitError::from)
     }
 
     /// Refuses new runs, waits up to `grace` for runs in flight, then cancels
