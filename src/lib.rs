@@ -1,19 +1,21 @@
 //! chatkitd: a ChatKit server backend in one binary.
 //!
-//! Module map (data flows top to bottom; see `design.md` for the invariants):
-//! - [`http`]: the axum router, authentication, body limits, SSE framing. Only
-//!   this module knows HTTP status codes and headers.
-//! - [`chatkit`]: dispatch of each request type onto the store and the agent.
-//! - [`agent`]: the turn loop: history building, streaming the model's answer
-//!   as ChatKit events, persistence as items complete, titles.
-//! - [`llm`]: the OpenAI-compatible client: streaming chat completions,
-//!   tolerant chunk parsing, retries, timeouts; the only code that speaks
-//!   the model's wire format.
+//! Module map, one line each (ARCHITECTURE.md has what each deliberately does
+//! not know, and `tests/architecture.rs` checks it):
+//! - [`http`]: the axum router, body limits, JSON errors with statuses, SSE framing.
+//! - [`auth`]: who is calling: JWT verification or the development user.
+//! - [`chatkit`]: dispatch of each request type onto the store and a spawned run.
+//! - [`agent`]: one run: history, the model's streamed answer, tool steps, titles.
+//! - [`llm`]: the OpenAI-compatible client; the only code that speaks the model's wire format.
+//! - [`mcp`]: tool servers: spawned, pooled and called with the user injected.
 //! - [`store`]: the `Store` trait and its SQL implementation (Postgres, SQLite).
 //! - [`protocol`]: ChatKit wire types, serde only, no I/O.
 //! - [`config`]: `agent.toml`: schema, `${ENV}` interpolation, validation.
+//! - [`limits`]: per-user request rates and run slots.
+//! - [`metrics`]: the Prometheus registry and the gauges read at scrape time.
 //! - [`app`]: wiring a configuration into a running server.
 //! - [`cli`]: the operator's terminal commands: `chat`, `tools`, `check`.
+//! - [`text`]: cutting text short, with one rule for where and how.
 //! - [`tls`]: installs rustls' crypto provider for every HTTP client.
 
 pub mod agent;
