@@ -20,7 +20,7 @@ use crate::agent::Agent;
 use crate::auth::Identity;
 use crate::limits::RunSlots;
 use crate::protocol::{
-    FeedbackParams, ItemKind, ItemsListParams, ListParams, Page, Request, Thread,
+    FeedbackParams, ItemKind, ItemsListParams, ListParams, Order, Page, Request, Thread,
     ThreadStreamEvent, ThreadUpdateParams, text,
 };
 use crate::store::{PageRequest, Store, StoreError};
@@ -179,7 +179,7 @@ impl ChatKit {
                 let thread = self.store.load_thread(user, &params.thread_id).await?;
                 let page = PageRequest {
                     limit: DEFAULT_PAGE_SIZE,
-                    order: crate::protocol::Order::Asc,
+                    order: Order::Asc,
                     after: None,
                 };
                 let items = self.store.list_items(user, &thread.id, &page).await?;
@@ -190,11 +190,7 @@ impl ChatKit {
                 order,
                 after,
             }) => {
-                let page = PageRequest {
-                    limit: page_size(limit)?,
-                    order,
-                    after,
-                };
+                let page = page_request(limit, order, after)?;
                 let threads = self.store.list_threads(user, &page).await?;
                 json(&threads.map(|t| Thread::from_metadata(&t, Page::default())))
             }
@@ -224,11 +220,7 @@ impl ChatKit {
                 order,
                 after,
             }) => {
-                let page = PageRequest {
-                    limit: page_size(limit)?,
-                    order,
-                    after,
-                };
+                let page = page_request(limit, order, after)?;
                 json(&self.store.list_items(user, &thread_id, &page).await?)
             }
             Request::ItemsFeedback(FeedbackParams {
@@ -249,6 +241,19 @@ impl ChatKit {
             )),
         }
     }
+}
+
+/// The page a listing request asks for, its size validated by [`page_size`].
+fn page_request(
+    limit: Option<i64>,
+    order: Order,
+    after: Option<String>,
+) -> Result<PageRequest, ChatKitError> {
+    Ok(PageRequest {
+        limit: page_size(limit)?,
+        order,
+        after,
+    })
 }
 
 /// Validates a requested page size: absent or 0 means the default; negative
