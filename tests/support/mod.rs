@@ -156,17 +156,20 @@ impl Daemon {
         }
     }
 
-    /// Signals shutdown and waits until the daemon has drained its runs.
+    /// Signals shutdown, waits until the daemon has drained its runs, then
+    /// checks every request it sent to the fake LLM for the invariants a
+    /// strict model server enforces (no tool result without its call, no
+    /// call without its result, …).
+    ///
+    /// The check runs here, after the drain, so that requests made while
+    /// runs finish are judged too and a failure names the scenario's end. It
+    /// also runs when the fake LLM is dropped, so a test that never calls
+    /// `stop` (or calls only [`Daemon::shut_down`]) is still checked; a test
+    /// that sends malformed history on purpose says so with
+    /// `daemon.llm.expect_malformed_requests()`.
     pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(served) = self.served.take() {
-            tokio::time::timeout(Duration::from_secs(30), served)
-                .await
-                .expect("daemon stops in time")
-                .expect("daemon task");
-        }
+        self.shut_down().await;
+        self.llm.assert_requests_well_formed();
     }
 
     /// A second connection to the daemon's database, for inspecting what it stored.
@@ -202,9 +205,7 @@ impl Daemon {
             .send()
             .await
             .expect("request sent");
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        read_json(response).await
     }
 
     /// POSTs a streaming request and reads every event until the stream ends.
@@ -227,24 +228,12 @@ impl Daemon {
 
     /// Creates a thread with one message; returns its id and the stream.
     pub async fn create_thread(&self, text: &str) -> (String, Streamed) {
-        let streamed = self
-            .stream(json!({"type": "threads.create", "params": {"input": user_input(text)}}))
-            .await;
-        assert_eq!(streamed.status, 200, "threads.create: {}", streamed.raw);
-        let id = streamed.events[0]["thread"]["id"]
-            .as_str()
-            .expect("thread.created first")
-            .to_owned();
-        (id, streamed)
+        created(self.stream(create_body(text)).await)
     }
 
     /// Sends a follow-up message to a thread.
     pub async fn add_message(&self, thread_id: &str, text: &str) -> Streamed {
-        self.stream(json!({
-            "type": "threads.add_user_message",
-            "params": {"thread_id": thread_id, "input": user_input(text)}
-        }))
-        .await
+        self.stream(add_message_body(thread_id, text)).await
     }
 
     /// The visible items of a thread as the client sees them, oldest first.
@@ -322,9 +311,18 @@ impl Streamed {
     pub fn streamed_text(&self) -> String {
         self.events
             .iter()
-            .filter(|e| e["update"]["type"] == "assistant_message.content_part.text_delta")
+            .filter(|e| is_text_delta(e))
             .map(|e| e["update"]["delta"].as_str().unwrap_or_default())
             .collect()
+    }
+
+    /// The id of the thread of a `threads.create` stream, from its first
+    /// event (`thread.created`).
+    pub fn thread_id(&self) -> &str {
+        self.events
+            .first()
+            .and_then(|e| e["thread"]["id"].as_str())
+            .expect("thread.created first")
     }
 
     /// The `error` event, if any.
@@ -333,9 +331,63 @@ impl Streamed {
     }
 }
 
+/// The id of the thread a `threads.create` stream created, and the stream.
+fn created(streamed: Streamed) -> (String, Streamed) {
+    assert_eq!(streamed.status, 200, "threads.create: {}", streamed.raw);
+    (streamed.thread_id().to_owned(), streamed)
+}
+
 /// A `UserMessageInput` with one text part.
 pub fn user_input(text: &str) -> Value {
     json!({"content": [{"type": "input_text", "text": text}], "attachments": [], "inference_options": {}})
+}
+
+/// A `threads.create` request with one text message.
+pub fn create_body(text: &str) -> Value {
+    json!({"type": "threads.create", "params": {"input": user_input(text)}})
+}
+
+/// A `threads.add_user_message` request with one text message.
+pub fn add_message_body(thread_id: &str, text: &str) -> Value {
+    json!({
+        "type": "threads.add_user_message",
+        "params": {"thread_id": thread_id, "input": user_input(text)}
+    })
+}
+
+/// The update type of a streamed piece of answer text.
+pub const TEXT_DELTA: &str = "assistant_message.content_part.text_delta";
+
+/// Whether an event carries a piece of answer text.
+pub fn is_text_delta(event: &Value) -> bool {
+    event["update"]["type"] == TEXT_DELTA
+}
+
+/// POSTs `body` to the ChatKit endpoint at `url` and returns once the first
+/// text delta reached the client; the reader goes on in the background and
+/// yields the whole stream (and the transport error, if any), as
+/// [`stream_at`] does. For tests that stop or kill a daemon mid-answer: the
+/// fake LLM must have been given a long, slow script first.
+pub async fn start_reading_answer(
+    url: &str,
+    body: Value,
+) -> JoinHandle<(Streamed, Option<String>)> {
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let url = url.to_owned();
+    let reader = tokio::spawn(async move {
+        stream_at(&url, body, move |event| {
+            if is_text_delta(event) {
+                tx.send_replace(true);
+            }
+            false
+        })
+        .await
+    });
+    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|started| *started))
+        .await
+        .expect("the answer starts")
+        .expect("reader alive");
+    reader
 }
 
 /// Polls `check` until it holds or `timeout` passes.
@@ -403,6 +455,26 @@ pub async fn stream_at(
     read_stream(response, stop).await
 }
 
+/// Like [`Daemon::post`], for any ChatKit URL (a daemon in a child process):
+/// POSTs `body` as JSON with a client of its own; returns the status and the
+/// parsed JSON answer (`Null` if none).
+pub async fn post_at(url: &str, body: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .expect("request sent");
+    read_json(response).await
+}
+
+/// The status and the JSON body of an answer (`Null` if it is not JSON).
+async fn read_json(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
 /// Path of a binary of another workspace package (`fake-mcp`, `fake-llm`,
 /// `tasks-mcp`), built in this test's profile. `cargo test --workspace` builds
 /// them all; a narrower `cargo test --test …` may not, so a missing one is
@@ -440,6 +512,24 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     }
     assert!(path.exists(), "{} was not built", path.display());
     path
+}
+
+/// A `chatkitd` command (this package's binary) reading `config`, that sees
+/// none of the variables that override the configuration file, reads no
+/// input and is killed if the test drops it. Callers choose the log and the
+/// output pipes.
+pub fn chatkitd_command(config: &std::path::Path) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatkitd"));
+    command
+        .arg("--config")
+        .arg(config)
+        .env_remove("DATABASE_URL")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("CHATKITD_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    command
 }
 
 /// An `[mcp_servers.NAME]` entry for the fake MCP server, with fast timeouts.
@@ -579,18 +669,7 @@ impl Daemon {
     /// Creates a thread with one message as the bearer of `token`; returns
     /// its id and the stream.
     pub async fn create_thread_as(&self, token: &str, text: &str) -> (String, Streamed) {
-        let streamed = self
-            .stream_as(
-                token,
-                json!({"type": "threads.create", "params": {"input": user_input(text)}}),
-            )
-            .await;
-        assert_eq!(streamed.status, 200, "threads.create: {}", streamed.raw);
-        let id = streamed.events[0]["thread"]["id"]
-            .as_str()
-            .expect("thread.created first")
-            .to_owned();
-        (id, streamed)
+        created(self.stream_as(token, create_body(text)).await)
     }
 }
 
