@@ -446,26 +446,24 @@ pub async fn stream_at(
     body: Value,
     stop: impl Fn(&Value) -> bool,
 ) -> (Streamed, Option<String>) {
-    let response = reqwest::Client::new()
-        .post(url)
-        .json(&body)
-        .send()
-        .await
-        .expect("request sent");
-    read_stream(response, stop).await
+    read_stream(send_json(url, &body).await, stop).await
 }
 
 /// Like [`Daemon::post`], for any ChatKit URL (a daemon in a child process):
 /// POSTs `body` as JSON with a client of its own; returns the status and the
 /// parsed JSON answer (`Null` if none).
 pub async fn post_at(url: &str, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
+    read_json(send_json(url, &body).await).await
+}
+
+/// POSTs `body` as JSON to `url` with a client of its own.
+async fn send_json(url: &str, body: &Value) -> reqwest::Response {
+    reqwest::Client::new()
         .post(url)
-        .json(&body)
+        .json(body)
         .send()
         .await
-        .expect("request sent");
-    read_json(response).await
+        .expect("request sent")
 }
 
 /// The status and the JSON body of an answer (`Null` if it is not JSON).
