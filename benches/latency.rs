@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use chatkitd::app::App;
 use chatkitd::config::Config;
 use chatkitd_testkit::FakeLlm;
+use chatkitd_testkit::figures::{ms, percentile};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -257,19 +258,6 @@ async fn direct_ttft(http: &reqwest::Client, base: &str) -> Duration {
 
 fn input(text: &str) -> Value {
     json!({"content": [{"type": "input_text", "text": text}], "attachments": [], "inference_options": {}})
-}
-
-fn percentile(samples: &mut [Duration], p: f64) -> Duration {
-    if samples.is_empty() {
-        return Duration::ZERO;
-    }
-    samples.sort();
-    let rank = ((p / 100.0) * (samples.len() - 1) as f64).round() as usize;
-    samples[rank.min(samples.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 fn rss_mib() -> u64 {

@@ -14,6 +14,7 @@ use chatkitd::config::Config;
 use chatkitd::mcp::McpManager;
 use chatkitd::mcp::instance::{Events, Instance, ToolsChanged};
 use chatkitd::mcp::process::Launch;
+use chatkitd_testkit::figures::{ms, percentile};
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
@@ -156,14 +157,4 @@ fn tasks_binary() -> PathBuf {
         );
     }
     binary
-}
-
-fn percentile(samples: &mut [Duration], p: f64) -> Duration {
-    samples.sort();
-    let rank = ((p / 100.0) * (samples.len().saturating_sub(1)) as f64).round() as usize;
-    samples.get(rank).copied().unwrap_or_default()
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }

@@ -12,21 +12,19 @@ use chatkitd_testkit::Script;
 use chatkitd_testkit::fake_llm::message_text;
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
-use support::{Backend, Daemon, Streamed, eventually, stream_at, user_input};
+use support::{
+    Backend, Daemon, Streamed, add_message_body, create_body, eventually, is_text_delta,
+    start_reading_answer,
+};
 
 /// The development user of `auth.mode = "none"`.
 const USER: &str = "dev";
 /// The hidden item a cancelled run leaves behind (protocol 5.4).
 const MARKER: &str = "The user cancelled the stream. Stop responding to the prior request.";
-const TEXT_DELTA: &str = "assistant_message.content_part.text_delta";
 
 /// `n` content chunks `word0 `, `word1 `, …
 fn words(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("word{i} ")).collect()
-}
-
-fn is_text_delta(event: &Value) -> bool {
-    event["update"]["type"] == TEXT_DELTA
 }
 
 /// The event types of a follow-up message answered with `chunks` text deltas.
@@ -118,17 +116,6 @@ fn assert_ends_cleanly(streamed: &Streamed) {
     }
 }
 
-fn add_message_body(thread_id: &str, text: &str) -> Value {
-    json!({
-        "type": "threads.add_user_message",
-        "params": {"thread_id": thread_id, "input": user_input(text)}
-    })
-}
-
-fn create_body(text: &str) -> Value {
-    json!({"type": "threads.create", "params": {"input": user_input(text)}})
-}
-
 /// 1. A 429 and a 500 before the stream starts are retried; the user never
 ///    notices.
 async fn transient_refusals_are_retried(backend: Backend) {
@@ -167,7 +154,6 @@ async fn transient_refusals_are_retried(backend: Backend) {
             ("assistant_message", "Fine, thanks."),
         ])
     );
-    daemon.llm.assert_requests_well_formed();
     daemon.stop().await;
 }
 
@@ -227,7 +213,6 @@ async fn persistent_failure_is_reported(backend: Backend) {
             chat("user", "third"),
         ]
     );
-    daemon.llm.assert_requests_well_formed();
     daemon.stop().await;
 }
 
@@ -262,7 +247,6 @@ async fn long_retry_after_is_not_waited_for(backend: Backend) {
             ("user_message", "now please"),
         ])
     );
-    daemon.llm.assert_requests_well_formed();
     daemon.stop().await;
 }
 
@@ -320,7 +304,6 @@ async fn broken_streams_keep_the_partial_answer(backend: Backend) {
             ("assistant_message", "Hello"),
         ])
     );
-    daemon.llm.assert_requests_well_formed();
     daemon.stop().await;
 }
 
@@ -356,7 +339,6 @@ async fn silent_model_times_out(backend: Backend) {
         .await,
         "the daemon hung up on the silent model"
     );
-    daemon.llm.assert_requests_well_formed();
     daemon.stop().await;
 }
 
@@ -387,7 +369,6 @@ async fn unconfigured_model_says_so(backend: Backend) {
     let user_message = streamed.done_items();
     assert_eq!(daemon.stored_values(USER, &thread_id).await, user_message);
     assert_eq!(daemon.items(&thread_id).await, user_message);
-    daemon.llm.assert_requests_well_formed();
     daemon.stop().await;
 }
 
@@ -405,10 +386,7 @@ async fn hanging_up_is_the_stop_button(backend: Backend) {
         .stream_until(create_body("first"), is_text_delta)
         .await;
     assert!(streamed.hung_up, "{}", streamed.raw);
-    let thread_id = streamed.events[0]["thread"]["id"]
-        .as_str()
-        .expect("thread.created")
-        .to_owned();
+    let thread_id = streamed.thread_id().to_owned();
     let seen = streamed.streamed_text();
     assert_eq!(seen, "word0 ");
     assert!(
@@ -481,7 +459,6 @@ async fn hanging_up_is_the_stop_button(backend: Backend) {
             chat("user", "next"),
         ]
     );
-    daemon.llm.assert_requests_well_formed();
     daemon.stop().await;
 }
 
@@ -501,10 +478,7 @@ async fn hanging_up_before_the_first_token(backend: Backend) {
         streamed.types(),
         ["thread.created", "thread.item.done", "stream_options"]
     );
-    let thread_id = streamed.events[0]["thread"]["id"]
-        .as_str()
-        .expect("thread.created")
-        .to_owned();
+    let thread_id = streamed.thread_id().to_owned();
     assert!(
         eventually(Duration::from_secs(10), || async {
             daemon
@@ -531,7 +505,6 @@ async fn hanging_up_before_the_first_token(backend: Backend) {
         expect(&[("user_message", "first"), ("sdk_hidden_context", MARKER)])
     );
     assert_eq!(daemon.items(&thread_id).await, streamed.done_items());
-    daemon.llm.assert_requests_well_formed();
     daemon.stop().await;
 }
 
@@ -598,7 +571,6 @@ async fn one_run_per_thread(backend: Backend) {
             ("assistant_message", "second answer"),
         ])
     );
-    daemon.llm.assert_requests_well_formed();
     daemon.stop().await;
 }
 
@@ -615,22 +587,11 @@ async fn shutdown_cancels_runs_after_the_grace(backend: Backend) {
         chunks: full.clone(),
         delay: Duration::from_millis(100),
     });
-    let (tx, mut rx) = tokio::sync::watch::channel(false);
-    let url = daemon.url.clone();
-    let body = add_message_body(&thread_id, "tell me a long story");
-    let reader = tokio::spawn(async move {
-        stream_at(&url, body, move |event| {
-            if is_text_delta(event) {
-                tx.send_replace(true);
-            }
-            false
-        })
-        .await
-    });
-    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|started| *started))
-        .await
-        .expect("the answer starts")
-        .expect("reader alive");
+    let reader = start_reading_answer(
+        &daemon.url,
+        add_message_body(&thread_id, "tell me a long story"),
+    )
+    .await;
     let started = Instant::now();
     daemon.shut_down().await;
     let took = started.elapsed();
@@ -665,7 +626,6 @@ async fn shutdown_cancels_runs_after_the_grace(backend: Backend) {
     );
     assert!(!partial.is_empty());
     assert_eq!(stored[4]["content"], MARKER);
-    daemon.llm.assert_requests_well_formed();
     daemon.stop().await;
 }
 
@@ -682,10 +642,7 @@ async fn many_threads_at_once(backend: Backend) {
         assert_eq!(streamed.error(), None, "{}", streamed.raw);
         let expected = format!("Hello! You said: thread number {i}");
         assert_eq!(streamed.answer(), Some(expected.clone()));
-        let thread_id = streamed.events[0]["thread"]["id"]
-            .as_str()
-            .expect("thread.created")
-            .to_owned();
+        let thread_id = streamed.thread_id().to_owned();
         assert_eq!(
             transcript(&daemon.stored_values(USER, &thread_id).await),
             expect(&[
@@ -707,7 +664,6 @@ async fn many_threads_at_once(backend: Backend) {
             .collect();
         assert_eq!(user_messages.len(), 1, "one thread's history only");
     }
-    daemon.llm.assert_requests_well_formed();
     daemon.stop().await;
 }
 

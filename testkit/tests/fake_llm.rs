@@ -494,6 +494,8 @@ async fn shutdown_stops_the_server() {
 #[tokio::test]
 async fn non_json_body_is_a_400() {
     let llm = FakeLlm::start().await;
+    // A body that is not JSON has no history to check.
+    llm.expect_malformed_requests();
     let response = client()
         .post(format!("{}/chat/completions", llm.base_url()))
         .body("not json")
@@ -517,6 +519,29 @@ async fn malformed_requests_are_reported() {
     ]});
     post(&llm, &body).await;
     llm.assert_requests_well_formed();
+}
+
+#[tokio::test]
+#[should_panic(expected = "fake LLM: request 0 (streaming) is malformed")]
+async fn a_dropped_fake_checks_its_requests() {
+    let llm = FakeLlm::start().await;
+    let body = json!({"model": "m", "stream": true, "messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "tool", "tool_call_id": "call_9", "content": "done"},
+    ]});
+    post(&llm, &body).await;
+    drop(llm);
+}
+
+#[tokio::test]
+async fn expected_malformed_requests_are_not_checked() {
+    let llm = FakeLlm::start().await;
+    // This test is about the opt-out itself.
+    llm.expect_malformed_requests();
+    let body = json!({"model": "m", "stream": false, "messages": []});
+    post(&llm, &body).await;
+    llm.assert_requests_well_formed();
+    drop(llm);
 }
 
 /// The real client the daemon uses parses everything the fake sends.

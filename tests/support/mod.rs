@@ -4,9 +4,23 @@
 //! loopback (JSON and SSE).
 //!
 //! `both_backends!(scenario, …)` runs each `async fn scenario(Backend)` once
-//! on SQLite and once on Postgres.
+//! on SQLite and once on Postgres. Stopping a [`Daemon`] checks every request
+//! it sent to the fake LLM (see [`Daemon::stop`]).
+//!
+//! - `streams`: reading SSE answers and posting to any ChatKit URL.
+//! - `process`: the workspace's binaries as child processes, and `/proc`.
 
 #![allow(dead_code)]
+
+mod process;
+mod streams;
+
+// Each test binary uses its own part of the harness.
+#[allow(unused_imports)]
+pub use process::{chatkitd_command, children_of, fake_mcp_server, process_alive, workspace_bin};
+#[allow(unused_imports)]
+pub use streams::{Streamed, post_at, stream_at};
+use streams::{read_events, read_json};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,7 +31,6 @@ use chatkitd::protocol::ThreadItem;
 use chatkitd::store::sql::SqlStoreOptions;
 use chatkitd::store::{SqlStore, Store};
 use chatkitd_testkit::FakeLlm;
-use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -156,17 +169,20 @@ impl Daemon {
         }
     }
 
-    /// Signals shutdown and waits until the daemon has drained its runs.
+    /// Signals shutdown, waits until the daemon has drained its runs, then
+    /// checks every request it sent to the fake LLM for the invariants a
+    /// strict model server enforces (no tool result without its call, no
+    /// call without its result, …).
+    ///
+    /// The check runs here, after the drain, so that requests made while
+    /// runs finish are judged too and a failure names the scenario's end. It
+    /// also runs when the fake LLM is dropped, so a test that never calls
+    /// `stop` (or calls only [`Daemon::shut_down`]) is still checked; a test
+    /// that sends malformed history on purpose says so with
+    /// `daemon.llm.expect_malformed_requests()`.
     pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(served) = self.served.take() {
-            tokio::time::timeout(Duration::from_secs(30), served)
-                .await
-                .expect("daemon stops in time")
-                .expect("daemon task");
-        }
+        self.shut_down().await;
+        self.llm.assert_requests_well_formed();
     }
 
     /// A second connection to the daemon's database, for inspecting what it stored.
@@ -202,9 +218,7 @@ impl Daemon {
             .send()
             .await
             .expect("request sent");
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        read_json(response).await
     }
 
     /// POSTs a streaming request and reads every event until the stream ends.
@@ -227,24 +241,12 @@ impl Daemon {
 
     /// Creates a thread with one message; returns its id and the stream.
     pub async fn create_thread(&self, text: &str) -> (String, Streamed) {
-        let streamed = self
-            .stream(json!({"type": "threads.create", "params": {"input": user_input(text)}}))
-            .await;
-        assert_eq!(streamed.status, 200, "threads.create: {}", streamed.raw);
-        let id = streamed.events[0]["thread"]["id"]
-            .as_str()
-            .expect("thread.created first")
-            .to_owned();
-        (id, streamed)
+        created(self.stream(create_body(text)).await)
     }
 
     /// Sends a follow-up message to a thread.
     pub async fn add_message(&self, thread_id: &str, text: &str) -> Streamed {
-        self.stream(json!({
-            "type": "threads.add_user_message",
-            "params": {"thread_id": thread_id, "input": user_input(text)}
-        }))
-        .await
+        self.stream(add_message_body(thread_id, text)).await
     }
 
     /// The visible items of a thread as the client sees them, oldest first.
@@ -275,67 +277,63 @@ impl Daemon {
     }
 }
 
-/// A finished (or abandoned) event stream.
-#[derive(Debug)]
-pub struct Streamed {
-    pub status: u16,
-    pub content_type: String,
-    pub events: Vec<Value>,
-    pub raw: String,
-    /// The client hung up before the end.
-    pub hung_up: bool,
-}
-
-impl Streamed {
-    /// The `type` of every event, in order.
-    pub fn types(&self) -> Vec<String> {
-        self.events
-            .iter()
-            .map(|e| e["type"].as_str().unwrap_or_default().to_owned())
-            .collect()
-    }
-
-    /// Items of `thread.item.done` events, in order.
-    pub fn done_items(&self) -> Vec<Value> {
-        self.events
-            .iter()
-            .filter(|e| e["type"] == "thread.item.done")
-            .map(|e| e["item"].clone())
-            .collect()
-    }
-
-    /// The text of the last finished assistant message.
-    pub fn answer(&self) -> Option<String> {
-        self.done_items()
-            .iter()
-            .rev()
-            .find(|i| i["type"] == "assistant_message")
-            .map(|i| {
-                i["content"][0]["text"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned()
-            })
-    }
-
-    /// The concatenated text deltas.
-    pub fn streamed_text(&self) -> String {
-        self.events
-            .iter()
-            .filter(|e| e["update"]["type"] == "assistant_message.content_part.text_delta")
-            .map(|e| e["update"]["delta"].as_str().unwrap_or_default())
-            .collect()
-    }
-
-    /// The `error` event, if any.
-    pub fn error(&self) -> Option<&Value> {
-        self.events.iter().find(|e| e["type"] == "error")
-    }
+/// The id of the thread a `threads.create` stream created, and the stream.
+fn created(streamed: Streamed) -> (String, Streamed) {
+    assert_eq!(streamed.status, 200, "threads.create: {}", streamed.raw);
+    (streamed.thread_id().to_owned(), streamed)
 }
 
 /// A `UserMessageInput` with one text part.
 pub fn user_input(text: &str) -> Value {
     json!({"content": [{"type": "input_text", "text": text}], "attachments": [], "inference_options": {}})
+}
+
+/// A `threads.create` request with one text message.
+pub fn create_body(text: &str) -> Value {
+    json!({"type": "threads.create", "params": {"input": user_input(text)}})
+}
+
+/// A `threads.add_user_message` request with one text message.
+pub fn add_message_body(thread_id: &str, text: &str) -> Value {
+    json!({
+        "type": "threads.add_user_message",
+        "params": {"thread_id": thread_id, "input": user_input(text)}
+    })
+}
+
+/// The update type of a streamed piece of answer text.
+pub const TEXT_DELTA: &str = "assistant_message.content_part.text_delta";
+
+/// Whether an event carries a piece of answer text.
+pub fn is_text_delta(event: &Value) -> bool {
+    event["update"]["type"] == TEXT_DELTA
+}
+
+/// POSTs `body` to the ChatKit endpoint at `url` and returns once the first
+/// text delta reached the client; the reader goes on in the background and
+/// yields the whole stream (and the transport error, if any), as
+/// [`stream_at`] does. For tests that stop or kill a daemon mid-answer: the
+/// fake LLM must have been given a long, slow script first.
+pub async fn start_reading_answer(
+    url: &str,
+    body: Value,
+) -> JoinHandle<(Streamed, Option<String>)> {
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let url = url.to_owned();
+    let reader = tokio::spawn(async move {
+        stream_at(&url, body, move |event| {
+            if is_text_delta(event) {
+                tx.send_replace(true);
+            }
+            false
+        })
+        .await
+    });
+    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|started| *started))
+        .await
+        .expect("the answer starts")
+        .expect("reader alive");
+    reader
 }
 
 /// Polls `check` until it holds or `timeout` passes.
@@ -380,119 +378,6 @@ impl Daemon {
             .iter()
             .map(|item| serde_json::to_value(item).expect("item JSON"))
             .collect()
-    }
-}
-
-/// Like [`Daemon::stream_until`], for any ChatKit URL (a daemon in a child
-/// process, or one that is being stopped): POSTs `body` with a client of its
-/// own and reads events until the stream ends, `stop` returns true (the client
-/// hangs up) or the connection fails. `stop` sees every event as it arrives,
-/// so it can also report progress. Returns the stream and, when the
-/// connection failed, the transport error.
-pub async fn stream_at(
-    url: &str,
-    body: Value,
-    stop: impl Fn(&Value) -> bool,
-) -> (Streamed, Option<String>) {
-    let response = reqwest::Client::new()
-        .post(url)
-        .json(&body)
-        .send()
-        .await
-        .expect("request sent");
-    read_stream(response, stop).await
-}
-
-/// Path of a binary of another workspace package (`fake-mcp`, `fake-llm`,
-/// `tasks-mcp`), built in this test's profile. `cargo test --workspace` builds
-/// them all; a narrower `cargo test --test …` may not, so a missing one is
-/// built once here.
-pub fn workspace_bin(name: &str) -> PathBuf {
-    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    // target/<profile>/deps/<test-binary> → target/<profile>/<name>
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile> directory")
-        .to_path_buf();
-    let path = profile_dir.join(name);
-    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    // Build only what is missing: building one package alone resolves its
-    // features apart from the workspace's, which would rebuild much of the
-    // dependency graph (minutes in release) and churn the shared binary.
-    if !path.exists() && !built.iter().any(|b| b == name) {
-        let package = match name {
-            "tasks-mcp" => "tasks-mcp",
-            _ => "chatkitd-testkit",
-        };
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let mut cargo = std::process::Command::new(env!("CARGO"));
-        cargo
-            .args(["build", "--quiet", "-p", package, "--bin", name])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if release {
-            cargo.arg("--release");
-        }
-        let status = cargo.status().expect("cargo runs");
-        assert!(status.success(), "building {name} failed");
-        built.push(name.to_owned());
-    }
-    assert!(path.exists(), "{} was not built", path.display());
-    path
-}
-
-/// An `[mcp_servers.NAME]` entry for the fake MCP server, with fast timeouts.
-pub fn fake_mcp_server() -> chatkitd::config::McpServerConfig {
-    let text = format!(
-        "[mcp_servers.fake]\ncommand = {:?}\nmin_idle = 1\nmax_instances = 2\nstartup_timeout = \"10s\"\ncall_timeout = \"5s\"\ninject = {{ user_id = \"user.id\" }}\nenv = {{ FAKE_SETTING = \"on\" }}\n",
-        workspace_bin("fake-mcp").display().to_string()
-    );
-    let config = Config::from_toml(&text, "fake.toml", PathBuf::from("."), &|_| None)
-        .expect("fake MCP config is valid");
-    config.mcp_servers["fake"].clone()
-}
-
-/// The pids of processes whose parent is `parent`.
-pub fn children_of(parent: u32) -> Vec<u32> {
-    let mut children = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return children;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid …: comm may hold spaces, so split after ')'.
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let state = fields.first().copied().unwrap_or("");
-        if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(parent) && state != "Z" {
-            children.push(pid);
-        }
-    }
-    children
-}
-
-/// Whether a process exists and is not a zombie.
-pub fn process_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| !rest.trim_start().starts_with('Z')),
-        Err(_) => false,
     }
 }
 
@@ -579,82 +464,6 @@ impl Daemon {
     /// Creates a thread with one message as the bearer of `token`; returns
     /// its id and the stream.
     pub async fn create_thread_as(&self, token: &str, text: &str) -> (String, Streamed) {
-        let streamed = self
-            .stream_as(
-                token,
-                json!({"type": "threads.create", "params": {"input": user_input(text)}}),
-            )
-            .await;
-        assert_eq!(streamed.status, 200, "threads.create: {}", streamed.raw);
-        let id = streamed.events[0]["thread"]["id"]
-            .as_str()
-            .expect("thread.created first")
-            .to_owned();
-        (id, streamed)
+        created(self.stream_as(token, create_body(text)).await)
     }
-}
-
-/// Reads an SSE response until it ends, `stop` returns true (the client hangs
-/// up) or the connection fails; returns the events and the transport error,
-/// if any. `stop` sees every event as it arrives.
-async fn read_stream(
-    response: reqwest::Response,
-    stop: impl Fn(&Value) -> bool,
-) -> (Streamed, Option<String>) {
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let mut streamed = Streamed {
-        status,
-        content_type,
-        events: Vec::new(),
-        raw: String::new(),
-        hung_up: false,
-    };
-    let mut failure = None;
-    let mut bytes = response.bytes_stream();
-    let mut buffer = String::new();
-    'read: while let Some(chunk) = tokio::time::timeout(Duration::from_secs(30), bytes.next())
-        .await
-        .expect("stream stalls")
-    {
-        let chunk = match chunk {
-            Ok(chunk) => chunk,
-            Err(e) => {
-                failure = Some(e.to_string());
-                break;
-            }
-        };
-        let text = String::from_utf8(chunk.to_vec()).expect("utf-8");
-        streamed.raw.push_str(&text);
-        buffer.push_str(&text);
-        while let Some(end) = buffer.find("\n\n") {
-            let frame: String = buffer.drain(..end + 2).collect();
-            if let Some(data) = frame.strip_prefix("data: ") {
-                let event: Value = serde_json::from_str(data.trim_end()).expect("event is JSON");
-                let done = stop(&event);
-                streamed.events.push(event);
-                if done {
-                    streamed.hung_up = true;
-                    break 'read;
-                }
-            }
-        }
-    }
-    (streamed, failure)
-}
-
-/// [`read_stream`] for a connection that must not fail.
-async fn read_events(response: reqwest::Response, stop: impl Fn(&Value) -> bool) -> Streamed {
-    let (streamed, failure) = read_stream(response, stop).await;
-    assert!(
-        failure.is_none(),
-        "the stream failed: {failure:?}\n{}",
-        streamed.raw
-    );
-    streamed
 }

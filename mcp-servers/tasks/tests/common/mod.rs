@@ -1,4 +1,5 @@
-//! Test helpers: spawn the built `tasks-mcp` binary and talk to it through rmcp's client.
+//! Test helpers, also used by the `server_latency` benchmark: spawn the built `tasks-mcp`
+//! binary and talk to it through rmcp's client.
 
 #![allow(dead_code)]
 
