@@ -3,6 +3,11 @@
 //! answer), `tools list` / `tools call` on the fake MCP server (injection
 //! applied, exit 1 on a failed call), and `check` as a deploy gate. The fake
 //! LLM runs in the test process.
+//!
+//! Why one file: each file under `tests/` is its own test binary, linked
+//! against the whole daemon; this suite's scenarios share their fixtures,
+//! and splitting them would add binaries to build and link in every CI run
+//! without making any one scenario easier to find (each is a named test).
 
 mod support;
 

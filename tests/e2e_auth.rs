@@ -7,6 +7,11 @@
 //! `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048` (twice, for
 //! rotation) and `openssl genpkey -algorithm EC -pkeyopt
 //! ec_paramgen_curve:P-256`, public halves with `openssl pkey -pubout`.
+//!
+//! Why one file: each file under `tests/` is its own test binary, linked
+//! against the whole daemon; this suite's scenarios share their fixtures,
+//! and splitting them would add binaries to build and link in every CI run
+//! without making any one scenario easier to find (each is a named test).
 
 mod support;
 

@@ -2,6 +2,11 @@
 //! service that refuses, fails, cuts or stalls its stream, a missing API key,
 //! a client that hangs up (the stop button), concurrent runs on one thread,
 //! shutdown with a run in flight, and many threads at once.
+//!
+//! Why one file: each file under `tests/` is its own test binary, linked
+//! against the whole daemon; this suite's scenarios share their fixtures,
+//! and splitting them would add binaries to build and link in every CI run
+//! without making any one scenario easier to find (each is a named test).
 
 mod support;
 

@@ -1,6 +1,11 @@
 //! The built `chatkitd` binary as a child process: `kill -9` mid-answer and a
 //! restart on the same store, `migrate`, refused configurations, and SIGTERM.
 //! The fake LLM runs in the test process.
+//!
+//! Why one file: each file under `tests/` is its own test binary, linked
+//! against the whole daemon; this suite's scenarios share their fixtures,
+//! and splitting them would add binaries to build and link in every CI run
+//! without making any one scenario easier to find (each is a named test).
 
 mod support;
 

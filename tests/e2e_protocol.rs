@@ -1,6 +1,11 @@
 //! The ChatKit protocol over real HTTP, request type by request type, on both
 //! backends: what a client sends, what it sees on the wire, what ends up
 //! stored, and what the model is asked.
+//!
+//! Why one file: each file under `tests/` is its own test binary, linked
+//! against the whole daemon; this suite's scenarios share their fixtures,
+//! and splitting them would add binaries to build and link in every CI run
+//! without making any one scenario easier to find (each is a named test).
 
 mod support;
 

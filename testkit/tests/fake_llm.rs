@@ -1,5 +1,10 @@
 //! Tests of the fake LLM over real HTTP: raw SSE bytes and JSON for every
 //! script kind with reqwest, and the real async-openai client against it.
+//!
+//! Why one file: each file under `tests/` is its own test binary, linked
+//! against the whole daemon; this suite's scenarios share their fixtures,
+//! and splitting them would add binaries to build and link in every CI run
+//! without making any one scenario easier to find (each is a named test).
 
 use std::time::{Duration, Instant};
 
