@@ -165,9 +165,16 @@ impl Metrics {
         }
     }
 
-    /// Records one tool call.
+    /// Records one tool call. `server` is empty when the model named a tool
+    /// no server offers: the name it chose is then not a label (any text the
+    /// model makes up would become a series of its own on a public
+    /// endpoint); every such call counts as `server="none", tool="unknown"`.
     pub fn tool_call(&self, server: &str, tool: &str, is_error: bool, duration: Duration) {
-        let server = if server.is_empty() { "none" } else { server };
+        let (server, tool) = if server.is_empty() {
+            ("none", "unknown")
+        } else {
+            (server, tool)
+        };
         self.tool_calls
             .get_or_create(&ToolLabels {
                 server: server.to_owned(),
@@ -287,6 +294,7 @@ mod tests {
         let metrics = Metrics::new();
         metrics.request("threads.list", "ok");
         metrics.tool_call("tasks", "add_task", false, Duration::from_millis(3));
+        metrics.tool_call("", "made_up_by_the_model", true, Duration::from_millis(1));
         metrics.tokens(10, 5);
         let mut exporter = Exporter::default();
         exporter.register(GaugeSet::new("store_connections", "Connections.", || {
@@ -304,6 +312,12 @@ mod tests {
             text.contains(
                 r#"chatkitd_tool_calls_total{server="tasks",tool="add_task",outcome="ok"} 1"#
             ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"chatkitd_tool_calls_total{server="none",tool="unknown",outcome="error"} 1"#
+            ) && !text.contains("made_up_by_the_model"),
             "{text}"
         );
         assert!(
