@@ -14,13 +14,13 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 /// Environment variable that carries the user of a `per_user` instance.
 pub const USER_ENV: &str = "CHATKITD_USER_ID";
 
-/// Longest stderr line logged; the rest is cut.
+/// Longest stderr line logged, in bytes; the rest of a longer line is skipped.
 const MAX_LOG_LINE: usize = 4096;
 
 /// What to run.
@@ -123,16 +123,88 @@ pub fn spawn(launch: &Launch, user: Option<&str>) -> std::io::Result<Spawned> {
     // server name (an undrained pipe would block the child once full).
     let server = launch.server.clone();
     let pid = child.id();
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let line = crate::text::cut_chars(&line, MAX_LOG_LINE, "…");
-            tracing::info!(target: "chatkitd::mcp::server", server = %server, pid, "{line}");
-        }
-    });
+    tokio::spawn(drain_log(stderr, MAX_LOG_LINE, move |line| {
+        tracing::info!(target: "chatkitd::mcp::server", server = %server, pid, "{line}");
+    }));
     Ok(Spawned {
         stdin,
         stdout,
         guard: ProcessGuard { child, pgid },
     })
+}
+
+/// Reads a child's log to its end, handing each line to `log`. It reads
+/// bytes, not text: a byte that is not UTF-8 is shown as U+FFFD and reading
+/// goes on (stopping would close the pipe, and the child would die of SIGPIPE
+/// on its next write). At most `max_line` bytes of a line are kept: a longer
+/// one is logged cut, marked `…`, and the rest of it is skipped unread into
+/// memory, so a child that never writes a newline costs a bounded buffer.
+pub async fn drain_log(
+    mut reader: impl AsyncRead + Unpin,
+    max_line: usize,
+    mut log: impl FnMut(&str),
+) {
+    let mut chunk = vec![0u8; 8192];
+    let mut line: Vec<u8> = Vec::with_capacity(256);
+    // The current line was cut and logged; skip to its newline.
+    let mut skipping = false;
+    loop {
+        let read = match reader.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        for piece in chunk[..read].split_inclusive(|b| *b == b'\n') {
+            let (text, ends_line) = match piece.split_last() {
+                Some((b'\n', text)) => (text, true),
+                _ => (piece, false),
+            };
+            if !skipping {
+                let room = max_line.saturating_sub(line.len());
+                line.extend_from_slice(&text[..text.len().min(room)]);
+                if text.len() > room {
+                    log(&format!("{}…", String::from_utf8_lossy(&line)));
+                    line.clear();
+                    skipping = true;
+                }
+            }
+            if ends_line {
+                if !skipping {
+                    log(&String::from_utf8_lossy(&line));
+                }
+                line.clear();
+                skipping = false;
+            }
+        }
+    }
+    if !line.is_empty() && !skipping {
+        log(&String::from_utf8_lossy(&line));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::drain_log;
+
+    async fn lines_of(input: &[u8], max_line: usize) -> Vec<String> {
+        let mut lines = Vec::new();
+        drain_log(input, max_line, |line| lines.push(line.to_owned())).await;
+        lines
+    }
+
+    #[tokio::test]
+    async fn invalid_utf8_is_replaced_and_reading_goes_on() {
+        let lines = lines_of(b"ok\nbad \xff\xfe byte\nafter\nlast", 100).await;
+        assert_eq!(lines, ["ok", "bad \u{fffd}\u{fffd} byte", "after", "last"]);
+    }
+
+    #[tokio::test]
+    async fn a_long_line_is_cut_and_the_rest_of_it_skipped() {
+        let mut input = vec![b'y'; 100_000];
+        input.extend_from_slice(b"\nnext line\n");
+        let lines = lines_of(&input, 10).await;
+        assert_eq!(lines, ["yyyyyyyyyy…", "next line"]);
+        // Exactly the bound is not cut; one byte more is.
+        assert_eq!(lines_of(b"0123456789\n", 10).await, ["0123456789"]);
+        assert_eq!(lines_of(b"0123456789a", 10).await, ["0123456789…"]);
+    }
 }

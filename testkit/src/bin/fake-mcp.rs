@@ -11,6 +11,9 @@
 //! - `spawn_child {}`: starts `sleep 600` in its process group, returns its pid.
 //! - `big {bytes}`: a text of that many bytes.
 //! - `add_tool {}`: offers one more tool, `late_tool`, and notifies the client.
+//! - `stderr_noise {bytes}`: writes a line that is not UTF-8, then `bytes`
+//!   bytes without a newline, to stderr; exits (as a server killed by
+//!   SIGPIPE would) if stderr is no longer read.
 //!
 //! Logs go to stderr (one line at start), as a real server's would.
 
@@ -77,6 +80,11 @@ impl Fake {
                 object(json!({"bytes": {"type": "integer"}}), &["bytes"]),
             ),
             tool("add_tool", "Offers one more tool.", object(json!({}), &[])),
+            tool(
+                "stderr_noise",
+                "Writes invalid UTF-8 and a long line to stderr.",
+                object(json!({"bytes": {"type": "integer"}}), &["bytes"]),
+            ),
         ];
         if self.late_tool.load(Ordering::SeqCst) {
             tools.push(tool("late_tool", "Appeared later.", object(json!({}), &[])));
@@ -152,6 +160,19 @@ impl ServerHandler for Fake {
                     eprintln!("fake-mcp: could not notify: {e}");
                 }
                 text("added")
+            }
+            "stderr_noise" => {
+                use std::io::Write;
+                let mut noise = b"fake-mcp: not UTF-8: \xff\xfe\xc3\n".to_vec();
+                noise.extend(std::iter::repeat_n(b'y', number("bytes") as usize));
+                let written = std::io::stderr()
+                    .lock()
+                    .write_all(&noise)
+                    .and_then(|()| std::io::stderr().lock().flush());
+                if written.is_err() {
+                    std::process::exit(141);
+                }
+                text("noisy")
             }
             "late_tool" if self.late_tool.load(Ordering::SeqCst) => text("late"),
             other => {
