@@ -310,6 +310,11 @@ mod tests {
             err.to_string(),
             "agent.toml:7: `mcp_servers.x.max_instances`: must be at least 1"
         );
+        let err = load(&format!("{head}max_total_instances = 0\n"), &[]).expect_err("none");
+        assert_eq!(
+            err.to_string(),
+            "agent.toml:7: `mcp_servers.x.max_total_instances`: must be at least 1"
+        );
         // Broken by a default: the server's table is the place.
         let err = load(&format!("{head}startup_timeout = \"0s\"\n"), &[]).expect_err("zero");
         assert_eq!(

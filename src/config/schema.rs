@@ -347,6 +347,11 @@ pub struct McpServerConfig {
     /// Most instances at once (per user for `per_user`); calls beyond wait.
     #[serde(default = "default_max_instances")]
     pub max_instances: usize,
+    /// `per_user` scope: most instances at once across all users; a call that
+    /// would need one more waits (within its call timeout) for one to stop,
+    /// and never spawns beyond it.
+    #[serde(default = "default_max_total_instances")]
+    pub max_total_instances: usize,
     /// Spawn plus MCP initialize.
     #[serde(default = "default_startup_timeout", with = "humantime_serde")]
     pub startup_timeout: Duration,
@@ -394,6 +399,9 @@ fn default_min_idle() -> usize {
 }
 fn default_max_instances() -> usize {
     4
+}
+fn default_max_total_instances() -> usize {
+    64
 }
 fn default_startup_timeout() -> Duration {
     Duration::from_secs(30)

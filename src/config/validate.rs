@@ -184,6 +184,12 @@ impl Check<'_> {
         if server.max_instances == 0 {
             return Err(invalid("max_instances", "must be at least 1".to_owned()));
         }
+        if server.max_total_instances == 0 {
+            return Err(invalid(
+                "max_total_instances",
+                "must be at least 1".to_owned(),
+            ));
+        }
         if server.min_idle > server.max_instances {
             return Err(invalid(
                 "min_idle",

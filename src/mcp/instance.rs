@@ -15,7 +15,7 @@ use rmcp::model::{
 use rmcp::service::{NotificationContext, Peer, RunningService};
 use rmcp::{ClientHandler, RoleClient, ServiceError, ServiceExt};
 use serde_json::{Map, Value};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use super::McpError;
 use super::process::{self, Launch, ProcessGuard};
@@ -68,6 +68,12 @@ pub struct Instance {
     service: RunningService<RoleClient, Events>,
     process: ProcessGuard,
     broken: AtomicBool,
+    /// Whether a tool call got an answer from it: it has proved healthy.
+    served: AtomicBool,
+    /// Its place under a cap shared across pools, released when it stops.
+    slot: Option<OwnedSemaphorePermit>,
+    /// When it finished starting.
+    pub started: Instant,
     /// When it last finished a call (or started), for idle reaping.
     pub last_used: Instant,
     pub server: String,
@@ -133,9 +139,24 @@ impl Instance {
             service,
             process: spawned.guard,
             broken: AtomicBool::new(false),
+            served: AtomicBool::new(false),
+            slot: None,
+            started: Instant::now(),
             last_used: Instant::now(),
             server: launch.server.clone(),
         })
+    }
+
+    /// The instance, holding `slot` (its place under a shared cap) until it
+    /// stops.
+    pub fn holding(mut self, slot: Option<OwnedSemaphorePermit>) -> Instance {
+        self.slot = slot;
+        self
+    }
+
+    /// Whether a tool call got an answer (even an error) from it.
+    pub fn has_served(&self) -> bool {
+        self.served.load(Ordering::Relaxed)
     }
 
     /// Whether the instance can serve another call.
@@ -171,7 +192,10 @@ impl Instance {
     ) -> Result<CallToolResult, CallFailure> {
         let params = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
         match tokio::time::timeout(timeout, self.service.call_tool(params)).await {
-            Ok(Ok(result)) => Ok(result),
+            Ok(Ok(result)) => {
+                self.served.store(true, Ordering::Relaxed);
+                Ok(result)
+            }
             Ok(Err(ServiceError::TransportClosed | ServiceError::TransportSend(_))) => {
                 self.broken.store(true, Ordering::Relaxed);
                 Err(CallFailure::Closed)
@@ -181,6 +205,7 @@ impl Instance {
                     self.broken.store(true, Ordering::Relaxed);
                     return Err(CallFailure::Closed);
                 }
+                self.served.store(true, Ordering::Relaxed);
                 Err(CallFailure::Protocol(e.to_string()))
             }
             Err(_) => {
@@ -197,9 +222,12 @@ impl Instance {
         let Instance {
             mut service,
             process,
+            slot,
             ..
         } = self;
         let _ = service.close_with_timeout(Duration::from_secs(1)).await;
         process.stop(Duration::from_secs(1)).await;
+        // Only now is its place under the shared cap free.
+        drop(slot);
     }
 }

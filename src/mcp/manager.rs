@@ -4,12 +4,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio_util::sync::CancellationToken;
 
 use super::instance::ToolsChanged;
-use super::pool::Pool;
+use super::pool::{Pool, TotalCap};
 use super::process::Launch;
 use super::server::Server;
 use super::tools::{self, ModelTool};
@@ -23,6 +24,10 @@ pub struct McpManager {
     pub(super) model_tools: RwLock<Arc<Vec<ModelTool>>>,
     pub(super) max_output_bytes: usize,
     pub(super) stop: CancellationToken,
+    /// Whether background upkeep runs (set by [`McpManager::start`]): then
+    /// a shared server missing its tools is left to it, and runs never wait
+    /// for that server to start.
+    pub(super) upkeep: AtomicBool,
 }
 
 impl std::fmt::Debug for McpManager {
@@ -58,6 +63,7 @@ impl McpManager {
         });
         futures::future::join_all(startups).await;
         manager.rebuild_names();
+        manager.upkeep.store(true, Ordering::Relaxed);
         manager.spawn_maintenance();
         manager
     }
@@ -91,6 +97,7 @@ impl McpManager {
                 config: config.clone(),
                 shared: None,
                 per_user: Mutex::new(HashMap::new()),
+                total: TotalCap::new(config.max_total_instances),
                 tools: RwLock::new(None),
                 tools_changed: Arc::new(ToolsChanged::default()),
             };
@@ -109,24 +116,37 @@ impl McpManager {
             model_tools: RwLock::new(Arc::new(Vec::new())),
             max_output_bytes,
             stop: CancellationToken::new(),
+            upkeep: AtomicBool::new(false),
         })
     }
 
-    /// The tools the model is offered for `user`. Per-user servers whose
-    /// tool list is not known yet are started for this user to learn it.
+    /// The tools the model is offered for `user`. It never waits on a
+    /// server that failed: a shared server whose tool list is missing is
+    /// left to background upkeep (when it runs), and a server in its
+    /// back-off fails at once; the run goes on without its tools, and the log
+    /// says so. Per-user servers whose tool list is not known yet are started
+    /// for this user to learn it (all missing servers at once).
     pub async fn tools_for(&self, user: &str) -> Arc<Vec<ModelTool>> {
-        let mut learned = false;
-        for server in self.servers.values() {
-            if !server.has_tools() {
+        let upkeep = self.upkeep.load(Ordering::Relaxed);
+        let fetches = self
+            .servers
+            .values()
+            .filter(|server| !server.has_tools())
+            .map(|server| async move {
+                if upkeep && server.shared.is_some() {
+                    tracing::warn!(server = %server.name, "tools unavailable for this run: the server is not started; retrying in the background");
+                    return false;
+                }
                 match server.fetch_tools(user).await {
-                    Ok(()) => learned = true,
+                    Ok(()) => true,
                     Err(e) => {
-                        tracing::warn!(server = %server.name, error = %e, "tools unavailable for this run")
+                        tracing::warn!(server = %server.name, error = %e, "tools unavailable for this run");
+                        false
                     }
                 }
-            }
-        }
-        if learned {
+            });
+        let learned = futures::future::join_all(fetches).await;
+        if learned.into_iter().any(|l| l) {
             self.rebuild_names();
         }
         self.model_tools

@@ -43,6 +43,10 @@ pub enum McpError {
     Call { server: String, message: String },
     #[error("every instance of the {server} tool server stayed busy for the whole call timeout")]
     Busy { server: String },
+    #[error(
+        "the {server} tool server already runs its limit of {max} instances across users (max_total_instances), and none stopped within the call timeout"
+    )]
+    AtCapacity { server: String, max: usize },
     #[error("the daemon is shutting down")]
     ShuttingDown,
 }

@@ -4,9 +4,21 @@
 //! A call leases an instance for its duration and gives it back. At most
 //! `max_instances` are alive; a call beyond that waits for one to come back,
 //! bounded by the call timeout. Broken instances (crashed, timed out) are
-//! dropped, which kills their process group, and replaced on demand; when
-//! starting keeps failing, attempts back off exponentially. Idle instances
-//! beyond `min_idle` are stopped after `idle_timeout`.
+//! dropped, which kills their process group, and replaced on demand.
+//!
+//! When a server keeps failing, attempts to start it back off exponentially.
+//! A failure is a start that failed, or an instance that broke before it had
+//! proved healthy (served a call, or stayed up for [`STABLE_AFTER`]); so a
+//! server that starts fine and crashes on every call backs off too, instead
+//! of being respawned for every call. Nothing ever waits on a back-off: a
+//! lease that would have to start an instance before the next attempt is due
+//! fails at once, and the caller goes on without the server.
+//!
+//! A per-user server's pools share one count of live instances across users
+//! (`max_total_instances`): a start beyond it waits, bounded by the call's
+//! deadline, for an instance to stop, and never spawns. Idle instances beyond
+//! `min_idle` are stopped after `idle_timeout`; dead idle ones are dropped
+//! (and their process reaped) by upkeep and by the next lease.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,7 +36,35 @@ pub struct PoolLimits {
     pub max_instances: usize,
     pub startup_timeout: Duration,
     pub idle_timeout: Duration,
+    /// The cap of live instances shared by the per-user pools of one server;
+    /// `None` for a shared pool.
+    pub total: Option<TotalCap>,
 }
+
+/// Live instances allowed across several pools (the per-user pools of one
+/// server): one permit per live instance, released when it stops.
+#[derive(Debug, Clone)]
+pub struct TotalCap {
+    pub slots: Arc<Semaphore>,
+    pub max: usize,
+}
+
+impl TotalCap {
+    /// A cap of `max` live instances.
+    pub fn new(max: usize) -> TotalCap {
+        TotalCap {
+            slots: Arc::new(Semaphore::new(max)),
+            max,
+        }
+    }
+}
+
+/// An instance up this long has proved healthy even if it never served a
+/// call, so its crash does not count towards the back-off.
+pub const STABLE_AFTER: Duration = Duration::from_secs(60);
+
+/// Longest wait between two attempts to start a failing server.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Instances of one server for one scope.
 pub struct Pool {
@@ -71,15 +111,13 @@ impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(mut instance) = self.instance.take() {
             if instance.is_usable() {
+                if instance.has_served() {
+                    self.pool.healthy();
+                }
                 instance.last_used = Instant::now();
                 self.pool.lock_idle().push(instance);
             } else {
-                self.pool
-                    .replaced
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(server = %self.pool.launch.server, "dropping a broken MCP server instance");
-                // Dropping kills its process group.
-                drop(instance);
+                self.pool.broke(instance);
             }
         }
     }
@@ -131,8 +169,7 @@ impl Pool {
             if instance.is_usable() {
                 return Ok(self.wrap(instance, permit));
             }
-            self.replaced
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.broke(instance);
         }
         let instance = self.start(deadline).await?;
         Ok(self.wrap(instance, permit))
@@ -146,19 +183,40 @@ impl Pool {
         }
     }
 
-    /// Starts one instance, after the back-off of earlier failures.
+    /// Starts one instance, unless the back-off of earlier failures says
+    /// not yet: then it fails at once rather than wait.
     async fn start(&self, deadline: tokio::time::Instant) -> Result<Instance, McpError> {
-        let wait_until = self.lock_backoff().next_attempt;
-        if let Some(at) = wait_until {
-            let at = tokio::time::Instant::from_std(at);
-            if at > deadline {
+        let (failures, next_attempt) = {
+            let backoff = self.lock_backoff();
+            (backoff.failures, backoff.next_attempt)
+        };
+        if let Some(at) = next_attempt {
+            let wait = at.saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
                 return Err(McpError::Spawn {
                     server: self.launch.server.clone(),
-                    message: "it keeps failing to start; the next attempt is later than this call can wait".into(),
+                    message: format!(
+                        "it keeps failing ({failures} failures in a row); the next attempt is in {:.1}s",
+                        wait.as_secs_f64()
+                    ),
                 });
             }
-            tokio::time::sleep_until(at).await;
         }
+        let slot = match &self.limits.total {
+            Some(total) => {
+                match tokio::time::timeout_at(deadline, total.slots.clone().acquire_owned()).await {
+                    Ok(Ok(slot)) => Some(slot),
+                    Ok(Err(_)) => return Err(McpError::ShuttingDown),
+                    Err(_) => {
+                        return Err(McpError::AtCapacity {
+                            server: self.launch.server.clone(),
+                            max: total.max,
+                        });
+                    }
+                }
+            }
+            None => None,
+        };
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let timeout = self.limits.startup_timeout.min(remaining);
         match Instance::start(
@@ -169,21 +227,47 @@ impl Pool {
         )
         .await
         {
-            Ok(instance) => {
-                *self.lock_backoff() = Backoff::default();
-                Ok(instance)
-            }
+            // A successful start does not clear the back-off: only an
+            // instance that proves healthy does (see `healthy`).
+            Ok(instance) => Ok(instance.holding(slot)),
             Err(e) => {
-                let mut backoff = self.lock_backoff();
-                backoff.failures += 1;
-                let delay = Duration::from_millis(100)
-                    .saturating_mul(2u32.saturating_pow(backoff.failures.min(10)))
-                    .min(Duration::from_secs(30));
-                backoff.next_attempt = Some(Instant::now() + delay);
+                let delay = self.failed();
                 tracing::error!(server = %self.launch.server, error = %e, retry_in_ms = delay.as_millis() as u64, "MCP server failed to start");
                 Err(e)
             }
         }
+    }
+
+    /// Counts one more failure in a row; returns the wait before the next
+    /// attempt.
+    fn failed(&self) -> Duration {
+        let mut backoff = self.lock_backoff();
+        backoff.failures = backoff.failures.saturating_add(1);
+        let delay = Duration::from_millis(100)
+            .saturating_mul(2u32.saturating_pow(backoff.failures.min(10)))
+            .min(MAX_BACKOFF);
+        backoff.next_attempt = Some(Instant::now() + delay);
+        delay
+    }
+
+    /// An instance proved the server healthy: the next start is immediate.
+    fn healthy(&self) {
+        *self.lock_backoff() = Backoff::default();
+    }
+
+    /// Drops a broken instance (which kills its process group and reaps the
+    /// child), counting it as a failure unless it had proved healthy first.
+    fn broke(&self, instance: Instance) {
+        self.replaced
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if instance.has_served() || instance.started.elapsed() >= STABLE_AFTER {
+            self.healthy();
+            tracing::warn!(server = %self.launch.server, "dropping a broken MCP server instance");
+        } else {
+            let delay = self.failed();
+            tracing::warn!(server = %self.launch.server, retry_in_ms = delay.as_millis() as u64, "an MCP server instance broke before serving a call; backing off");
+        }
+        drop(instance);
     }
 
     fn lock_backoff(&self) -> std::sync::MutexGuard<'_, Backoff> {
@@ -204,23 +288,31 @@ impl Pool {
         Ok(())
     }
 
-    /// Stops idle instances beyond `min_idle` unused for `idle_timeout`.
-    /// Returns true when the pool is entirely empty and unused.
+    /// Drops dead idle instances (reaping their processes), then stops idle
+    /// instances beyond `min_idle` unused for `idle_timeout`. Returns true
+    /// when the pool is entirely empty and unused.
     pub async fn reap(&self) -> bool {
-        let expired: Vec<Instance> = {
+        let (dead, expired) = {
             let mut idle = self.lock_idle();
+            let (alive, dead): (Vec<Instance>, Vec<Instance>) = std::mem::take(&mut *idle)
+                .into_iter()
+                .partition(Instance::is_usable);
+            *idle = alive;
             let keep_at_least = self.limits.min_idle;
             let mut expired = Vec::new();
             // Oldest first: they sit at the front.
             while idle.len() > keep_at_least
-                && idle.first().is_some_and(|i| {
-                    i.last_used.elapsed() >= self.limits.idle_timeout || !i.is_usable()
-                })
+                && idle
+                    .first()
+                    .is_some_and(|i| i.last_used.elapsed() >= self.limits.idle_timeout)
             {
                 expired.push(idle.remove(0));
             }
-            expired
+            (dead, expired)
         };
+        for instance in dead {
+            self.broke(instance);
+        }
         for instance in expired {
             tracing::info!(server = %self.launch.server, "stopping an idle MCP server instance");
             instance.stop().await;

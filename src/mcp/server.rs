@@ -9,7 +9,7 @@ use rmcp::model::Tool;
 
 use super::McpError;
 use super::instance::{Events, ToolsChanged};
-use super::pool::{Pool, PoolLimits};
+use super::pool::{Pool, PoolLimits, TotalCap};
 use super::process::Launch;
 use crate::config::McpServerConfig;
 
@@ -22,6 +22,8 @@ pub(super) struct Server {
     pub(super) shared: Option<Arc<Pool>>,
     /// Pools of a per-user server, by user id.
     pub(super) per_user: Mutex<HashMap<String, Arc<Pool>>>,
+    /// Live per-user instances across all users (`max_total_instances`).
+    pub(super) total: TotalCap,
     /// The tool list, once fetched (per server definition, not per instance).
     pub(super) tools: RwLock<Option<Vec<Tool>>>,
     pub(super) tools_changed: Arc<ToolsChanged>,
@@ -36,6 +38,7 @@ impl Server {
             max_instances: self.config.max_instances,
             startup_timeout: self.config.startup_timeout,
             idle_timeout: self.config.idle_timeout,
+            total: per_user.then(|| self.total.clone()),
         }
     }
 

@@ -1,0 +1,241 @@
+//! Hostile tool servers: one that cannot start, one that crashes on every
+//! call, one that writes garbage to stderr; a model that makes up tool names;
+//! per-user instances beyond the global cap; an instance that dies while
+//! idle. Servers are real `fake-mcp` child processes.
+
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, RandomState};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chatkitd::config::{McpScope, McpServerConfig};
+use chatkitd::mcp::McpManager;
+use chatkitd_testkit::{FakeToolCall, Script};
+
+use crate::support::{Backend, Daemon, eventually, fake_mcp_server};
+
+/// A server whose program does not exist.
+fn broken_server() -> McpServerConfig {
+    let mut server = fake_mcp_server();
+    server.command = "does-not-exist".to_owned();
+    server
+}
+
+/// A manager with background upkeep, as the daemon runs it.
+async fn manager_with(server: McpServerConfig) -> Arc<McpManager> {
+    let configs = BTreeMap::from([("fake".to_owned(), server)]);
+    McpManager::start(&configs, Path::new("."), 16 * 1024).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_server_that_cannot_start_does_not_delay_runs() {
+    let daemon = Daemon::start_with(Backend::Sqlite, |config| {
+        config.mcp_servers.insert("fake".into(), fake_mcp_server());
+        config.mcp_servers.insert("broken".into(), broken_server());
+    })
+    .await;
+    // Each failed start doubles the back-off; runs that waited on it would
+    // take 0.2, 0.4, 0.8, 1.6, 3.2, 6.4 s.
+    let mut thread: Option<String> = None;
+    for round in 0..6 {
+        daemon.llm.push(Script::text(["Fine."]));
+        let started = Instant::now();
+        let streamed = match &thread {
+            None => {
+                let (id, streamed) = daemon.create_thread("hello").await;
+                thread = Some(id);
+                streamed
+            }
+            Some(id) => daemon.add_message(id, "again").await,
+        };
+        let elapsed = started.elapsed();
+        assert_eq!(
+            streamed.answer().as_deref(),
+            Some("Fine."),
+            "{}",
+            streamed.raw
+        );
+        assert!(
+            elapsed < Duration::from_secs(3),
+            "run {round} took {elapsed:?}"
+        );
+    }
+    let requests = daemon.llm.stream_requests();
+    assert_eq!(requests.len(), 6);
+    for request in &requests {
+        assert!(
+            request.tool_names().contains(&"echo".to_owned()),
+            "the working server's tools are offered: {:?}",
+            request.tool_names()
+        );
+    }
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_crashes_on_every_call_backs_off() {
+    let manager = manager_with(fake_mcp_server()).await;
+    let (mut crashed, mut backed_off) = (0u64, 0u64);
+    for _ in 0..12 {
+        let outcome = manager.call_tool("u", "fake", "crash", "{}").await;
+        assert!(outcome.is_error, "{outcome:?}");
+        if outcome.output.contains("stopped during the call") {
+            crashed += 1;
+        } else if outcome.output.contains("next attempt is in") {
+            backed_off += 1;
+        } else {
+            panic!("unexpected outcome {outcome:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let replaced = manager.pool_counts()[0].replaced;
+    assert!(
+        crashed <= 5 && backed_off >= 7 && replaced <= 5,
+        "12 crashing calls: {crashed} crashed, {backed_off} backed off, {replaced} instances replaced"
+    );
+
+    // Once the back-off has passed, a call that succeeds proves the server
+    // healthy: its next crash is replaced at once, without back-off.
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let manager = manager.clone();
+            async move { !manager.call_tool("u", "fake", "pid", "{}").await.is_error }
+        })
+        .await
+    );
+    let crash = manager.call_tool("u", "fake", "crash", "{}").await;
+    assert!(
+        crash.output.contains("stopped during the call"),
+        "{crash:?}"
+    );
+    let after = manager.call_tool("u", "fake", "pid", "{}").await;
+    assert!(
+        !after.is_error,
+        "a healthy server's crash is not backed off: {after:?}"
+    );
+    manager.shutdown().await;
+}
+
+/// Names no server offers, different on every run.
+fn made_up_names(count: usize) -> Vec<String> {
+    let seed = RandomState::new();
+    (0..count)
+        .map(|i| format!("made_up_{:016x}", seed.hash_one(i)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_tool_names_add_one_metrics_label_set() {
+    let daemon = Daemon::start_with(Backend::Sqlite, |config| {
+        config.mcp_servers.insert("fake".into(), fake_mcp_server());
+    })
+    .await;
+    let names = made_up_names(50);
+    for (turn, batch) in names.chunks(10).enumerate() {
+        let calls = batch
+            .iter()
+            .enumerate()
+            .map(|(i, name)| FakeToolCall::new(format!("call_{turn}_{i}"), name, "{}"))
+            .collect();
+        daemon.llm.push(Script::ToolCalls { calls });
+    }
+    daemon.llm.push(Script::text(["Done."]));
+    let (_, streamed) = daemon.create_thread("call made-up tools").await;
+    assert_eq!(
+        streamed.answer().as_deref(),
+        Some("Done."),
+        "{}",
+        streamed.raw
+    );
+
+    let (status, metrics) = daemon.get("/metrics").await;
+    assert_eq!(status, 200);
+    for name in &names {
+        assert!(!metrics.contains(name.as_str()), "{name} became a label");
+    }
+    let unknown: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("chatkitd_tool_calls_total{server=\"none\""))
+        .collect();
+    assert_eq!(unknown.len(), 1, "{unknown:?}");
+    let count: u64 = unknown[0]
+        .strip_prefix(r#"chatkitd_tool_calls_total{server="none",tool="unknown",outcome="error"} "#)
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("one label set for unknown tools: {}", unknown[0]));
+    assert!(count >= 50, "{count}");
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_stderr_does_not_kill_the_server() {
+    let manager = manager_with(fake_mcp_server()).await;
+    let before = manager.call_tool("u", "fake", "pid", "{}").await;
+    assert!(!before.is_error, "{before:?}");
+    // Not UTF-8, then 1 MB without a newline: a reader that stopped at the
+    // first bad byte would close the pipe and the server would die writing.
+    let noise = manager
+        .call_tool("u", "fake", "stderr_noise", r#"{"bytes": 1000000}"#)
+        .await;
+    assert_eq!((noise.output.as_str(), noise.is_error), ("noisy", false));
+    let after = manager.call_tool("u", "fake", "pid", "{}").await;
+    assert_eq!(
+        after.output, before.output,
+        "the same instance still answers"
+    );
+    assert_eq!(manager.pool_counts()[0].replaced, 0);
+    manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_user_instances_stop_at_the_global_cap() {
+    let mut server = fake_mcp_server();
+    server.scope = McpScope::PerUser;
+    server.max_instances = 1;
+    server.max_total_instances = 2;
+    server.call_timeout = Duration::from_secs(2);
+    let manager = manager_with(server).await;
+    for user in ["a", "b"] {
+        let outcome = manager.call_tool(user, "fake", "pid", "{}").await;
+        assert!(!outcome.is_error, "{outcome:?}");
+    }
+    let started = Instant::now();
+    let third = manager.call_tool("c", "fake", "pid", "{}").await;
+    let waited = started.elapsed();
+    assert!(third.is_error, "{third:?}");
+    assert!(third.output.contains("max_total_instances"), "{third:?}");
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "it waited for the call timeout: {waited:?}"
+    );
+    let counts = &manager.pool_counts()[0];
+    assert_eq!(counts.idle + counts.busy, 2, "{counts:?}");
+    manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_dies_idle_is_reaped() {
+    let manager = manager_with(fake_mcp_server()).await;
+    let pid = manager.call_tool("u", "fake", "pid", "{}").await;
+    assert!(!pid.is_error, "{pid:?}");
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid.output])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    // Upkeep drops the dead instance and waits for the process: no zombie
+    // is left (the pool keeps `min_idle`, so age alone would not stop it).
+    let proc_entry = format!("/proc/{}", pid.output);
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            let gone = !Path::new(&proc_entry).exists();
+            async move { gone }
+        })
+        .await,
+        "{proc_entry} is still there: {:?}",
+        std::fs::read_to_string(format!("{proc_entry}/stat"))
+    );
+    let next = manager.call_tool("u", "fake", "pid", "{}").await;
+    assert!(!next.is_error && next.output != pid.output, "{next:?}");
+    manager.shutdown().await;
+}
