@@ -215,7 +215,11 @@ async fn per_user_instances_stop_at_the_global_cap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_that_dies_idle_is_reaped() {
-    let manager = manager_with(fake_mcp_server()).await;
+    // One instance, kept idle by `min_idle`: age alone never stops it.
+    let mut server = fake_mcp_server();
+    server.max_instances = 1;
+    server.min_idle = 1;
+    let manager = manager_with(server).await;
     let pid = manager.call_tool("u", "fake", "pid", "{}").await;
     assert!(!pid.is_error, "{pid:?}");
     let killed = std::process::Command::new("kill")
@@ -224,7 +228,7 @@ async fn an_instance_that_dies_idle_is_reaped() {
         .expect("kill runs");
     assert!(killed.success());
     // Upkeep drops the dead instance and waits for the process: no zombie
-    // is left (the pool keeps `min_idle`, so age alone would not stop it).
+    // is left.
     let proc_entry = format!("/proc/{}", pid.output);
     assert!(
         eventually(Duration::from_secs(15), || {
