@@ -90,6 +90,7 @@ impl McpManager {
             arguments.insert(parameter.clone(), value);
         }
         let deadline = tokio::time::Instant::now() + server.config.call_timeout;
+        server.make_room(user).await;
         let lease = match server.pool_for(user).lease(deadline).await {
             Ok(lease) => lease,
             Err(e) => return outcome(format!("Error: {e}."), true),

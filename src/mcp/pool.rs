@@ -16,7 +16,8 @@
 //!
 //! A per-user server's pools share one count of live instances across users
 //! (`max_total_instances`): a start beyond it waits, bounded by the call's
-//! deadline, for an instance to stop, and never spawns. Idle instances beyond
+//! deadline, for an instance to stop, and never spawns (before the wait,
+//! the call path stops another user's idle instance if there is one). Idle instances beyond
 //! `min_idle` are stopped after `idle_timeout`; dead idle ones are dropped
 //! (and their process reaped) by upkeep and by the next lease.
 
@@ -318,6 +319,17 @@ impl Pool {
             instance.stop().await;
         }
         self.lock_idle().is_empty() && self.busy.available_permits() == self.limits.max_instances
+    }
+
+    /// When the idle instance unused the longest was last used, if any.
+    pub fn oldest_idle(&self) -> Option<Instant> {
+        self.lock_idle().first().map(|i| i.last_used)
+    }
+
+    /// Takes the idle instance unused the longest out of the pool.
+    pub fn take_oldest_idle(&self) -> Option<Instance> {
+        let mut idle = self.lock_idle();
+        (!idle.is_empty()).then(|| idle.remove(0))
     }
 
     /// Stops every idle instance; instances on loan die with their lease.

@@ -67,6 +67,32 @@ impl Server {
             .clone()
     }
 
+    /// When every place under `max_total_instances` is taken and `user` has
+    /// no idle instance, stops the idle instance of another user that was
+    /// unused the longest, so that a call of `user` need not wait for idle
+    /// instances to time out. Busy instances are never taken.
+    pub(super) async fn make_room(&self, user: &str) {
+        if self.shared.is_some() || self.total.slots.available_permits() > 0 {
+            return;
+        }
+        let victim = {
+            let pools = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
+            if pools.get(user).is_some_and(|p| p.oldest_idle().is_some()) {
+                return;
+            }
+            pools
+                .iter()
+                .filter(|(other, _)| other.as_str() != user)
+                .filter_map(|(_, pool)| pool.oldest_idle().map(|at| (at, pool.clone())))
+                .min_by_key(|(at, _)| *at)
+                .map(|(_, pool)| pool)
+        };
+        if let Some(instance) = victim.and_then(|pool| pool.take_oldest_idle()) {
+            tracing::info!(server = %self.name, max_total_instances = self.total.max, "stopping another user's idle instance to make room");
+            instance.stop().await;
+        }
+    }
+
     pub(super) fn offered(&self, tool: &Tool) -> bool {
         let name = tool.name.as_ref();
         let enabled = self

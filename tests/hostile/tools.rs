@@ -195,10 +195,20 @@ async fn per_user_instances_stop_at_the_global_cap() {
     server.max_total_instances = 2;
     server.call_timeout = Duration::from_secs(2);
     let manager = manager_with(server).await;
-    for user in ["a", "b"] {
-        let outcome = manager.call_tool(user, "fake", "pid", "{}").await;
-        assert!(!outcome.is_error, "{outcome:?}");
-    }
+    // Two users keep the two places busy; a third waits the call timeout,
+    // then gets a tool error, and nothing more is spawned.
+    let busy: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|user| {
+            let manager = manager.clone();
+            tokio::spawn(async move {
+                manager
+                    .call_tool(user, "fake", "sleep", r#"{"ms": 1500}"#)
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
     let third = manager.call_tool("c", "fake", "pid", "{}").await;
     let waited = started.elapsed();
@@ -208,6 +218,19 @@ async fn per_user_instances_stop_at_the_global_cap() {
         waited >= Duration::from_millis(1500),
         "it waited for the call timeout: {waited:?}"
     );
+    for call in busy {
+        let outcome = call.await.expect("call task");
+        assert_eq!(outcome.output, "slept", "{outcome:?}");
+    }
+    let counts = &manager.pool_counts()[0];
+    assert_eq!(counts.idle + counts.busy, 2, "{counts:?}");
+
+    // Now both are idle: the third user's call stops the one unused the
+    // longest instead of waiting, and the total stays at the cap.
+    let started = Instant::now();
+    let third = manager.call_tool("c", "fake", "pid", "{}").await;
+    assert!(!third.is_error, "{third:?}");
+    assert!(started.elapsed() < Duration::from_millis(1500));
     let counts = &manager.pool_counts()[0];
     assert_eq!(counts.idle + counts.busy, 2, "{counts:?}");
     manager.shutdown().await;
