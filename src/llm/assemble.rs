@@ -342,4 +342,116 @@ mod tests {
             "{error:?}"
         );
     }
+
+    mod properties {
+        use proptest::prelude::*;
+        use serde_json::{Value, json};
+
+        use super::*;
+
+        const LIMITS: StreamLimits = StreamLimits {
+            max_tool_calls: 4,
+            max_tool_arguments_bytes: 64,
+            max_answer_bytes: 128,
+        };
+
+        fn short_text() -> impl Strategy<Value = String> {
+            prop::collection::vec(any::<char>(), 0..24).prop_map(String::from_iter)
+        }
+
+        /// A tool-call fragment with any subset of its fields; indexes are
+        /// mostly small but may be anything a `u64` holds.
+        fn fragment() -> impl Strategy<Value = Value> {
+            let index = prop_oneof![3 => 0_u64..8, 1 => 0_u64..300, 1 => any::<u64>()];
+            (
+                prop::option::of(index),
+                prop::option::of(short_text()),
+                prop::option::of(short_text()),
+                prop::option::of(short_text()),
+            )
+                .prop_map(|(index, id, name, arguments)| {
+                    let mut fragment = json!({"type": "function", "function": {}});
+                    if let Some(index) = index {
+                        fragment["index"] = json!(index);
+                    }
+                    if let Some(id) = id {
+                        fragment["id"] = json!(id);
+                    }
+                    if let Some(name) = name {
+                        fragment["function"]["name"] = json!(name);
+                    }
+                    if let Some(arguments) = arguments {
+                        fragment["function"]["arguments"] = json!(arguments);
+                    }
+                    fragment
+                })
+        }
+
+        /// A chunk as servers send them, an error object, or odd JSON.
+        fn chunk_json() -> impl Strategy<Value = Value> {
+            let finish = prop::option::of(prop::sample::select(vec![
+                "",
+                "stop",
+                "tool_calls",
+                "length",
+            ]));
+            let choice = (
+                prop::option::of(short_text()),
+                prop::option::of(prop::collection::vec(fragment(), 0..4)),
+                finish,
+            )
+                .prop_map(|(content, tool_calls, finish_reason)| {
+                    json!({"index": 0, "delta": {"content": content, "tool_calls": tool_calls}, "finish_reason": finish_reason})
+                });
+            prop_oneof![
+                8 => prop::collection::vec(choice, 0..3).prop_map(|choices| json!({"choices": choices})),
+                1 => short_text().prop_map(|message| json!({"error": {"message": message}})),
+                1 => prop_oneof![
+                    Just(json!({"choices": null})),
+                    Just(json!({"choices": [{"delta": null}]})),
+                    Just(json!([])),
+                    Just(json!("not an object")),
+                ],
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn arbitrary_chunks_stay_within_the_limits(chunks in prop::collection::vec(chunk_json(), 0..24)) {
+                let mut assembler = Assembler::new(LIMITS);
+                let mut text_bytes = 0;
+                let mut failed = false;
+                for value in chunks {
+                    // What does not even parse as a chunk is skipped by the stream.
+                    let Ok(chunk) = serde_json::from_value::<Chunk>(value) else {
+                        continue;
+                    };
+                    match assembler.push(chunk) {
+                        Ok(text) => text_bytes += text.map_or(0, |t| t.len()),
+                        Err(LlmError::OverLimit(_) | LlmError::InStream(_)) => {
+                            failed = true;
+                            break;
+                        }
+                        Err(other) => prop_assert!(false, "unexpected error {other:?}"),
+                    }
+                    prop_assert!(text_bytes <= LIMITS.max_answer_bytes);
+                    prop_assert!(assembler.call_slots() <= TOOL_CALL_INDEXES);
+                }
+                if failed {
+                    return Ok(());
+                }
+                if let Some(LlmEvent::Finished { tool_calls, .. }) = assembler.finish() {
+                    prop_assert!(tool_calls.len() <= LIMITS.max_tool_calls);
+                    for call in tool_calls {
+                        prop_assert!(!call.function.name.is_empty());
+                        prop_assert!(call.function.name.len() <= MAX_TOOL_NAME_BYTES);
+                        prop_assert!(call.function.arguments.len() <= LIMITS.max_tool_arguments_bytes);
+                        prop_assert!(!call.id.is_empty());
+                    }
+                }
+            }
+        }
+    }
 }
