@@ -9,19 +9,25 @@
 //! and calls the [`Store`] trait.
 //!
 //! Failure rules (design decision 7): a model error keeps the partial answer
-//! and ends with an `error` event; a cancelled run (the client went away, or
+//! and ends with an `error` event, and so does a panic inside the run; a cancelled run (the client went away, or
 //! shutdown) keeps the non-blank partial answer plus a hidden marker telling
 //! the next turn that the user stopped this one.
 
 mod draft;
 mod history;
+#[cfg(test)]
+mod panic_tests;
 mod records;
 mod run;
 mod title;
 mod tools;
 
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
+
+use futures::FutureExt;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -41,6 +47,10 @@ use crate::store::Store;
 /// does not try to continue the abandoned answer.
 pub const CANCELLED_MARKER: &str =
     "The user cancelled the stream. Stop responding to the prior request.";
+
+/// What the client reads when its run stopped on a panic (a defect).
+pub const PANIC_MESSAGE: &str =
+    "The assistant stopped because of an internal error; what was written so far is kept.";
 
 /// Where a run's events go: the client's stream. A send fails once the client
 /// has gone, which the run treats as the stop button.
@@ -131,7 +141,19 @@ impl Agent {
     ) -> RunOutcome {
         let started = Instant::now();
         let mut run = Run::new(self, input, sink, cancel, started);
-        let outcome = run.execute().await;
+        // A panic is a defect, but the text the user already saw is theirs:
+        // caught here, where the run's state outlives the unwinding, it is
+        // kept like any failure's. `AssertUnwindSafe` is sound because the
+        // only state read afterwards is the draft's text and the open calls,
+        // which are valid whatever line panicked.
+        let caught = AssertUnwindSafe(run.execute()).catch_unwind().await;
+        let outcome = match caught {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                run.fail_panicked(&panic_message(panic.as_ref())).await;
+                RunOutcome::Failed
+            }
+        };
         if outcome == RunOutcome::Cancelled {
             run.persist_cancellation().await;
         }
@@ -143,4 +165,13 @@ impl Agent {
         crate::metrics::get().run(label, started.elapsed());
         outcome
     }
+}
+
+/// The text of a panic's payload, for the log.
+pub fn panic_message(payload: &(dyn Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }

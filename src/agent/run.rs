@@ -12,10 +12,12 @@ use super::draft::{Draft, finished_item};
 use super::history::build_messages;
 use super::records::ToolRecord;
 use super::title::TITLE_WAIT;
-use super::{Agent, CANCELLED_MARKER, Disconnected, EventSink, RunInput, RunOutcome};
+use super::{
+    Agent, CANCELLED_MARKER, Disconnected, EventSink, PANIC_MESSAGE, RunInput, RunOutcome,
+};
 use crate::llm::{ChatMessage, LlmError, LlmEvent, LlmStream, ToolCall, ToolDefinition};
 use crate::protocol::{
-    IdKind, ItemKind, StreamOptions, ThreadItem, ThreadStreamEvent, Timestamp, new_id,
+    IdKind, ItemKind, ItemUpdate, StreamOptions, ThreadItem, ThreadStreamEvent, Timestamp, new_id,
 };
 use crate::store::StoreError;
 
@@ -266,6 +268,60 @@ impl<'a> Run<'a> {
         };
         self.emit(event).await?;
         Err(Stop::Failed)
+    }
+
+    /// After a panic inside the run: store the non-blank partial answer and
+    /// a result for every open tool call before anything is sent (the
+    /// stream may be gone), then close the message and end the stream with
+    /// an `error` event if the client still listens.
+    pub(super) async fn fail_panicked(&mut self, panic: &str) {
+        tracing::error!(thread_id = %self.input.thread.id, panic, "a run panicked; what it wrote is kept");
+        let user = self.input.identity.user_id.clone();
+        let mut stored = None;
+        if let Some(draft) = self.draft.take().filter(|d| !d.text.trim().is_empty()) {
+            let item = finished_item(draft);
+            match self.agent.store.add_item(&user, &item).await {
+                Ok(()) => stored = Some(item),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not store the partial answer of a failed run")
+                }
+            }
+        }
+        for call in std::mem::take(&mut self.open_calls) {
+            let result = ToolRecord::result(
+                &call,
+                "The server failed before this call finished; it may or may not have run.",
+                true,
+            )
+            .into_item(&self.input.thread.id);
+            if let Err(e) = self.agent.store.add_item(&user, &result).await {
+                tracing::error!(error = %e, "could not store the result of an interrupted tool call");
+            }
+        }
+        if let Some(item) = stored {
+            let part = match &item.kind {
+                ItemKind::AssistantMessage(message) => message.content.first().cloned(),
+                _ => None,
+            };
+            let done = ThreadStreamEvent::ItemUpdated {
+                item_id: item.id.clone(),
+                update: ItemUpdate::ContentPartDone {
+                    content_index: 0,
+                    content: part.unwrap_or_default(),
+                },
+            };
+            if self.emit(done).await.is_err()
+                || self
+                    .emit(ThreadStreamEvent::ItemDone { item })
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+        }
+        let _ = self
+            .emit(ThreadStreamEvent::custom_error(PANIC_MESSAGE, true))
+            .await;
     }
 
     pub(super) async fn fail_store(&mut self, error: StoreError) -> Result<(), Stop> {

@@ -1,5 +1,6 @@
 //! Dispatch: one function per ChatKit request type, onto the store and the agent.
-//! The requests that start a run live in `runs.rs`; this file holds the
+//! The requests that start a run live in `runs.rs`, the boundary that
+//! catches a panicking run in `panics.rs`; this file holds the
 //! dispatcher, the reads and edits answered with one JSON document, and the
 //! errors they share.
 //!
@@ -25,6 +26,7 @@ use crate::protocol::{
 };
 use crate::store::{PageRequest, Store, StoreError};
 
+mod panics;
 mod runs;
 
 /// Page size when a request gives none (or 0), as the reference does.

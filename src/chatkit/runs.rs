@@ -217,6 +217,7 @@ impl ChatKit {
         };
         let run_cancel = cancel.clone();
         let shutdown = self.shutdown.clone();
+        let panic_sink = sink.clone();
         // A child of the request's span: the run's log lines carry the
         // request id and the thread id.
         let span = tracing::info_span!("run", thread_id = %input.thread.id);
@@ -249,7 +250,8 @@ impl ChatKit {
                     .await;
             }
         };
-        self.runs.spawn(run.instrument(span));
+        self.runs
+            .spawn(super::panics::catch_panics(run, panic_sink).instrument(span));
         Response::Stream(EventStream {
             events,
             _cancel_on_drop: cancel.drop_guard(),

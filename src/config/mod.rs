@@ -336,6 +336,39 @@ mod tests {
     }
 
     #[test]
+    fn model_stream_limits_have_defaults_and_ranges() {
+        let config = load("", &[]).expect("defaults are valid");
+        assert_eq!(config.llm.max_tool_calls, 32);
+        assert_eq!(config.llm.max_tool_arguments_bytes, 1024 * 1024);
+        assert_eq!(config.llm.max_answer_bytes, 1024 * 1024);
+        let cases = [
+            (
+                "max_tool_calls = 0",
+                "`llm.max_tool_calls`: must be from 1 to 128",
+            ),
+            (
+                "max_tool_calls = 129",
+                "`llm.max_tool_calls`: must be from 1 to 128",
+            ),
+            (
+                "max_tool_arguments_bytes = 1023",
+                "`llm.max_tool_arguments_bytes`: must be at least 1024",
+            ),
+            (
+                "max_answer_bytes = 10",
+                "`llm.max_answer_bytes`: must be at least 1024",
+            ),
+        ];
+        for (line, message) in cases {
+            let err = load(&format!("[llm]\n{line}\n"), &[]).expect_err(line);
+            assert_eq!(err.to_string(), format!("agent.toml:2: {message}"));
+        }
+        let text = "[llm]\nmax_tool_calls = 128\nmax_answer_bytes = 1024\n";
+        let config = load(text, &[]).expect("the bounds themselves are valid");
+        assert_eq!(config.llm.max_tool_calls, 128);
+    }
+
+    #[test]
     fn inject_sources_are_an_enum() {
         let text = "[mcp_servers.x]\ncommand = \"x\"\n\ninject = { user_id = \"user.id\" }\n";
         let config = load(text, &[]).expect("valid");

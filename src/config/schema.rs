@@ -264,6 +264,14 @@ pub struct LlmConfig {
     /// Ask for token usage at the end of streams (`stream_options.include_usage`)
     /// for the token metrics; turn off for a server that rejects the option.
     pub stream_usage: bool,
+    /// Most tool calls one model answer may ask for (1 to 128); an answer
+    /// with more ends the run with an `error` event, its text kept.
+    pub max_tool_calls: usize,
+    /// Largest arguments of one tool call the model may stream, in bytes.
+    pub max_tool_arguments_bytes: usize,
+    /// Largest text of one model answer, in bytes; beyond it the run ends
+    /// with an `error` event and the text so far is kept.
+    pub max_answer_bytes: usize,
 }
 
 impl Default for LlmConfig {
@@ -280,6 +288,9 @@ impl Default for LlmConfig {
             max_retries: 2,
             max_retry_after: Duration::from_secs(20),
             stream_usage: true,
+            max_tool_calls: 32,
+            max_tool_arguments_bytes: 1024 * 1024,
+            max_answer_bytes: 1024 * 1024,
         }
     }
 }

@@ -86,6 +86,17 @@ impl Check<'_> {
         if llm.model.trim().is_empty() {
             return Err(self.invalid("llm", "model", "must not be empty"));
         }
+        // Tool-call indexes beyond 127 are refused whatever this says, so a
+        // larger maximum could never be reached.
+        if !(1..=128).contains(&llm.max_tool_calls) {
+            return Err(self.invalid("llm", "max_tool_calls", "must be from 1 to 128"));
+        }
+        if llm.max_tool_arguments_bytes < 1024 {
+            return Err(self.invalid("llm", "max_tool_arguments_bytes", "must be at least 1024"));
+        }
+        if llm.max_answer_bytes < 1024 {
+            return Err(self.invalid("llm", "max_answer_bytes", "must be at least 1024"));
+        }
         Ok(())
     }
 

@@ -62,4 +62,57 @@ mod tests {
             )
         );
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::protocol::ItemUpdate;
+
+        /// Text with every character class that could break a frame: line
+        /// ends of every kind, other controls, quotes, non-ASCII.
+        fn hostile_text() -> impl Strategy<Value = String> {
+            let piece = prop_oneof![
+                Just("\n".to_owned()),
+                Just("\r".to_owned()),
+                Just("\r\n".to_owned()),
+                Just("\n\ndata: {}\n\n".to_owned()),
+                Just("\u{2028}\u{0}\u{1b}\"\\".to_owned()),
+                any::<String>(),
+            ];
+            prop::collection::vec(piece, 0..8).prop_map(|pieces| pieces.concat())
+        }
+
+        /// The one frame holds one `data:` line that reads back as `event`.
+        fn assert_one_frame(event: &ThreadStreamEvent) -> Result<(), TestCaseError> {
+            let framed = frame(event);
+            let text = std::str::from_utf8(&framed).expect("frames are UTF-8");
+            let json = text
+                .strip_prefix("data: ")
+                .and_then(|rest| rest.strip_suffix("\n\n"));
+            prop_assert!(json.is_some(), "{text:?}");
+            let json = json.unwrap_or_default();
+            prop_assert!(!json.contains(['\n', '\r']), "{text:?}");
+            let back: ThreadStreamEvent = serde_json::from_str(json).expect("reads back");
+            prop_assert_eq!(&back, event);
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn any_error_text_stays_one_frame(message in hostile_text(), retry in any::<bool>()) {
+                assert_one_frame(&ThreadStreamEvent::custom_error(message, retry))?;
+            }
+
+            #[test]
+            fn any_text_delta_stays_one_frame(item_id in hostile_text(), delta in hostile_text()) {
+                assert_one_frame(&ThreadStreamEvent::ItemUpdated {
+                    item_id,
+                    update: ItemUpdate::TextDelta { content_index: 0, delta },
+                })?;
+            }
+        }
+    }
 }

@@ -13,6 +13,7 @@ use async_openai::config::OpenAIConfig;
 use async_openai::middleware::ReqwestService;
 
 use super::LlmError;
+use super::limits::StreamLimits;
 use super::retry::RetryPolicy;
 use super::stream::LlmStream;
 use super::wire::{ChatMessage, ChatRequest, Completion, ModelList, StreamOptions, ToolDefinition};
@@ -34,6 +35,7 @@ pub struct LlmClient {
     max_tokens: Option<u32>,
     request_timeout: Duration,
     idle_timeout: Duration,
+    limits: StreamLimits,
     missing_key: bool,
     stream_usage: bool,
 }
@@ -74,6 +76,7 @@ impl LlmClient {
             max_tokens: config.max_tokens,
             request_timeout: config.request_timeout,
             idle_timeout: config.idle_timeout,
+            limits: StreamLimits::from_config(config),
             stream_usage: config.stream_usage,
         })
     }
@@ -124,7 +127,7 @@ impl LlmClient {
         let chunks = tokio::time::timeout(self.request_timeout, started)
             .await
             .map_err(|_| LlmError::Timeout(self.request_timeout))??;
-        Ok(LlmStream::new(chunks, self.idle_timeout))
+        Ok(LlmStream::new(chunks, self.idle_timeout, self.limits))
     }
 
     /// A short non-streamed answer (titles).

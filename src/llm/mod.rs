@@ -12,7 +12,9 @@
 //! for a complete answer.
 //!
 //! - `wire`: the serde types of the format, sent and received.
-//! - `stream`: [`LlmStream`] and the assembler of chunks into events.
+//! - `stream`: [`LlmStream`], reading chunks under the idle timeout.
+//! - `assemble`: the assembler of chunks into events.
+//! - `limits`: the bounds of one answer, and [`StreamLimit`].
 //! - `client`: [`LlmClient`], the endpoint's configuration and calls.
 //! - `retry`: the retry policy of the HTTP service.
 //!
@@ -25,12 +27,15 @@ use std::time::Duration;
 use async_openai::error::OpenAIError;
 use thiserror::Error;
 
+mod assemble;
 mod client;
+mod limits;
 mod retry;
 mod stream;
 mod wire;
 
 pub use client::LlmClient;
+pub use limits::StreamLimit;
 pub use stream::{LlmEvent, LlmStream};
 pub use wire::{
     ChatMessage, FunctionCall, ListedModel, ModelList, ToolCall, ToolDefinition, ToolKind,
@@ -57,6 +62,11 @@ pub enum LlmError {
     Cut,
     #[error("the model service sent something unreadable: {0}")]
     Protocol(String),
+    /// The streamed answer went beyond one of the daemon's bounds (see
+    /// `[llm] max_tool_calls`). Not transient: the same request is likely
+    /// to be answered the same way.
+    #[error("the model's answer went beyond a limit of this server: {0}")]
+    OverLimit(StreamLimit),
     /// The server answered 404 to `GET /models`: it is reachable but cannot
     /// list its models.
     #[error("the model service has no /models route")]
@@ -67,7 +77,10 @@ impl LlmError {
     /// Whether trying the same request again later may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            LlmError::NotConfigured(_) | LlmError::Protocol(_) | LlmError::NoModelsRoute => false,
+            LlmError::NotConfigured(_)
+            | LlmError::Protocol(_)
+            | LlmError::OverLimit(_)
+            | LlmError::NoModelsRoute => false,
             LlmError::Api { status, .. } => *status == 429 || *status >= 500,
             LlmError::InStream(_)
             | LlmError::Transport(_)

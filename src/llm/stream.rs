@@ -1,22 +1,20 @@
 //! A streamed answer: [`LlmStream`] reads chunks under the idle timeout and
-//! [`Assembler`] folds them into text deltas, whole tool calls and a finish
-//! reason.
+//! hands them to the [`Assembler`] (`assemble.rs`), which folds them into
+//! text deltas, whole tool calls and a finish reason within the answer's
+//! limits.
 //!
-//! Tool calls arrive as fragments keyed by `index`: the first usually carries
-//! id and name, later ones append to `arguments`. Arguments stay JSON text
-//! here; parsing them is the caller's business once the call is complete. A
-//! stream that ends without a `finish_reason` is reported as cut, never taken
-//! for a complete answer. Nothing here knows HTTP or retries.
+//! A stream that ends without a `finish_reason` is reported as cut, never
+//! taken for a complete answer. Nothing here knows HTTP or retries.
 
 use std::pin::Pin;
 use std::time::Duration;
 
+use super::LlmError;
+use super::assemble::Assembler;
+use super::limits::StreamLimits;
+use super::wire::{Chunk, ToolCall};
 use async_openai::error::OpenAIError;
 use futures::{Stream, StreamExt};
-use serde_json::Value;
-
-use super::LlmError;
-use super::wire::{Chunk, ToolCall, ToolCallDelta};
 
 /// Something the streamed answer produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,11 +43,11 @@ pub struct LlmStream {
 }
 
 impl LlmStream {
-    pub(super) fn new(chunks: ChunkStream, idle_timeout: Duration) -> Self {
+    pub(super) fn new(chunks: ChunkStream, idle_timeout: Duration, limits: StreamLimits) -> Self {
         LlmStream {
             chunks,
             idle_timeout,
-            assembler: Assembler::default(),
+            assembler: Assembler::new(limits),
             finished: false,
         }
     }
@@ -108,277 +106,19 @@ impl LlmStream {
     }
 }
 
-/// Folds parsed chunks into text, tool calls and a finish reason; no I/O and
-/// no clock, so every server quirk it absorbs is tested on its own.
-#[derive(Debug, Default)]
-pub(super) struct Assembler {
-    calls: Vec<PartialCall>,
-    /// The last non-empty finish_reason seen.
-    finish_reason: Option<String>,
-}
-
-#[derive(Debug, Default)]
-struct PartialCall {
-    id: String,
-    name: String,
-    arguments: String,
-}
-
-impl Assembler {
-    /// Absorbs one chunk: the text it carried (all choices together), none if
-    /// it carried no text, or the error object a server put in the stream.
-    pub(super) fn push(&mut self, chunk: Chunk) -> Result<Option<String>, LlmError> {
-        if let Some(error) = chunk.error {
-            let message = error
-                .get("message")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .unwrap_or_else(|| error.to_string());
-            return Err(LlmError::InStream(message));
-        }
-        let mut text = String::new();
-        for choice in chunk.choices.unwrap_or_default() {
-            if let Some(delta) = choice.delta {
-                if let Some(content) = delta.content {
-                    text.push_str(&content);
-                }
-                for fragment in delta.tool_calls.unwrap_or_default() {
-                    self.absorb(fragment);
-                }
-            }
-            if let Some(reason) = choice.finish_reason.filter(|r| !r.is_empty()) {
-                self.finish_reason = Some(reason);
-            }
-        }
-        Ok((!text.is_empty()).then_some(text))
-    }
-
-    /// Whether a finish_reason has come, so the answer is complete once the
-    /// stream ends.
-    pub(super) fn has_finish_reason(&self) -> bool {
-        self.finish_reason.is_some()
-    }
-
-    /// The finished answer with its assembled tool calls, or `None` when no
-    /// finish_reason came (a cut stream).
-    pub(super) fn finish(&mut self) -> Option<LlmEvent> {
-        let reason = self.finish_reason.take()?;
-        let tool_calls = std::mem::take(&mut self.calls)
-            .into_iter()
-            .enumerate()
-            .filter(|(_, call)| !call.name.is_empty())
-            .map(|(i, call)| {
-                // Some servers never send an id; the model needs one to pair
-                // the call with its result.
-                let id = if call.id.is_empty() {
-                    format!("call_{i}")
-                } else {
-                    call.id
-                };
-                ToolCall::function(id, call.name, call.arguments)
-            })
-            .collect();
-        Some(LlmEvent::Finished { reason, tool_calls })
-    }
-
-    /// Adds one tool-call fragment. Servers that omit `index` send each call
-    /// whole or in order, so a fragment without index that carries an `id`
-    /// starts a new call and one without continues the last.
-    fn absorb(&mut self, fragment: ToolCallDelta) {
-        let index = match fragment.index {
-            Some(index) => index,
-            None if fragment.id.is_some() || self.calls.is_empty() => self.calls.len(),
-            None => self.calls.len() - 1,
-        };
-        if self.calls.len() <= index {
-            self.calls.resize_with(index + 1, PartialCall::default);
-        }
-        let call = &mut self.calls[index];
-        if let Some(id) = fragment.id.filter(|id| !id.is_empty()) {
-            call.id = id;
-        }
-        if let Some(function) = fragment.function {
-            if let Some(name) = function.name {
-                call.name.push_str(&name);
-            }
-            if let Some(arguments) = function.arguments {
-                call.arguments.push_str(&arguments);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use pretty_assertions::assert_eq;
-
     use super::*;
 
     fn chunk(json: &str) -> Chunk {
         serde_json::from_str(json).expect("a chunk")
     }
 
-    /// Pushes every chunk, collecting the text; panics on an in-stream error.
-    fn feed(assembler: &mut Assembler, chunks: &[&str]) -> Vec<String> {
-        chunks
-            .iter()
-            .filter_map(|c| assembler.push(chunk(c)).expect("no in-stream error"))
-            .collect()
-    }
-
-    fn finished(reason: &str, tool_calls: Vec<ToolCall>) -> Option<LlmEvent> {
-        Some(LlmEvent::Finished {
-            reason: reason.to_owned(),
-            tool_calls,
-        })
-    }
-
-    #[test]
-    fn text_deltas_come_out_as_sent_and_empty_ones_are_none() {
-        let mut assembler = Assembler::default();
-        let text = feed(
-            &mut assembler,
-            &[
-                r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#,
-                r#"{"choices":[{"index":0,"delta":{"content":"Hel"}}]}"#,
-                r#"{"choices":[{"index":0,"delta":{"content":"lo"}}]}"#,
-                r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
-            ],
-        );
-        assert_eq!(text, vec!["Hel", "lo"]);
-        assert_eq!(assembler.finish(), finished("stop", vec![]));
-    }
-
-    #[test]
-    fn fragments_are_keyed_by_index_even_interleaved() {
-        let mut assembler = Assembler::default();
-        let text = feed(
-            &mut assembler,
-            &[
-                r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"call_a","type":"function","function":{"name":"add_task","arguments":""}}]}}]}"#,
-                r#"{"choices":[{"delta":{"tool_calls":[{"index":1,"id":"call_b","function":{"name":"list_tasks","arguments":"{"}}]}}]}"#,
-                r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"title\":"}}]}}]}"#,
-                r#"{"choices":[{"delta":{"tool_calls":[{"index":1,"function":{"arguments":"}"}},{"index":0,"function":{"arguments":"\"milk\"}"}}]}}]}"#,
-                r#"{"choices":[{"delta":{},"finish_reason":"tool_calls"}]}"#,
-            ],
-        );
-        assert!(text.is_empty());
-        assert_eq!(
-            assembler.finish(),
-            finished(
-                "tool_calls",
-                vec![
-                    ToolCall::function("call_a", "add_task", r#"{"title":"milk"}"#),
-                    ToolCall::function("call_b", "list_tasks", "{}"),
-                ]
-            )
-        );
-    }
-
-    #[test]
-    fn without_index_an_id_starts_a_new_call_and_no_id_continues_the_last() {
-        let mut assembler = Assembler::default();
-        feed(
-            &mut assembler,
-            &[
-                r#"{"choices":[{"delta":{"tool_calls":[{"id":"x1","function":{"name":"first","arguments":"{\"a\""}}]}}]}"#,
-                r#"{"choices":[{"delta":{"tool_calls":[{"function":{"arguments":":1}"}}]}}]}"#,
-                r#"{"choices":[{"delta":{"tool_calls":[{"id":"x2","function":{"name":"second","arguments":"{}"}}]}}]}"#,
-                r#"{"choices":[{"delta":{},"finish_reason":"tool_calls"}]}"#,
-            ],
-        );
-        assert_eq!(
-            assembler.finish(),
-            finished(
-                "tool_calls",
-                vec![
-                    ToolCall::function("x1", "first", r#"{"a":1}"#),
-                    ToolCall::function("x2", "second", "{}"),
-                ]
-            )
-        );
-    }
-
-    #[test]
-    fn calls_without_ids_are_named_by_position_and_nameless_ones_dropped() {
-        let mut assembler = Assembler::default();
-        feed(
-            &mut assembler,
-            &[
-                // The first fragment without index or id starts the first call.
-                r#"{"choices":[{"delta":{"tool_calls":[{"function":{"name":"add_task","arguments":"{\"ti"}}]}}]}"#,
-                r#"{"choices":[{"delta":{"tool_calls":[{"function":{"arguments":"tle\":\"x\"}"}}]}}]}"#,
-                r#"{"choices":[{"delta":{"tool_calls":[{"index":2,"id":"","function":{"name":"later","arguments":"{}"}}]}}]}"#,
-                r#"{"choices":[{"delta":{},"finish_reason":"tool_calls"}]}"#,
-            ],
-        );
-        // Index 1 never got a name: no call is made of it, and the others keep
-        // their positions in the generated ids.
-        assert_eq!(
-            assembler.finish(),
-            finished(
-                "tool_calls",
-                vec![
-                    ToolCall::function("call_0", "add_task", r#"{"title":"x"}"#),
-                    ToolCall::function("call_2", "later", "{}"),
-                ]
-            )
-        );
-    }
-
-    #[test]
-    fn an_empty_finish_reason_is_no_finish_reason() {
-        let mut assembler = Assembler::default();
-        feed(
-            &mut assembler,
-            &[
-                r#"{"choices":[{"delta":{"content":"partial"},"finish_reason":""}]}"#,
-                r#"{"choices":null}"#,
-            ],
-        );
-        assert!(!assembler.has_finish_reason());
-        assert_eq!(assembler.finish(), None);
-
-        feed(
-            &mut assembler,
-            &[
-                r#"{"choices":[{"delta":{},"finish_reason":"length"}]}"#,
-                r#"{"choices":[{"delta":{},"finish_reason":""}]}"#,
-            ],
-        );
-        assert!(assembler.has_finish_reason());
-        assert_eq!(assembler.finish(), finished("length", vec![]));
-    }
-
-    #[test]
-    fn an_error_object_mid_stream_is_an_error_with_its_message() {
-        let mut assembler = Assembler::default();
-        feed(
-            &mut assembler,
-            &[r#"{"choices":[{"delta":{"content":"Hi"}}]}"#],
-        );
-        let error = assembler
-            .push(chunk(
-                r#"{"error":{"message":"model overloaded","code":503},"choices":[{"delta":{"content":"lost"}}]}"#,
-            ))
-            .expect_err("an error");
-        assert!(
-            matches!(&error, LlmError::InStream(m) if m == "model overloaded"),
-            "{error:?}"
-        );
-        let error = assembler
-            .push(chunk(r#"{"error":"rate limited"}"#))
-            .expect_err("an error");
-        assert!(
-            matches!(&error, LlmError::InStream(m) if m == r#""rate limited""#),
-            "{error:?}"
-        );
-    }
-
     fn stream_of(items: Vec<Result<Chunk, OpenAIError>>) -> LlmStream {
         LlmStream::new(
             Box::pin(futures::stream::iter(items)),
             Duration::from_secs(5),
+            StreamLimits::default(),
         )
     }
 

@@ -9,6 +9,8 @@
 mod events;
 mod ids;
 mod items;
+#[cfg(test)]
+mod request_properties;
 mod requests;
 mod tasks;
 pub mod text;

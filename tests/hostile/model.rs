@@ -1,0 +1,173 @@
+//! A hostile or broken model endpoint: chunks with absurd tool-call indexes,
+//! more tool calls than allowed, arguments or text beyond their bounds. Each
+//! ends the answer with an `error` event, keeps the text streamed before it,
+//! and leaves the daemon answering the next request as usual.
+
+use chatkitd_testkit::Script;
+use pretty_assertions::assert_eq;
+use serde_json::{Value, json};
+
+use crate::support::{Backend, Daemon, Streamed};
+
+/// The development user of `auth.mode = "none"`.
+const USER: &str = "dev";
+
+/// The text every hostile answer streams before its bad chunk.
+const PARTIAL: &str = "Hello";
+
+/// A chunk carrying these tool-call fragments.
+fn tool_chunk(fragments: Value) -> String {
+    json!({"choices": [{"index": 0, "delta": {"tool_calls": fragments}}]}).to_string()
+}
+
+/// A script: the partial text, then `hostile` chunks, then a finish and `[DONE]`
+/// that the daemon must not get to.
+fn answer_with(hostile: Vec<String>) -> Script {
+    let mut events = vec![
+        json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": PARTIAL}}]})
+            .to_string(),
+    ];
+    events.extend(hostile);
+    events.push(
+        json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}).to_string(),
+    );
+    events.push("[DONE]".to_owned());
+    Script::Raw { events }
+}
+
+/// The one `error` event, last on the stream; returns its message.
+fn the_error(streamed: &Streamed) -> String {
+    let errors: Vec<&Value> = streamed
+        .events
+        .iter()
+        .filter(|e| e["type"] == "error")
+        .collect();
+    assert_eq!(errors.len(), 1, "one error event: {}", streamed.raw);
+    assert_eq!(streamed.events.last(), Some(errors[0]), "the error ends it");
+    let message = errors[0]["message"].as_str().unwrap_or_default().to_owned();
+    // Not transient: the same request would be answered the same way.
+    assert_eq!(
+        errors[0],
+        &json!({"type": "error", "code": "custom", "message": message, "allow_retry": false})
+    );
+    message
+}
+
+/// Sends one message answered by `script` on a fresh thread and checks the
+/// outcome: an `error` event saying `expected`, the partial answer streamed
+/// and stored, and the next message on the same thread answered normally.
+async fn refused(daemon: &Daemon, script: Script, expected: &str) {
+    let (thread_id, _) = daemon.create_thread("warm up").await;
+    daemon.llm.push(script);
+    let streamed = daemon.add_message(&thread_id, "be hostile").await;
+    assert_eq!(streamed.status, 200, "{}", streamed.raw);
+    let message = the_error(&streamed);
+    assert!(
+        message.contains("went beyond a limit") && message.contains(expected),
+        "{expected}: {message}"
+    );
+    assert_eq!(streamed.streamed_text(), PARTIAL);
+    assert_eq!(
+        streamed.answer().as_deref(),
+        Some(PARTIAL),
+        "{}",
+        streamed.raw
+    );
+
+    let next = daemon.add_message(&thread_id, "still there?").await;
+    assert!(next.error().is_none(), "{}", next.raw);
+    assert_eq!(
+        next.answer().as_deref(),
+        Some("Hello! You said: still there?")
+    );
+
+    let stored: Vec<(String, String)> = daemon
+        .stored_items(USER, &thread_id)
+        .await
+        .into_iter()
+        .map(|item| {
+            let value = serde_json::to_value(&item).expect("an item serializes");
+            let kind = value["type"].as_str().unwrap_or_default().to_owned();
+            let text = value["content"][0]["text"].as_str().unwrap_or_default();
+            (kind, text.to_owned())
+        })
+        .collect();
+    let expect = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, t)| ((*k).to_owned(), (*t).to_owned()))
+            .collect()
+    };
+    assert_eq!(
+        stored,
+        expect(&[
+            ("user_message", "warm up"),
+            ("assistant_message", "Hello! You said: warm up"),
+            ("user_message", "be hostile"),
+            ("assistant_message", PARTIAL),
+            ("user_message", "still there?"),
+            ("assistant_message", "Hello! You said: still there?"),
+        ])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_tool_call_indexes_end_the_answer_not_the_process() {
+    let daemon = Daemon::start(Backend::Sqlite).await;
+    for index in ["1000000000", "18446744073709551615", "128"] {
+        let chunk = format!(
+            r#"{{"choices":[{{"index":0,"delta":{{"tool_calls":[{{"index":{index},"id":"call_x","type":"function","function":{{"name":"add_task","arguments":"{{}}"}}}}]}}}}]}}"#
+        );
+        let expected = format!("tool-call index {index}");
+        refused(&daemon, answer_with(vec![chunk]), &expected).await;
+    }
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_tool_calls_than_allowed_end_the_answer() {
+    let daemon = Daemon::start_with(Backend::Sqlite, |config| {
+        config.llm.max_tool_calls = 3;
+    })
+    .await;
+    // Four calls in one chunk, at small indexes.
+    let fragments: Vec<Value> = (0..4)
+        .map(|i| json!({"index": i, "id": format!("call_{i}"), "type": "function", "function": {"name": "add_task", "arguments": "{}"}}))
+        .collect();
+    let script = answer_with(vec![tool_chunk(Value::Array(fragments))]);
+    refused(&daemon, script, "more than 3 tool calls").await;
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_tool_arguments_end_the_answer() {
+    let daemon = Daemon::start_with(Backend::Sqlite, |config| {
+        config.llm.max_tool_arguments_bytes = 4096;
+    })
+    .await;
+    let start = json!([{"index": 0, "id": "call_0", "type": "function", "function": {"name": "add_task", "arguments": "{\"title\":\""}}]);
+    let more = json!([{"index": 0, "function": {"arguments": "x".repeat(3000)}}]);
+    let script = answer_with(vec![
+        tool_chunk(start),
+        tool_chunk(more.clone()),
+        tool_chunk(more),
+    ]);
+    refused(&daemon, script, "arguments longer than 4096 bytes").await;
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_answer_text_ends_the_answer_keeping_what_fit() {
+    let daemon = Daemon::start_with(Backend::Sqlite, |config| {
+        config.llm.max_answer_bytes = 4096;
+    })
+    .await;
+    let flood = json!({"choices": [{"index": 0, "delta": {"content": "y".repeat(5000)}}]});
+    refused(
+        &daemon,
+        answer_with(vec![flood.to_string()]),
+        "more than 4096 bytes of text",
+    )
+    .await;
+    daemon.stop().await;
+}
