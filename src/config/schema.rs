@@ -223,6 +223,16 @@ pub struct LimitsConfig {
     /// Requests one user may make per minute, in bursts up to `burst` (0: no limit).
     pub requests_per_minute_per_user: u32,
     pub burst: u32,
+    /// Characters of one user message (its text, quoted text, tags and
+    /// options) and of one client tool output; a longer one is refused with
+    /// 400 before anything is stored.
+    pub max_message_chars: usize,
+    /// Bytes of stored JSON in one page of `items.list`, `threads.list` or
+    /// `threads.get_by_id`; a page that would pass it ends early with
+    /// `has_more: true`. A single item larger than this is served alone.
+    pub max_list_bytes: usize,
+    /// Item ids in one `items.feedback` request; more are refused with 400.
+    pub max_feedback_items: usize,
 }
 
 impl Default for LimitsConfig {
@@ -231,6 +241,9 @@ impl Default for LimitsConfig {
             max_concurrent_runs_per_user: 4,
             requests_per_minute_per_user: 120,
             burst: 30,
+            max_message_chars: 100_000,
+            max_list_bytes: 8 * 1024 * 1024,
+            max_feedback_items: 100,
         }
     }
 }
