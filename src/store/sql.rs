@@ -427,7 +427,10 @@ impl Store for SqlStore {
         kind: FeedbackKind,
     ) -> StoreResult<()> {
         self.require_thread(user, thread_id).await?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self
+            .pool
+            .begin_with(AssertSqlSafe(self.dialect.begin_read_write()))
+            .await?;
         for item_id in item_ids {
             let found: i64 = sqlx::query_scalar(AssertSqlSafe(self.sql.count_items.as_str()))
                 .bind(thread_id)

@@ -1,6 +1,7 @@
 //! Size limits: oversized messages, listing pages and feedback lists are
 //! refused or capped before anything is stored or buffered; an oversized
-//! newest message never reaches the model.
+//! newest message never reaches the model; concurrent feedback writers on one
+//! SQLite file all succeed.
 
 use std::time::Duration;
 
@@ -232,6 +233,44 @@ async fn an_oversized_newest_message_is_refused_not_sent(backend: Backend) {
     assert_eq!(stored.len(), 1, "{stored:?}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(daemon.llm.requests().is_empty(), "nothing was sent");
+    daemon.stop().await;
+}
+
+/// `items.feedback` reads then writes in one transaction; on SQLite a
+/// deferred one fails at once with `SQLITE_BUSY_SNAPSHOT` when another writer
+/// commits between its read and its write, whatever the busy timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_feedback_writers_on_sqlite_all_succeed() {
+    let daemon = Daemon::start(Backend::Sqlite).await;
+    let mut threads = Vec::new();
+    for n in 0..3 {
+        daemon.llm.push(Script::text(["ok"]));
+        let (thread_id, streamed) = daemon.create_thread(&format!("thread {n}")).await;
+        let ids: Vec<String> = streamed
+            .done_items()
+            .iter()
+            .map(|item| item["id"].as_str().expect("id").to_owned())
+            .collect();
+        threads.push((thread_id, ids));
+    }
+    let requests = (0..60).map(|n| {
+        let (thread_id, ids) = &threads[n % threads.len()];
+        let kind = if n % 2 == 0 { "positive" } else { "negative" };
+        daemon.post(json!({"type": "items.feedback", "params": {
+            "thread_id": thread_id, "item_ids": ids, "kind": kind
+        }}))
+    });
+    let answers = futures::future::join_all(requests).await;
+    let failed: Vec<&(u16, Value)> = answers
+        .iter()
+        .filter(|(status, _)| *status != 200)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 60 failed: {failed:?}",
+        failed.len()
+    );
+    assert_eq!(count_rows(&daemon, "feedback").await, 6);
     daemon.stop().await;
 }
 
