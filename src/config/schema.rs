@@ -142,6 +142,12 @@ pub struct AuthConfig {
     /// unknown `kid`s, so bad tokens cannot make the daemon hammer the issuer.
     #[serde(with = "humantime_serde")]
     pub jwks_min_refresh_interval: Duration,
+    /// `jwt`: how long past `jwks_cache_ttl` cached keys are still used while
+    /// a refresh fails or hangs (tokens with a known `kid` are verified at
+    /// once meanwhile); beyond it, requests get 503 until a fetch succeeds.
+    /// 0: expired keys are never used.
+    #[serde(with = "humantime_serde")]
+    pub jwks_max_stale: Duration,
 }
 
 impl Default for AuthConfig {
@@ -162,6 +168,7 @@ impl Default for AuthConfig {
             email_claim: "email".to_owned(),
             jwks_cache_ttl: Duration::from_secs(600),
             jwks_min_refresh_interval: Duration::from_secs(10),
+            jwks_max_stale: Duration::from_secs(3600),
         }
     }
 }
