@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent::Agent;
 use crate::auth::{AuthSetupError, Authenticator};
-use crate::chatkit::ChatKit;
+use crate::chatkit::{ChatKit, SizeLimits};
 use crate::config::{Config, ConfigError};
 use crate::http::{self, AppState};
 use crate::limits::RateLimiter;
@@ -88,6 +88,10 @@ impl App {
             store.clone() as Arc<dyn Store>,
             agent,
             config.limits.max_concurrent_runs_per_user,
+            SizeLimits {
+                max_message_chars: config.limits.max_message_chars,
+                max_feedback_items: config.limits.max_feedback_items,
+            },
         ));
         let auth = Authenticator::from_config(&config.auth, &config.base_dir)?;
         Ok(App {
@@ -264,6 +268,9 @@ impl App {
 
 /// Connects to the configured store without migrating it.
 pub async fn connect_store(config: &Config) -> Result<SqlStore, StoreError> {
-    let options = SqlStoreOptions::from(&config.store);
+    let options = SqlStoreOptions {
+        max_page_bytes: config.limits.max_list_bytes,
+        ..SqlStoreOptions::from(&config.store)
+    };
     SqlStore::connect(&config.store.url.connect_url(), &options).await
 }

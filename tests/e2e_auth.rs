@@ -345,6 +345,8 @@ struct JwksState {
     keys: Arc<Mutex<JwkSet>>,
     fetches: Arc<AtomicUsize>,
     up: Arc<AtomicBool>,
+    /// Fetches get no answer for a minute.
+    hanging: Arc<AtomicBool>,
 }
 
 /// A JWKS document served on 127.0.0.1 from a value the test changes,
@@ -361,6 +363,7 @@ impl JwksServer {
             keys: Arc::new(Mutex::new(JwkSet { keys })),
             fetches: Arc::new(AtomicUsize::new(0)),
             up: Arc::new(AtomicBool::new(true)),
+            hanging: Arc::new(AtomicBool::new(false)),
         };
         let app = axum::Router::new()
             .route("/.well-known/jwks.json", axum::routing::get(serve_jwks))
@@ -395,10 +398,17 @@ impl JwksServer {
     fn set_up(&self, up: bool) {
         self.state.up.store(up, Ordering::SeqCst);
     }
+
+    fn set_hanging(&self, hanging: bool) {
+        self.state.hanging.store(hanging, Ordering::SeqCst);
+    }
 }
 
 async fn serve_jwks(State(state): State<JwksState>) -> Response {
     state.fetches.fetch_add(1, Ordering::SeqCst);
+    if state.hanging.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
     if !state.up.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "down for maintenance").into_response();
     }
@@ -1267,6 +1277,88 @@ async fn jwks_keys_rotate_without_restart_and_refresh_is_bounded() {
     assert!(
         (1..=bound.max(2)).contains(&fetched),
         "20 forged kids in {elapsed:?} caused {fetched} JWKS fetches (interval {INTERVAL:?})"
+    );
+    daemon.stop().await;
+}
+
+/// The JWKS cache expires and the issuer then hangs: tokens with a known kid
+/// are verified from the cached keys at once while one refresh waits on the
+/// issuer in the background; logins never queue behind the fetch timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_jwks_does_not_serialize_logins() {
+    const TTL: Duration = Duration::from_millis(300);
+    let jwks = JwksServer::start(vec![rsa_jwk(1, "k1")]).await;
+    let daemon = Daemon::start_with(Backend::Sqlite, |c| {
+        jwt_jwks(c, &jwks.url, Duration::from_millis(100));
+        c.auth.jwks_cache_ttl = TTL;
+    })
+    .await;
+    let token = sign(Algorithm::RS256, Some("k1"), &rsa_key(1), &claims("alice"));
+    assert!(listed_threads(&daemon, &token).await.is_empty());
+    assert_eq!(jwks.fetches(), 1);
+
+    jwks.set_hanging(true);
+    tokio::time::sleep(TTL + Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let daemon_ref = &daemon;
+    let token_ref = &token;
+    let answers = futures::future::join_all((0..20).map(|_| async move {
+        post_with(daemon_ref, Some(&bearer(token_ref)), &list_body()).await
+    }))
+    .await;
+    let elapsed = started.elapsed();
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    assert_eq!(statuses, vec![200; 20]);
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "20 logins took {elapsed:?} behind a hanging issuer"
+    );
+    // One refresh was started, and it is still waiting on the issuer.
+    assert!(
+        support::eventually(Duration::from_secs(2), || async { jwks.fetches() == 2 }).await,
+        "one background refresh: {} fetches",
+        jwks.fetches()
+    );
+    let answer = post_with(&daemon, Some(&bearer(&token)), &list_body()).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(jwks.fetches(), 2, "no second fetch while one hangs");
+    daemon.stop().await;
+}
+
+/// Cached keys are served past their TTL while the issuer fails, but only up
+/// to `jwks_max_stale`: then requests get 503 until the issuer is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_jwks_keys_are_served_only_up_to_max_stale() {
+    const TTL: Duration = Duration::from_millis(200);
+    const MAX_STALE: Duration = Duration::from_millis(800);
+    let jwks = JwksServer::start(vec![rsa_jwk(1, "k1")]).await;
+    let daemon = Daemon::start_with(Backend::Sqlite, |c| {
+        jwt_jwks(c, &jwks.url, Duration::from_millis(50));
+        c.auth.jwks_cache_ttl = TTL;
+        c.auth.jwks_max_stale = MAX_STALE;
+    })
+    .await;
+    let token = sign(Algorithm::RS256, Some("k1"), &rsa_key(1), &claims("alice"));
+    assert!(listed_threads(&daemon, &token).await.is_empty());
+    let fetched_at = Instant::now();
+    jwks.set_up(false);
+    tokio::time::sleep(TTL + Duration::from_millis(100)).await;
+    // Stale but within bounds: served, while refreshes fail behind it.
+    let answer = post_with(&daemon, Some(&bearer(&token)), &list_body()).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert!(
+        support::eventually(Duration::from_secs(2), || async { jwks.fetches() >= 2 }).await,
+        "a refresh was tried"
+    );
+    let past = (TTL + MAX_STALE + Duration::from_millis(100)).saturating_sub(fetched_at.elapsed());
+    tokio::time::sleep(past).await;
+    let answer = post_with(&daemon, Some(&bearer(&token)), &list_body()).await;
+    assert_error(&answer, 503, "auth_unavailable");
+    jwks.set_up(true);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        listed_threads(&daemon, &token).await.is_empty(),
+        "back with the issuer"
     );
     daemon.stop().await;
 }

@@ -4,7 +4,10 @@
 //! assistant turns, completed client tool calls with their outputs, and hidden
 //! context items. Nothing is flattened into one "User: … Assistant: …" text.
 //! When the transcript exceeds the token budget, whole turns are left out,
-//! oldest first; the newest turn is always kept.
+//! oldest first; the newest turn is always kept. A newest user message that
+//! does not fit the budget beside the system prompt is refused rather than
+//! sent: cutting it would answer a question the user did not ask, and sending
+//! it would bill (or overflow) a context the budget says is too small.
 
 use std::collections::HashSet;
 
@@ -15,24 +18,51 @@ use super::records::{StoredCall, ToolRecord};
 use crate::llm::{ChatMessage, ToolCall};
 use crate::protocol::{ClientToolCallStatus, ItemKind, ThreadItem, UserContent, UserMessage};
 
-/// The messages for a run: the system prompt, then the budgeted transcript.
+/// The newest user message does not fit the history budget beside the
+/// system prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "This message is too long for the assistant (about {tokens} tokens with the instructions; at most {budget} fit). Shorten it and send it again."
+)]
+pub struct MessageTooLong {
+    /// Estimated tokens of the message plus the system prompt.
+    pub tokens: usize,
+    /// `[agent] history_token_budget`.
+    pub budget: usize,
+}
+
+/// The messages for a run: the system prompt, then the budgeted transcript;
+/// refused when the newest user message alone passes the budget (the rest of
+/// its turn is the run's own tool work, bounded by `max_turns`, and is kept).
 pub fn build_messages(
     system_prompt: &str,
     items: &[ThreadItem],
     budget: usize,
-) -> Vec<ChatMessage> {
+) -> Result<Vec<ChatMessage>, MessageTooLong> {
     let system = ChatMessage::System {
         content: system_prompt.to_owned(),
     };
     let mut turns: Vec<Vec<ChatMessage>> = Vec::new();
+    let mut newest_user = 0;
     for item in items {
         let starts_turn = matches!(item.kind, ItemKind::UserMessage(_));
         if starts_turn || turns.is_empty() {
             turns.push(Vec::new());
         }
-        if let Some(turn) = turns.last_mut() {
-            turn.extend(item_messages(item));
+        let messages = item_messages(item);
+        if starts_turn {
+            newest_user = messages.iter().map(ChatMessage::estimated_tokens).sum();
         }
+        if let Some(turn) = turns.last_mut() {
+            turn.extend(messages);
+        }
+    }
+    let needed = system.estimated_tokens() + newest_user;
+    if needed > budget {
+        return Err(MessageTooLong {
+            tokens: needed,
+            budget,
+        });
     }
     let cost = |turn: &Vec<ChatMessage>| {
         turn.iter()
@@ -46,9 +76,9 @@ pub fn build_messages(
         first_kept += 1;
     }
     let transcript: Vec<ChatMessage> = turns.into_iter().skip(first_kept).flatten().collect();
-    std::iter::once(system)
+    Ok(std::iter::once(system)
         .chain(pair_tool_calls(transcript))
-        .collect()
+        .collect())
 }
 
 /// Keeps only tool calls that have their result and results that have their
@@ -264,7 +294,7 @@ mod tests {
             ),
             user("m3", "again"),
         ];
-        let messages = build_messages("sys", &items, 10_000);
+        let messages = build_messages("sys", &items, 10_000).expect("fits");
         assert_eq!(
             messages,
             vec![
@@ -295,7 +325,7 @@ mod tests {
             assistant("m4", "ok"),
             user("m5", &long),
         ];
-        let messages = build_messages("sys", &items, 1200);
+        let messages = build_messages("sys", &items, 1200).expect("fits");
         let texts: Vec<String> = messages
             .iter()
             .map(|m| serde_json::to_value(m).expect("json")["content"].to_string())
@@ -307,9 +337,22 @@ mod tests {
                 content: "short".into()
             }
         );
-        // Even an over-budget last turn is sent.
-        let messages = build_messages("sys", &items, 10);
-        assert_eq!(messages.len(), 2);
+        // A last turn over budget because of what followed its message is still sent.
+        let mut items = items;
+        items.pop();
+        items.push(user("m5", "short again"));
+        items.push(assistant("m6", &long));
+        let messages = build_messages("sys", &items, 1000).expect("the message fits");
+        assert_eq!(messages.len(), 3, "{messages:?}");
+        // A newest message that cannot fit is refused, not sent.
+        items.push(user("m7", &long));
+        let refused = build_messages("sys", &items, 1000).expect_err("too long");
+        assert_eq!(refused.budget, 1000);
+        assert_eq!(refused.tokens, 4 + (1000 + 4));
+        assert!(
+            refused.to_string().contains("at most 1000 fit"),
+            "{refused}"
+        );
     }
 
     fn hidden(id: &str, content: serde_json::Value) -> ThreadItem {
@@ -344,7 +387,7 @@ mod tests {
             ),
             assistant("m3", "Added."),
         ];
-        let messages = build_messages("sys", &items, 10_000);
+        let messages = build_messages("sys", &items, 10_000).expect("fits");
         assert_eq!(
             messages[1..],
             [

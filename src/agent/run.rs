@@ -94,13 +94,23 @@ impl<'a> Run<'a> {
             Ok(items) => items,
             Err(e) => return self.fail_store(e).await,
         };
-        let title_task = self.start_title(&items);
         let system_prompt = self.system_prompt();
-        let messages = build_messages(
+        let messages = match build_messages(
             &system_prompt,
             &items,
             self.agent.config.history_token_budget,
-        );
+        ) {
+            Ok(messages) => messages,
+            Err(too_long) => {
+                tracing::info!(%thread_id, tokens = too_long.tokens, budget = too_long.budget, "message refused: over the history budget");
+                self.emit(ThreadStreamEvent::custom_error(too_long.to_string(), false))
+                    .await?;
+                return Err(Stop::Failed);
+            }
+        };
+        // After the budget check: a refused message is not sent to the model
+        // for a title either.
+        let title_task = self.start_title(&items);
 
         let answered = self.agent_loop(messages).await;
         let title = match (&answered, title_task) {

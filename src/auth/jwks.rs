@@ -3,10 +3,17 @@
 //! Keys are fetched on first use and kept for `jwks_cache_ttl`. A token whose
 //! `kid` is unknown triggers a refresh (key rotation is picked up without a
 //! restart), but at most once per `jwks_min_refresh_interval`, so a stream of
-//! forged `kid`s cannot turn the daemon against the issuer. When a refresh
-//! fails, the keys already known stay in use.
+//! forged `kid`s cannot turn the daemon against the issuer.
+//!
+//! Once the cache expires, a token whose `kid` is known is verified from the
+//! cache at once while one background refresh runs: an issuer that hangs or
+//! fails delays no login. Cached keys are served so for up to
+//! `jwks_max_stale` past the TTL; beyond it they are dropped from use and a
+//! login waits for a fetch (503 if it fails), as when no key was ever fetched.
+//! Fetches are single-flight: one at a time, and waiters read what it brought.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
@@ -15,15 +22,30 @@ use tokio::sync::{Mutex, RwLock};
 
 use super::{AuthError, VerifyingKey, family_algorithms};
 
+/// How long fetched keys are used, and how they are refreshed.
+#[derive(Debug, Clone, Copy)]
+pub struct JwksTiming {
+    /// `jwks_cache_ttl`: age at which keys are refreshed.
+    pub ttl: Duration,
+    /// `jwks_min_refresh_interval`: the shortest time between two fetches.
+    pub min_refresh: Duration,
+    /// `jwks_max_stale`: how long past `ttl` cached keys are still served
+    /// while a refresh fails or hangs.
+    pub max_stale: Duration,
+}
+
 /// A JWKS endpoint and what was fetched from it.
 pub struct Jwks {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     url: String,
     http: reqwest::Client,
-    ttl: Duration,
-    min_refresh: Duration,
+    timing: JwksTiming,
     state: RwLock<State>,
     /// One fetch at a time; waiters then read what it brought.
-    fetching: Mutex<()>,
+    fetching: Arc<Mutex<()>>,
 }
 
 #[derive(Default)]
@@ -47,11 +69,27 @@ impl State {
             },
         }
     }
+
+    /// Keys younger than the TTL.
+    fn fresh(&self, timing: &JwksTiming) -> bool {
+        self.fetched_at.is_some_and(|at| at.elapsed() < timing.ttl)
+    }
+
+    /// Keys that may still be served, if stale: younger than TTL + max stale.
+    fn usable(&self, timing: &JwksTiming) -> bool {
+        self.fetched_at
+            .is_some_and(|at| at.elapsed() < timing.ttl.saturating_add(timing.max_stale))
+    }
+
+    fn may_fetch(&self, timing: &JwksTiming) -> bool {
+        self.last_attempt
+            .is_none_or(|at| at.elapsed() >= timing.min_refresh)
+    }
 }
 
 impl Jwks {
     /// A JWKS source; nothing is fetched until the first token.
-    pub fn new(url: String, ttl: Duration, min_refresh: Duration) -> Self {
+    pub fn new(url: String, timing: JwksTiming) -> Self {
         crate::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
@@ -59,58 +97,61 @@ impl Jwks {
             .build()
             .unwrap_or_default();
         Jwks {
-            url,
-            http,
-            ttl,
-            min_refresh,
-            state: RwLock::new(State::default()),
-            fetching: Mutex::new(()),
+            shared: Arc::new(Shared {
+                url,
+                http,
+                timing,
+                state: RwLock::new(State::default()),
+                fetching: Arc::new(Mutex::new(())),
+            }),
         }
     }
 
     /// The key for a token's `kid`.
     pub async fn key(&self, kid: Option<&str>) -> Result<VerifyingKey, AuthError> {
+        let shared = &self.shared;
+        let timing = &shared.timing;
         {
-            let state = self.state.read().await;
-            let fresh = state.fetched_at.is_some_and(|at| at.elapsed() < self.ttl);
-            if fresh && let Some(key) = state.find(kid) {
-                return Ok(key);
+            let state = shared.state.read().await;
+            if let Some(key) = state.find(kid) {
+                if state.fresh(timing) {
+                    return Ok(key);
+                }
+                if state.usable(timing) {
+                    // Served from the cache now; the refresh runs on its own.
+                    if state.may_fetch(timing) {
+                        self.refresh_in_background();
+                    }
+                    return Ok(key);
+                }
             }
         }
-        let _fetching = self.fetching.lock().await;
+        let _fetching = shared.fetching.lock().await;
         // Another request may have fetched while we waited.
         let (fresh, allowed_to_fetch, known) = {
-            let state = self.state.read().await;
+            let state = shared.state.read().await;
             (
-                state.fetched_at.is_some_and(|at| at.elapsed() < self.ttl),
-                state
-                    .last_attempt
-                    .is_none_or(|at| at.elapsed() >= self.min_refresh),
-                state.find(kid),
+                state.fresh(timing),
+                state.may_fetch(timing),
+                state.find(kid).filter(|_| state.usable(timing)),
             )
         };
         if fresh && let Some(key) = known {
             return Ok(key);
         }
-        if allowed_to_fetch {
-            match self.fetch().await {
-                Ok(()) => {}
-                Err(e) => {
-                    tracing::warn!(url = %self.url, error = %e, "JWKS fetch failed");
-                    let state = self.state.read().await;
-                    if state.fetched_at.is_none() {
-                        return Err(AuthError::KeysUnavailable(e));
-                    }
-                }
+        if allowed_to_fetch && let Err(e) = shared.fetch().await {
+            tracing::warn!(url = %shared.url, error = %e, "JWKS fetch failed");
+            if !shared.state.read().await.usable(timing) {
+                return Err(AuthError::KeysUnavailable(e));
             }
         }
-        let state = self.state.read().await;
-        if state.fetched_at.is_none() {
-            // No key was ever fetched: the issuer is unreachable, which says
-            // nothing about the token.
+        let state = shared.state.read().await;
+        if !state.usable(timing) {
+            // No key was ever fetched, or the last ones are too old: the
+            // issuer is unreachable, which says nothing about the token.
             return Err(AuthError::KeysUnavailable(format!(
-                "the signing keys at {} have not been fetched yet",
-                self.url
+                "the signing keys at {} could not be fetched",
+                shared.url
             )));
         }
         state
@@ -118,15 +159,37 @@ impl Jwks {
             .ok_or_else(|| AuthError::Rejected("it is signed with an unknown key".to_owned()))
     }
 
+    /// Starts one refresh in a task of its own, unless a fetch is running.
+    fn refresh_in_background(&self) {
+        let Ok(fetching) = self.shared.fetching.clone().try_lock_owned() else {
+            return;
+        };
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let _fetching = fetching;
+            // A request that took the lock since may have fetched already.
+            if !shared.state.read().await.may_fetch(&shared.timing) {
+                return;
+            }
+            if let Err(e) = shared.fetch().await {
+                tracing::warn!(url = %shared.url, error = %e, "JWKS refresh failed; serving the cached keys");
+            }
+        });
+    }
+
     /// Fetches the keys now, whatever the cache holds; the number of usable
     /// keys fetched.
     pub async fn refresh(&self) -> Result<usize, String> {
-        let _fetching = self.fetching.lock().await;
-        self.fetch().await?;
-        let state = self.state.read().await;
+        let shared = &self.shared;
+        let _fetching = shared.fetching.lock().await;
+        shared.fetch().await?;
+        let state = shared.state.read().await;
         Ok(state.by_kid.len() + state.anonymous.len())
     }
+}
 
+impl Shared {
+    /// Fetches and replaces the keys; the caller holds `fetching`.
     async fn fetch(&self) -> Result<(), String> {
         self.state.write().await.last_attempt = Some(Instant::now());
         let response = self

@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 
 use crate::config::{AuthConfig, AuthMode, KeySource};
-use jwks::Jwks;
+use jwks::{Jwks, JwksTiming};
 
 /// The verified caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,8 +192,11 @@ impl Authenticator {
             }
             KeySource::JwksUrl(url) => Keys::Jwks(Jwks::new(
                 url.to_owned(),
-                jwt.jwks_cache_ttl,
-                jwt.jwks_min_refresh_interval,
+                JwksTiming {
+                    ttl: jwt.jwks_cache_ttl,
+                    min_refresh: jwt.jwks_min_refresh_interval,
+                    max_stale: jwt.jwks_max_stale,
+                },
             )),
         };
         Ok(Authenticator {

@@ -36,6 +36,17 @@ pub const MAX_PAGE_SIZE: u32 = 100;
 /// Events buffered between a run and a slow client.
 const STREAM_BUFFER: usize = 64;
 
+/// How much a client may send in one request; more is refused with a
+/// `BadRequest` naming the limit, before anything is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeLimits {
+    /// Characters of one user message (see `message_chars`) and of one
+    /// client tool output (its JSON text).
+    pub max_message_chars: usize,
+    /// Item ids in one `items.feedback` request.
+    pub max_feedback_items: usize,
+}
+
 /// A request refused before any event was streamed.
 #[derive(Debug, Error)]
 pub enum ChatKitError {
@@ -93,6 +104,7 @@ pub struct ChatKit {
     runs: TaskTracker,
     /// Answers streaming at once, per user.
     slots: RunSlots,
+    sizes: SizeLimits,
     /// Cancelled at shutdown once the grace period is over; every run's token
     /// is a child of it.
     shutdown: CancellationToken,
@@ -106,13 +118,20 @@ impl std::fmt::Debug for ChatKit {
 
 impl ChatKit {
     /// A server answering from `store` with `agent`, allowing each user
-    /// `max_runs_per_user` answers at once (0: no limit).
-    pub fn new(store: Arc<dyn Store>, agent: Arc<Agent>, max_runs_per_user: u32) -> ChatKit {
+    /// `max_runs_per_user` answers at once (0: no limit) and requests within
+    /// `sizes`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        agent: Arc<Agent>,
+        max_runs_per_user: u32,
+        sizes: SizeLimits,
+    ) -> ChatKit {
         ChatKit {
             store,
             agent,
             runs: TaskTracker::new(),
             slots: RunSlots::new(max_runs_per_user),
+            sizes,
             shutdown: CancellationToken::new(),
         }
     }
@@ -230,6 +249,13 @@ impl ChatKit {
                 item_ids,
                 kind,
             }) => {
+                let most = self.sizes.max_feedback_items;
+                if item_ids.len() > most {
+                    return Err(ChatKitError::BadRequest(format!(
+                        "items.feedback takes at most {most} item ids at once (got {}); send them in smaller batches",
+                        item_ids.len()
+                    )));
+                }
                 self.store
                     .add_feedback(user, &thread_id, &item_ids, kind)
                     .await?;

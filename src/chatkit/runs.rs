@@ -13,8 +13,8 @@ use crate::auth::Identity;
 use crate::limits::RunSlot;
 use crate::protocol::{
     ActionParams, ClientToolCallStatus, IdKind, ItemKind, Page, RetryParams, Thread, ThreadItem,
-    ThreadMetadata, ThreadStatus, ThreadStreamEvent, Timestamp, UserMessage, UserMessageInput,
-    new_id, text,
+    ThreadMetadata, ThreadStatus, ThreadStreamEvent, Timestamp, UserContent, UserMessage,
+    UserMessageInput, new_id, text,
 };
 use crate::store::{PageRequest, RunLock};
 
@@ -24,7 +24,7 @@ impl ChatKit {
         ctx: &Identity,
         input: UserMessageInput,
     ) -> Result<Response, ChatKitError> {
-        check_input(&input)?;
+        self.check_input(&input)?;
         let slot = self.run_slot(ctx)?;
         let thread = ThreadMetadata::new(new_id(IdKind::Thread), Timestamp::now());
         self.store.create_thread(&ctx.user_id, &thread).await?;
@@ -51,7 +51,7 @@ impl ChatKit {
         thread_id: &str,
         input: UserMessageInput,
     ) -> Result<Response, ChatKitError> {
-        check_input(&input)?;
+        self.check_input(&input)?;
         let thread = self.open_thread(ctx, thread_id).await?;
         let slot = self.run_slot(ctx)?;
         let lock = self.store.lock_thread(&thread.id).await?;
@@ -92,6 +92,13 @@ impl ChatKit {
         thread_id: &str,
         result: Value,
     ) -> Result<Response, ChatKitError> {
+        let most = self.sizes.max_message_chars;
+        let chars = result.to_string().chars().count();
+        if chars > most {
+            return Err(ChatKitError::BadRequest(format!(
+                "a client tool output is at most {most} characters of JSON (got {chars})"
+            )));
+        }
         let thread = self.open_thread(ctx, thread_id).await?;
         let slot = self.run_slot(ctx)?;
         let lock = self.store.lock_thread(&thread.id).await?;
@@ -269,13 +276,55 @@ fn scrub_item(item: &mut ThreadItem) {
     }
 }
 
-fn check_input(input: &UserMessageInput) -> Result<(), ChatKitError> {
-    if !input.attachments.is_empty() {
-        return Err(ChatKitError::BadRequest(
-            "attachments are not enabled on this server; send the message without them".into(),
-        ));
+impl ChatKit {
+    /// Refuses a message this server does not take: attachments, or more
+    /// than `max_message_chars` characters.
+    fn check_input(&self, input: &UserMessageInput) -> Result<(), ChatKitError> {
+        if !input.attachments.is_empty() {
+            return Err(ChatKitError::BadRequest(
+                "attachments are not enabled on this server; send the message without them".into(),
+            ));
+        }
+        let most = self.sizes.max_message_chars;
+        let chars = message_chars(input);
+        if chars > most {
+            return Err(ChatKitError::BadRequest(format!(
+                "a message is at most {most} characters (got {chars}); shorten it or send it in parts"
+            )));
+        }
+        Ok(())
     }
-    Ok(())
+}
+
+/// The characters of everything a message stores that a client chose: typed
+/// text, tags with their data, the quoted text and the inference options.
+fn message_chars(input: &UserMessageInput) -> usize {
+    let content: usize = input
+        .content
+        .iter()
+        .map(|part| match part {
+            UserContent::InputText { text } => text.chars().count(),
+            UserContent::InputTag {
+                id,
+                text,
+                data,
+                group,
+                ..
+            } => {
+                id.chars().count()
+                    + text.chars().count()
+                    + Value::Object(data.clone()).to_string().chars().count()
+                    + group.as_ref().map_or(0, |g| g.chars().count())
+            }
+        })
+        .sum();
+    let options = &input.inference_options;
+    let option_chars = options
+        .tool_choice
+        .as_ref()
+        .map_or(0, |c| c.id.chars().count())
+        + options.model.as_ref().map_or(0, |m| m.chars().count());
+    content + input.quoted_text.as_ref().map_or(0, |q| q.chars().count()) + option_chars
 }
 
 fn no_pending_call(thread_id: &str) -> ChatKitError {

@@ -298,6 +298,19 @@ mod tests {
     }
 
     #[test]
+    fn size_limits_must_allow_something() {
+        for (key, value) in [
+            ("max_message_chars", 0),
+            ("max_list_bytes", 1023),
+            ("max_feedback_items", 0),
+        ] {
+            let err = load(&format!("[limits]\n{key} = {value}\n"), &[]).expect_err("refused");
+            assert!(err.to_string().contains(&format!("limits.{key}")), "{err}");
+            assert!(err.to_string().starts_with("agent.toml:2: "), "{err}");
+        }
+    }
+
+    #[test]
     fn errors_deep_in_the_file_name_their_line() {
         let head = "[llm]\nmodel = \"m\"\n\n# tools\n[mcp_servers.x]\ncommand = \"x\"\n";
         let err = load(&format!("{head}min_idle = 9\n"), &[]).expect_err("too many");

@@ -142,6 +142,12 @@ pub struct AuthConfig {
     /// unknown `kid`s, so bad tokens cannot make the daemon hammer the issuer.
     #[serde(with = "humantime_serde")]
     pub jwks_min_refresh_interval: Duration,
+    /// `jwt`: how long past `jwks_cache_ttl` cached keys are still used while
+    /// a refresh fails or hangs (tokens with a known `kid` are verified at
+    /// once meanwhile); beyond it, requests get 503 until a fetch succeeds.
+    /// 0: expired keys are never used.
+    #[serde(with = "humantime_serde")]
+    pub jwks_max_stale: Duration,
 }
 
 impl Default for AuthConfig {
@@ -162,6 +168,7 @@ impl Default for AuthConfig {
             email_claim: "email".to_owned(),
             jwks_cache_ttl: Duration::from_secs(600),
             jwks_min_refresh_interval: Duration::from_secs(10),
+            jwks_max_stale: Duration::from_secs(3600),
         }
     }
 }
@@ -223,6 +230,16 @@ pub struct LimitsConfig {
     /// Requests one user may make per minute, in bursts up to `burst` (0: no limit).
     pub requests_per_minute_per_user: u32,
     pub burst: u32,
+    /// Characters of one user message (its text, quoted text, tags and
+    /// options) and of one client tool output; a longer one is refused with
+    /// 400 before anything is stored.
+    pub max_message_chars: usize,
+    /// Bytes of stored JSON in one page of `items.list`, `threads.list` or
+    /// `threads.get_by_id`; a page that would pass it ends early with
+    /// `has_more: true`. A single item larger than this is served alone.
+    pub max_list_bytes: usize,
+    /// Item ids in one `items.feedback` request; more are refused with 400.
+    pub max_feedback_items: usize,
 }
 
 impl Default for LimitsConfig {
@@ -231,6 +248,9 @@ impl Default for LimitsConfig {
             max_concurrent_runs_per_user: 4,
             requests_per_minute_per_user: 120,
             burst: 30,
+            max_message_chars: 100_000,
+            max_list_bytes: 8 * 1024 * 1024,
+            max_feedback_items: 100,
         }
     }
 }

@@ -16,6 +16,7 @@ pub(super) fn validate(config: &Config, document: &Document<'_>) -> Result<(), C
     // faults reports the same one first.
     check.server()?;
     check.store()?;
+    check.limits()?;
     check.llm()?;
     check.max_turns()?;
     check.auth()?;
@@ -70,6 +71,20 @@ impl Check<'_> {
         let store = &self.config.store;
         if store.max_connections == 0 || store.max_concurrent_runs == 0 {
             return Err(self.invalid("store", "max_connections", "pool sizes must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn limits(&self) -> Result<(), ConfigError> {
+        let limits = &self.config.limits;
+        if limits.max_message_chars == 0 {
+            return Err(self.invalid("limits", "max_message_chars", "must be at least 1"));
+        }
+        if limits.max_list_bytes < 1024 {
+            return Err(self.invalid("limits", "max_list_bytes", "must be at least 1024"));
+        }
+        if limits.max_feedback_items == 0 {
+            return Err(self.invalid("limits", "max_feedback_items", "must be at least 1"));
         }
         Ok(())
     }

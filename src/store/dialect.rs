@@ -52,6 +52,19 @@ impl Dialect {
         }
     }
 
+    /// The statement that opens a transaction which reads and then writes.
+    /// SQLite's default `BEGIN` is deferred: it takes the write lock only at
+    /// the first write, and if another writer committed since the read, that
+    /// upgrade fails at once with `SQLITE_BUSY_SNAPSHOT`, which
+    /// `busy_timeout` does not wait out. `BEGIN IMMEDIATE` takes the write
+    /// lock first, so concurrent writers queue on the busy timeout instead.
+    pub fn begin_read_write(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "BEGIN",
+            Dialect::Sqlite => "BEGIN IMMEDIATE",
+        }
+    }
+
     /// Opens a pool of `max` connections, creating a SQLite file if missing.
     pub async fn connect(self, url: &StoreUrl, max: u32) -> StoreResult<AnyPool> {
         install_default_drivers();

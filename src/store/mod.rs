@@ -88,7 +88,9 @@ pub trait Store: Send + Sync + 'static {
         title: &str,
     ) -> StoreResult<bool>;
 
-    /// The user's threads, by creation order.
+    /// The user's threads, by creation order. Like every listing, a page ends
+    /// early (with `has_more`) rather than pass the store's byte cap, and
+    /// always holds at least one record.
     async fn list_threads(
         &self,
         user: &str,
@@ -98,7 +100,8 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a thread with its items and feedback; false when it did not exist.
     async fn delete_thread(&self, user: &str, thread_id: &str) -> StoreResult<bool>;
 
-    /// Visible items of a thread (hidden ones are skipped before the limit).
+    /// Visible items of a thread (hidden ones are skipped before the limit),
+    /// capped in bytes like [`Store::list_threads`].
     async fn list_items(
         &self,
         user: &str,

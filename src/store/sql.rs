@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::TryStreamExt;
 use serde::de::DeserializeOwned;
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, AssertSqlSafe, Row};
@@ -13,7 +14,7 @@ use super::dialect::Dialect;
 use super::locks::{AdvisoryGuard, LocalLocks, RunLock};
 use super::queries::{Queries, order_index, query};
 use super::{PageRequest, Store, StoreError, StoreResult};
-use crate::config::{StoreConfig, StoreUrl, StoreUrlError};
+use crate::config::{LimitsConfig, StoreConfig, StoreUrl, StoreUrlError};
 use crate::protocol::{FeedbackKind, Page, ThreadItem, ThreadMetadata, Timestamp, text};
 
 /// Pool sizes and timeouts of a [`SqlStore`]; the defaults are `[store]`'s.
@@ -23,6 +24,8 @@ pub struct SqlStoreOptions {
     /// Postgres: connections reserved for advisory run locks.
     pub max_concurrent_runs: u32,
     pub lock_timeout: Duration,
+    /// Bytes of stored JSON one listing page may hold (`[limits] max_list_bytes`).
+    pub max_page_bytes: usize,
 }
 
 impl From<&StoreConfig> for SqlStoreOptions {
@@ -31,6 +34,7 @@ impl From<&StoreConfig> for SqlStoreOptions {
             max_connections: config.max_connections,
             max_concurrent_runs: config.max_concurrent_runs,
             lock_timeout: config.lock_timeout,
+            max_page_bytes: LimitsConfig::default().max_list_bytes,
         }
     }
 }
@@ -57,6 +61,7 @@ pub struct SqlStore {
     lock_pool: Option<AnyPool>,
     local_locks: LocalLocks,
     lock_timeout: Duration,
+    max_page_bytes: usize,
     dialect: Dialect,
     sql: Queries,
 }
@@ -79,6 +84,7 @@ impl SqlStore {
             lock_pool,
             local_locks: LocalLocks::default(),
             lock_timeout: options.lock_timeout,
+            max_page_bytes: options.max_page_bytes,
             dialect,
             sql: Queries::new(dialect),
         })
@@ -171,30 +177,58 @@ fn item_body(item: &ThreadItem) -> StoreResult<String> {
     serde_json::to_string(&value).map_err(corrupt)
 }
 
-/// Turns `limit + 1` fetched rows into a page: the extra row only says that
-/// more remain.
-fn into_page<T>(
-    rows: Vec<AnyRow>,
-    limit: u32,
-    parse: impl Fn(&AnyRow) -> StoreResult<T>,
-    id_of: impl Fn(&T) -> &str,
-) -> StoreResult<Page<T>> {
-    let has_more = rows.len() > limit as usize;
-    let data = rows
-        .iter()
-        .take(limit as usize)
-        .map(parse)
-        .collect::<StoreResult<Vec<T>>>()?;
-    let after = if has_more {
-        data.last().map(|last| id_of(last).to_owned())
-    } else {
-        None
+/// The bytes a listed row stands for: its stored JSON and its title.
+fn row_bytes(row: &AnyRow) -> StoreResult<usize> {
+    let body: String = row.try_get("body")?;
+    let title = match row.try_get::<Option<String>, _>("title") {
+        Ok(title) => title.map_or(0, |t| t.len()),
+        // Item rows have no title column.
+        Err(sqlx::Error::ColumnNotFound(_)) => 0,
+        Err(e) => return Err(e.into()),
     };
-    Ok(Page {
-        data,
-        has_more,
-        after,
-    })
+    Ok(body.len() + title)
+}
+
+impl SqlStore {
+    /// Reads a page of at most `limit` records from a query that asks for
+    /// `limit + 1` rows (the extra row only says that more remain). Rows are
+    /// read one at a time and the page ends early, with `has_more`, before
+    /// the record that would take it past `max_page_bytes`; the first record
+    /// is always served, alone if it is that large, so every page makes
+    /// progress and its `after` names its last record.
+    async fn fetch_page<T>(
+        &self,
+        query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+        limit: u32,
+        parse: impl Fn(&AnyRow) -> StoreResult<T>,
+        id_of: impl Fn(&T) -> &str,
+    ) -> StoreResult<Page<T>> {
+        let mut rows = query.fetch(&self.pool);
+        let mut data = Vec::new();
+        let mut bytes = 0usize;
+        let mut has_more = false;
+        while let Some(row) = rows.try_next().await? {
+            let size = row_bytes(&row)?;
+            if data.len() >= limit as usize
+                || (!data.is_empty() && bytes.saturating_add(size) > self.max_page_bytes)
+            {
+                has_more = true;
+                break;
+            }
+            bytes = bytes.saturating_add(size);
+            data.push(parse(&row)?);
+        }
+        let after = if has_more {
+            data.last().map(|last| id_of(last).to_owned())
+        } else {
+            None
+        };
+        Ok(Page {
+            data,
+            has_more,
+            after,
+        })
+    }
 }
 
 #[async_trait]
@@ -274,8 +308,8 @@ impl Store for SqlStore {
         if let Some(seq) = cursor {
             query = query.bind(seq);
         }
-        let rows = query.fetch_all(&self.pool).await?;
-        into_page(rows, page.limit, thread_from_row, |t| &t.id)
+        self.fetch_page(query, page.limit, thread_from_row, |t| &t.id)
+            .await
     }
 
     async fn delete_thread(&self, user: &str, thread_id: &str) -> StoreResult<bool> {
@@ -315,8 +349,8 @@ impl Store for SqlStore {
         if let Some(seq) = cursor {
             query = query.bind(seq);
         }
-        let rows = query.fetch_all(&self.pool).await?;
-        into_page(rows, page.limit, parse_body::<ThreadItem>, |i| &i.id)
+        self.fetch_page(query, page.limit, parse_body::<ThreadItem>, |i| &i.id)
+            .await
     }
 
     async fn load_history(
@@ -393,7 +427,10 @@ impl Store for SqlStore {
         kind: FeedbackKind,
     ) -> StoreResult<()> {
         self.require_thread(user, thread_id).await?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self
+            .pool
+            .begin_with(AssertSqlSafe(self.dialect.begin_read_write()))
+            .await?;
         for item_id in item_ids {
             let found: i64 = sqlx::query_scalar(AssertSqlSafe(self.sql.count_items.as_str()))
                 .bind(thread_id)

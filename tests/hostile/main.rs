@@ -10,5 +10,6 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod limits;
 mod model;
 mod tools;
