@@ -88,6 +88,7 @@ impl App {
             store.clone() as Arc<dyn Store>,
             agent,
             config.limits.max_concurrent_runs_per_user,
+            config.server.stream_write_timeout,
         ));
         let auth = Authenticator::from_config(&config.auth, &config.base_dir)?;
         Ok(App {

@@ -56,6 +56,11 @@ pub struct ServerConfig {
     /// Browser origins allowed to call the endpoint from another origin
     /// (CORS); none by default. `["*"]` allows any origin.
     pub cors_allowed_origins: Vec<String>,
+    /// How long a streaming client may leave an event untaken (once the
+    /// buffers between it and the run are full) before it is treated as
+    /// gone: the run is cancelled, its partial answer kept.
+    #[serde(with = "humantime_serde")]
+    pub stream_write_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +71,7 @@ impl Default for ServerConfig {
             max_body_bytes: 10 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
             cors_allowed_origins: Vec::new(),
+            stream_write_timeout: Duration::from_secs(30),
         }
     }
 }

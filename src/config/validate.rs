@@ -50,6 +50,9 @@ impl Check<'_> {
         if server.max_body_bytes < 1024 {
             return Err(self.invalid("server", "max_body_bytes", "must be at least 1024"));
         }
+        if server.stream_write_timeout.is_zero() {
+            return Err(self.invalid("server", "stream_write_timeout", "must not be 0"));
+        }
         Ok(())
     }
 

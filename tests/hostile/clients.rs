@@ -1,0 +1,243 @@
+//! Clients that misbehave at the edges of a stream: one that asks for a long
+//! answer and never reads its socket, and one that stops taking events exactly
+//! when the answer ends. Either must cost at most `stream_write_timeout` of
+//! the run's resources (thread lock, run slot, lock connection) and must never
+//! lose text the model wrote.
+
+use std::time::{Duration, Instant};
+
+use chatkitd::app::App;
+use chatkitd::auth::Identity;
+use chatkitd::chatkit::{Response, STREAM_BUFFER};
+use chatkitd::protocol::Request;
+use chatkitd_testkit::{FakeLlm, Script};
+use pretty_assertions::assert_eq;
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::both_backends;
+use crate::support::{
+    Backend, Daemon, add_message_body, create_body, eventually, fresh_store_url, test_config,
+};
+
+/// The development user of `auth.mode = "none"`.
+const USER: &str = "dev";
+/// The hidden item a cancelled run leaves behind.
+const MARKER: &str = "The user cancelled the stream. Stop responding to the prior request.";
+/// The write timeout the tests configure, short so that they run quickly.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// `(type, text)` of stored items: a message's text, a hidden item's content.
+fn transcript(items: &[Value]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .map(|item| {
+            let kind = item["type"].as_str().unwrap_or_default().to_owned();
+            let text = match kind.as_str() {
+                "sdk_hidden_context" => item["content"].as_str(),
+                _ => item["content"][0]["text"].as_str(),
+            };
+            (kind, text.unwrap_or_default().to_owned())
+        })
+        .collect()
+}
+
+/// A raw HTTP/1.1 POST of `body` to the daemon's endpoint, written on a fresh
+/// connection that the caller then never reads.
+async fn post_and_never_read(daemon: &Daemon, body: &Value) -> TcpStream {
+    let addr = daemon.base.trim_start_matches("http://");
+    let path = &daemon.url[daemon.base.len()..];
+    let body = serde_json::to_vec(body).expect("json");
+    let mut socket = TcpStream::connect(addr).await.expect("connects");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.expect("head sent");
+    socket.write_all(&body).await.expect("body sent");
+    socket
+}
+
+/// A client asks for a long answer and leaves its socket unread. Once the
+/// kernel's buffers and the daemon's are full the run cannot send; within
+/// the write timeout it is cancelled as if the client had left: its partial
+/// answer and the marker are stored, and its thread and run slot are free
+/// again while the client is still connected.
+async fn a_client_that_never_reads_releases_its_thread(backend: Backend) {
+    let daemon = Daemon::start_with(backend, |config| {
+        config.server.stream_write_timeout = WRITE_TIMEOUT;
+        // The stalled run's slot must be given back for the next message.
+        config.limits.max_concurrent_runs_per_user = 1;
+    })
+    .await;
+    let (thread_id, first) = daemon.create_thread("hello").await;
+    assert_eq!(first.error(), None, "{}", first.raw);
+
+    // 25 MB of answer: far beyond what loopback sockets, hyper and the
+    // event buffer hold for a reader that takes nothing.
+    let chunk = "x".repeat(64 * 1024);
+    let chunks = vec![chunk; 400];
+    let full_len = chunks.iter().map(String::len).sum::<usize>();
+    daemon.llm.push(Script::text(chunks));
+    let asked = Instant::now();
+    let socket = post_and_never_read(&daemon, &add_message_body(&thread_id, "a long one")).await;
+
+    let stored_marker = eventually(Duration::from_secs(30), || async {
+        daemon
+            .stored_values(USER, &thread_id)
+            .await
+            .last()
+            .is_some_and(|item| item["content"] == MARKER)
+    })
+    .await;
+    assert!(
+        stored_marker,
+        "the stalled run was not cancelled: {:?}",
+        transcript(&daemon.stored_values(USER, &thread_id).await)
+            .iter()
+            .map(|(kind, text)| (kind.clone(), text.len()))
+            .collect::<Vec<_>>()
+    );
+    let released_after = asked.elapsed();
+
+    let stored = transcript(&daemon.stored_values(USER, &thread_id).await);
+    let kinds: Vec<&str> = stored.iter().map(|(kind, _)| kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "user_message",
+            "assistant_message",
+            "user_message",
+            "assistant_message",
+            "sdk_hidden_context"
+        ]
+    );
+    let partial = &stored[3].1;
+    assert!(
+        !partial.is_empty() && partial.len() < full_len && partial.bytes().all(|b| b == b'x'),
+        "the partial answer is kept: {} of {full_len} bytes",
+        partial.len()
+    );
+
+    // Lock and slot are free while the stalled client is still connected.
+    let next = tokio::time::timeout(
+        Duration::from_secs(10),
+        daemon.add_message(&thread_id, "next"),
+    )
+    .await
+    .expect("the thread answers again");
+    assert_eq!(next.status, 200, "{}", next.raw);
+    assert_eq!(next.answer().as_deref(), Some("Hello! You said: next"));
+    assert!(
+        released_after < Duration::from_secs(30),
+        "released after {released_after:?}"
+    );
+    drop(socket);
+    daemon.stop().await;
+}
+
+both_backends!(a_client_that_never_reads_releases_its_thread);
+
+/// What a disconnect or a stall exactly at the end of an answer leaves.
+#[derive(Debug, Clone, Copy)]
+enum EndOfAnswer {
+    /// The client goes away while the run sends `content_part.done`.
+    Disconnect,
+    /// The client stays but takes nothing more: the write timeout ends it.
+    Stall,
+}
+
+/// The stream is full exactly when the answer's last text is out and its
+/// `content_part.done` is next: the client then leaves (or stalls past the
+/// write timeout). The whole answer was streamed, so the whole answer is
+/// kept, then the marker of a cancelled run.
+///
+/// Driven through `ChatKit::handle`, the front end HTTP and `chatkitd chat`
+/// share, because only there the test can hold the stream's buffer full at
+/// an exact event: over a socket, kernel buffers decide which event blocks.
+async fn the_end_of_an_answer_is_kept(end: EndOfAnswer) {
+    chatkitd::tls::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let llm = FakeLlm::start().await;
+    let store_url = fresh_store_url(Backend::Sqlite, dir.path()).await;
+    let mut config = test_config(&store_url, &llm.base_url(), dir.path().to_path_buf());
+    config.server.stream_write_timeout = WRITE_TIMEOUT;
+    config.agent.title_generation = false;
+    let app = App::build(config).await.expect("daemon builds");
+
+    // Sent before content_part.done: thread.created, the user message,
+    // stream_options, item.added, content_part.added and the deltas. The
+    // test takes the first; the buffer then holds the rest exactly.
+    let deltas = STREAM_BUFFER + 1 - 5;
+    let chunks: Vec<String> = (0..deltas).map(|i| format!("w{i} ")).collect();
+    let full = chunks.concat();
+    llm.push(Script::text(chunks));
+    let body = serde_json::to_vec(&create_body("hello")).expect("json");
+    let request = Request::parse(&body).expect("a valid request");
+    let Ok(Response::Stream(mut stream)) =
+        app.chatkit().handle(&Identity::user(USER), request).await
+    else {
+        panic!("threads.create streams");
+    };
+    let created = stream.events.recv().await.expect("thread.created");
+    let created = serde_json::to_value(&created).expect("event JSON");
+    let thread_id = created["thread"]["id"]
+        .as_str()
+        .expect("thread id")
+        .to_owned();
+    let full_buffer = eventually(Duration::from_secs(10), || {
+        let len = stream.events.len();
+        async move { len == STREAM_BUFFER }
+    })
+    .await;
+    assert!(full_buffer, "the buffer fills up: {}", stream.events.len());
+    // Let the run reach the send that cannot go through.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stream = match end {
+        EndOfAnswer::Disconnect => {
+            drop(stream);
+            None
+        }
+        // Held open (and unread) until the end: only the timeout can end it.
+        EndOfAnswer::Stall => Some(stream),
+    };
+
+    let store = app.store().clone();
+    let stored = || async {
+        let items = chatkitd::store::Store::load_history(&*store, USER, &thread_id, 100)
+            .await
+            .expect("history");
+        items
+            .iter()
+            .map(|item| serde_json::to_value(item).expect("item JSON"))
+            .collect::<Vec<Value>>()
+    };
+    let settled = eventually(Duration::from_secs(10), || async {
+        stored().await.len() >= 3
+    })
+    .await;
+    assert!(settled, "{:?}", transcript(&stored().await));
+    assert_eq!(
+        transcript(&stored().await),
+        [
+            ("user_message".to_owned(), "hello".to_owned()),
+            ("assistant_message".to_owned(), full),
+            ("sdk_hidden_context".to_owned(), MARKER.to_owned()),
+        ],
+        "{end:?}"
+    );
+    drop(stream);
+    app.shutdown().await;
+    llm.assert_requests_well_formed();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnect_at_the_end_of_an_answer_keeps_it_whole() {
+    the_end_of_an_answer_is_kept(EndOfAnswer::Disconnect).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_at_the_end_of_an_answer_keeps_it_whole() {
+    the_end_of_an_answer_is_kept(EndOfAnswer::Stall).await;
+}
