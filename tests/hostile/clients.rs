@@ -13,7 +13,7 @@ use chatkitd::protocol::Request;
 use chatkitd_testkit::{FakeLlm, Script};
 use pretty_assertions::assert_eq;
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::both_backends;
@@ -43,11 +43,9 @@ fn transcript(items: &[Value]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A raw HTTP/1.1 POST of `body` to the daemon's endpoint, written on a fresh
-/// connection that the caller then never reads.
-async fn post_and_never_read(daemon: &Daemon, body: &Value) -> TcpStream {
-    let addr = daemon.base.trim_start_matches("http://");
-    let path = &daemon.url[daemon.base.len()..];
+/// A raw HTTP/1.1 POST of `body` to `path` on `addr` (`HOST:PORT`), written
+/// on a fresh connection that the caller then never reads.
+async fn post_and_never_read(addr: &str, path: &str, body: &Value) -> TcpStream {
     let body = serde_json::to_vec(body).expect("json");
     let mut socket = TcpStream::connect(addr).await.expect("connects");
     let head = format!(
@@ -57,6 +55,22 @@ async fn post_and_never_read(daemon: &Daemon, body: &Value) -> TcpStream {
     socket.write_all(head.as_bytes()).await.expect("head sent");
     socket.write_all(&body).await.expect("body sent");
     socket
+}
+
+/// The address and endpoint path of an in-process daemon.
+fn addr_and_path(daemon: &Daemon) -> (&str, &str) {
+    (
+        daemon.base.trim_start_matches("http://"),
+        &daemon.url[daemon.base.len()..],
+    )
+}
+
+/// An answer far beyond what loopback sockets, hyper and the event buffer
+/// hold for a reader that takes nothing (25 MB), and its length.
+fn huge_answer() -> (Script, usize) {
+    let chunks = vec!["x".repeat(64 * 1024); 400];
+    let len = chunks.iter().map(String::len).sum();
+    (Script::text(chunks), len)
 }
 
 /// A client asks for a long answer and leaves its socket unread. Once the
@@ -74,14 +88,11 @@ async fn a_client_that_never_reads_releases_its_thread(backend: Backend) {
     let (thread_id, first) = daemon.create_thread("hello").await;
     assert_eq!(first.error(), None, "{}", first.raw);
 
-    // 25 MB of answer: far beyond what loopback sockets, hyper and the
-    // event buffer hold for a reader that takes nothing.
-    let chunk = "x".repeat(64 * 1024);
-    let chunks = vec![chunk; 400];
-    let full_len = chunks.iter().map(String::len).sum::<usize>();
-    daemon.llm.push(Script::text(chunks));
+    let (answer, full_len) = huge_answer();
+    daemon.llm.push(answer);
     let asked = Instant::now();
-    let socket = post_and_never_read(&daemon, &add_message_body(&thread_id, "a long one")).await;
+    let (addr, path) = addr_and_path(&daemon);
+    let socket = post_and_never_read(addr, path, &add_message_body(&thread_id, "a long one")).await;
 
     let stored_marker = eventually(Duration::from_secs(30), || async {
         daemon
@@ -240,4 +251,175 @@ async fn a_disconnect_at_the_end_of_an_answer_keeps_it_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stall_at_the_end_of_an_answer_keeps_it_whole() {
     the_end_of_an_answer_is_kept(EndOfAnswer::Stall).await;
+}
+
+/// 500 connections that send half a request head and then nothing are
+/// closed by the header timeout, while a normal chat is answered meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_connections_are_closed_by_the_header_timeout() {
+    const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+    let daemon = Daemon::start_with(Backend::Sqlite, |config| {
+        config.server.header_read_timeout = HEADER_TIMEOUT;
+    })
+    .await;
+    let (addr, _) = addr_and_path(&daemon);
+    let mut half_open = Vec::new();
+    for _ in 0..500 {
+        let mut socket = TcpStream::connect(addr).await.expect("connects");
+        socket
+            .write_all(b"POST /api/chatkit HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("half a head sent");
+        half_open.push(socket);
+    }
+    let opened = Instant::now();
+
+    let (_, chat) = tokio::time::timeout(Duration::from_secs(20), daemon.create_thread("hi"))
+        .await
+        .expect("a chat is answered beside them");
+    assert_eq!(chat.answer().as_deref(), Some("Hello! You said: hi"));
+
+    let closed = futures::future::join_all(half_open.iter_mut().map(|socket| async move {
+        let mut buf = [0u8; 1024];
+        // Closed: end of stream (or a reset), after at most an error answer.
+        loop {
+            match tokio::time::timeout(Duration::from_secs(20), socket.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+    }))
+    .await;
+    let waited = opened.elapsed();
+    let open = closed.iter().filter(|closed| !**closed).count();
+    assert_eq!(open, 0, "{open} of 500 half-open connections still open");
+    assert!(
+        waited >= HEADER_TIMEOUT - Duration::from_millis(100),
+        "closed after {waited:?}, before the header timeout"
+    );
+    daemon.stop().await;
+}
+
+/// SIGTERM to the binary while a client that never reads waits for a long
+/// answer: the daemon exits within the grace period plus a few seconds, and
+/// the partial answer is stored with the marker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_client_that_never_reads_exits_in_time() {
+    const GRACE: Duration = Duration::from_secs(2);
+    chatkitd::tls::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let llm = FakeLlm::start().await;
+    let store_url = fresh_store_url(Backend::Sqlite, dir.path()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    // The write timeout is far longer than the test: only the shutdown
+    // can end the stalled run.
+    let config = format!(
+        r#"[server]
+listen = "127.0.0.1:{port}"
+shutdown_grace = "{grace}s"
+stream_write_timeout = "10m"
+
+[store]
+url = "{store_url}"
+
+[llm]
+base_url = "{base_url}"
+api_key = "test-key"
+model = "fake-model"
+
+[agent]
+title_generation = false
+"#,
+        grace = GRACE.as_secs(),
+        base_url = llm.base_url()
+    );
+    let config_path = dir.path().join("agent.toml");
+    std::fs::write(&config_path, config).expect("config written");
+    let stderr = dir.path().join("chatkitd.stderr");
+    let mut child = crate::support::chatkitd_command(&config_path)
+        .env("CHATKITD_LOG", "info,sqlx=warn")
+        .arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+        .spawn()
+        .expect("chatkitd starts");
+    let log = || std::fs::read_to_string(&stderr).unwrap_or_default();
+    let base = format!("http://127.0.0.1:{port}");
+    let healthy = eventually(Duration::from_secs(20), || async {
+        reqwest::get(format!("{base}/healthz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(healthy, "chatkitd not healthy:\n{}", log());
+
+    let (answer, full_len) = huge_answer();
+    llm.push(answer);
+    let addr = format!("127.0.0.1:{port}");
+    let socket = post_and_never_read(&addr, "/api/chatkit", &create_body("a long one")).await;
+    // Let the buffers fill and the run stall on its client.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let pid = child.id().expect("running");
+    let signalled = Instant::now();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    let exited = tokio::time::timeout(GRACE + Duration::from_secs(20), child.wait()).await;
+    let took = signalled.elapsed();
+    let status = exited
+        .unwrap_or_else(|_| panic!("no exit {took:?} after SIGTERM:\n{}", log()))
+        .expect("wait");
+    assert!(status.success(), "{status}:\n{}", log());
+    assert!(
+        took < GRACE + Duration::from_secs(5),
+        "exited {took:?} after SIGTERM (grace {GRACE:?}):\n{}",
+        log()
+    );
+    drop(socket);
+
+    let store = chatkitd::store::SqlStore::connect(
+        &store_url,
+        &chatkitd::store::sql::SqlStoreOptions::default(),
+    )
+    .await
+    .expect("store connects");
+    let page = chatkitd::store::PageRequest {
+        limit: 10,
+        order: chatkitd::protocol::Order::Desc,
+        after: None,
+    };
+    use chatkitd::store::Store as _;
+    let threads = store.list_threads(USER, &page).await.expect("threads");
+    assert_eq!(threads.data.len(), 1);
+    let items = store
+        .load_history(USER, &threads.data[0].id, 100)
+        .await
+        .expect("history");
+    store.close().await;
+    let items: Vec<Value> = items
+        .iter()
+        .map(|item| serde_json::to_value(item).expect("item JSON"))
+        .collect();
+    let stored = transcript(&items);
+    let kinds: Vec<&str> = stored.iter().map(|(kind, _)| kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["user_message", "assistant_message", "sdk_hidden_context"],
+        "{}",
+        log()
+    );
+    let partial = &stored[1].1;
+    assert!(
+        !partial.is_empty() && partial.len() < full_len,
+        "the partial answer is kept: {} of {full_len} bytes",
+        partial.len()
+    );
+    assert_eq!(stored[2].1, MARKER);
 }
