@@ -423,3 +423,77 @@ title_generation = false
     );
     assert_eq!(stored[2].1, MARKER);
 }
+
+/// Beyond `max_connections` a new client waits to be accepted (it is not
+/// refused), and a connection that sends nothing is closed after the idle
+/// timeout, which lets the waiting client in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_wait_for_idle_ones_to_close() {
+    const IDLE: Duration = Duration::from_secs(2);
+    let daemon = Daemon::start_with(Backend::Sqlite, |config| {
+        config.server.max_connections = 2;
+        config.server.idle_timeout = IDLE;
+    })
+    .await;
+    let (addr, _) = addr_and_path(&daemon);
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(TcpStream::connect(addr).await.expect("connects"));
+    }
+    let waited = Instant::now();
+    let (status, body) = tokio::time::timeout(Duration::from_secs(20), daemon.get("/healthz"))
+        .await
+        .expect("answered once a slot is free");
+    let waited = waited.elapsed();
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
+    assert!(
+        waited >= IDLE - Duration::from_millis(200),
+        "answered after {waited:?}: the cap let a third connection in"
+    );
+    for socket in &mut silent {
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "an idle connection was closed: {read:?}"
+        );
+    }
+    daemon.stop().await;
+}
+
+/// A body that stops arriving gets 408 once `body_read_timeout` has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stops_arriving_gets_408() {
+    const BODY_TIMEOUT: Duration = Duration::from_secs(1);
+    let daemon = Daemon::start_with(Backend::Sqlite, |config| {
+        config.server.body_read_timeout = BODY_TIMEOUT;
+    })
+    .await;
+    let (addr, path) = addr_and_path(&daemon);
+    let mut socket = TcpStream::connect(addr).await.expect("connects");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"type\":"
+    );
+    socket.write_all(head.as_bytes()).await.expect("sent");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    answer.extend_from_slice(&buf[..n]);
+                    if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer to a stalled body");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    daemon.stop().await;
+}
