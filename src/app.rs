@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -22,6 +23,9 @@ use crate::llm::{LlmClient, LlmError};
 use crate::mcp::McpManager;
 use crate::metrics::{Exporter, GaugeSet};
 use crate::store::{SqlStore, Store, StoreError, sql::SqlStoreOptions};
+
+/// How long the exit waits for the store's connections to close.
+const STORE_CLOSE_WAIT: Duration = Duration::from_secs(3);
 
 /// Why the daemon could not start.
 #[derive(Debug, Error)]
@@ -192,7 +196,14 @@ impl App {
         if let Some(mcp) = &self.mcp {
             mcp.shutdown().await;
         }
-        self.store.close().await;
+        // A run given up on by the drain may still hold a connection; the
+        // exit must not wait on it.
+        if tokio::time::timeout(STORE_CLOSE_WAIT, self.store.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the store did not close in time; exiting anyway");
+        }
         Ok(())
     }
 }
