@@ -7,8 +7,8 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +23,9 @@ use crate::llm::{LlmClient, LlmError};
 use crate::mcp::McpManager;
 use crate::metrics::{Exporter, GaugeSet};
 use crate::store::{SqlStore, Store, StoreError, sql::SqlStoreOptions};
+
+/// How long the exit waits for the store's connections to close.
+const STORE_CLOSE_WAIT: Duration = Duration::from_secs(3);
 
 /// Why the daemon could not start.
 #[derive(Debug, Error)]
@@ -92,6 +95,7 @@ impl App {
                 max_message_chars: config.limits.max_message_chars,
                 max_feedback_items: config.limits.max_feedback_items,
             },
+            config.server.stream_write_timeout,
         ));
         let auth = Authenticator::from_config(&config.auth, &config.base_dir)?;
         Ok(App {
@@ -166,6 +170,7 @@ impl App {
             auth: self.auth.clone(),
             rate: RateLimiter::new(limits.requests_per_minute_per_user, limits.burst).map(Arc::new),
             max_body_bytes: self.config.server.max_body_bytes,
+            body_read_timeout: self.config.server.body_read_timeout,
         };
         let router = http::router(
             state,
@@ -174,45 +179,65 @@ impl App {
         );
         let addr = listener.local_addr()?;
         tracing::info!(%addr, path = %self.config.server.path, "chatkitd listening");
-        // Events are small writes: without TCP_NODELAY, Nagle's algorithm and
-        // the client's delayed ACK hold each one back by up to 40 ms.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
-        });
-        // The HTTP server drains only once every stream has ended, so the
-        // grace period runs beside it: when it is over, the runs still going
-        // are cancelled (keeping their partial answers) and their streams end.
-        let stopping = CancellationToken::new();
-        let drain = {
-            let stopping = stopping.clone();
-            let chatkit = self.chatkit.clone();
-            let grace = self.config.server.shutdown_grace;
+        let limits = self.connection_limits(http::serve::raise_open_files_limit());
+        // On the signal the listener stops accepting; the runs then get the
+        // grace period, and the connections a few seconds after them.
+        let stop = CancellationToken::new();
+        let signal = {
+            let stop = stop.clone();
             tokio::spawn(async move {
                 shutdown.await;
-                stopping.cancel();
-                chatkit.drain(grace).await;
+                stop.cancel();
             })
         };
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(stopping.clone().cancelled_owned())
-            .await;
-        if stopping.is_cancelled() {
-            let _ = drain.await;
-        } else {
-            drain.abort();
-        }
+        let chatkit = self.chatkit.clone();
+        let grace = self.config.server.shutdown_grace;
+        http::serve::serve(listener, router, limits, stop, async move {
+            chatkit.drain(grace).await;
+        })
+        .await;
+        signal.abort();
         if let Some(mcp) = &self.mcp {
             mcp.shutdown().await;
         }
-        served?;
-        self.store.close().await;
+        // A run given up on by the drain may still hold a connection; the
+        // exit must not wait on it.
+        if tokio::time::timeout(STORE_CLOSE_WAIT, self.store.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the store did not close in time; exiting anyway");
+        }
         Ok(())
     }
 }
 
 impl App {
+    /// `[server]`'s connection limits, the cap lowered to half of
+    /// `open_files` (when known): the other half is for the model, the
+    /// database and the tool servers.
+    fn connection_limits(&self, open_files: Option<u64>) -> http::serve::ConnectionLimits {
+        let server = &self.config.server;
+        let mut max_connections = server.max_connections;
+        if let Some(open_files) = open_files {
+            let half = usize::try_from(open_files / 2).unwrap_or(usize::MAX).max(1);
+            if half < max_connections {
+                tracing::warn!(
+                    configured = max_connections,
+                    open_files,
+                    "max_connections lowered to half the open files limit"
+                );
+                max_connections = half;
+            }
+        }
+        http::serve::ConnectionLimits {
+            max_connections,
+            header_read_timeout: server.header_read_timeout,
+            idle_timeout: server.idle_timeout,
+            write_stall_timeout: server.stream_write_timeout,
+        }
+    }
+
     /// What `/metrics` serves: the process-wide counters plus gauges read
     /// from this daemon's store pool and tool-server pools at each scrape.
     fn exporter(&self) -> Exporter {

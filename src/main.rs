@@ -3,7 +3,7 @@
 //!
 //! This is the binary's edge: errors become `anyhow` reports and exit codes here.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -209,8 +209,10 @@ async fn tools(config: &Config, command: ToolsCommand) -> anyhow::Result<ExitCod
 fn init_logging(json: bool, default: &str) {
     let filter =
         EnvFilter::try_from_env("CHATKITD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    // Colour codes only for a terminal: a journal or a log file gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();

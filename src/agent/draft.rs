@@ -1,6 +1,6 @@
 //! The assistant message being streamed: its first delta opens the item,
 //! each delta is sent and kept, and closing it stores the whole message
-//! before its `thread.item.done` goes out.
+//! before its `content_part.done` and `thread.item.done` go out.
 
 use super::run::{Run, Stop};
 use crate::protocol::{
@@ -60,7 +60,17 @@ impl Run<'_> {
         .await
     }
 
-    /// Closes the streamed message: part done, stored, item done.
+    /// Closes the streamed message: part done, stored, item done on the
+    /// wire; the message is stored before either event goes out.
+    ///
+    /// The reference stores the item between `content_part.done` and
+    /// `thread.item.done`. Storing it first instead cannot be observed: an
+    /// event only enters the stream's buffer here, so the client may receive
+    /// `content_part.done` after the store write either way, and the order of
+    /// the events on the wire is unchanged. What storing first buys is that a
+    /// send that fails (the client left or stopped reading at this very
+    /// moment) can no longer lose the answer: once taken out of the draft it
+    /// is already stored, and the cancellation path finds nothing left to keep.
     pub(super) async fn finish_draft(&mut self) -> Result<(), Stop> {
         let Some(draft) = self.draft.take() else {
             return Ok(());
@@ -70,14 +80,6 @@ impl Run<'_> {
             return Ok(());
         };
         let part = message.content.first().cloned().unwrap_or_default();
-        self.emit(ThreadStreamEvent::ItemUpdated {
-            item_id: item.id.clone(),
-            update: ItemUpdate::ContentPartDone {
-                content_index: 0,
-                content: part,
-            },
-        })
-        .await?;
         if let Err(e) = self
             .agent
             .store
@@ -86,6 +88,14 @@ impl Run<'_> {
         {
             return self.fail_store(e).await;
         }
+        self.emit(ThreadStreamEvent::ItemUpdated {
+            item_id: item.id.clone(),
+            update: ItemUpdate::ContentPartDone {
+                content_index: 0,
+                content: part,
+            },
+        })
+        .await?;
         self.emit(ThreadStreamEvent::ItemDone { item }).await
     }
 }

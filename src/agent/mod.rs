@@ -25,7 +25,8 @@ mod tools;
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 
@@ -53,26 +54,65 @@ pub const PANIC_MESSAGE: &str =
     "The assistant stopped because of an internal error; what was written so far is kept.";
 
 /// Where a run's events go: the client's stream. A send fails once the client
-/// has gone, which the run treats as the stop button.
+/// has gone, which the run treats as the stop button; a client that does not
+/// take an event within the write timeout is treated the same way, so a
+/// reader that stalls cannot pin the run (its thread lock, run slot and
+/// connections) for longer than that.
 #[derive(Debug, Clone)]
 pub struct EventSink {
     tx: mpsc::Sender<ThreadStreamEvent>,
+    write_timeout: Duration,
+    /// Set once a send timed out: the client is gone for good, and every
+    /// later send fails at once instead of waiting out the timeout again.
+    stalled: Arc<AtomicBool>,
 }
 
-/// The client is no longer listening.
+/// The client is no longer listening (it left, or stopped reading).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Disconnected;
 
 impl EventSink {
-    /// A sink and the receiving end of its stream.
-    pub fn channel(capacity: usize) -> (EventSink, mpsc::Receiver<ThreadStreamEvent>) {
+    /// A sink and the receiving end of its stream, which must take each
+    /// event within `write_timeout` once the `capacity` buffered ones are full.
+    pub fn channel(
+        capacity: usize,
+        write_timeout: Duration,
+    ) -> (EventSink, mpsc::Receiver<ThreadStreamEvent>) {
         let (tx, rx) = mpsc::channel(capacity);
-        (EventSink { tx }, rx)
+        let sink = EventSink {
+            tx,
+            write_timeout,
+            stalled: Arc::new(AtomicBool::new(false)),
+        };
+        (sink, rx)
     }
 
-    /// Sends one event, waiting while the client is slow.
+    /// Sends one event, waiting while the client is slow, up to the write timeout.
     pub async fn send(&self, event: ThreadStreamEvent) -> Result<(), Disconnected> {
-        self.tx.send(event).await.map_err(|_| Disconnected)
+        self.send_within(event, self.write_timeout).await
+    }
+
+    /// Sends one event, waiting at most `limit` (and never longer than the
+    /// write timeout): for courtesy notices that must not delay a shutdown.
+    pub async fn send_within(
+        &self,
+        event: ThreadStreamEvent,
+        limit: Duration,
+    ) -> Result<(), Disconnected> {
+        if self.stalled.load(Ordering::Relaxed) {
+            return Err(Disconnected);
+        }
+        match tokio::time::timeout(limit.min(self.write_timeout), self.tx.send(event)).await {
+            Ok(sent) => sent.map_err(|_| Disconnected),
+            Err(_) => {
+                self.stalled.store(true, Ordering::Relaxed);
+                tracing::info!(
+                    timeout = ?limit.min(self.write_timeout),
+                    "the client did not take an event in time; treating it as gone"
+                );
+                Err(Disconnected)
+            }
+        }
     }
 }
 

@@ -58,7 +58,7 @@ async fn a_panic_inside_a_run_ends_it_with_an_error_event() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (store, thread) = store_with_thread(dir.path()).await;
     let agent = agent(Arc::new(PanicsOnHistory(store)));
-    let (sink, mut events) = EventSink::channel(16);
+    let (sink, mut events) = EventSink::channel(16, std::time::Duration::from_secs(30));
     let outcome = agent
         .run(input(&thread), &sink, &CancellationToken::new())
         .await;
@@ -79,7 +79,7 @@ async fn after_a_panic_the_streamed_text_is_stored_before_the_error() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (store, thread) = store_with_thread(dir.path()).await;
     let agent = agent(Arc::new(store.clone()));
-    let (sink, mut events) = EventSink::channel(16);
+    let (sink, mut events) = EventSink::channel(16, std::time::Duration::from_secs(30));
     let cancel = CancellationToken::new();
     let mut run = Run::new(&agent, input(&thread), &sink, &cancel, Instant::now());
     assert!(run.push_text("Half an ans".to_owned()).await.is_ok());

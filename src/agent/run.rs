@@ -341,11 +341,14 @@ impl<'a> Run<'a> {
         Err(Stop::Failed)
     }
 
+    /// Sends one event. A cancellation (the stop button, or shutdown after
+    /// its grace) interrupts a send that waits on a slow client.
     pub(super) async fn emit(&self, event: ThreadStreamEvent) -> Result<(), Stop> {
-        if self.cancel.is_cancelled() {
-            return Err(Stop::Cancelled);
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => Err(Stop::Cancelled),
+            sent = self.sink.send(event) => sent.map_err(Stop::from),
         }
-        self.sink.send(event).await.map_err(Stop::from)
     }
 
     /// After a cancellation: store what the user saw and the hidden marker.

@@ -11,6 +11,7 @@
 //! what it produced, even if the client disconnects.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -34,7 +35,9 @@ pub const DEFAULT_PAGE_SIZE: u32 = 20;
 /// Largest page served; larger requests are capped.
 pub const MAX_PAGE_SIZE: u32 = 100;
 /// Events buffered between a run and a slow client.
-const STREAM_BUFFER: usize = 64;
+pub const STREAM_BUFFER: usize = 64;
+/// How long [`ChatKit::drain`] waits for cancelled runs to store what they have.
+pub const CANCELLED_RUNS_WAIT: Duration = Duration::from_secs(5);
 
 /// How much a client may send in one request; more is refused with a
 /// `BadRequest` naming the limit, before anything is stored.
@@ -108,6 +111,9 @@ pub struct ChatKit {
     /// Cancelled at shutdown once the grace period is over; every run's token
     /// is a child of it.
     shutdown: CancellationToken,
+    /// How long a run waits for its client to take an event before it
+    /// treats the client as gone (`[server] stream_write_timeout`).
+    stream_write_timeout: Duration,
 }
 
 impl std::fmt::Debug for ChatKit {
@@ -118,13 +124,15 @@ impl std::fmt::Debug for ChatKit {
 
 impl ChatKit {
     /// A server answering from `store` with `agent`, allowing each user
-    /// `max_runs_per_user` answers at once (0: no limit) and requests within
-    /// `sizes`.
+    /// `max_runs_per_user` answers at once (0: no limit), requests within
+    /// `sizes`, and cancelling a run whose client does not take an event
+    /// within `stream_write_timeout`.
     pub fn new(
         store: Arc<dyn Store>,
         agent: Arc<Agent>,
         max_runs_per_user: u32,
         sizes: SizeLimits,
+        stream_write_timeout: Duration,
     ) -> ChatKit {
         ChatKit {
             store,
@@ -133,6 +141,7 @@ impl ChatKit {
             slots: RunSlots::new(max_runs_per_user),
             sizes,
             shutdown: CancellationToken::new(),
+            stream_write_timeout,
         }
     }
 
@@ -143,8 +152,11 @@ impl ChatKit {
     }
 
     /// Refuses new runs, waits up to `grace` for runs in flight, then cancels
-    /// the rest (they persist their partial answers) and waits for them.
-    pub async fn drain(&self, grace: std::time::Duration) {
+    /// the rest (they persist their partial answers) and waits for them, at
+    /// most [`CANCELLED_RUNS_WAIT`] more: a cancelled run stops at once, even
+    /// one waiting on a client that does not read, so only its store writes
+    /// remain, and a store that hangs must not hold the exit forever.
+    pub async fn drain(&self, grace: Duration) {
         self.runs.close();
         if tokio::time::timeout(grace, self.runs.wait()).await.is_err() {
             tracing::warn!(
@@ -152,7 +164,15 @@ impl ChatKit {
                 "cancelling runs still going after the shutdown grace"
             );
             self.shutdown.cancel();
-            self.runs.wait().await;
+            if tokio::time::timeout(CANCELLED_RUNS_WAIT, self.runs.wait())
+                .await
+                .is_err()
+            {
+                tracing::error!(
+                    runs = self.runs.len(),
+                    "runs still storing their partial answers; giving up on them"
+                );
+            }
         }
     }
 

@@ -47,7 +47,7 @@ mod tests {
     async fn a_panicking_run_releases_its_slot_and_ends_with_an_error_event() {
         let slots = RunSlots::new(1);
         let slot = slots.try_acquire("u").expect("a free slot");
-        let (sink, mut events) = EventSink::channel(4);
+        let (sink, mut events) = EventSink::channel(4, std::time::Duration::from_secs(30));
         let run_sink = sink.clone();
         let run = async move {
             let _slot = slot;
@@ -73,14 +73,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_run_that_ends_normally_adds_nothing() {
-        let (sink, mut events) = EventSink::channel(4);
+        let (sink, mut events) = EventSink::channel(4, std::time::Duration::from_secs(30));
         catch_panics(async {}, sink).await;
         assert_eq!(events.recv().await, None);
     }
 
     #[tokio::test]
     async fn a_panic_after_the_client_left_is_only_logged() {
-        let (sink, events) = EventSink::channel(1);
+        let (sink, events) = EventSink::channel(1, std::time::Duration::from_secs(30));
         drop(events);
         let run = async { panic!("{}", String::from("with a formatted message")) };
         tokio::time::timeout(Duration::from_secs(1), catch_panics(run, sink))

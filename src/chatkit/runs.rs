@@ -4,6 +4,8 @@
 //! stream, then holds the thread's run lock and a user's run slot for the
 //! spawned run.
 
+use std::time::Duration;
+
 use serde_json::Value;
 use tracing::Instrument;
 
@@ -17,6 +19,9 @@ use crate::protocol::{
     UserMessageInput, new_id, text,
 };
 use crate::store::{PageRequest, RunLock};
+
+/// How long a run cancelled by shutdown waits to tell its client why.
+const SHUTDOWN_NOTICE_WAIT: Duration = Duration::from_millis(500);
 
 impl ChatKit {
     pub(super) async fn create(
@@ -215,7 +220,7 @@ impl ChatKit {
         (lock, slot): (RunLock, RunSlot),
         first: Vec<ThreadStreamEvent>,
     ) -> Response {
-        let (sink, events) = EventSink::channel(STREAM_BUFFER);
+        let (sink, events) = EventSink::channel(STREAM_BUFFER, self.stream_write_timeout);
         let cancel = self.shutdown.child_token();
         let agent = self.agent.clone();
         let input = RunInput {
@@ -233,7 +238,12 @@ impl ChatKit {
             let _lock = lock;
             let _slot = slot;
             for event in first {
-                if sink.send(event).await.is_err() {
+                let sent = tokio::select! {
+                    biased;
+                    _ = run_cancel.cancelled() => Err(crate::agent::Disconnected),
+                    sent = sink.send(event) => sent,
+                };
+                if sent.is_err() {
                     run_cancel.cancel();
                     break;
                 }
@@ -249,11 +259,15 @@ impl ChatKit {
             }
             if outcome == RunOutcome::Cancelled && shutdown.is_cancelled() {
                 // Still connected: end the stream with a reason, not a cut.
+                // Briefly: a client that does not read must not hold up the exit.
                 let _ = sink
-                    .send(ThreadStreamEvent::custom_error(
-                        "The server is restarting and stopped this answer; what was written so far is kept.",
-                        true,
-                    ))
+                    .send_within(
+                        ThreadStreamEvent::custom_error(
+                            "The server is restarting and stopped this answer; what was written so far is kept.",
+                            true,
+                        ),
+                        SHUTDOWN_NOTICE_WAIT,
+                    )
                     .await;
             }
         };

@@ -163,6 +163,7 @@ fn read(document: &Document<'_>, expansions: &Expansions) -> Result<Config, Conf
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
+    use std::time::Duration;
 
     use super::*;
 
@@ -308,6 +309,37 @@ mod tests {
             assert!(err.to_string().contains(&format!("limits.{key}")), "{err}");
             assert!(err.to_string().starts_with("agent.toml:2: "), "{err}");
         }
+    }
+
+    #[test]
+    fn server_limits_have_defaults_and_must_be_positive() {
+        let server = load("", &[]).expect("defaults are valid").server;
+        assert_eq!(
+            (
+                server.stream_write_timeout,
+                server.header_read_timeout,
+                server.idle_timeout,
+                server.body_read_timeout,
+                server.max_connections,
+            ),
+            (
+                Duration::from_secs(30),
+                Duration::from_secs(30),
+                Duration::from_secs(30),
+                Duration::from_secs(30),
+                4096,
+            )
+        );
+        let err = load("[server]\nstream_write_timeout = \"0s\"\n", &[]).expect_err("zero");
+        assert_eq!(
+            err.to_string(),
+            "agent.toml:2: `server.stream_write_timeout`: must not be 0"
+        );
+        let err = load("[server]\nmax_connections = 0\n", &[]).expect_err("zero");
+        assert_eq!(
+            err.to_string(),
+            "agent.toml:2: `server.max_connections`: must be at least 1"
+        );
     }
 
     #[test]

@@ -56,6 +56,25 @@ pub struct ServerConfig {
     /// Browser origins allowed to call the endpoint from another origin
     /// (CORS); none by default. `["*"]` allows any origin.
     pub cors_allowed_origins: Vec<String>,
+    /// How long a streaming client may leave an event untaken (once the
+    /// buffers between it and the run are full) before it is treated as
+    /// gone: the run is cancelled, its partial answer kept.
+    #[serde(with = "humantime_serde")]
+    pub stream_write_timeout: Duration,
+    /// Time for a client to send a request's headers (HTTP/1); slower
+    /// connections are closed. Also bounds an idle HTTP/1 connection: hyper
+    /// counts the wait for the next request's headers.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Time for a whole request body to arrive; slower ones get 408.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Connections open at once; more wait in the accept queue. Capped at
+    /// half the open files limit, so clients can never take every descriptor.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +85,11 @@ impl Default for ServerConfig {
             max_body_bytes: 10 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
             cors_allowed_origins: Vec::new(),
+            stream_write_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: 4096,
         }
     }
 }

@@ -51,6 +51,19 @@ impl Check<'_> {
         if server.max_body_bytes < 1024 {
             return Err(self.invalid("server", "max_body_bytes", "must be at least 1024"));
         }
+        for (key, value) in [
+            ("stream_write_timeout", server.stream_write_timeout),
+            ("header_read_timeout", server.header_read_timeout),
+            ("idle_timeout", server.idle_timeout),
+            ("body_read_timeout", server.body_read_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(self.invalid("server", key, "must not be 0"));
+            }
+        }
+        if server.max_connections == 0 {
+            return Err(self.invalid("server", "max_connections", "must be at least 1"));
+        }
         Ok(())
     }
 

@@ -44,6 +44,18 @@ impl ApiError {
         )
     }
 
+    /// 408: the body did not arrive within the configured time.
+    pub fn body_timeout(limit: std::time::Duration) -> Self {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request body did not arrive within {} s",
+                limit.as_secs_f64()
+            ),
+        )
+    }
+
     /// 401: missing or bad credentials, with the RFC 6750 challenge.
     pub fn unauthorized(message: impl Into<String>, invalid_token: bool) -> Self {
         let challenge = if invalid_token {

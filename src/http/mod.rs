@@ -4,8 +4,10 @@
 //! framing. It authenticates the caller, parses the body into a typed
 //! [`Request`], hands it to [`ChatKit`] and writes the answer: one JSON
 //! document, or an event stream framed exactly as the reference frames it.
+//! `serve.rs` accepts and serves the connections, within `[server]`'s limits.
 
 mod error;
+pub mod serve;
 mod sse;
 
 use std::sync::Arc;
@@ -36,6 +38,8 @@ pub struct AppState {
     /// Requests per user; `None` when unlimited.
     pub rate: Option<Arc<RateLimiter>>,
     pub max_body_bytes: usize,
+    /// Time for a whole request body to arrive; slower ones get 408.
+    pub body_read_timeout: std::time::Duration,
 }
 
 /// The router: the ChatKit endpoint at `path`, `/healthz` and `/readyz`,
@@ -120,7 +124,12 @@ async fn answer(
         return Err(ApiError::rate_limited(wait));
     }
     *kind = "invalid";
-    let body = read_body(request.into_body(), state.max_body_bytes).await?;
+    let body = tokio::time::timeout(
+        state.body_read_timeout,
+        read_body(request.into_body(), state.max_body_bytes),
+    )
+    .await
+    .map_err(|_| ApiError::body_timeout(state.body_read_timeout))??;
     let request = Request::parse(&body).map_err(ApiError::from)?;
     *kind = request.type_name();
     tracing::Span::current().record("kind", *kind);

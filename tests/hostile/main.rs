@@ -10,6 +10,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod clients;
 mod limits;
 mod model;
 mod tools;
