@@ -65,6 +65,10 @@ fn addr_and_path(daemon: &Daemon) -> (&str, &str) {
     )
 }
 
+/// `[llm] max_answer_bytes` for tests of [`huge_answer`]: above its length,
+/// so that the model's answer bounds never end it before the socket fills.
+const HUGE_ANSWER_BOUND: usize = 64 * 1024 * 1024;
+
 /// An answer far beyond what loopback sockets, hyper and the event buffer
 /// hold for a reader that takes nothing (25 MB), and its length.
 fn huge_answer() -> (Script, usize) {
@@ -81,6 +85,8 @@ fn huge_answer() -> (Script, usize) {
 async fn a_client_that_never_reads_releases_its_thread(backend: Backend) {
     let daemon = Daemon::start_with(backend, |config| {
         config.server.stream_write_timeout = WRITE_TIMEOUT;
+        // The answer must outgrow the socket buffers, not the model bounds.
+        config.llm.max_answer_bytes = HUGE_ANSWER_BOUND;
         // The stalled run's slot must be given back for the next message.
         config.limits.max_concurrent_runs_per_user = 1;
     })
@@ -330,12 +336,14 @@ url = "{store_url}"
 base_url = "{base_url}"
 api_key = "test-key"
 model = "fake-model"
+max_answer_bytes = {bound}
 
 [agent]
 title_generation = false
 "#,
         grace = GRACE.as_secs(),
-        base_url = llm.base_url()
+        base_url = llm.base_url(),
+        bound = HUGE_ANSWER_BOUND
     );
     let config_path = dir.path().join("agent.toml");
     std::fs::write(&config_path, config).expect("config written");
