@@ -19,7 +19,7 @@ use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
 use support::{
     Backend, Daemon, Streamed, add_message_body, create_body, eventually, is_text_delta,
-    start_reading_answer,
+    start_reading_answer, transcript,
 };
 
 /// The development user of `auth.mode = "none"`.
@@ -43,22 +43,6 @@ fn answered(chunks: usize) -> Vec<String> {
     types.extend(std::iter::repeat_n("thread.item.updated", chunks + 1));
     types.push("thread.item.done");
     types.into_iter().map(str::to_owned).collect()
-}
-
-/// `(type, text)` of stored or listed items: the text of a user or assistant
-/// message, the content of a hidden item.
-fn transcript(items: &[Value]) -> Vec<(String, String)> {
-    items
-        .iter()
-        .map(|item| {
-            let kind = item["type"].as_str().unwrap_or_default().to_owned();
-            let text = match kind.as_str() {
-                "sdk_hidden_context" => item["content"].as_str(),
-                _ => item["content"][0]["text"].as_str(),
-            };
-            (kind, text.unwrap_or_default().to_owned())
-        })
-        .collect()
 }
 
 /// Builds an expected [`transcript`].

@@ -177,17 +177,17 @@ impl Assembler {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use pretty_assertions::assert_eq;
 
     use super::*;
 
-    fn chunk(json: &str) -> Chunk {
+    pub(in crate::llm) fn chunk(json: &str) -> Chunk {
         serde_json::from_str(json).expect("a chunk")
     }
 
-    /// Pushes every chunk, collecting the text; panics on an in-stream error.
-    fn feed(assembler: &mut Assembler, chunks: &[&str]) -> Vec<String> {
+    /// Pushes every chunk, collecting the text; panics on an error.
+    pub(in crate::llm) fn feed(assembler: &mut Assembler, chunks: &[&str]) -> Vec<String> {
         chunks
             .iter()
             .filter_map(|c| assembler.push(chunk(c)).expect("no in-stream error"))

@@ -79,20 +79,9 @@ mod tests {
 
     use super::*;
     use crate::llm::assemble::Assembler;
-    use crate::llm::wire::{Chunk, ToolCall};
+    use crate::llm::assemble::tests::{chunk, feed};
+    use crate::llm::wire::ToolCall;
     use crate::llm::{LlmError, LlmEvent};
-
-    fn chunk(json: &str) -> Chunk {
-        serde_json::from_str(json).expect("a chunk")
-    }
-
-    /// Pushes every chunk, collecting the text; panics on an error.
-    fn feed(assembler: &mut Assembler, chunks: &[&str]) -> Vec<String> {
-        chunks
-            .iter()
-            .filter_map(|c| assembler.push(chunk(c)).expect("no error"))
-            .collect()
-    }
 
     fn small_limits() -> StreamLimits {
         StreamLimits {

@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use crate::both_backends;
 use crate::support::{
     Backend, Daemon, add_message_body, create_body, eventually, fresh_store_url, test_config,
+    transcript,
 };
 
 /// The development user of `auth.mode = "none"`.
@@ -27,21 +28,6 @@ const USER: &str = "dev";
 const MARKER: &str = "The user cancelled the stream. Stop responding to the prior request.";
 /// The write timeout the tests configure, short so that they run quickly.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// `(type, text)` of stored items: a message's text, a hidden item's content.
-fn transcript(items: &[Value]) -> Vec<(String, String)> {
-    items
-        .iter()
-        .map(|item| {
-            let kind = item["type"].as_str().unwrap_or_default().to_owned();
-            let text = match kind.as_str() {
-                "sdk_hidden_context" => item["content"].as_str(),
-                _ => item["content"][0]["text"].as_str(),
-            };
-            (kind, text.unwrap_or_default().to_owned())
-        })
-        .collect()
-}
 
 /// A raw HTTP/1.1 POST of `body` to `path` on `addr` (`HOST:PORT`), written
 /// on a fresh connection that the caller then never reads.

@@ -283,6 +283,22 @@ fn created(streamed: Streamed) -> (String, Streamed) {
     (streamed.thread_id().to_owned(), streamed)
 }
 
+/// `(type, text)` of stored or listed items: the text of a user or assistant
+/// message, the content of a hidden item.
+pub fn transcript(items: &[serde_json::Value]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .map(|item| {
+            let kind = item["type"].as_str().unwrap_or_default().to_owned();
+            let text = match kind.as_str() {
+                "sdk_hidden_context" => item["content"].as_str(),
+                _ => item["content"][0]["text"].as_str(),
+            };
+            (kind, text.unwrap_or_default().to_owned())
+        })
+        .collect()
+}
+
 /// A `UserMessageInput` with one text part.
 pub fn user_input(text: &str) -> Value {
     json!({"content": [{"type": "input_text", "text": text}], "attachments": [], "inference_options": {}})
