@@ -7,8 +7,6 @@
 //! here; parsing them is the caller's business once the call is complete.
 //! No I/O and no clock here; reading chunks under timeouts is `stream.rs`.
 
-use serde_json::Value;
-
 use super::limits::{
     MAX_TOOL_NAME_BYTES, StreamLimit, StreamLimits, TOOL_CALL_INDEXES, append_within,
 };
@@ -60,12 +58,7 @@ impl Assembler {
     /// is then not returned).
     pub(super) fn push(&mut self, chunk: Chunk) -> Result<Option<String>, LlmError> {
         if let Some(error) = chunk.error {
-            let message = error
-                .get("message")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .unwrap_or_else(|| error.to_string());
-            return Err(LlmError::InStream(message));
+            return Err(LlmError::InStream(super::wire::error_message(&error)));
         }
         let mut text = String::new();
         for choice in chunk.choices.unwrap_or_default() {

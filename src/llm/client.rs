@@ -1,30 +1,65 @@
-//! [`LlmClient`]: one configured endpoint and model, reached through
-//! async-openai's bring-your-own-types path for chat completions and through
-//! reqwest directly for `GET /models`.
+//! [`LlmClient`]: one configured endpoint and model. Chat completions go
+//! through async-openai's tower middleware (its replayable request factory
+//! and reqwest service) under our [`RetryPolicy`]; `GET /models` goes to
+//! reqwest directly, without retries.
+//!
+//! Answers are read here, not by async-openai's client, and always within a
+//! bound: a streamed answer by [`LlmStream`] (one chunk at a time, pulled as
+//! it is consumed), a completion or an error answer up to a size. The
+//! crate's client reads bodies whole and streams through an unbounded
+//! channel, which a flooding server would turn into unbounded memory.
 //!
 //! It sets the timeouts the crate leaves unset (connect, first byte; the idle
-//! timeout between chunks is the stream's) and replaces the crate's retries
-//! with [`RetryPolicy`]. It knows nothing of ChatKit or of the agent's turns.
+//! timeout between chunks is the stream's). It knows nothing of ChatKit or of
+//! the agent's turns.
 
 use std::time::Duration;
 
-use async_openai::Client;
-use async_openai::config::OpenAIConfig;
-use async_openai::middleware::ReqwestService;
+use async_openai::error::OpenAIError;
+use async_openai::middleware::{HttpRequestFactory, ReqwestService};
+use bytes::Bytes;
+use futures::StreamExt;
+use tower::ServiceExt;
+use tower::retry::Retry;
 
 use super::LlmError;
 use super::limits::StreamLimits;
 use super::retry::RetryPolicy;
 use super::stream::LlmStream;
-use super::wire::{ChatMessage, ChatRequest, Completion, ModelList, StreamOptions, ToolDefinition};
+use super::wire::{
+    ChatMessage, ChatRequest, Completion, ModelList, StreamOptions, ToolDefinition,
+    error_answer_message,
+};
 use crate::config::{DEFAULT_OPENAI_BASE_URL, LlmConfig};
+
+/// Most bytes of an error answer's body read for its message.
+const ERROR_BODY_BYTES: usize = 64 * 1024;
+/// Most bytes of a `GET /models` answer (a few hundred models).
+const MODEL_LIST_BYTES: usize = 4 * 1024 * 1024;
+
+/// A whole response body, or `None` as soon as it passes `max` bytes.
+async fn read_at_most(
+    response: reqwest::Response,
+    max: usize,
+) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    let mut body = Vec::new();
+    let mut reads = response.bytes_stream();
+    while let Some(read) = reads.next().await {
+        let read = read?;
+        if body.len() + read.len() > max {
+            return Ok(None);
+        }
+        body.extend_from_slice(&read);
+    }
+    Ok(Some(body))
+}
 
 /// A client for one configured endpoint and model.
 #[derive(Clone)]
 pub struct LlmClient {
-    client: Client<OpenAIConfig>,
-    /// The same connection pool without the retry layer, for the requests
-    /// async-openai has no bring-your-own-types path for (`/models`).
+    /// Chat completions, retried by [`RetryPolicy`] before an answer starts.
+    service: Retry<RetryPolicy, ReqwestService>,
+    /// The same connection pool without the retry layer (`/models`).
     http: reqwest::Client,
     /// Without a trailing slash.
     base_url: String,
@@ -57,16 +92,13 @@ impl LlmClient {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| LlmError::Transport(e.to_string()))?;
-        let service = tower::ServiceBuilder::new()
-            .retry(RetryPolicy::new(config.max_retries, config.max_retry_after))
-            .service(ReqwestService::new(http.clone()));
+        let service = Retry::new(
+            RetryPolicy::new(config.max_retries, config.max_retry_after),
+            ReqwestService::new(http.clone()),
+        );
         let base_url = config.base_url.trim_end_matches('/').to_owned();
-        let openai = OpenAIConfig::new()
-            .with_api_base(&base_url)
-            .with_api_key(config.api_key.clone().unwrap_or_default());
-        let client = Client::with_config(openai).with_http_service(service);
         Ok(LlmClient {
-            client,
+            service,
             http,
             missing_key: config.api_key.is_none() && base_url == DEFAULT_OPENAI_BASE_URL,
             base_url,
@@ -122,12 +154,12 @@ impl LlmClient {
                 include_usage: true,
             }),
         };
-        let chat = self.client.chat();
-        let started = chat.create_stream_byot(request);
-        let chunks = tokio::time::timeout(self.request_timeout, started)
-            .await
-            .map_err(|_| LlmError::Timeout(self.request_timeout))??;
-        Ok(LlmStream::new(chunks, self.idle_timeout, self.limits))
+        let response = self.send(&request).await?;
+        Ok(LlmStream::new(
+            Box::pin(response.bytes_stream()),
+            self.idle_timeout,
+            self.limits,
+        ))
     }
 
     /// A short non-streamed answer (titles).
@@ -146,11 +178,17 @@ impl LlmClient {
             tools: &[],
             stream_options: None,
         };
-        let chat = self.client.chat();
-        let completion: Completion =
-            tokio::time::timeout(self.request_timeout, chat.create_byot(request))
-                .await
-                .map_err(|_| LlmError::Timeout(self.request_timeout))??;
+        let response = self.send(&request).await?;
+        let max = self.limits.max_chunk_bytes();
+        let body = tokio::time::timeout(self.request_timeout, read_at_most(response, max))
+            .await
+            .map_err(|_| LlmError::Timeout(self.request_timeout))?
+            .map_err(|e| self.request_failed(e))?
+            .ok_or_else(|| {
+                LlmError::Protocol(format!("the completion is longer than {max} bytes"))
+            })?;
+        let completion: Completion = serde_json::from_slice(&body)
+            .map_err(|e| LlmError::Protocol(format!("not a completion: {e}")))?;
         if let Some(usage) = &completion.usage {
             usage.record();
         }
@@ -159,6 +197,53 @@ impl LlmClient {
             .into_iter()
             .find_map(|c| c.message.and_then(|m| m.content))
             .ok_or_else(|| LlmError::Protocol("the completion has no message content".to_owned()))
+    }
+
+    /// Posts a chat request, retrying as [`RetryPolicy`] says, until an
+    /// answer's headers arrive within the request timeout. An error status
+    /// is [`LlmError::Api`] with the message of its (bounded) body.
+    async fn send(&self, request: &ChatRequest<'_>) -> Result<reqwest::Response, LlmError> {
+        let body = Bytes::from(
+            serde_json::to_vec(request)
+                .map_err(|e| LlmError::Protocol(format!("the request cannot be written: {e}")))?,
+        );
+        let http = self.http.clone();
+        let url = format!("{}/chat/completions", self.base_url);
+        let key = self.api_key.clone();
+        // Rebuilt for every attempt; the body bytes are shared, not copied.
+        let factory = HttpRequestFactory::new(move || {
+            let mut builder = http
+                .post(&url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
+            if let Some(key) = &key {
+                builder = builder.bearer_auth(key);
+            }
+            let built = builder.build().map_err(OpenAIError::Reqwest);
+            async move { built }
+        });
+        let answered =
+            tokio::time::timeout(self.request_timeout, self.service.clone().oneshot(factory))
+                .await
+                .map_err(|_| LlmError::Timeout(self.request_timeout))?;
+        let response = match answered {
+            Ok(response) => response,
+            Err(OpenAIError::Reqwest(e)) => return Err(self.request_failed(e)),
+            Err(other) => return Err(other.into()),
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        // The message is what the server said, cut at the bound.
+        let body = match read_at_most(response, ERROR_BODY_BYTES).await {
+            Ok(Some(body)) => body,
+            Ok(None) | Err(_) => Vec::new(),
+        };
+        Err(LlmError::Api {
+            status: status.as_u16(),
+            message: error_answer_message(&body),
+        })
     }
 
     /// The models the endpoint lists (`GET /models`), once, without retries:
@@ -184,13 +269,20 @@ impl LlmClient {
         if !status.is_success() {
             return Err(LlmError::Api {
                 status: status.as_u16(),
-                message: response.text().await.unwrap_or_default(),
+                message: match read_at_most(response, ERROR_BODY_BYTES).await {
+                    Ok(Some(body)) => String::from_utf8_lossy(&body).into_owned(),
+                    Ok(None) | Err(_) => String::new(),
+                },
             });
         }
-        let body = response
-            .bytes()
+        let body = read_at_most(response, MODEL_LIST_BYTES)
             .await
-            .map_err(|e| LlmError::Protocol(format!("the model list could not be read: {e}")))?;
+            .map_err(|e| LlmError::Protocol(format!("the model list could not be read: {e}")))?
+            .ok_or_else(|| {
+                LlmError::Protocol(format!(
+                    "the model list is longer than {MODEL_LIST_BYTES} bytes"
+                ))
+            })?;
         serde_json::from_slice(&body)
             .map_err(|e| LlmError::Protocol(format!("not a model list: {e}")))
     }

@@ -32,6 +32,22 @@ pub(super) struct StreamLimits {
     pub(super) max_answer_bytes: usize,
 }
 
+/// Room for a chunk's JSON around its text and arguments.
+const CHUNK_OVERHEAD_BYTES: usize = 64 * 1024;
+
+impl StreamLimits {
+    /// Most bytes of one streamed chunk (one server-sent event), which is
+    /// read whole before it can be parsed. Derived, not configured: a chunk
+    /// can carry at most a whole answer's text and a whole call's arguments,
+    /// twice over for JSON escapes, so a larger one breaks a bound anyway.
+    pub(super) fn max_chunk_bytes(&self) -> usize {
+        self.max_answer_bytes
+            .saturating_add(self.max_tool_arguments_bytes)
+            .saturating_mul(2)
+            .saturating_add(CHUNK_OVERHEAD_BYTES)
+    }
+}
+
 impl StreamLimits {
     pub(super) fn from_config(config: &LlmConfig) -> StreamLimits {
         StreamLimits {
@@ -61,6 +77,8 @@ pub enum StreamLimit {
     ToolArguments { max: usize },
     #[error("it wrote more than {max} bytes of text")]
     Answer { max: usize },
+    #[error("it sent one streamed chunk of more than {max} bytes")]
+    Chunk { max: usize },
 }
 
 /// Appends `more` to `text` unless the result would be longer than `max`

@@ -1,5 +1,6 @@
 //! The LLM client: streaming chat completions against any OpenAI-compatible
-//! server, through async-openai's bring-your-own-types path.
+//! server, in our own tolerant types, sent through async-openai's tower
+//! middleware and read by our own bounded event reader.
 //!
 //! Only this module speaks the LLM wire format: messages, tool definitions
 //! and tool calls are built here and nowhere else. It parses chunks tolerantly
@@ -13,6 +14,7 @@
 //!
 //! - `wire`: the serde types of the format, sent and received.
 //! - `stream`: [`LlmStream`], reading chunks under the idle timeout.
+//! - `sse`: the server-sent events of a streamed answer, read within a bound.
 //! - `assemble`: the assembler of chunks into events.
 //! - `limits`: the bounds of one answer, and [`StreamLimit`].
 //! - `client`: [`LlmClient`], the endpoint's configuration and calls.
@@ -31,6 +33,7 @@ mod assemble;
 mod client;
 mod limits;
 mod retry;
+mod sse;
 mod stream;
 mod wire;
 

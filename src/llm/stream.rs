@@ -1,20 +1,21 @@
-//! A streamed answer: [`LlmStream`] reads chunks under the idle timeout and
-//! hands them to the [`Assembler`] (`assemble.rs`), which folds them into
-//! text deltas, whole tool calls and a finish reason within the answer's
-//! limits.
+//! A streamed answer: [`LlmStream`] reads chunks (server-sent events, framed
+//! by `sse.rs` within the chunk bound) under the idle timeout and hands them
+//! to the [`Assembler`] (`assemble.rs`), which folds them into text deltas,
+//! whole tool calls and a finish reason within the answer's limits.
 //!
 //! A stream that ends without a `finish_reason` is reported as cut, never
-//! taken for a complete answer. Nothing here knows HTTP or retries.
+//! taken for a complete answer. Nothing here knows requests or retries.
 
 use std::pin::Pin;
 use std::time::Duration;
 
 use super::LlmError;
 use super::assemble::Assembler;
-use super::limits::StreamLimits;
+use super::limits::{StreamLimit, StreamLimits};
+use super::sse::{SseError, SseReader};
 use super::wire::{Chunk, ToolCall};
-use async_openai::error::OpenAIError;
-use futures::{Stream, StreamExt};
+use bytes::Bytes;
+use futures::Stream;
 
 /// Something the streamed answer produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,20 +33,21 @@ pub enum LlmEvent {
 /// How long to wait for the end of a stream after its finish_reason.
 const AFTER_FINISH_GRACE: Duration = Duration::from_secs(2);
 
-pub(super) type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, OpenAIError>> + Send>>;
+/// The body of a streamed answer, as it arrives.
+pub(super) type Body = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;
 
 /// A streamed answer in progress.
 pub struct LlmStream {
-    chunks: ChunkStream,
+    chunks: SseReader<Body>,
     idle_timeout: Duration,
     assembler: Assembler,
     finished: bool,
 }
 
 impl LlmStream {
-    pub(super) fn new(chunks: ChunkStream, idle_timeout: Duration, limits: StreamLimits) -> Self {
+    pub(super) fn new(body: Body, idle_timeout: Duration, limits: StreamLimits) -> Self {
         LlmStream {
-            chunks,
+            chunks: SseReader::new(body, limits.max_chunk_bytes()),
             idle_timeout,
             assembler: Assembler::new(limits),
             finished: false,
@@ -65,22 +67,31 @@ impl LlmStream {
             } else {
                 self.idle_timeout
             };
-            let chunk = match tokio::time::timeout(wait, self.chunks.next()).await {
+            let event = match tokio::time::timeout(wait, self.chunks.next()).await {
                 Err(_) => {
                     let timeout = LlmError::Timeout(self.idle_timeout);
                     return self.end_or(timeout);
                 }
-                // `[DONE]` or the end of the body. Only a finish_reason tells a
-                // complete answer from a cut one.
+                // The end of the body. Only a finish_reason tells a complete
+                // answer from a cut one.
                 Ok(None) => return self.end_or(LlmError::Cut),
+                Ok(Some(Err(error))) => return self.fail(read_failed(error)),
+                Ok(Some(Ok(event))) => event,
+            };
+            if event.data == "[DONE]" {
+                return self.end_or(LlmError::Cut);
+            }
+            if event.kind == "keepalive" {
+                continue;
+            }
+            let chunk = match serde_json::from_str::<Chunk>(&event.data) {
+                Ok(chunk) => chunk,
                 // One chunk that is not even our tolerant shape: skip it. A
                 // broken stream still shows as a missing finish_reason.
-                Ok(Some(Err(OpenAIError::JSONDeserialize(e, content)))) => {
-                    tracing::warn!(error = %e, chunk = %crate::text::cut_chars(&content, 200, "…"), "skipping an unreadable chunk");
+                Err(e) => {
+                    tracing::warn!(error = %e, chunk = %crate::text::cut_chars(&event.data, 200, "…"), "skipping an unreadable chunk");
                     continue;
                 }
-                Ok(Some(Err(e))) => return self.fail(e.into()),
-                Ok(Some(Ok(chunk))) => chunk,
             };
             if let Some(usage) = &chunk.usage {
                 usage.record();
@@ -106,17 +117,27 @@ impl LlmStream {
     }
 }
 
+fn read_failed(error: SseError) -> LlmError {
+    match error {
+        SseError::Transport(reason) => LlmError::Transport(reason),
+        SseError::TooLarge { max } => LlmError::OverLimit(StreamLimit::Chunk { max }),
+        SseError::NotUtf8 => LlmError::Protocol("a streamed chunk is not UTF-8".to_owned()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn chunk(json: &str) -> Chunk {
-        serde_json::from_str(json).expect("a chunk")
-    }
-
-    fn stream_of(items: Vec<Result<Chunk, OpenAIError>>) -> LlmStream {
+    /// A stream whose body is these chunks as server-sent events, each in
+    /// a read of its own.
+    fn stream_of(chunks: &[&str]) -> LlmStream {
+        let reads: Vec<Result<Bytes, reqwest::Error>> = chunks
+            .iter()
+            .map(|c| Ok(Bytes::from(format!("data: {c}\n\n"))))
+            .collect();
         LlmStream::new(
-            Box::pin(futures::stream::iter(items)),
+            Box::pin(futures::stream::iter(reads)),
             Duration::from_secs(5),
             StreamLimits::default(),
         )
@@ -132,12 +153,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_cut_without_finish_reason_ends_in_cut() {
-        let text = r#""not an object""#;
-        let unreadable = serde_json::from_str::<Chunk>(text).expect_err("not a chunk");
-        let events = drain(stream_of(vec![
-            Ok(chunk(r#"{"choices":[{"delta":{"content":"partial"}}]}"#)),
-            Err(OpenAIError::JSONDeserialize(unreadable, text.to_owned())),
-            Ok(chunk(r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c","function":{"name":"f"}}]}}]}"#)),
+        let events = drain(stream_of(&[
+            r#"{"choices":[{"delta":{"content":"partial"}}]}"#,
+            r#""not an object""#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c","function":{"name":"f"}}]}}]}"#,
         ]))
         .await;
         assert_eq!(events.len(), 2, "{events:?}");
@@ -147,10 +166,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_finished_stream_ends_once_with_its_calls() {
-        let events = drain(stream_of(vec![
-            Ok(chunk(r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c","function":{"name":"f","arguments":"{}"}}]}}]}"#)),
-            Ok(chunk(r#"{"choices":[{"delta":{},"finish_reason":"tool_calls"}]}"#)),
-            Ok(chunk(r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#)),
+        let events = drain(stream_of(&[
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c","function":{"name":"f","arguments":"{}"}}]}}]}"#,
+            r#"{"choices":[{"delta":{},"finish_reason":"tool_calls"}]}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#,
+            "[DONE]",
+            r#"{"choices":[{"delta":{"content":"after the end"}}]}"#,
         ]))
         .await;
         assert_eq!(events.len(), 1, "{events:?}");
@@ -163,12 +184,10 @@ mod tests {
 
     #[tokio::test]
     async fn an_error_object_ends_the_stream() {
-        let events = drain(stream_of(vec![
-            Ok(chunk(r#"{"choices":[{"delta":{"content":"Hi"}}]}"#)),
-            Ok(chunk(r#"{"error":{"message":"model overloaded"}}"#)),
-            Ok(chunk(
-                r#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#,
-            )),
+        let events = drain(stream_of(&[
+            r#"{"choices":[{"delta":{"content":"Hi"}}]}"#,
+            r#"{"error":{"message":"model overloaded"}}"#,
+            r#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#,
         ]))
         .await;
         assert_eq!(events.len(), 2, "{events:?}");

@@ -228,6 +228,25 @@ pub(super) struct FunctionDelta {
     pub(super) arguments: Option<String>,
 }
 
+/// The message of an error object (`{"message": …}`), or the whole object
+/// when it has none, as servers put it in a stream or an error answer.
+pub(super) fn error_message(error: &Value) -> String {
+    error
+        .get("message")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| error.to_string())
+}
+
+/// The message of an error answer's body: its `error` object's message when
+/// it is JSON of that shape, else the body as text.
+pub(super) fn error_answer_message(body: &[u8]) -> String {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(value) if value.get("error").is_some() => error_message(&value["error"]),
+        _ => String::from_utf8_lossy(body).trim().to_owned(),
+    }
+}
+
 /// A non-streamed completion, as tolerant as [`Chunk`].
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct Completion {

@@ -171,3 +171,23 @@ async fn oversized_answer_text_ends_the_answer_keeping_what_fit() {
     .await;
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_huge_chunk_ends_the_answer_before_it_is_read_whole() {
+    let daemon = Daemon::start_with(Backend::Sqlite, |config| {
+        config.llm.max_answer_bytes = 4096;
+        config.llm.max_tool_arguments_bytes = 4096;
+    })
+    .await;
+    // The bound of one chunk is derived: 2 × (4096 + 4096) + 64 KiB. The
+    // chunk is 16 MiB of JSON that never gets parsed.
+    let bound = 2 * (4096 + 4096) + 64 * 1024;
+    let huge = json!({"choices": [{"index": 0, "delta": {"content": "z".repeat(16 << 20)}}]});
+    refused(
+        &daemon,
+        answer_with(vec![huge.to_string()]),
+        &format!("one streamed chunk of more than {bound} bytes"),
+    )
+    .await;
+    daemon.stop().await;
+}
