@@ -43,7 +43,7 @@ async fn post_and_never_read(addr: &str, path: &str, body: &Value) -> TcpStream 
     socket
 }
 
-/// The address and endpoint path of an in-process daemon.
+/// The address and endpoint path of a daemon.
 fn addr_and_path(daemon: &Daemon) -> (&str, &str) {
     (
         daemon.base.trim_start_matches("http://"),
@@ -69,13 +69,15 @@ fn huge_answer() -> (Script, usize) {
 /// answer and the marker are stored, and its thread and run slot are free
 /// again while the client is still connected.
 async fn a_client_that_never_reads_releases_its_thread(backend: Backend) {
-    let daemon = Daemon::start_with(backend, |config| {
-        config.server.stream_write_timeout = WRITE_TIMEOUT;
-        // The answer must outgrow the socket buffers, not the model bounds.
-        config.llm.max_answer_bytes = HUGE_ANSWER_BOUND;
-        // The stalled run's slot must be given back for the next message.
-        config.limits.max_concurrent_runs_per_user = 1;
-    })
+    // The answer must outgrow the socket buffers, not the model bounds, and
+    // the stalled run's slot must be given back for the next message.
+    let daemon = Daemon::binary(
+        backend,
+        &format!(
+            "[server]\nstream_write_timeout = \"{}ms\"\n[llm]\nmax_answer_bytes = {HUGE_ANSWER_BOUND}\n[limits]\nmax_concurrent_runs_per_user = 1\n",
+            WRITE_TIMEOUT.as_millis()
+        ),
+    )
     .await;
     let (thread_id, first) = daemon.create_thread("hello").await;
     assert_eq!(first.error(), None, "{}", first.raw);
@@ -250,9 +252,13 @@ async fn a_stall_at_the_end_of_an_answer_keeps_it_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_open_connections_are_closed_by_the_header_timeout() {
     const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
-    let daemon = Daemon::start_with(Backend::Sqlite, |config| {
-        config.server.header_read_timeout = HEADER_TIMEOUT;
-    })
+    let daemon = Daemon::binary(
+        Backend::Sqlite,
+        &format!(
+            "[server]\nheader_read_timeout = \"{}s\"\n",
+            HEADER_TIMEOUT.as_secs()
+        ),
+    )
     .await;
     let (addr, _) = addr_and_path(&daemon);
     let mut half_open = Vec::new();
@@ -299,115 +305,43 @@ async fn half_open_connections_are_closed_by_the_header_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_a_client_that_never_reads_exits_in_time() {
     const GRACE: Duration = Duration::from_secs(2);
-    chatkitd::tls::install_crypto_provider();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let llm = FakeLlm::start().await;
-    let store_url = fresh_store_url(Backend::Sqlite, dir.path()).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
     // The write timeout is far longer than the test: only the shutdown
     // can end the stalled run.
-    let config = format!(
-        r#"[server]
-listen = "127.0.0.1:{port}"
-shutdown_grace = "{grace}s"
-stream_write_timeout = "10m"
-
-[store]
-url = "{store_url}"
-
-[llm]
-base_url = "{base_url}"
-api_key = "test-key"
-model = "fake-model"
-max_answer_bytes = {bound}
-
-[agent]
-title_generation = false
-"#,
-        grace = GRACE.as_secs(),
-        base_url = llm.base_url(),
-        bound = HUGE_ANSWER_BOUND
-    );
-    let config_path = dir.path().join("agent.toml");
-    std::fs::write(&config_path, config).expect("config written");
-    let stderr = dir.path().join("chatkitd.stderr");
-    let mut child = crate::support::chatkitd_command(&config_path)
-        .env("CHATKITD_LOG", "info,sqlx=warn")
-        .arg("serve")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&stderr).expect("stderr file"))
-        .spawn()
-        .expect("chatkitd starts");
-    let log = || std::fs::read_to_string(&stderr).unwrap_or_default();
-    let base = format!("http://127.0.0.1:{port}");
-    let healthy = eventually(Duration::from_secs(20), || async {
-        reqwest::get(format!("{base}/healthz"))
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
+    let mut daemon = Daemon::binary(
+        Backend::Sqlite,
+        &format!(
+            "[server]\nshutdown_grace = \"{}s\"\nstream_write_timeout = \"10m\"\n[llm]\nmax_answer_bytes = {HUGE_ANSWER_BOUND}\n[agent]\ntitle_generation = false\n",
+            GRACE.as_secs()
+        ),
+    )
     .await;
-    assert!(healthy, "chatkitd not healthy:\n{}", log());
-
     let (answer, full_len) = huge_answer();
-    llm.push(answer);
-    let addr = format!("127.0.0.1:{port}");
-    let socket = post_and_never_read(&addr, "/api/chatkit", &create_body("a long one")).await;
+    daemon.llm.push(answer);
+    let (addr, path) = addr_and_path(&daemon);
+    let socket = post_and_never_read(addr, path, &create_body("a long one")).await;
     // Let the buffers fill and the run stall on its client.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let pid = child.id().expect("running");
+    // SIGTERM, then a successful exit (checked by `shut_down`) in time.
     let signalled = Instant::now();
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(sent.success());
-    let exited = tokio::time::timeout(GRACE + Duration::from_secs(20), child.wait()).await;
+    daemon.shut_down().await;
     let took = signalled.elapsed();
-    let status = exited
-        .unwrap_or_else(|_| panic!("no exit {took:?} after SIGTERM:\n{}", log()))
-        .expect("wait");
-    assert!(status.success(), "{status}:\n{}", log());
     assert!(
         took < GRACE + Duration::from_secs(5),
         "exited {took:?} after SIGTERM (grace {GRACE:?}):\n{}",
-        log()
+        daemon.log()
     );
     drop(socket);
 
-    let store = chatkitd::store::SqlStore::connect(
-        &store_url,
-        &chatkitd::store::sql::SqlStoreOptions::default(),
-    )
-    .await
-    .expect("store connects");
-    let page = chatkitd::store::PageRequest {
-        limit: 10,
-        order: chatkitd::protocol::Order::Desc,
-        after: None,
-    };
-    use chatkitd::store::Store as _;
-    let threads = store.list_threads(USER, &page).await.expect("threads");
-    assert_eq!(threads.data.len(), 1);
-    let items = store
-        .load_history(USER, &threads.data[0].id, 100)
-        .await
-        .expect("history");
-    store.close().await;
-    let items: Vec<Value> = items
-        .iter()
-        .map(|item| serde_json::to_value(item).expect("item JSON"))
-        .collect();
-    let stored = transcript(&items);
+    let threads = daemon.stored_threads(USER).await;
+    assert_eq!(threads.len(), 1);
+    let stored = transcript(&daemon.stored_values(USER, &threads[0]).await);
     let kinds: Vec<&str> = stored.iter().map(|(kind, _)| kind.as_str()).collect();
     assert_eq!(
         kinds,
         ["user_message", "assistant_message", "sdk_hidden_context"],
         "{}",
-        log()
+        daemon.log()
     );
     let partial = &stored[1].1;
     assert!(
@@ -416,6 +350,7 @@ title_generation = false
         partial.len()
     );
     assert_eq!(stored[2].1, MARKER);
+    daemon.stop().await;
 }
 
 /// Beyond `max_connections` a new client waits to be accepted (it is not
@@ -424,10 +359,13 @@ title_generation = false
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_cap_wait_for_idle_ones_to_close() {
     const IDLE: Duration = Duration::from_secs(2);
-    let daemon = Daemon::start_with(Backend::Sqlite, |config| {
-        config.server.max_connections = 2;
-        config.server.idle_timeout = IDLE;
-    })
+    let daemon = Daemon::binary(
+        Backend::Sqlite,
+        &format!(
+            "[server]\nmax_connections = 2\nidle_timeout = \"{}s\"\n",
+            IDLE.as_secs()
+        ),
+    )
     .await;
     let (addr, _) = addr_and_path(&daemon);
     let mut silent = Vec::new();
@@ -459,9 +397,13 @@ async fn connections_beyond_the_cap_wait_for_idle_ones_to_close() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_stops_arriving_gets_408() {
     const BODY_TIMEOUT: Duration = Duration::from_secs(1);
-    let daemon = Daemon::start_with(Backend::Sqlite, |config| {
-        config.server.body_read_timeout = BODY_TIMEOUT;
-    })
+    let daemon = Daemon::binary(
+        Backend::Sqlite,
+        &format!(
+            "[server]\nbody_read_timeout = \"{}s\"\n",
+            BODY_TIMEOUT.as_secs()
+        ),
+    )
     .await;
     let (addr, path) = addr_and_path(&daemon);
     let mut socket = TcpStream::connect(addr).await.expect("connects");

@@ -39,10 +39,7 @@ fn message(body: &Value) -> String {
 }
 
 async fn oversized_messages_are_refused_before_storage(backend: Backend) {
-    let daemon = Daemon::start_with(backend, |config| {
-        config.limits.max_message_chars = 1000;
-    })
-    .await;
+    let daemon = Daemon::binary(backend, "[limits]\nmax_message_chars = 1000\n").await;
     // Characters, not bytes: 1000 two-byte characters fit.
     daemon.llm.push(Script::text(["ok"]));
     let (thread_id, streamed) = daemon.create_thread(&"é".repeat(1000)).await;
@@ -116,10 +113,10 @@ async fn items_page(daemon: &Daemon, thread_id: &str, after: Option<&str>) -> (V
 
 async fn listing_pages_are_capped_by_bytes(backend: Backend) {
     const CAP: usize = 64 * 1024;
-    let daemon = Daemon::start_with(backend, |config| {
-        config.limits.max_list_bytes = CAP;
-        config.agent.history_token_budget = 1_000_000;
-    })
+    let daemon = Daemon::binary(
+        backend,
+        &format!("[limits]\nmax_list_bytes = {CAP}\n[agent]\nhistory_token_budget = 1000000\n"),
+    )
     .await;
     daemon.llm.push(Script::text(["ok"]));
     let (thread_id, _) = daemon.create_thread(&"a".repeat(30_000)).await;
@@ -181,10 +178,7 @@ async fn listing_pages_are_capped_by_bytes(backend: Backend) {
 }
 
 async fn feedback_lists_are_capped(backend: Backend) {
-    let daemon = Daemon::start_with(backend, |config| {
-        config.limits.max_feedback_items = 3;
-    })
-    .await;
+    let daemon = Daemon::binary(backend, "[limits]\nmax_feedback_items = 3\n").await;
     daemon.llm.push(Script::text(["ok"]));
     let (thread_id, streamed) = daemon.create_thread("hello").await;
     let ids: Vec<String> = streamed
@@ -215,10 +209,7 @@ async fn feedback_lists_are_capped(backend: Backend) {
 }
 
 async fn an_oversized_newest_message_is_refused_not_sent(backend: Backend) {
-    let daemon = Daemon::start_with(backend, |config| {
-        config.agent.history_token_budget = 1000;
-    })
-    .await;
+    let daemon = Daemon::binary(backend, "[agent]\nhistory_token_budget = 1000\n").await;
     let streamed = daemon.stream(create_body(&"x".repeat(8000))).await;
     assert_eq!(streamed.status, 200, "{}", streamed.raw);
     let error = streamed.error().expect("an error event");
@@ -241,7 +232,7 @@ async fn an_oversized_newest_message_is_refused_not_sent(backend: Backend) {
 /// commits between its read and its write, whatever the busy timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_feedback_writers_on_sqlite_all_succeed() {
-    let daemon = Daemon::start(Backend::Sqlite).await;
+    let daemon = Daemon::binary(Backend::Sqlite, "").await;
     let mut threads = Vec::new();
     for n in 0..3 {
         daemon.llm.push(Script::text(["ok"]));

@@ -113,7 +113,7 @@ async fn refused(daemon: &Daemon, script: Script, expected: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absurd_tool_call_indexes_end_the_answer_not_the_process() {
-    let daemon = Daemon::start(Backend::Sqlite).await;
+    let daemon = Daemon::binary(Backend::Sqlite, "").await;
     for index in ["1000000000", "18446744073709551615", "128"] {
         let chunk = format!(
             r#"{{"choices":[{{"index":0,"delta":{{"tool_calls":[{{"index":{index},"id":"call_x","type":"function","function":{{"name":"add_task","arguments":"{{}}"}}}}]}}}}]}}"#
@@ -126,10 +126,7 @@ async fn absurd_tool_call_indexes_end_the_answer_not_the_process() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_tool_calls_than_allowed_end_the_answer() {
-    let daemon = Daemon::start_with(Backend::Sqlite, |config| {
-        config.llm.max_tool_calls = 3;
-    })
-    .await;
+    let daemon = Daemon::binary(Backend::Sqlite, "[llm]\nmax_tool_calls = 3\n").await;
     // Four calls in one chunk, at small indexes.
     let fragments: Vec<Value> = (0..4)
         .map(|i| json!({"index": i, "id": format!("call_{i}"), "type": "function", "function": {"name": "add_task", "arguments": "{}"}}))
@@ -141,10 +138,7 @@ async fn more_tool_calls_than_allowed_end_the_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_tool_arguments_end_the_answer() {
-    let daemon = Daemon::start_with(Backend::Sqlite, |config| {
-        config.llm.max_tool_arguments_bytes = 4096;
-    })
-    .await;
+    let daemon = Daemon::binary(Backend::Sqlite, "[llm]\nmax_tool_arguments_bytes = 4096\n").await;
     let start = json!([{"index": 0, "id": "call_0", "type": "function", "function": {"name": "add_task", "arguments": "{\"title\":\""}}]);
     let more = json!([{"index": 0, "function": {"arguments": "x".repeat(3000)}}]);
     let script = answer_with(vec![
@@ -158,10 +152,7 @@ async fn oversized_tool_arguments_end_the_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_answer_text_ends_the_answer_keeping_what_fit() {
-    let daemon = Daemon::start_with(Backend::Sqlite, |config| {
-        config.llm.max_answer_bytes = 4096;
-    })
-    .await;
+    let daemon = Daemon::binary(Backend::Sqlite, "[llm]\nmax_answer_bytes = 4096\n").await;
     let flood = json!({"choices": [{"index": 0, "delta": {"content": "y".repeat(5000)}}]});
     refused(
         &daemon,
@@ -174,10 +165,10 @@ async fn oversized_answer_text_ends_the_answer_keeping_what_fit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_huge_chunk_ends_the_answer_before_it_is_read_whole() {
-    let daemon = Daemon::start_with(Backend::Sqlite, |config| {
-        config.llm.max_answer_bytes = 4096;
-        config.llm.max_tool_arguments_bytes = 4096;
-    })
+    let daemon = Daemon::binary(
+        Backend::Sqlite,
+        "[llm]\nmax_answer_bytes = 4096\nmax_tool_arguments_bytes = 4096\n",
+    )
     .await;
     // The bound of one chunk is derived: 2 × (4096 + 4096) + 64 KiB. The
     // chunk is 16 MiB of JSON that never gets parsed.

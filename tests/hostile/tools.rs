@@ -1,7 +1,10 @@
 //! Hostile tool servers: one that cannot start, one that crashes on every
 //! call, one that writes garbage to stderr; a model that makes up tool names;
 //! per-user instances beyond the global cap; an instance that dies while
-//! idle. Servers are real `fake-mcp` child processes.
+//! idle. Servers are real `fake-mcp` child processes. Scenarios that need
+//! a chat run against the real binary; those about one pool's back-off,
+//! caps and reaping drive the [`McpManager`] directly, where its counts can
+//! be read.
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, RandomState};
@@ -13,14 +16,10 @@ use chatkitd::config::{McpScope, McpServerConfig};
 use chatkitd::mcp::McpManager;
 use chatkitd_testkit::{FakeToolCall, Script};
 
-use crate::support::{Backend, Daemon, eventually, fake_mcp_server};
+use crate::support::{Backend, Daemon, eventually, fake_mcp_server, fake_mcp_server_toml};
 
 /// A server whose program does not exist.
-fn broken_server() -> McpServerConfig {
-    let mut server = fake_mcp_server();
-    server.command = "does-not-exist".to_owned();
-    server
-}
+const BROKEN_SERVER: &str = "[mcp_servers.broken]\ncommand = \"does-not-exist\"\n";
 
 /// A manager with background upkeep, as the daemon runs it.
 async fn manager_with(server: McpServerConfig) -> Arc<McpManager> {
@@ -30,10 +29,10 @@ async fn manager_with(server: McpServerConfig) -> Arc<McpManager> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tool_server_that_cannot_start_does_not_delay_runs() {
-    let daemon = Daemon::start_with(Backend::Sqlite, |config| {
-        config.mcp_servers.insert("fake".into(), fake_mcp_server());
-        config.mcp_servers.insert("broken".into(), broken_server());
-    })
+    let daemon = Daemon::binary(
+        Backend::Sqlite,
+        &format!("{}{BROKEN_SERVER}", fake_mcp_server_toml()),
+    )
     .await;
     // Each failed start doubles the back-off; runs that waited on it would
     // take 0.2, 0.4, 0.8, 1.6, 3.2, 6.4 s.
@@ -129,10 +128,7 @@ fn made_up_names(count: usize) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn made_up_tool_names_add_one_metrics_label_set() {
-    let daemon = Daemon::start_with(Backend::Sqlite, |config| {
-        config.mcp_servers.insert("fake".into(), fake_mcp_server());
-    })
-    .await;
+    let daemon = Daemon::binary(Backend::Sqlite, &fake_mcp_server_toml()).await;
     let names = made_up_names(50);
     for (turn, batch) in names.chunks(10).enumerate() {
         let calls = batch

@@ -1,7 +1,8 @@
 //! Shared harness of the end-to-end tests: a daemon started in-process on a
-//! free port, backed by the fake LLM and a real SQLite file or a fresh database
-//! on a real PostgreSQL server, and a small HTTP client that speaks to it over
-//! loopback (JSON and SSE).
+//! free port ([`Daemon::start`]) or as the real `chatkitd` binary
+//! ([`Daemon::binary`]), backed by the fake LLM and a real SQLite file or a
+//! fresh database on a real PostgreSQL server, and a small HTTP client that
+//! speaks to it over loopback (JSON and SSE).
 //!
 //! `both_backends!(scenario, …)` runs each `async fn scenario(Backend)` once
 //! on SQLite and once on Postgres. Stopping a [`Daemon`] checks every request
@@ -17,7 +18,10 @@ mod streams;
 
 // Each test binary uses its own part of the harness.
 #[allow(unused_imports)]
-pub use process::{chatkitd_command, children_of, fake_mcp_server, process_alive, workspace_bin};
+pub use process::{
+    chatkitd_command, children_of, fake_mcp_server, fake_mcp_server_toml, process_alive,
+    serve_chatkitd, terminate, workspace_bin,
+};
 #[allow(unused_imports)]
 pub use streams::{Streamed, post_at, stream_at};
 use streams::{read_events, read_json};
@@ -98,7 +102,7 @@ pub fn test_config(store_url: &str, llm_base_url: &str, dir: PathBuf) -> Config 
     config
 }
 
-/// A daemon running in this test process.
+/// A daemon under test, in this process or as a child process.
 pub struct Daemon {
     /// The ChatKit endpoint.
     pub url: String,
@@ -109,8 +113,58 @@ pub struct Daemon {
     pub backend: Backend,
     pub dir: tempfile::TempDir,
     http: reqwest::Client,
-    shutdown: Option<oneshot::Sender<()>>,
-    served: Option<JoinHandle<()>>,
+    serving: Serving,
+}
+
+/// How a [`Daemon`] runs, and what stops it.
+enum Serving {
+    InProcess {
+        shutdown: Option<oneshot::Sender<()>>,
+        served: Option<JoinHandle<()>>,
+    },
+    Binary {
+        child: Option<tokio::process::Child>,
+        log: PathBuf,
+    },
+}
+
+/// The configuration file of [`Daemon::binary`] before the test's own
+/// tables: [`test_config`]'s settings, as TOML.
+fn test_config_toml(store_url: &str, llm_base_url: &str) -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+shutdown_grace = "5s"
+
+[store]
+url = "{store_url}"
+lock_timeout = "30s"
+
+[llm]
+base_url = "{llm_base_url}"
+api_key = "test-key"
+model = "fake-model"
+request_timeout = "10s"
+idle_timeout = "5s"
+max_retry_after = "2s"
+
+[limits]
+max_concurrent_runs_per_user = 0
+requests_per_minute_per_user = 0
+"#
+    )
+}
+
+/// `extra`'s keys set over `base`'s, table by table.
+fn merge_toml(base: &mut toml::Table, extra: toml::Table) {
+    for (key, value) in extra {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(inner)), toml::Value::Table(more)) => merge_toml(inner, more),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
 }
 
 impl Daemon {
@@ -164,8 +218,54 @@ impl Daemon {
             backend,
             dir,
             http: reqwest::Client::new(),
-            shutdown: Some(tx),
-            served: Some(served),
+            serving: Serving::InProcess {
+                shutdown: Some(tx),
+                served: Some(served),
+            },
+        }
+    }
+
+    /// Starts the real `chatkitd serve` binary on the test configuration
+    /// with `extra` (TOML: whole tables, or keys that override the test's)
+    /// on top, its log in the test's directory.
+    pub async fn binary(backend: Backend, extra: &str) -> Daemon {
+        chatkitd::tls::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let llm = FakeLlm::start().await;
+        let store_url = fresh_store_url(backend, dir.path()).await;
+        let mut config: toml::Table =
+            toml::from_str(&test_config_toml(&store_url, &llm.base_url())).expect("test TOML");
+        merge_toml(&mut config, toml::from_str(extra).expect("the test's TOML"));
+        let path = config
+            .get("server")
+            .and_then(|server| server.get("path"))
+            .and_then(toml::Value::as_str)
+            .unwrap_or("/api/chatkit")
+            .to_owned();
+        let config_path = dir.path().join("agent.toml");
+        std::fs::write(&config_path, toml::to_string(&config).expect("TOML")).expect("written");
+        let log = dir.path().join("chatkitd.log");
+        let (child, addr) = serve_chatkitd(&config_path, &log).await;
+        Daemon {
+            url: format!("http://{addr}{path}"),
+            base: format!("http://{addr}"),
+            llm,
+            store_url,
+            backend,
+            dir,
+            http: reqwest::Client::new(),
+            serving: Serving::Binary {
+                child: Some(child),
+                log,
+            },
+        }
+    }
+
+    /// The log of a [`Daemon::binary`] so far (empty in-process).
+    pub fn log(&self) -> String {
+        match &self.serving {
+            Serving::Binary { log, .. } => std::fs::read_to_string(log).unwrap_or_default(),
+            Serving::InProcess { .. } => String::new(),
         }
     }
 
@@ -190,6 +290,19 @@ impl Daemon {
         SqlStore::connect(&self.store_url, &SqlStoreOptions::default())
             .await
             .expect("store connects")
+    }
+
+    /// The ids of a user's stored threads, newest first.
+    pub async fn stored_threads(&self, user: &str) -> Vec<String> {
+        let store = self.store().await;
+        let page = chatkitd::store::PageRequest {
+            limit: 100,
+            order: chatkitd::protocol::Order::Desc,
+            after: None,
+        };
+        let threads = store.list_threads(user, &page).await.expect("threads");
+        store.close().await;
+        threads.data.into_iter().map(|thread| thread.id).collect()
     }
 
     /// Every stored item of a thread, hidden ones included, oldest first.
@@ -375,15 +488,38 @@ impl Daemon {
     /// [`Daemon::stop`], but keeps the handle (and the SQLite file) so that
     /// what the daemon stored can still be inspected; `stop` afterwards only
     /// cleans up.
+    ///
+    /// A binary gets SIGTERM and must exit successfully in time; its log,
+    /// written to a file, must carry no ANSI colour codes.
     pub async fn shut_down(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(served) = self.served.take() {
-            tokio::time::timeout(Duration::from_secs(30), served)
-                .await
-                .expect("daemon stops in time")
-                .expect("daemon task");
+        match &mut self.serving {
+            Serving::InProcess { shutdown, served } => {
+                if let Some(tx) = shutdown.take() {
+                    let _ = tx.send(());
+                }
+                if let Some(served) = served.take() {
+                    tokio::time::timeout(Duration::from_secs(30), served)
+                        .await
+                        .expect("daemon stops in time")
+                        .expect("daemon task");
+                }
+            }
+            Serving::Binary { child, log } => {
+                let Some(mut child) = child.take() else {
+                    return;
+                };
+                terminate(child.id().expect("running"));
+                let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+                    .await
+                    .expect("chatkitd exits in time")
+                    .expect("wait");
+                let log = std::fs::read_to_string(log).unwrap_or_default();
+                assert!(status.success(), "chatkitd exited with {status}:\n{log}");
+                assert!(
+                    !log.contains('\u{1b}'),
+                    "colour codes in a log file:\n{log}"
+                );
+            }
         }
     }
 

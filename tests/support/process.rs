@@ -64,15 +64,69 @@ pub fn chatkitd_command(config: &std::path::Path) -> tokio::process::Command {
     command
 }
 
-/// An `[mcp_servers.NAME]` entry for the fake MCP server, with fast timeouts.
-pub fn fake_mcp_server() -> chatkitd::config::McpServerConfig {
-    let text = format!(
+/// The `[mcp_servers.fake]` table of the fake MCP server, with fast timeouts.
+pub fn fake_mcp_server_toml() -> String {
+    format!(
         "[mcp_servers.fake]\ncommand = {:?}\nmin_idle = 1\nmax_instances = 2\nstartup_timeout = \"10s\"\ncall_timeout = \"5s\"\ninject = {{ user_id = \"user.id\" }}\nenv = {{ FAKE_SETTING = \"on\" }}\n",
         workspace_bin("fake-mcp").display().to_string()
-    );
+    )
+}
+
+/// [`fake_mcp_server_toml`] as the daemon reads it.
+pub fn fake_mcp_server() -> chatkitd::config::McpServerConfig {
+    let text = fake_mcp_server_toml();
     let config = Config::from_toml(&text, "fake.toml", PathBuf::from("."), &|_| None)
         .expect("fake MCP config is valid");
     config.mcp_servers["fake"].clone()
+}
+
+/// A `chatkitd serve` child logging (as text, at info) to `log`, started
+/// on `config`, which must listen on port 0: returns the child once it is
+/// listening, and the address it took (read from its log, so no port is
+/// guessed and raced for).
+pub async fn serve_chatkitd(
+    config: &std::path::Path,
+    log: &std::path::Path,
+) -> (tokio::process::Child, std::net::SocketAddr) {
+    let mut child = chatkitd_command(config)
+        .env("CHATKITD_LOG", "info,sqlx=warn")
+        .arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"))
+        .spawn()
+        .expect("chatkitd starts");
+    let started = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let listening = text
+            .lines()
+            .find(|line| line.contains("chatkitd listening"))
+            .and_then(|line| {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix("addr="))
+            })
+            .and_then(|addr| addr.parse().ok());
+        if let Some(addr) = listening {
+            return (child, addr);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("chatkitd exited ({status}) before listening:\n{text}");
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "chatkitd not listening after 30 s:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends SIGTERM to `pid`.
+pub fn terminate(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -TERM {pid}");
 }
 
 /// The pids of processes whose parent is `parent`.
