@@ -25,12 +25,11 @@ mod tools;
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use run::Run;
@@ -64,7 +63,20 @@ pub struct EventSink {
     write_timeout: Duration,
     /// Set once a send timed out: the client is gone for good, and every
     /// later send fails at once instead of waiting out the timeout again.
-    stalled: Arc<AtomicBool>,
+    stalled: Arc<watch::Sender<bool>>,
+}
+
+/// Tells whoever holds the client's connection that the client stopped
+/// taking events (see [`EventSink::stall_signal`]).
+#[derive(Debug, Clone)]
+pub struct StallSignal(watch::Receiver<bool>);
+
+impl StallSignal {
+    /// Waits until the client stalls past the write timeout (`true`) or
+    /// every sink of the stream is gone without that (`false`).
+    pub async fn stalled(mut self) -> bool {
+        self.0.wait_for(|stalled| *stalled).await.is_ok()
+    }
 }
 
 /// The client is no longer listening (it left, or stopped reading).
@@ -82,9 +94,17 @@ impl EventSink {
         let sink = EventSink {
             tx,
             write_timeout,
-            stalled: Arc::new(AtomicBool::new(false)),
+            stalled: Arc::new(watch::Sender::new(false)),
         };
         (sink, rx)
+    }
+
+    /// A signal that fires when a send times out. The run then ends as if
+    /// the client had left, but a connection can outlive its stream (an
+    /// HTTP/2 client that grants no flow-control window holds the last
+    /// event forever): its holder closes it on this signal.
+    pub fn stall_signal(&self) -> StallSignal {
+        StallSignal(self.stalled.subscribe())
     }
 
     /// Sends one event, waiting while the client is slow, up to the write timeout.
@@ -99,13 +119,13 @@ impl EventSink {
         event: ThreadStreamEvent,
         limit: Duration,
     ) -> Result<(), Disconnected> {
-        if self.stalled.load(Ordering::Relaxed) {
+        if *self.stalled.borrow() {
             return Err(Disconnected);
         }
         match tokio::time::timeout(limit.min(self.write_timeout), self.tx.send(event)).await {
             Ok(sent) => sent.map_err(|_| Disconnected),
             Err(_) => {
-                self.stalled.store(true, Ordering::Relaxed);
+                self.stalled.send_replace(true);
                 tracing::info!(
                     timeout = ?limit.min(self.write_timeout),
                     "the client did not take an event in time; treating it as gone"

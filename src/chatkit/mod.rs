@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
-use crate::agent::Agent;
+use crate::agent::{Agent, StallSignal};
 use crate::auth::Identity;
 use crate::limits::RunSlots;
 use crate::protocol::{
@@ -97,6 +97,8 @@ pub enum Response {
 #[derive(Debug)]
 pub struct EventStream {
     pub events: mpsc::Receiver<ThreadStreamEvent>,
+    /// Fires if the client stops taking events: its connection should close.
+    pub stall: StallSignal,
     _cancel_on_drop: DropGuard,
 }
 

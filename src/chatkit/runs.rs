@@ -221,6 +221,7 @@ impl ChatKit {
         first: Vec<ThreadStreamEvent>,
     ) -> Response {
         let (sink, events) = EventSink::channel(STREAM_BUFFER, self.stream_write_timeout);
+        let stall = sink.stall_signal();
         let cancel = self.shutdown.child_token();
         let agent = self.agent.clone();
         let input = RunInput {
@@ -275,6 +276,7 @@ impl ChatKit {
             .spawn(super::panics::catch_panics(run, panic_sink).instrument(span));
         Response::Stream(EventStream {
             events,
+            stall,
             _cancel_on_drop: cancel.drop_guard(),
         })
     }

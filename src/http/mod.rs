@@ -118,6 +118,10 @@ async fn answer(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let identity = state.auth.authenticate(authorization).await?;
+    let close = request
+        .extensions()
+        .get::<serve::CloseConnection>()
+        .cloned();
     if let Some(rate) = &state.rate
         && let Err(wait) = rate.check(&identity.user_id)
     {
@@ -143,7 +147,19 @@ async fn answer(
             body,
         )
             .into_response()),
-        Response::Stream(stream) => Ok(sse::response(stream)),
+        Response::Stream(stream) => {
+            // The run ends by itself when its client stalls; the connection
+            // is closed here, since it may outlive the stream (HTTP/2).
+            if let Some(close) = close {
+                let stall = stream.stall.clone();
+                tokio::spawn(async move {
+                    if stall.stalled().await {
+                        close.close();
+                    }
+                });
+            }
+            Ok(sse::response(stream))
+        }
     }
 }
 

@@ -11,7 +11,11 @@
 //!   including one that never sent a byte;
 //! - a write the client does not take within `write_stall_timeout` fails
 //!   the connection ([`StallGuard`]), so a client that stopped reading holds
-//!   no connection slot once its run is over.
+//!   no connection slot once its run is over;
+//! - a handler that learns its client stopped taking events closes the
+//!   connection through the request's [`CloseConnection`]: an HTTP/2 client
+//!   can withhold its flow-control window while reading the socket, which
+//!   no socket-level guard sees.
 //!
 //! Shutdown: the loop stops accepting, every connection is asked to close
 //! after its current request, the caller's drain runs (runs finish or are
@@ -42,6 +46,18 @@ use tower::ServiceExt;
 /// How long connections may take to send their last bytes once the runs
 /// are over at shutdown, before they are dropped.
 pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Put in every request's extensions: cancelling it drops the request's
+/// connection at once (every stream on it, for HTTP/2).
+#[derive(Debug, Clone)]
+pub struct CloseConnection(CancellationToken);
+
+impl CloseConnection {
+    /// Drops the connection.
+    pub fn close(&self) {
+        self.0.cancel();
+    }
+}
 
 /// The limits one connection is served under (`[server]`).
 #[derive(Debug, Clone, Copy)]
@@ -128,11 +144,14 @@ async fn serve_connection(
     force: CancellationToken,
 ) {
     let activity = Arc::new(Activity::new());
+    let close = CancellationToken::new();
     let service = {
         let activity = activity.clone();
-        hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let close = CloseConnection(close.clone());
+        hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             let busy = activity.begin();
             let router = router.clone();
+            request.extensions_mut().insert(close.clone());
             async move {
                 let response = router.oneshot(request.map(Body::new)).await?;
                 // The request is in flight until its body is dropped: a
@@ -174,6 +193,10 @@ async fn serve_connection(
                 connection.as_mut().graceful_shutdown();
             }
             _ = force.cancelled() => return,
+            _ = close.cancelled() => {
+                tracing::info!("closing the connection of a client that stopped reading");
+                return;
+            }
         }
     }
 }

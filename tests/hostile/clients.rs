@@ -433,3 +433,62 @@ async fn a_body_that_stops_arriving_gets_408() {
     assert!(answer.contains("request_timeout"), "{answer}");
     daemon.stop().await;
 }
+
+/// An HTTP/2 client that reads its socket but never grants flow-control
+/// window: no socket write stalls, yet the stream cannot move. The run is
+/// released within the write timeout like any stalled client's, and the
+/// connection, which would otherwise hold the stream's last event forever,
+/// is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_grants_no_window_is_closed() {
+    let daemon = Daemon::binary(
+        Backend::Sqlite,
+        &format!(
+            "[server]\nstream_write_timeout = \"{}ms\"\n[llm]\nmax_answer_bytes = {HUGE_ANSWER_BOUND}\n",
+            WRITE_TIMEOUT.as_millis()
+        ),
+    )
+    .await;
+    let (thread_id, _) = daemon.create_thread("hello").await;
+    let (answer, _) = huge_answer();
+    daemon.llm.push(answer);
+
+    let (addr, path) = addr_and_path(&daemon);
+    let tcp = TcpStream::connect(addr).await.expect("connects");
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(1024)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .expect("HTTP/2 handshake");
+    let connection = tokio::spawn(connection);
+    let mut client = client.ready().await.expect("ready");
+    let request = http::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .body(())
+        .expect("request");
+    let (response, mut body) = client.send_request(request, false).expect("sent");
+    let json = serde_json::to_vec(&add_message_body(&thread_id, "a long one")).expect("json");
+    body.send_data(json.into(), true).expect("body sent");
+    let response = response.await.expect("answered");
+    assert_eq!(response.status(), 200);
+    // Held, never read and never released: the window stays shut.
+    let _unread = response.into_body();
+
+    let closed = tokio::time::timeout(WRITE_TIMEOUT + Duration::from_secs(10), connection).await;
+    assert!(
+        closed.is_ok(),
+        "the connection of a client that grants no window stays open"
+    );
+    let stored_marker = eventually(Duration::from_secs(10), || async {
+        daemon
+            .stored_values(USER, &thread_id)
+            .await
+            .last()
+            .is_some_and(|item| item["content"] == MARKER)
+    })
+    .await;
+    assert!(stored_marker, "the stalled run's partial answer is kept");
+    let next = daemon.add_message(&thread_id, "next").await;
+    assert_eq!(next.answer().as_deref(), Some("Hello! You said: next"));
+    daemon.stop().await;
+}
