@@ -18,7 +18,7 @@ use crate::auth::{AuthSetupError, Authenticator};
 use crate::chatkit::{ChatKit, SizeLimits};
 use crate::config::{Config, ConfigError};
 use crate::http::{self, AppState};
-use crate::limits::RateLimiter;
+use crate::limits::{RateLimiter, RunSlots};
 use crate::llm::{LlmClient, LlmError};
 use crate::mcp::McpManager;
 use crate::metrics::{Exporter, GaugeSet};
@@ -62,6 +62,12 @@ pub struct App {
 impl App {
     /// Connects and builds everything the configuration describes.
     pub async fn build(config: Config) -> Result<App, StartError> {
+        if let Some(old) = config.store.max_concurrent_runs {
+            tracing::warn!(
+                value = old,
+                "[store] max_concurrent_runs is no longer used: run locks share one connection                  per replica; to cap the answers a replica streams at once, set                  [server] max_concurrent_runs"
+            );
+        }
         let store = Arc::new(connect_store(&config).await?);
         if config.store.migrate_on_start {
             store.migrate().await?;
@@ -90,7 +96,10 @@ impl App {
         let chatkit = Arc::new(ChatKit::new(
             store.clone() as Arc<dyn Store>,
             agent,
-            config.limits.max_concurrent_runs_per_user,
+            RunSlots::new(
+                config.limits.max_concurrent_runs_per_user,
+                config.server.max_concurrent_runs,
+            ),
             SizeLimits {
                 max_message_chars: config.limits.max_message_chars,
                 max_feedback_items: config.limits.max_feedback_items,

@@ -1,7 +1,8 @@
-//! Per-user limits that keep one user from hurting the others: a request
-//! rate (a token bucket per user) and a cap on answers streaming at once.
+//! Limits that keep one user from hurting the others, and a replica from
+//! taking more than its operator allows: a request rate (a token bucket per
+//! user) and caps on answers streaming at once, per user and in all.
 //!
-//! Both are in-process: with several replicas each enforces its own share.
+//! All are in-process: with several replicas each enforces its own share.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -61,38 +62,59 @@ impl RateLimiter {
     }
 }
 
-/// Answers streaming at once, per user.
+/// Answers streaming at once, per user and in all.
 #[derive(Debug, Clone)]
 pub struct RunSlots {
-    max: u32,
-    running: Arc<Mutex<HashMap<String, u32>>>,
+    per_user: u32,
+    total: u32,
+    running: Arc<Mutex<Running>>,
+}
+
+#[derive(Debug, Default)]
+struct Running {
+    by_user: HashMap<String, u32>,
+    total: u32,
+}
+
+/// Why no slot was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotRefused {
+    /// The user has `per_user` answers going.
+    User,
+    /// The replica has `total` answers going.
+    Replica,
 }
 
 /// One answer in progress; frees its slot when dropped.
 #[derive(Debug)]
 pub struct RunSlot {
     user: String,
-    running: Arc<Mutex<HashMap<String, u32>>>,
+    running: Arc<Mutex<Running>>,
 }
 
 impl RunSlots {
-    /// At most `max` per user; 0 means no limit.
-    pub fn new(max: u32) -> RunSlots {
+    /// At most `per_user` per user and `total` in all; 0 means no limit.
+    pub fn new(per_user: u32, total: u32) -> RunSlots {
         RunSlots {
-            max,
-            running: Arc::new(Mutex::new(HashMap::new())),
+            per_user,
+            total,
+            running: Arc::new(Mutex::new(Running::default())),
         }
     }
 
-    /// A slot for `user`, or `None` when they already have `max` answers going.
-    pub fn try_acquire(&self, user: &str) -> Option<RunSlot> {
+    /// A slot for `user`, or which cap is reached.
+    pub fn try_acquire(&self, user: &str) -> Result<RunSlot, SlotRefused> {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        let count = running.entry(user.to_owned()).or_insert(0);
-        if self.max > 0 && *count >= self.max {
-            return None;
+        if self.total > 0 && running.total >= self.total {
+            return Err(SlotRefused::Replica);
+        }
+        let count = running.by_user.entry(user.to_owned()).or_insert(0);
+        if self.per_user > 0 && *count >= self.per_user {
+            return Err(SlotRefused::User);
         }
         *count += 1;
-        Some(RunSlot {
+        running.total += 1;
+        Ok(RunSlot {
             user: user.to_owned(),
             running: self.running.clone(),
         })
@@ -102,10 +124,11 @@ impl RunSlots {
 impl Drop for RunSlot {
     fn drop(&mut self) {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = running.get_mut(&self.user) {
+        running.total = running.total.saturating_sub(1);
+        if let Some(count) = running.by_user.get_mut(&self.user) {
             *count = count.saturating_sub(1);
             if *count == 0 {
-                running.remove(&self.user);
+                running.by_user.remove(&self.user);
             }
         }
     }
@@ -132,13 +155,29 @@ mod tests {
 
     #[test]
     fn run_slots_cap_per_user_and_free_on_drop() {
-        let slots = RunSlots::new(2);
+        let slots = RunSlots::new(2, 0);
         let first = slots.try_acquire("a").expect("1");
         let _second = slots.try_acquire("a").expect("2");
-        assert!(slots.try_acquire("a").is_none());
-        assert!(slots.try_acquire("b").is_some());
+        assert_eq!(slots.try_acquire("a").err(), Some(SlotRefused::User));
+        assert!(slots.try_acquire("b").is_ok());
         drop(first);
-        assert!(slots.try_acquire("a").is_some());
-        assert!(RunSlots::new(0).try_acquire("x").is_some());
+        assert!(slots.try_acquire("a").is_ok());
+        assert!(RunSlots::new(0, 0).try_acquire("x").is_ok());
+    }
+
+    #[test]
+    fn run_slots_cap_the_replica_across_users() {
+        let slots = RunSlots::new(0, 2);
+        let first = slots.try_acquire("a").expect("1");
+        let _second = slots.try_acquire("b").expect("2");
+        assert_eq!(slots.try_acquire("c").err(), Some(SlotRefused::Replica));
+        drop(first);
+        let _third = slots.try_acquire("c").expect("a slot freed");
+        assert_eq!(slots.try_acquire("a").err(), Some(SlotRefused::Replica));
+        // The per-user cap is checked after the replica's, and both count.
+        let slots = RunSlots::new(1, 3);
+        let _a = slots.try_acquire("a").expect("a");
+        assert_eq!(slots.try_acquire("a").err(), Some(SlotRefused::User));
+        assert!(slots.try_acquire("b").is_ok());
     }
 }

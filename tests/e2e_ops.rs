@@ -1,5 +1,5 @@
 //! Operating chatkitd: metrics after real traffic, and replicas on one
-//! Postgres database behaving as one.
+//! Postgres database behaving as one, also when one of them is killed.
 
 mod support;
 
@@ -148,3 +148,46 @@ async fn replicas_on_one_postgres_database_serialize_a_thread() {
 }
 
 both_backends!(metrics_count_requests_runs_tokens_and_tools);
+
+/// A replica killed with SIGKILL in the middle of a run frees that thread for
+/// the other replica at once: its run locks live in its database session,
+/// which dies with the process, so there is no lease to wait out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replica_frees_its_threads_within_a_second() {
+    let mut a = Daemon::binary(Backend::Postgres, "").await;
+    let b = Daemon::binary_replica(&a, "").await;
+    let (thread_id, _) = a.create_thread("hello").await;
+    // A long answer on A: its run holds the thread's lock while it streams.
+    a.llm.push(Script::Text {
+        chunks: vec!["word ".to_owned(); 600],
+        delay: Duration::from_millis(50),
+    });
+    let answering =
+        support::start_reading_answer(&a.url, support::add_message_body(&thread_id, "a long one"))
+            .await;
+    // B cannot take the thread while A's run is alive.
+    let refused = tokio::time::timeout(
+        Duration::from_millis(700),
+        b.add_message(&thread_id, "too early"),
+    )
+    .await;
+    assert!(refused.is_err(), "B answered while A's run held the thread");
+
+    let killed = std::time::Instant::now();
+    a.kill().await;
+    let next = b.add_message(&thread_id, "after the kill").await;
+    let took = killed.elapsed();
+    assert_eq!(
+        next.answer().as_deref(),
+        Some("Hello! You said: after the kill"),
+        "{}",
+        next.raw
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "B got the thread {took:?} after the kill"
+    );
+    let (cut, error) = answering.await.expect("reader");
+    assert!(error.is_some(), "A's stream was cut by the kill: {}", cut.raw);
+    b.stop().await;
+}

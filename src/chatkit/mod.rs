@@ -132,7 +132,7 @@ impl ChatKit {
     pub fn new(
         store: Arc<dyn Store>,
         agent: Arc<Agent>,
-        max_runs_per_user: u32,
+        slots: RunSlots,
         sizes: SizeLimits,
         stream_write_timeout: Duration,
     ) -> ChatKit {
@@ -140,7 +140,7 @@ impl ChatKit {
             store,
             agent,
             runs: TaskTracker::new(),
-            slots: RunSlots::new(max_runs_per_user),
+            slots,
             sizes,
             shutdown: CancellationToken::new(),
             stream_write_timeout,

@@ -45,7 +45,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_run_releases_its_slot_and_ends_with_an_error_event() {
-        let slots = RunSlots::new(1);
+        let slots = RunSlots::new(1, 0);
         let slot = slots.try_acquire("u").expect("a free slot");
         let (sink, mut events) = EventSink::channel(4, std::time::Duration::from_secs(30));
         let run_sink = sink.clone();
@@ -68,7 +68,7 @@ mod tests {
             Some(ThreadStreamEvent::custom_error(PANIC_MESSAGE, true))
         );
         assert_eq!(events.recv().await, None, "the stream ends after it");
-        assert!(slots.try_acquire("u").is_some(), "the slot was released");
+        assert!(slots.try_acquire("u").is_ok(), "the slot was released");
     }
 
     #[tokio::test]

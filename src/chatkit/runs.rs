@@ -12,7 +12,7 @@ use tracing::Instrument;
 use super::{ChatKit, ChatKitError, EventStream, Response, STREAM_BUFFER};
 use crate::agent::{EventSink, RunInput, RunOutcome};
 use crate::auth::Identity;
-use crate::limits::RunSlot;
+use crate::limits::{RunSlot, SlotRefused};
 use crate::protocol::{
     ActionParams, ClientToolCallStatus, IdKind, ItemKind, Page, RetryParams, Thread, ThreadItem,
     ThreadMetadata, ThreadStatus, ThreadStreamEvent, Timestamp, UserContent, UserMessage,
@@ -159,12 +159,18 @@ impl ChatKit {
 
     /// One of the user's answer slots, or a refusal before anything is stored.
     pub(super) fn run_slot(&self, ctx: &Identity) -> Result<RunSlot, ChatKitError> {
-        self.slots.try_acquire(&ctx.user_id).ok_or_else(|| {
-            ChatKitError::TooManyRuns(
-                "you already have as many answers in progress as allowed; wait for one to finish"
-                    .to_owned(),
-            )
-        })
+        self.slots
+            .try_acquire(&ctx.user_id)
+            .map_err(|refused| match refused {
+                SlotRefused::User => ChatKitError::TooManyRuns(
+                    "you already have as many answers in progress as allowed; wait for one to finish"
+                        .to_owned(),
+                ),
+                SlotRefused::Replica => ChatKitError::TooManyRuns(
+                    "the server is answering as many conversations as it allows at once; try again shortly"
+                        .to_owned(),
+                ),
+            })
     }
 
     /// Loads a thread that accepts new runs.

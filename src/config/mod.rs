@@ -483,5 +483,14 @@ mod tests {
             .expect("the shipped file is valid");
         assert_eq!(config.limits.max_concurrent_runs_per_user, 4);
         assert_eq!(config.limits.requests_per_minute_per_user, 60);
+        assert_eq!(config.server.max_concurrent_runs, 0);
+    }
+
+    #[test]
+    fn the_retired_store_run_cap_still_loads() {
+        let text = "[store]\nmax_concurrent_runs = 64\n[server]\nmax_concurrent_runs = 500\n";
+        let config = load_in("/etc/chatkitd", text, &[]).expect("older files still load");
+        assert_eq!(config.store.max_concurrent_runs, Some(64));
+        assert_eq!(config.server.max_concurrent_runs, 500);
     }
 }

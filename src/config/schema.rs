@@ -75,6 +75,10 @@ pub struct ServerConfig {
     /// Connections open at once; more wait in the accept queue. Capped at
     /// half the open files limit, so clients can never take every descriptor.
     pub max_connections: usize,
+    /// Answers this replica streams at once, across users; 0 (the default)
+    /// sets no cap. A run beyond it is refused at once with 429 and
+    /// `Retry-After`, before anything is stored.
+    pub max_concurrent_runs: u32,
 }
 
 impl Default for ServerConfig {
@@ -90,6 +94,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(30),
             max_connections: 4096,
+            max_concurrent_runs: 0,
         }
     }
 }
@@ -105,9 +110,10 @@ pub struct StoreConfig {
     pub migrate_on_start: bool,
     /// Connections for queries.
     pub max_connections: u32,
-    /// Postgres only: connections that hold a run's per-thread advisory lock,
-    /// which bounds the runs one replica executes at once.
-    pub max_concurrent_runs: u32,
+    /// No longer used: run locks share one connection per replica, so they
+    /// bound nothing (see `[server] max_concurrent_runs`). Accepted so that
+    /// older files still load; the daemon warns when it is set.
+    pub max_concurrent_runs: Option<u32>,
     /// How long a run waits for another run on the same thread to finish.
     #[serde(with = "humantime_serde")]
     pub lock_timeout: Duration,
@@ -122,7 +128,7 @@ impl Default for StoreConfig {
             },
             migrate_on_start: true,
             max_connections: 16,
-            max_concurrent_runs: 64,
+            max_concurrent_runs: None,
             lock_timeout: Duration::from_secs(120),
         }
     }

@@ -82,8 +82,8 @@ impl Check<'_> {
 
     fn store(&self) -> Result<(), ConfigError> {
         let store = &self.config.store;
-        if store.max_connections == 0 || store.max_concurrent_runs == 0 {
-            return Err(self.invalid("store", "max_connections", "pool sizes must be at least 1"));
+        if store.max_connections == 0 {
+            return Err(self.invalid("store", "max_connections", "must be at least 1"));
         }
         Ok(())
     }

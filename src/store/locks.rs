@@ -1,18 +1,18 @@
 //! Run locks: one run per thread at a time.
 //!
 //! Inside a process, a map of async mutexes orders the runs of a thread and
-//! wakes waiters promptly. Across replicas on Postgres, the holder also takes a
-//! session advisory lock on a connection of its own, so the lock dies with the
-//! process (a `kill -9` frees the thread at once, with no lease to expire).
+//! wakes waiters promptly. Across replicas on Postgres, the holder also takes
+//! the thread's advisory lock in the replica's lock session (`advisory.rs`),
+//! which dies with the process (a `kill -9` frees the thread at once, with
+//! no lease to expire).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use sqlx::AnyPool;
-use sqlx::pool::PoolConnection;
 use tokio::sync::OwnedMutexGuard;
 
+use super::advisory::AdvisoryGuard;
 use super::{StoreError, StoreResult};
 
 /// In-process locks by thread id. Entries are removed when nobody holds or
@@ -67,73 +67,6 @@ impl Drop for LocalGuard {
     fn drop(&mut self) {
         drop(self.guard.take());
         self.locks.forget_if_unused(&self.thread_id);
-    }
-}
-
-/// A Postgres session advisory lock held on its own connection.
-#[derive(Debug)]
-pub struct AdvisoryGuard {
-    conn: Option<PoolConnection<sqlx::Any>>,
-    thread_id: String,
-}
-
-const TRY_LOCK: &str =
-    "SELECT CASE WHEN pg_try_advisory_lock(hashtextextended($1, 0)) THEN 1 ELSE 0 END";
-const UNLOCK: &str =
-    "SELECT CASE WHEN pg_advisory_unlock(hashtextextended($1, 0)) THEN 1 ELSE 0 END";
-
-impl AdvisoryGuard {
-    /// Takes the advisory lock of a thread, polling until `timeout`. Polling
-    /// (rather than a blocking `pg_advisory_lock`) never leaves a backend
-    /// waiting after we gave up; contention across replicas is rare, and
-    /// waiters in this process queue on the local lock first.
-    pub async fn acquire(pool: &AnyPool, thread_id: &str, timeout: Duration) -> StoreResult<Self> {
-        let mut conn = pool.acquire().await?;
-        let deadline = Instant::now() + timeout;
-        let mut pause = Duration::from_millis(5);
-        loop {
-            let got: i32 = sqlx::query_scalar(TRY_LOCK)
-                .bind(thread_id)
-                .fetch_one(&mut *conn)
-                .await?;
-            if got == 1 {
-                return Ok(AdvisoryGuard {
-                    conn: Some(conn),
-                    thread_id: thread_id.to_owned(),
-                });
-            }
-            if Instant::now() >= deadline {
-                return Err(StoreError::Busy(thread_id.to_owned()));
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for AdvisoryGuard {
-    fn drop(&mut self) {
-        let Some(mut conn) = self.conn.take() else {
-            return;
-        };
-        let thread_id = std::mem::take(&mut self.thread_id);
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                handle.spawn(async move {
-                    let unlocked: Result<i32, _> = sqlx::query_scalar(UNLOCK)
-                        .bind(&thread_id)
-                        .fetch_one(&mut *conn)
-                        .await;
-                    if !matches!(unlocked, Ok(1)) {
-                        // Never return a connection that may still hold the lock.
-                        tracing::warn!(%thread_id, "advisory unlock failed; closing the connection");
-                        drop(conn.detach());
-                    }
-                });
-            }
-            // No runtime (process shutdown): closing the socket frees the lock.
-            Err(_) => drop(conn.detach()),
-        }
     }
 }
 

@@ -10,9 +10,11 @@
 //!
 //! Files: `sql.rs` (the implementation), `queries.rs` (its SQL texts),
 //! `dialect.rs` (what differs between the databases), `locks.rs` (one run per
-//! thread, across replicas on Postgres), `schema.rs` (migrations and their
-//! status). Only this module knows SQL, the migrations and sqlx.
+//! thread), `advisory.rs` (the replica's lock session on Postgres, which
+//! holds every run's lock across replicas on one connection), `schema.rs`
+//! (migrations and their status). Only this module knows SQL, the migrations and sqlx.
 
+mod advisory;
 mod dialect;
 mod locks;
 mod queries;

@@ -2,6 +2,7 @@
 //! driver. The SQL is written once; [`Dialect`] supplies the few fragments
 //! that differ.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,8 +11,9 @@ use serde::de::DeserializeOwned;
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 
+use super::advisory::LockSession;
 use super::dialect::Dialect;
-use super::locks::{AdvisoryGuard, LocalLocks, RunLock};
+use super::locks::{LocalLocks, RunLock};
 use super::queries::{Queries, order_index, query};
 use super::{PageRequest, Store, StoreError, StoreResult};
 use crate::config::{LimitsConfig, StoreConfig, StoreUrl, StoreUrlError};
@@ -21,8 +23,6 @@ use crate::protocol::{FeedbackKind, Page, ThreadItem, ThreadMetadata, Timestamp,
 #[derive(Debug, Clone)]
 pub struct SqlStoreOptions {
     pub max_connections: u32,
-    /// Postgres: connections reserved for advisory run locks.
-    pub max_concurrent_runs: u32,
     pub lock_timeout: Duration,
     /// Bytes of stored JSON one listing page may hold (`[limits] max_list_bytes`).
     pub max_page_bytes: usize,
@@ -32,7 +32,6 @@ impl From<&StoreConfig> for SqlStoreOptions {
     fn from(config: &StoreConfig) -> Self {
         SqlStoreOptions {
             max_connections: config.max_connections,
-            max_concurrent_runs: config.max_concurrent_runs,
             lock_timeout: config.lock_timeout,
             max_page_bytes: LimitsConfig::default().max_list_bytes,
         }
@@ -52,13 +51,20 @@ pub struct ConnectionCounts {
     pub in_use: usize,
 }
 
+/// The replica's lock session, opened once on first use.
+#[derive(Debug)]
+struct LockSessionCell {
+    url: String,
+    session: tokio::sync::OnceCell<LockSession>,
+}
+
 /// Threads and items in a SQL database.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     pool: AnyPool,
-    /// Postgres only: a separate pool whose connections hold advisory locks,
-    /// so long runs can never starve queries of connections.
-    lock_pool: Option<AnyPool>,
+    /// Postgres only: the replica's lock session, opened at the first run
+    /// (a store that only reads or migrates never needs it).
+    lock_session: Option<Arc<LockSessionCell>>,
     local_locks: LocalLocks,
     lock_timeout: Duration,
     max_page_bytes: usize,
@@ -75,13 +81,16 @@ impl SqlStore {
             .map_err(|e: StoreUrlError| sqlx::Error::Configuration(e.into()))?;
         let dialect = Dialect::of(&url);
         let pool = dialect.connect(&url, options.max_connections).await?;
-        let lock_pool = match dialect {
-            Dialect::Postgres => Some(dialect.connect(&url, options.max_concurrent_runs).await?),
+        let lock_session = match dialect {
+            Dialect::Postgres => Some(Arc::new(LockSessionCell {
+                url: url.connect_url(),
+                session: tokio::sync::OnceCell::new(),
+            })),
             Dialect::Sqlite => None,
         };
         Ok(SqlStore {
             pool,
-            lock_pool,
+            lock_session,
             local_locks: LocalLocks::default(),
             lock_timeout: options.lock_timeout,
             max_page_bytes: options.max_page_bytes,
@@ -113,8 +122,8 @@ impl SqlStore {
     /// Closes every connection.
     pub async fn close(&self) {
         self.pool.close().await;
-        if let Some(lock_pool) = &self.lock_pool {
-            lock_pool.close().await;
+        if let Some(session) = self.lock_session.as_ref().and_then(|c| c.session.get()) {
+            session.close().await;
         }
     }
 
@@ -459,8 +468,14 @@ impl Store for SqlStore {
             .local_locks
             .acquire(thread_id, self.lock_timeout)
             .await?;
-        let remote = match &self.lock_pool {
-            Some(pool) => Some(AdvisoryGuard::acquire(pool, thread_id, self.lock_timeout).await?),
+        let remote = match &self.lock_session {
+            Some(cell) => {
+                let session = cell
+                    .session
+                    .get_or_try_init(|| LockSession::start(&cell.url))
+                    .await?;
+                Some(session.acquire(thread_id, self.lock_timeout).await?)
+            }
             None => None,
         };
         Ok(RunLock::new(local, remote))

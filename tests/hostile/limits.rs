@@ -1,7 +1,7 @@
 //! Size limits: oversized messages, listing pages and feedback lists are
 //! refused or capped before anything is stored or buffered; an oversized
 //! newest message never reaches the model; concurrent feedback writers on one
-//! SQLite file all succeed.
+//! SQLite file all succeed; runs beyond the operator's cap get 429 at once.
 
 use std::time::Duration;
 
@@ -270,4 +270,63 @@ both_backends!(
     listing_pages_are_capped_by_bytes,
     feedback_lists_are_capped,
     an_oversized_newest_message_is_refused_not_sent,
+    runs_beyond_the_operators_cap_get_429_at_once,
 );
+
+/// With an operator's cap on answers streaming at once (`[server]
+/// max_concurrent_runs`), a run beyond it is refused at once with 429 and
+/// `Retry-After`, whoever asks, and nothing of it is stored; the slot is
+/// free again when a run ends.
+async fn runs_beyond_the_operators_cap_get_429_at_once(backend: Backend) {
+    let daemon = Daemon::binary(backend, "[server]\nmax_concurrent_runs = 1\n").await;
+    daemon.llm.push(Script::Text {
+        chunks: vec!["word ".to_owned(); 100],
+        delay: Duration::from_millis(20),
+    });
+    let first = {
+        let url = daemon.url.clone();
+        tokio::spawn(async move {
+            crate::support::stream_at(&url, create_body("a long one"), |_| false)
+                .await
+                .0
+        })
+    };
+    let started = crate::support::eventually(Duration::from_secs(10), || async {
+        !daemon.llm.stream_requests().is_empty()
+    })
+    .await;
+    assert!(started, "the first run reached the model");
+
+    let asked = std::time::Instant::now();
+    let refused = reqwest::Client::new()
+        .post(&daemon.url)
+        .json(&create_body("one too many"))
+        .send()
+        .await
+        .expect("answered");
+    let took = asked.elapsed();
+    assert_eq!(refused.status().as_u16(), 429);
+    assert_eq!(
+        refused
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body: Value = refused.json().await.expect("JSON error");
+    assert_eq!(body["error"]["code"], "too_many_runs", "{body}");
+    assert!(message(&body).contains("try again shortly"), "{body}");
+    assert!(took < Duration::from_secs(1), "refused after {took:?}");
+
+    let first = first.await.expect("first stream");
+    assert_eq!(first.answer().map(|a| a.len()), Some("word ".len() * 100));
+    assert_eq!(
+        count_rows(&daemon, "threads").await,
+        1,
+        "nothing of the refused run is stored"
+    );
+    // The slot is free again.
+    let (_, next) = daemon.create_thread("now").await;
+    assert_eq!(next.answer().as_deref(), Some("Hello! You said: now"));
+    daemon.stop().await;
+}

@@ -229,10 +229,23 @@ impl Daemon {
     /// with `extra` (TOML: whole tables, or keys that override the test's)
     /// on top, its log in the test's directory.
     pub async fn binary(backend: Backend, extra: &str) -> Daemon {
+        Daemon::binary_on(backend, None, extra).await
+    }
+
+    /// A second `chatkitd` binary (a replica) on the same database as
+    /// `other`, with a fake LLM of its own and `extra` on top.
+    pub async fn binary_replica(other: &Daemon, extra: &str) -> Daemon {
+        Daemon::binary_on(other.backend, Some(other.store_url.clone()), extra).await
+    }
+
+    async fn binary_on(backend: Backend, store_url: Option<String>, extra: &str) -> Daemon {
         chatkitd::tls::install_crypto_provider();
         let dir = tempfile::tempdir().expect("temp dir");
         let llm = FakeLlm::start().await;
-        let store_url = fresh_store_url(backend, dir.path()).await;
+        let store_url = match store_url {
+            Some(url) => url,
+            None => fresh_store_url(backend, dir.path()).await,
+        };
         let mut config: toml::Table =
             toml::from_str(&test_config_toml(&store_url, &llm.base_url())).expect("test TOML");
         merge_toml(&mut config, toml::from_str(extra).expect("the test's TOML"));
@@ -258,6 +271,17 @@ impl Daemon {
                 child: Some(child),
                 log,
             },
+        }
+    }
+
+    /// Kills a [`Daemon::binary`] with SIGKILL and reaps it: no shutdown,
+    /// no goodbye to the database.
+    pub async fn kill(&mut self) {
+        let Serving::Binary { child, .. } = &mut self.serving else {
+            panic!("only a binary can be killed");
+        };
+        if let Some(mut child) = child.take() {
+            child.kill().await.expect("SIGKILL");
         }
     }
 
