@@ -188,6 +188,10 @@ async fn a_killed_replica_frees_its_threads_within_a_second() {
         "B got the thread {took:?} after the kill"
     );
     let (cut, error) = answering.await.expect("reader");
-    assert!(error.is_some(), "A's stream was cut by the kill: {}", cut.raw);
+    assert!(
+        error.is_some(),
+        "A's stream was cut by the kill: {}",
+        cut.raw
+    );
     b.stop().await;
 }

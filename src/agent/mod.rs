@@ -40,7 +40,7 @@ use crate::auth::Identity;
 use crate::config::AgentConfig;
 use crate::llm::LlmClient;
 use crate::mcp::McpManager;
-use crate::protocol::{ThreadMetadata, ThreadStreamEvent};
+use crate::protocol::{ThreadItem, ThreadMetadata, ThreadStreamEvent};
 use crate::store::Store;
 
 /// What the reference stores when a run is cancelled, so the next model turn
@@ -122,6 +122,12 @@ impl EventSink {
         if *self.stalled.borrow() {
             return Err(Disconnected);
         }
+        // The usual case, a client keeping up: no timer to arm.
+        let event = match self.tx.try_send(event) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Disconnected),
+            Err(mpsc::error::TrySendError::Full(event)) => event,
+        };
         match tokio::time::timeout(limit.min(self.write_timeout), self.tx.send(event)).await {
             Ok(sent) => sent.map_err(|_| Disconnected),
             Err(_) => {
@@ -145,6 +151,10 @@ pub struct RunInput {
     pub identity: Identity,
     /// The thread as loaded before the run (after the user message was stored).
     pub thread: ThreadMetadata,
+    /// The thread's stored items when the caller already knows them (a new
+    /// thread: just its first message), so the run need not read them back;
+    /// `None` to load them.
+    pub history: Option<Vec<ThreadItem>>,
 }
 
 /// The assistant: the model, the prompt and the limits of a run.

@@ -42,6 +42,7 @@ fn input(thread: &ThreadMetadata) -> RunInput {
     RunInput {
         identity: Identity::user(USER),
         thread: thread.clone(),
+        history: None,
     }
 }
 

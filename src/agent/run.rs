@@ -85,14 +85,18 @@ impl<'a> Run<'a> {
         .await?;
         let user = self.input.identity.user_id.clone();
         let thread_id = self.input.thread.id.clone();
-        let items = match self
-            .agent
-            .store
-            .load_history(&user, &thread_id, self.agent.config.history_max_items)
-            .await
-        {
-            Ok(items) => items,
-            Err(e) => return self.fail_store(e).await,
+        let known = self.input.history.take();
+        let items = match known {
+            Some(items) => items,
+            None => match self
+                .agent
+                .store
+                .load_history(&user, &thread_id, self.agent.config.history_max_items)
+                .await
+            {
+                Ok(items) => items,
+                Err(e) => return self.fail_store(e).await,
+            },
         };
         let system_prompt = self.system_prompt();
         let messages = match build_messages(

@@ -32,22 +32,20 @@ impl ChatKit {
         self.check_input(&input)?;
         let slot = self.run_slot(ctx)?;
         let thread = ThreadMetadata::new(new_id(IdKind::Thread), Timestamp::now());
-        self.store.create_thread(&ctx.user_id, &thread).await?;
+        // Nobody knows the new id yet, so the lock is free; it is taken
+        // before the id is revealed to the client.
         let lock = self.store.lock_thread(&thread.id).await?;
+        let item = user_item(&thread, input);
+        self.store
+            .create_thread_with_item(&ctx.user_id, &thread, &item)
+            .await?;
         let created = ThreadStreamEvent::ThreadCreated {
             thread: Thread::from_metadata(&thread, Page::default()),
         };
-        let user_item = match self.store_user_message(ctx, &thread, input).await {
-            Ok(event) => event,
-            Err(e) => {
-                // Leave no empty thread behind a request that failed.
-                if let Err(cleanup) = self.store.delete_thread(&ctx.user_id, &thread.id).await {
-                    tracing::warn!(error = %cleanup, thread_id = %thread.id, "could not remove a thread whose first message failed");
-                }
-                return Err(e);
-            }
-        };
-        Ok(self.start_run(ctx, thread, (lock, slot), vec![created, user_item]))
+        // The run starts from what was just written, without reading it back.
+        let history = Some(vec![item.clone()]);
+        let first = vec![created, ThreadStreamEvent::ItemDone { item }];
+        Ok(self.start_run(ctx, thread, (lock, slot), history, first))
     }
 
     pub(super) async fn add_user_message(
@@ -60,8 +58,10 @@ impl ChatKit {
         let thread = self.open_thread(ctx, thread_id).await?;
         let slot = self.run_slot(ctx)?;
         let lock = self.store.lock_thread(&thread.id).await?;
-        let user_item = self.store_user_message(ctx, &thread, input).await?;
-        Ok(self.start_run(ctx, thread, (lock, slot), vec![user_item]))
+        let item = user_item(&thread, input);
+        self.store.add_item(&ctx.user_id, &item).await?;
+        let first = vec![ThreadStreamEvent::ItemDone { item }];
+        Ok(self.start_run(ctx, thread, (lock, slot), None, first))
     }
 
     pub(super) async fn retry(
@@ -86,7 +86,7 @@ impl ChatKit {
         self.store
             .delete_items_after(&ctx.user_id, &thread.id, &item.id)
             .await?;
-        Ok(self.start_run(ctx, thread, (lock, slot), Vec::new()))
+        Ok(self.start_run(ctx, thread, (lock, slot), None, Vec::new()))
     }
 
     /// Protocol 4.3: completes the pending client tool call that ends the
@@ -127,7 +127,7 @@ impl ChatKit {
             _ => return Err(no_pending_call(thread_id)),
         }
         self.store.save_item(&ctx.user_id, &item).await?;
-        Ok(self.start_run(ctx, thread, (lock, slot), Vec::new()))
+        Ok(self.start_run(ctx, thread, (lock, slot), None, Vec::new()))
     }
 
     pub(super) async fn custom_action(
@@ -194,36 +194,13 @@ impl ChatKit {
         }
     }
 
-    /// Stores the user's message before anything reaches the model.
-    pub(super) async fn store_user_message(
-        &self,
-        ctx: &Identity,
-        thread: &ThreadMetadata,
-        input: UserMessageInput,
-    ) -> Result<ThreadStreamEvent, ChatKitError> {
-        let mut item = ThreadItem {
-            id: new_id(IdKind::Message),
-            thread_id: thread.id.clone(),
-            created_at: Timestamp::now(),
-            kind: ItemKind::UserMessage(UserMessage {
-                content: input.content,
-                attachments: Vec::new(),
-                quoted_text: input.quoted_text,
-                inference_options: input.inference_options,
-            }),
-        };
-        // What the stream echoes must be exactly what every store keeps.
-        scrub_item(&mut item);
-        self.store.add_item(&ctx.user_id, &item).await?;
-        Ok(ThreadStreamEvent::ItemDone { item })
-    }
-
     /// Spawns the run; its events follow `first` on the returned stream.
     pub(super) fn start_run(
         &self,
         ctx: &Identity,
         thread: ThreadMetadata,
         (lock, slot): (RunLock, RunSlot),
+        history: Option<Vec<ThreadItem>>,
         first: Vec<ThreadStreamEvent>,
     ) -> Response {
         let (sink, events) = EventSink::channel(STREAM_BUFFER, self.stream_write_timeout);
@@ -233,6 +210,7 @@ impl ChatKit {
         let input = RunInput {
             identity: ctx.clone(),
             thread,
+            history,
         };
         let run_cancel = cancel.clone();
         let shutdown = self.shutdown.clone();
@@ -286,6 +264,24 @@ impl ChatKit {
             _cancel_on_drop: cancel.drop_guard(),
         })
     }
+}
+
+/// The stored form of a user's message: what the stream echoes must be
+/// exactly what every store keeps (U+0000 replaced, see [`scrub_item`]).
+fn user_item(thread: &ThreadMetadata, input: UserMessageInput) -> ThreadItem {
+    let mut item = ThreadItem {
+        id: new_id(IdKind::Message),
+        thread_id: thread.id.clone(),
+        created_at: Timestamp::now(),
+        kind: ItemKind::UserMessage(UserMessage {
+            content: input.content,
+            attachments: Vec::new(),
+            quoted_text: input.quoted_text,
+            inference_options: input.inference_options,
+        }),
+    };
+    scrub_item(&mut item);
+    item
 }
 
 /// Replaces U+0000 in an item's text (see [`text`]).

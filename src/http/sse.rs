@@ -10,25 +10,44 @@ use futures::stream;
 use crate::chatkit::EventStream;
 use crate::protocol::ThreadStreamEvent;
 
-/// Frames one event. The JSON is compact, so it holds no raw newline.
-pub fn frame(event: &ThreadStreamEvent) -> Bytes {
-    let json = serde_json::to_string(event).unwrap_or_else(|e| {
+/// Appends one event's frame to `out`, serializing the event straight into
+/// it. The JSON is compact, so it holds no raw newline.
+fn frame_into(mut out: Vec<u8>, event: &ThreadStreamEvent) -> Vec<u8> {
+    let start = out.len();
+    out.extend_from_slice(b"data: ");
+    if let Err(e) = serde_json::to_writer(&mut out, event) {
         tracing::error!(error = %e, "could not serialize an event");
-        r#"{"type":"error","code":"stream.error","allow_retry":true}"#.to_owned()
-    });
-    let mut out = String::with_capacity(json.len() + 8);
-    out.push_str("data: ");
-    out.push_str(&json);
-    out.push_str("\n\n");
-    Bytes::from(out)
+        out.truncate(start);
+        out.extend_from_slice(
+            br#"data: {"type":"error","code":"stream.error","allow_retry":true}"#,
+        );
+    }
+    out.extend_from_slice(b"\n\n");
+    out
 }
+
+/// Most bytes of events written together: the events that are ready when
+/// the body is polled go out in one write, up to this.
+const COALESCE_BYTES: usize = 16 * 1024;
 
 /// The streaming response. Dropping the body (the client went away) drops the
 /// [`EventStream`], which cancels the run.
+///
+/// Each poll of the body waits for one event, then takes every event already
+/// waiting (up to [`COALESCE_BYTES`]) into the same frame: a burst, like the
+/// first events of a run, costs one write, and a lone event, like the first
+/// text, goes out at once, never held for a timer.
 pub fn response(events: EventStream) -> Response {
     let body = stream::unfold(events, |mut events| async move {
         let event = events.events.recv().await?;
-        Some((Ok::<_, std::convert::Infallible>(frame(&event)), events))
+        let mut out = frame_into(Vec::new(), &event);
+        while out.len() < COALESCE_BYTES {
+            match events.events.try_recv() {
+                Ok(event) => out = frame_into(out, &event),
+                Err(_) => break,
+            }
+        }
+        Some((Ok::<_, std::convert::Infallible>(Bytes::from(out)), events))
     });
     (
         [
@@ -51,6 +70,10 @@ pub fn response(events: EventStream) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn frame(event: &ThreadStreamEvent) -> Bytes {
+        Bytes::from(frame_into(Vec::new(), event))
+    }
 
     #[test]
     fn frames_like_the_reference() {

@@ -9,6 +9,7 @@
 //! keyset pagination on that sequence.
 //!
 //! Files: `sql.rs` (the implementation), `queries.rs` (its SQL texts),
+//! `rows.rs` (what threads and items are stored as, and read back from),
 //! `dialect.rs` (what differs between the databases), `locks.rs` (one run per
 //! thread), `advisory.rs` (the replica's lock session on Postgres, which
 //! holds every run's lock across replicas on one connection), `schema.rs`
@@ -18,6 +19,7 @@ mod advisory;
 mod dialect;
 mod locks;
 mod queries;
+mod rows;
 pub mod schema;
 pub mod sql;
 
@@ -75,6 +77,26 @@ pub trait Store: Send + Sync + 'static {
 
     /// Inserts a new thread owned by `user`.
     async fn create_thread(&self, user: &str, thread: &ThreadMetadata) -> StoreResult<()>;
+
+    /// Inserts a new thread owned by `user` with its first item, both or
+    /// neither. The default writes them one after the other and removes the
+    /// thread if the item fails; [`SqlStore`] does it in one statement on
+    /// Postgres and one transaction on SQLite.
+    async fn create_thread_with_item(
+        &self,
+        user: &str,
+        thread: &ThreadMetadata,
+        item: &ThreadItem,
+    ) -> StoreResult<()> {
+        self.create_thread(user, thread).await?;
+        if let Err(e) = self.add_item(user, item).await {
+            if let Err(cleanup) = self.delete_thread(user, &thread.id).await {
+                tracing::warn!(error = %cleanup, thread_id = %thread.id, "could not remove a thread whose first message failed");
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
 
     /// Loads a thread's metadata.
     async fn load_thread(&self, user: &str, thread_id: &str) -> StoreResult<ThreadMetadata>;

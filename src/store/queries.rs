@@ -12,6 +12,9 @@ use crate::protocol::Order;
 pub(super) struct Queries {
     pub(super) thread_seq: String,
     pub(super) insert_thread: String,
+    /// Postgres: a new thread and its first item in one statement (SQLite
+    /// has no data-modifying `WITH`; it uses a transaction instead).
+    pub(super) insert_thread_with_item: Option<String>,
     pub(super) load_thread: String,
     pub(super) update_thread: String,
     pub(super) set_title: String,
@@ -59,6 +62,18 @@ impl Queries {
                 d.time_param(3),
                 d.json_param(5)
             ),
+            insert_thread_with_item: (d == Dialect::Postgres).then(|| {
+                format!(
+                    "WITH thread AS (INSERT INTO threads (id, user_id, created_at, title, body) \
+                     VALUES ($1, $2, {}, $4, {}) RETURNING id) \
+                     INSERT INTO items (id, thread_id, user_id, item_type, hidden, created_at, body) \
+                     SELECT $6, id, $2, $7, $8, {}, {} FROM thread",
+                    d.time_param(3),
+                    d.json_param(5),
+                    d.time_param(9),
+                    d.json_param(10)
+                )
+            }),
             load_thread: format!(
                 "SELECT id, title, {body} AS body FROM threads WHERE id = $1 AND user_id = $2"
             ),

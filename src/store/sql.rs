@@ -7,17 +7,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
-use serde::de::DeserializeOwned;
 use sqlx::any::AnyRow;
-use sqlx::{AnyPool, AssertSqlSafe, Row};
+use sqlx::{AnyPool, AssertSqlSafe};
 
 use super::advisory::LockSession;
 use super::dialect::Dialect;
 use super::locks::{LocalLocks, RunLock};
 use super::queries::{Queries, order_index, query};
+use super::rows::{
+    bind_item, bind_thread, item_body, parse_body, row_bytes, thread_body, thread_from_row,
+};
 use super::{PageRequest, Store, StoreError, StoreResult};
 use crate::config::{LimitsConfig, StoreConfig, StoreUrl, StoreUrlError};
-use crate::protocol::{FeedbackKind, Page, ThreadItem, ThreadMetadata, Timestamp, text};
+use crate::protocol::{FeedbackKind, Page, ThreadItem, ThreadMetadata, Timestamp};
 
 /// Pool sizes and timeouts of a [`SqlStore`]; the defaults are `[store]`'s.
 #[derive(Debug, Clone)]
@@ -145,59 +147,6 @@ impl SqlStore {
     }
 }
 
-fn parse_body<T: DeserializeOwned>(row: &AnyRow) -> StoreResult<T> {
-    let id: String = row.try_get("id")?;
-    let body: String = row.try_get("body")?;
-    serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
-        id,
-        message: e.to_string(),
-    })
-}
-
-fn thread_from_row(row: &AnyRow) -> StoreResult<ThreadMetadata> {
-    let mut thread: ThreadMetadata = parse_body(row)?;
-    thread.title = row.try_get("title")?;
-    Ok(thread)
-}
-
-/// The stored body of a thread: everything but the title, which has a column
-/// of its own so that it can be set conditionally.
-fn thread_body(thread: &ThreadMetadata) -> String {
-    let mut body = thread.clone();
-    body.title = None;
-    let mut value = serde_json::to_value(&body).unwrap_or_default();
-    text::scrub_value(&mut value);
-    value.to_string()
-}
-
-fn item_body(item: &ThreadItem) -> StoreResult<String> {
-    let corrupt = |e: serde_json::Error| StoreError::Corrupt {
-        id: item.id.clone(),
-        message: e.to_string(),
-    };
-    let body = serde_json::to_string(item).map_err(corrupt)?;
-    // Callers scrub U+0000 where text enters; this catches the rest, so a
-    // write never fails on Postgres for it (see protocol::text).
-    if !body.contains("\\u0000") {
-        return Ok(body);
-    }
-    let mut value: serde_json::Value = serde_json::from_str(&body).map_err(corrupt)?;
-    text::scrub_value(&mut value);
-    serde_json::to_string(&value).map_err(corrupt)
-}
-
-/// The bytes a listed row stands for: its stored JSON and its title.
-fn row_bytes(row: &AnyRow) -> StoreResult<usize> {
-    let body: String = row.try_get("body")?;
-    let title = match row.try_get::<Option<String>, _>("title") {
-        Ok(title) => title.map_or(0, |t| t.len()),
-        // Item rows have no title column.
-        Err(sqlx::Error::ColumnNotFound(_)) => 0,
-        Err(e) => return Err(e.into()),
-    };
-    Ok(body.len() + title)
-}
-
 impl SqlStore {
     /// Reads a page of at most `limit` records from a query that asks for
     /// `limit + 1` rows (the extra row only says that more remain). Rows are
@@ -249,14 +198,36 @@ impl Store for SqlStore {
     }
 
     async fn create_thread(&self, user: &str, thread: &ThreadMetadata) -> StoreResult<()> {
-        query(&self.sql.insert_thread)
-            .bind(&thread.id)
-            .bind(user)
-            .bind(thread.created_at.to_string())
-            .bind(thread.title.as_deref())
-            .bind(thread_body(thread))
+        bind_thread(query(&self.sql.insert_thread), user, thread)
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    async fn create_thread_with_item(
+        &self,
+        user: &str,
+        thread: &ThreadMetadata,
+        item: &ThreadItem,
+    ) -> StoreResult<()> {
+        if let Some(sql) = &self.sql.insert_thread_with_item {
+            let both = bind_thread(query(sql), user, thread)
+                .bind(&item.id)
+                .bind(item.type_name())
+                .bind(item.is_hidden())
+                .bind(item.created_at.to_string())
+                .bind(item_body(item)?);
+            both.execute(&self.pool).await?;
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        bind_thread(query(&self.sql.insert_thread), user, thread)
+            .execute(&mut *tx)
+            .await?;
+        bind_item(query(&self.sql.insert_item), user, item)?
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -484,14 +455,7 @@ impl Store for SqlStore {
 
 impl SqlStore {
     async fn write_item(&self, sql: &str, user: &str, item: &ThreadItem) -> StoreResult<()> {
-        let done = query(sql)
-            .bind(&item.id)
-            .bind(&item.thread_id)
-            .bind(user)
-            .bind(item.type_name())
-            .bind(item.is_hidden())
-            .bind(item.created_at.to_string())
-            .bind(item_body(item)?)
+        let done = bind_item(query(sql), user, item)?
             .execute(&self.pool)
             .await?;
         if done.rows_affected() == 0 {

@@ -1,0 +1,408 @@
+//! Scale benchmark: a thousand conversations at once on one replica.
+//!
+//! Run with `cargo bench --bench scale` (`-- --quick` for the 20 s version CI
+//! runs; `-- --conversations N --seconds S` to change the load). For SQLite
+//! and (when a PostgreSQL server can be started or `TEST_PG_URL` is set)
+//! Postgres, it starts the release `chatkitd` binary as a child process and
+//! the fake OpenAI-compatible model in this process, whose answers are 100
+//! chunks 50 ms apart (a 5 s answer, like a real model's). Then every one of
+//! N clients (1,000) sends `threads.create` in a loop for S seconds, each
+//! answer read whole, and it prints:
+//! - answers, errors (HTTP errors, cut streams, `error` events), answers per
+//!   second against the ideal (N / 5 s), time to the first text delta p50
+//!   and p99;
+//! - the daemon's resident memory before, at its peak, and per conversation;
+//! - the SQL statements one `threads.create` turn and one
+//!   `threads.add_user_message` turn execute, counted from sqlx's own
+//!   statement log on a daemon run in this process.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use chatkitd::app::App;
+use chatkitd::config::Config;
+use chatkitd_testkit::FakeLlm;
+use chatkitd_testkit::figures::{ms, percentile};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+
+/// Words of each message: the fake model echoes them after "Hello! You
+/// said:", one per chunk, so that each answer is 100 chunks.
+const MESSAGE_WORDS: usize = 97;
+/// The pause before each chunk of the fake model's answers.
+const CHUNK_DELAY: Duration = Duration::from_millis(50);
+/// How long one answer takes at the model: 100 chunks, [`CHUNK_DELAY`] apart.
+const ANSWER_TIME: Duration = Duration::from_millis(5000);
+
+struct Options {
+    conversations: usize,
+    duration: Duration,
+}
+
+fn options() -> Options {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let quick = args.iter().any(|a| a == "--quick");
+    Options {
+        conversations: value("--conversations").map_or(1000, |n| n as usize),
+        duration: Duration::from_secs(value("--seconds").unwrap_or(if quick { 20 } else { 60 })),
+    }
+}
+
+/// SQL statements sqlx executed in this process (its `sqlx::query` events).
+static STATEMENTS: AtomicU64 = AtomicU64::new(0);
+
+struct CountStatements;
+
+impl<S: tracing::Subscriber> Layer<S> for CountStatements {
+    fn on_event(&self, _: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        STATEMENTS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    chatkitd::tls::install_crypto_provider();
+    // The clients' sockets and the fake model's: far more than 1,024.
+    chatkitd::http::serve::raise_open_files_limit();
+    let statements = tracing_subscriber::filter::Targets::new()
+        .with_target("sqlx::query", tracing::Level::DEBUG);
+    let subscriber = tracing_subscriber::registry().with(CountStatements.with_filter(statements));
+    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+
+    let options = options();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sqlite = format!("sqlite://{}", dir.path().join("scale.db").display());
+    run_backend("sqlite", &sqlite, &options).await;
+    match postgres_url().await {
+        Some(url) => run_backend("postgres", &url, &options).await,
+        None => println!("\n[postgres] skipped: no PostgreSQL server could be started"),
+    }
+}
+
+async fn postgres_url() -> Option<String> {
+    let started = tokio::spawn(async {
+        chatkitd_testkit::shared_server()
+            .await
+            .fresh_database()
+            .await
+    });
+    started.await.ok()
+}
+
+async fn run_backend(name: &str, store_url: &str, options: &Options) {
+    let llm = FakeLlm::start().await;
+    llm.set_default_delay(CHUNK_DELAY);
+    let (create, add) = statements_per_turn(store_url, &llm).await;
+    println!(
+        "\n[{name}] SQL statements per turn: threads.create {create:.1}, threads.add_user_message {add:.1}"
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[server]
+listen = "127.0.0.1:0"
+[store]
+url = "{store_url}"
+[llm]
+base_url = "{}"
+api_key = "bench"
+[agent]
+title_generation = false
+[limits]
+max_concurrent_runs_per_user = 0
+requests_per_minute_per_user = 0
+"#,
+            llm.base_url()
+        ),
+    )
+    .expect("config written");
+    let log = dir.path().join("chatkitd.log");
+    let mut daemon = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatkitd"))
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .env("CHATKITD_LOG", "info,sqlx=warn")
+        .env_remove("DATABASE_URL")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chatkitd starts");
+    let pid = daemon.id().expect("running");
+    let url = format!("http://{}/api/chatkit", listening_address(&log).await);
+
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(options.conversations * 2)
+        .build()
+        .expect("client");
+    // Warm up: connections, prepared statements, the pools.
+    for _ in 0..3 {
+        answer(&http, &url).await.expect("a warm-up answer");
+    }
+    let rss_before = rss_kib(pid, "VmRSS:");
+    let (daemon_cpu, own_cpu) = (cpu_seconds(&pid.to_string()), cpu_seconds("self"));
+    println!(
+        "[{name}] {} conversations at once for {} s, answers of 100 chunks {} ms apart",
+        options.conversations,
+        options.duration.as_secs(),
+        CHUNK_DELAY.as_millis()
+    );
+    let ttfts = Arc::new(Mutex::new(Vec::new()));
+    let answers = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let first_error = Arc::new(Mutex::new(None::<String>));
+    let started = Instant::now();
+    let deadline = started + options.duration;
+    let mut clients = Vec::new();
+    for _ in 0..options.conversations {
+        let (http, url) = (http.clone(), url.clone());
+        let (ttfts, answers, errors, first_error) = (
+            ttfts.clone(),
+            answers.clone(),
+            errors.clone(),
+            first_error.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                match answer(&http, &url).await {
+                    Ok(ttft) => {
+                        answers.fetch_add(1, Ordering::Relaxed);
+                        ttfts.lock().await.push(ttft);
+                    }
+                    Err(error) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        first_error.lock().await.get_or_insert(error);
+                        // Not a hot loop against a failing daemon.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }));
+    }
+    futures::future::join_all(clients).await;
+    let elapsed = started.elapsed();
+    let daemon_cpu = cpu_seconds(&pid.to_string()) - daemon_cpu;
+    let own_cpu = cpu_seconds("self") - own_cpu;
+    let rss_peak = rss_kib(pid, "VmHWM:");
+    let answers = answers.load(Ordering::Relaxed);
+    let errors = errors.load(Ordering::Relaxed);
+    let mut ttfts = ttfts.lock().await;
+    let rate = answers as f64 / elapsed.as_secs_f64();
+    let ideal = options.conversations as f64 / ANSWER_TIME.as_secs_f64();
+    println!(
+        "  answers {answers}, errors {errors}, {rate:.1} answers/s ({:.0} % of the ideal {ideal:.0}/s)",
+        100.0 * rate / ideal
+    );
+    println!(
+        "  first text p50 {:.1} ms, p99 {:.1} ms",
+        ms(percentile(&mut ttfts, 50.0)),
+        ms(percentile(&mut ttfts, 99.0))
+    );
+    println!(
+        "  daemon RSS: {} MiB before, {} MiB at peak, {:.1} KiB per conversation",
+        rss_before / 1024,
+        rss_peak / 1024,
+        rss_peak.saturating_sub(rss_before) as f64 / options.conversations as f64
+    );
+    println!(
+        "  CPU over {:.1} s: daemon {daemon_cpu:.1} s ({:.2} cores), clients and model {own_cpu:.1} s ({:.2} cores)",
+        elapsed.as_secs_f64(),
+        daemon_cpu / elapsed.as_secs_f64(),
+        own_cpu / elapsed.as_secs_f64()
+    );
+    if let Some(error) = first_error.lock().await.as_ref() {
+        println!("  first error: {error}");
+    }
+    let _ = daemon.start_kill();
+    let _ = daemon.wait().await;
+}
+
+/// The SQL statements of one `threads.create` turn and of one
+/// `threads.add_user_message` turn, each averaged over 20 turns on a daemon
+/// in this process (whose sqlx statement log this process counts).
+async fn statements_per_turn(store_url: &str, llm: &FakeLlm) -> (f64, f64) {
+    llm.set_default_delay(Duration::ZERO);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config::from_toml("", "bench.toml", dir.path().to_path_buf(), &|_| None)
+        .expect("default config");
+    config.server.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    config.store.url = store_url.parse().expect("a store URL");
+    config.llm.base_url = llm.base_url();
+    config.llm.api_key = Some("bench".into());
+    config.agent.title_generation = false;
+    config.limits.max_concurrent_runs_per_user = 0;
+    config.limits.requests_per_minute_per_user = 0;
+    let app = App::build(config).await.expect("daemon builds");
+    let listener = app.bind(None).await.expect("bind");
+    let url = format!(
+        "http://{}/api/chatkit",
+        listener.local_addr().expect("addr")
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        app.serve(listener, async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("serve");
+    });
+    let http = reqwest::Client::new();
+    const TURNS: u64 = 20;
+    let thread = create(&http, &url).await;
+    let before = STATEMENTS.load(Ordering::Relaxed);
+    for _ in 0..TURNS {
+        create(&http, &url).await;
+    }
+    let created = STATEMENTS.load(Ordering::Relaxed) - before;
+    let before = STATEMENTS.load(Ordering::Relaxed);
+    for _ in 0..TURNS {
+        let body = json!({"type": "threads.add_user_message", "params": {"thread_id": thread, "input": input("and then?")}});
+        let text = http
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .expect("add")
+            .text()
+            .await
+            .expect("body");
+        assert!(text.contains("\"type\":\"assistant_message\""), "{text}");
+    }
+    let added = STATEMENTS.load(Ordering::Relaxed) - before;
+    let _ = stop.send(());
+    let _ = server.await;
+    llm.set_default_delay(CHUNK_DELAY);
+    (created as f64 / TURNS as f64, added as f64 / TURNS as f64)
+}
+
+/// Creates a thread with one short message; returns its id.
+async fn create(http: &reqwest::Client, url: &str) -> String {
+    let body = json!({"type": "threads.create", "params": {"input": input("hello")}});
+    let text = http
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .expect("create")
+        .text()
+        .await
+        .expect("body");
+    let first = text.lines().next().unwrap_or_default();
+    let event: Value = serde_json::from_str(first.trim_start_matches("data: ")).expect("event");
+    event["thread"]["id"]
+        .as_str()
+        .expect("thread id")
+        .to_owned()
+}
+
+/// One `threads.create` answered whole: the time to its first text delta,
+/// or what went wrong.
+async fn answer(http: &reqwest::Client, url: &str) -> Result<Duration, String> {
+    let words: Vec<String> = (0..MESSAGE_WORDS).map(|i| format!("w{i}")).collect();
+    let body = json!({"type": "threads.create", "params": {"input": input(&words.join(" "))}});
+    let started = Instant::now();
+    let response = http
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!(
+            "HTTP {status}: {}",
+            response.text().await.unwrap_or_default()
+        ));
+    }
+    let mut stream = response.bytes_stream();
+    let mut ttft = None;
+    // Only the tail is kept: enough to see the last events.
+    let mut tail = String::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| format!("stream cut: {e}"))?;
+        let text = String::from_utf8_lossy(&chunk);
+        if ttft.is_none() && text.contains("content_part.text_delta") {
+            ttft = Some(started.elapsed());
+        }
+        if text.contains("\"type\":\"error\"") {
+            return Err(format!("error event: {text}"));
+        }
+        tail.push_str(&text);
+        if tail.len() > 8192 {
+            tail.drain(..tail.len() - 4096);
+        }
+    }
+    match ttft {
+        Some(ttft) if tail.contains("\"type\":\"assistant_message\"") => Ok(ttft),
+        _ => Err(format!("incomplete answer: {tail}")),
+    }
+}
+
+fn input(text: &str) -> Value {
+    json!({"content": [{"type": "input_text", "text": text}], "attachments": [], "inference_options": {}})
+}
+
+/// The address the daemon logged it listens on.
+async fn listening_address(log: &std::path::Path) -> String {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(addr) = text
+            .lines()
+            .find(|l| l.contains("chatkitd listening"))
+            .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")))
+        {
+            return addr.to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "chatkitd did not start:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// CPU time (user and system) a process has used, from `/proc/PID/stat`.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses: utime is the
+    // 12th of them and stime the 13th, in clock ticks.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<f64> = after
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    let ticks = fields.get(11).unwrap_or(&0.0) + fields.get(12).unwrap_or(&0.0);
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks / per_second.max(1.0)
+}
+
+/// A `/proc/PID/status` figure in KiB (`VmRSS:`, `VmHWM:`).
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse().ok())
+        })
+        .unwrap_or(0)
+}
