@@ -1,16 +1,20 @@
 //! Scale benchmark: a thousand conversations at once on one replica.
 //!
 //! Run with `cargo bench --bench scale` (`-- --quick` for the 20 s version CI
-//! runs; `-- --conversations N --seconds S` to change the load). For SQLite
+//! runs; `-- --conversations N --seconds S` to change the load, `--burst`
+//! to start every client at once). For SQLite
 //! and (when a PostgreSQL server can be started or `TEST_PG_URL` is set)
 //! Postgres, it starts the release `chatkitd` binary as a child process and
 //! the fake OpenAI-compatible model in this process, whose answers are 100
 //! chunks 50 ms apart (a 5 s answer, like a real model's). Then every one of
-//! N clients (1,000) sends `threads.create` in a loop for S seconds, each
-//! answer read whole, and it prints:
+//! N clients (1,000) sends `threads.create` in a loop, each answer read
+//! whole. The clients start spread evenly over one answer's time, as users
+//! arrive (`--burst` starts them all at once, so that they ask in waves of
+//! N), and are measured for the S seconds that follow. It prints:
 //! - answers, errors (HTTP errors, cut streams, `error` events), answers per
-//!   second against the ideal (N / 5 s), time to the first text delta p50
-//!   and p99;
+//!   second in the measured window (each answer counted for the share of
+//!   its time inside it) against the ideal (N / 5 s), time to the first
+//!   text delta p50 and p99 of the answers asked in it;
 //! - the daemon's resident memory before, at its peak, and per conversation;
 //! - the SQL statements one `threads.create` turn and one
 //!   `threads.add_user_message` turn execute, counted from sqlx's own
@@ -41,6 +45,9 @@ const ANSWER_TIME: Duration = Duration::from_millis(5000);
 struct Options {
     conversations: usize,
     duration: Duration,
+    /// How long the clients take to start, evenly spread: one answer's time
+    /// by default, as real users arrive; zero with `--burst`, all at once.
+    ramp: Duration,
 }
 
 fn options() -> Options {
@@ -55,6 +62,32 @@ fn options() -> Options {
     Options {
         conversations: value("--conversations").map_or(1000, |n| n as usize),
         duration: Duration::from_secs(value("--seconds").unwrap_or(if quick { 20 } else { 60 })),
+        ramp: if args.iter().any(|a| a == "--burst") {
+            Duration::ZERO
+        } else {
+            ANSWER_TIME
+        },
+    }
+}
+
+/// One answer read whole: when it was asked, when it ended, and the time to
+/// its first text.
+struct Answered {
+    asked: Instant,
+    ended: Instant,
+    ttft: Duration,
+}
+
+impl Answered {
+    /// The share of this answer's time that fell inside `window`.
+    fn share_in(&self, window: (Instant, Instant)) -> f64 {
+        let from = self.asked.max(window.0);
+        let to = self.ended.min(window.1);
+        let length = self.ended.duration_since(self.asked).as_secs_f64();
+        if to <= from || length == 0.0 {
+            return 0.0;
+        }
+        to.duration_since(from).as_secs_f64() / length
     }
 }
 
@@ -158,33 +191,38 @@ requests_per_minute_per_user = 0
     let rss_before = rss_kib(pid, "VmRSS:");
     let (daemon_cpu, own_cpu) = (cpu_seconds(&pid.to_string()), cpu_seconds("self"));
     println!(
-        "[{name}] {} conversations at once for {} s, answers of 100 chunks {} ms apart",
+        "[{name}] {} conversations at once, started over {} s, then measured for {} s; answers of 100 chunks {} ms apart",
         options.conversations,
+        options.ramp.as_secs(),
         options.duration.as_secs(),
         CHUNK_DELAY.as_millis()
     );
-    let ttfts = Arc::new(Mutex::new(Vec::new()));
-    let answers = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(Mutex::new(Vec::<Answered>::new()));
     let errors = Arc::new(AtomicUsize::new(0));
     let first_error = Arc::new(Mutex::new(None::<String>));
     let started = Instant::now();
-    let deadline = started + options.duration;
+    let window = (
+        started + options.ramp,
+        started + options.ramp + options.duration,
+    );
     let mut clients = Vec::new();
-    for _ in 0..options.conversations {
+    for i in 0..options.conversations {
         let (http, url) = (http.clone(), url.clone());
-        let (ttfts, answers, errors, first_error) = (
-            ttfts.clone(),
-            answers.clone(),
-            errors.clone(),
-            first_error.clone(),
-        );
+        let (done, errors, first_error) = (done.clone(), errors.clone(), first_error.clone());
+        let start_at = started
+            + options
+                .ramp
+                .mul_f64(i as f64 / options.conversations as f64);
         clients.push(tokio::spawn(async move {
-            while Instant::now() < deadline {
+            tokio::time::sleep_until(start_at.into()).await;
+            while Instant::now() < window.1 {
+                let asked = Instant::now();
                 match answer(&http, &url).await {
-                    Ok(ttft) => {
-                        answers.fetch_add(1, Ordering::Relaxed);
-                        ttfts.lock().await.push(ttft);
-                    }
+                    Ok(ttft) => done.lock().await.push(Answered {
+                        asked,
+                        ended: Instant::now(),
+                        ttft,
+                    }),
                     Err(error) => {
                         errors.fetch_add(1, Ordering::Relaxed);
                         first_error.lock().await.get_or_insert(error);
@@ -200,13 +238,22 @@ requests_per_minute_per_user = 0
     let daemon_cpu = cpu_seconds(&pid.to_string()) - daemon_cpu;
     let own_cpu = cpu_seconds("self") - own_cpu;
     let rss_peak = rss_kib(pid, "VmHWM:");
-    let answers = answers.load(Ordering::Relaxed);
     let errors = errors.load(Ordering::Relaxed);
-    let mut ttfts = ttfts.lock().await;
-    let rate = answers as f64 / elapsed.as_secs_f64();
+    let done = done.lock().await;
+    // The answers' work inside the window: each counts for the share of its
+    // time that fell in it, so the rate has no steps where answers end.
+    let work: f64 = done.iter().map(|a| a.share_in(window)).sum();
+    let rate = work / options.duration.as_secs_f64();
+    let mut ttfts: Vec<Duration> = done
+        .iter()
+        .filter(|a| a.asked >= window.0 && a.asked < window.1)
+        .map(|a| a.ttft)
+        .collect();
     let ideal = options.conversations as f64 / ANSWER_TIME.as_secs_f64();
     println!(
-        "  answers {answers}, errors {errors}, {rate:.1} answers/s ({:.0} % of the ideal {ideal:.0}/s)",
+        "  answers {} ({} asked in the window), errors {errors}, {rate:.1} answers/s in the window ({:.0} % of the ideal {ideal:.0}/s)",
+        done.len(),
+        ttfts.len(),
         100.0 * rate / ideal
     );
     println!(

@@ -195,3 +195,63 @@ async fn a_killed_replica_frees_its_threads_within_a_second() {
     );
     b.stop().await;
 }
+
+/// Run locks taken in a burst (one statement per batch on the lock
+/// session) are each held once and exclusively across replicas: a second
+/// store (another replica's session) cannot take any of them while they are
+/// held, and takes every one of them once they are released, woken by the
+/// release rather than by waiting out its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_run_locks_is_exclusive_across_replicas() {
+    use chatkitd::store::sql::SqlStoreOptions;
+    use chatkitd::store::{SqlStore, Store};
+    let url = chatkitd_testkit::shared_server()
+        .await
+        .fresh_database()
+        .await;
+    let options = SqlStoreOptions {
+        lock_timeout: Duration::from_millis(300),
+        ..SqlStoreOptions::default()
+    };
+    let a = std::sync::Arc::new(SqlStore::connect(&url, &options).await.expect("store a"));
+    a.migrate().await.expect("migrated");
+    let b = std::sync::Arc::new(SqlStore::connect(&url, &options).await.expect("store b"));
+    let ids: Vec<String> = (0..300).map(|i| format!("thr_burst_{i}")).collect();
+
+    let burst = futures::future::join_all(ids.iter().map(|id| {
+        let a = a.clone();
+        async move { a.lock_thread(id).await }
+    }))
+    .await;
+    let held: Vec<_> = burst
+        .into_iter()
+        .map(|lock| lock.expect("every lock of the burst is taken"))
+        .collect();
+
+    for id in ids.iter().step_by(30) {
+        let refused = b.lock_thread(id).await;
+        assert!(refused.is_err(), "{id} was taken twice");
+    }
+    // Waiting on b, then released by a: b gets them on the notification.
+    let waiting = {
+        let b = b.clone();
+        let ids = ids.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let mut locks = Vec::new();
+            for id in ids.iter().step_by(30) {
+                locks.push(b.lock_thread(id).await.expect("free after the release"));
+            }
+            (started.elapsed(), locks)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(held);
+    let (took, locks) = waiting.await.expect("waiter");
+    assert_eq!(locks.len(), 10);
+    // Well under the 250 ms a waiter retries after unprompted.
+    assert!(took < Duration::from_millis(200), "b waited {took:?}");
+    drop(locks);
+    a.close().await;
+    b.close().await;
+}

@@ -201,6 +201,12 @@ impl Agent {
         }
     }
 
+    /// How many of a thread's newest items a run reads as its history
+    /// (`[agent] history_max_items`), for callers that hand it in.
+    pub fn history_limit(&self) -> u32 {
+        self.config.history_max_items
+    }
+
     /// Runs one turn: `stream_options`, the answer, the title. Never returns
     /// an error: failures become `error` events, and what was produced is kept.
     pub async fn run(

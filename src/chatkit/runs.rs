@@ -59,9 +59,13 @@ impl ChatKit {
         let slot = self.run_slot(ctx)?;
         let lock = self.store.lock_thread(&thread.id).await?;
         let item = user_item(&thread, input);
-        self.store.add_item(&ctx.user_id, &item).await?;
+        // The run starts from the history read with the write.
+        let history = self
+            .store
+            .add_item_with_history(&ctx.user_id, &item, self.agent.history_limit())
+            .await?;
         let first = vec![ThreadStreamEvent::ItemDone { item }];
-        Ok(self.start_run(ctx, thread, (lock, slot), None, first))
+        Ok(self.start_run(ctx, thread, (lock, slot), Some(history), first))
     }
 
     pub(super) async fn retry(

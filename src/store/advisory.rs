@@ -17,8 +17,12 @@
 //! Should the session's connection fail, every lock it held is gone with
 //! it: the task reconnects at the next command and takes them back, and
 //! says so at error level for any another replica took meanwhile.
+//!
+//! Commands that queue up while a statement runs are sent together (one
+//! statement over an array of ids), so a burst of a thousand new
+//! conversations costs a few round trips on the session, not a thousand.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,8 +40,11 @@ pub const CHANNEL: &str = "chatkitd_run_unlocked";
 pub const RETRY_EVERY: Duration = Duration::from_millis(250);
 
 const TRY_LOCK: &str = "SELECT pg_try_advisory_lock(hashtextextended($1, 0))";
-const UNLOCK: &str =
-    "SELECT pg_advisory_unlock(hashtextextended($1, 0)), pg_notify('chatkitd_run_unlocked', $1)";
+/// One answer per thread id of `$1`, in its order.
+const TRY_LOCKS: &str = "SELECT pg_try_advisory_lock(hashtextextended(t, 0)) \
+     FROM unnest($1::text[]) WITH ORDINALITY AS u(t, i) ORDER BY i";
+const UNLOCKS: &str = "SELECT pg_advisory_unlock(hashtextextended(t, 0)), \
+     pg_notify('chatkitd_run_unlocked', t) FROM unnest($1::text[]) AS u(t)";
 
 enum Command {
     TryLock {
@@ -144,7 +151,17 @@ impl Drop for AdvisoryGuard {
     }
 }
 
-/// Runs the session's commands in order on its connection.
+/// Most commands taken from the queue at once.
+const BATCH: usize = 256;
+
+/// The locks the session holds, with how many times each is taken (session
+/// advisory locks count: each take needs its release).
+type Held = HashMap<String, u32>;
+
+/// Runs the session's commands in order on its connection. Commands that
+/// queued up meanwhile go together: a run of takes (or of releases) is one
+/// statement over an array of thread ids, so a burst of new conversations
+/// costs a few round trips, not one each.
 async fn serve(
     connection: PgConnection,
     url: String,
@@ -153,49 +170,47 @@ async fn serve(
 ) {
     let _stop_listening = stop.drop_guard();
     let mut connection = Some(connection);
-    let mut held: HashSet<String> = HashSet::new();
-    while let Some(command) = commands.recv().await {
-        if connection.is_none() {
-            connection = reconnect(&url, &held).await;
+    let mut held = Held::new();
+    while let Some(first) = commands.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match commands.try_recv() {
+                Ok(command) => batch.push(command),
+                Err(_) => break,
+            }
         }
-        match command {
-            Command::TryLock { thread_id, reply } => {
-                let result = match connection.as_mut() {
-                    Some(conn) => sqlx::query_scalar::<_, bool>(TRY_LOCK)
-                        .bind(&thread_id)
-                        .fetch_one(&mut *conn)
-                        .await
-                        .map_err(StoreError::from),
-                    None => Err(StoreError::Unavailable(
-                        "the run lock session cannot reach the database".to_owned(),
-                    )),
-                };
-                if result.is_err() {
-                    // Whatever broke, the locks may be gone with the session:
-                    // start over, and take them back, at the next command.
-                    connection = None;
-                }
-                let taken = matches!(result, Ok(true));
-                if taken {
-                    held.insert(thread_id.clone());
-                }
-                // The waiter gave up meanwhile: nobody will release it.
-                if reply.send(result).is_err() && taken {
-                    held.remove(&thread_id);
-                    connection = unlock(connection, &thread_id).await;
-                }
+        let mut batch = batch.into_iter().peekable();
+        while let Some(command) = batch.next() {
+            if connection.is_none() {
+                connection = reconnect(&url, &held).await;
             }
-            Command::Unlock { thread_id } => {
-                if held.remove(&thread_id) {
-                    connection = unlock(connection, &thread_id).await;
+            match command {
+                Command::TryLock { thread_id, reply } => {
+                    let mut takes = vec![(thread_id, reply)];
+                    while matches!(batch.peek(), Some(Command::TryLock { .. })) {
+                        if let Some(Command::TryLock { thread_id, reply }) = batch.next() {
+                            takes.push((thread_id, reply));
+                        }
+                    }
+                    connection = try_locks(connection, takes, &mut held).await;
                 }
-            }
-            Command::Close { done } => {
-                if let Some(conn) = connection.take() {
-                    let _ = conn.close().await;
+                Command::Unlock { thread_id } => {
+                    let mut releases = vec![thread_id];
+                    while matches!(batch.peek(), Some(Command::Unlock { .. })) {
+                        if let Some(Command::Unlock { thread_id }) = batch.next() {
+                            releases.push(thread_id);
+                        }
+                    }
+                    releases.retain(|thread_id| release(&mut held, thread_id));
+                    connection = unlock(connection, &releases).await;
                 }
-                let _ = done.send(());
-                return;
+                Command::Close { done } => {
+                    if let Some(conn) = connection.take() {
+                        let _ = conn.close().await;
+                    }
+                    let _ = done.send(());
+                    return;
+                }
             }
         }
     }
@@ -204,21 +219,95 @@ async fn serve(
     }
 }
 
-/// Releases one lock and announces it; `None` if the connection failed
-/// (which released it anyway, unannounced: waiters retry on their own).
-async fn unlock(connection: Option<PgConnection>, thread_id: &str) -> Option<PgConnection> {
+/// Counts one release of a held lock; false if it was not held (the
+/// session was lost meanwhile, or it was released already).
+fn release(held: &mut Held, thread_id: &str) -> bool {
+    match held.get_mut(thread_id) {
+        Some(count) if *count > 1 => {
+            *count -= 1;
+            true
+        }
+        Some(_) => {
+            held.remove(thread_id);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Tries to take each lock, answers each requester, and releases at once
+/// the locks whose requester gave up meanwhile. `None` if the connection
+/// failed: every requester then gets the error, and the session starts over.
+async fn try_locks(
+    connection: Option<PgConnection>,
+    takes: Vec<(String, oneshot::Sender<StoreResult<bool>>)>,
+    held: &mut Held,
+) -> Option<PgConnection> {
+    let Some(mut conn) = connection else {
+        for (_, reply) in takes {
+            let _ = reply.send(Err(StoreError::Unavailable(
+                "the run lock session cannot reach the database".to_owned(),
+            )));
+        }
+        return None;
+    };
+    let ids: Vec<String> = takes.iter().map(|(id, _)| id.clone()).collect();
+    let taken = match sqlx::query_scalar::<_, bool>(TRY_LOCKS)
+        .bind(&ids)
+        .fetch_all(&mut conn)
+        .await
+    {
+        Ok(taken) if taken.len() == ids.len() => taken,
+        outcome => {
+            let reason = match outcome {
+                Err(e) => e.to_string(),
+                Ok(_) => "an answer per thread was expected".to_owned(),
+            };
+            // Whatever broke, the locks may be gone with the session: start
+            // over, and take them back, at the next command.
+            for (_, reply) in takes {
+                let _ = reply.send(Err(StoreError::Unavailable(format!(
+                    "the run lock session failed: {reason}"
+                ))));
+            }
+            return None;
+        }
+    };
+    let mut abandoned = Vec::new();
+    for ((thread_id, reply), taken) in takes.into_iter().zip(taken) {
+        if taken {
+            *held.entry(thread_id.clone()).or_insert(0) += 1;
+        }
+        // The requester gave up meanwhile: nobody will release it.
+        if reply.send(Ok(taken)).is_err() && taken && release(held, &thread_id) {
+            abandoned.push(thread_id);
+        }
+    }
+    unlock(Some(conn), &abandoned).await
+}
+
+/// Releases these locks and announces each; `None` if the connection failed
+/// (which released them anyway, unannounced: waiters retry on their own).
+async fn unlock(connection: Option<PgConnection>, thread_ids: &[String]) -> Option<PgConnection> {
     let mut conn = connection?;
-    match sqlx::query(UNLOCK).bind(thread_id).execute(&mut conn).await {
+    if thread_ids.is_empty() {
+        return Some(conn);
+    }
+    match sqlx::query(UNLOCKS)
+        .bind(thread_ids)
+        .execute(&mut conn)
+        .await
+    {
         Ok(_) => Some(conn),
         Err(e) => {
-            tracing::warn!(error = %e, %thread_id, "run lock release failed; reconnecting the lock session");
+            tracing::warn!(error = %e, locks = thread_ids.len(), "run lock release failed; reconnecting the lock session");
             None
         }
     }
 }
 
 /// A new session that holds again the locks of `held`.
-async fn reconnect(url: &str, held: &HashSet<String>) -> Option<PgConnection> {
+async fn reconnect(url: &str, held: &Held) -> Option<PgConnection> {
     let mut conn = match PgConnection::connect(url).await {
         Ok(conn) => conn,
         Err(e) => {
@@ -226,7 +315,7 @@ async fn reconnect(url: &str, held: &HashSet<String>) -> Option<PgConnection> {
             return None;
         }
     };
-    for thread_id in held {
+    for thread_id in held.keys() {
         match sqlx::query_scalar::<_, bool>(TRY_LOCK)
             .bind(thread_id)
             .fetch_one(&mut conn)

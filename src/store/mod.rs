@@ -10,6 +10,8 @@
 //!
 //! Files: `sql.rs` (the implementation), `queries.rs` (its SQL texts),
 //! `rows.rs` (what threads and items are stored as, and read back from),
+//! `turns.rs` (the writes of a turn done together with another write or a
+//! read),
 //! `dialect.rs` (what differs between the databases), `locks.rs` (one run per
 //! thread), `advisory.rs` (the replica's lock session on Postgres, which
 //! holds every run's lock across replicas on one connection), `schema.rs`
@@ -22,6 +24,7 @@ mod queries;
 mod rows;
 pub mod schema;
 pub mod sql;
+mod turns;
 
 use async_trait::async_trait;
 use thiserror::Error;
@@ -144,6 +147,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends an item at the end of its thread.
     async fn add_item(&self, user: &str, item: &ThreadItem) -> StoreResult<()>;
+
+    /// Appends an item and returns the history a run reads after it: the
+    /// thread's newest `limit` items, the new one included, oldest first.
+    /// [`SqlStore`] does both in one statement on Postgres.
+    async fn add_item_with_history(
+        &self,
+        user: &str,
+        item: &ThreadItem,
+        limit: u32,
+    ) -> StoreResult<Vec<ThreadItem>> {
+        self.add_item(user, item).await?;
+        self.load_history(user, &item.thread_id, limit).await
+    }
 
     /// Replaces the item with the same id in place, or appends it if new.
     async fn save_item(&self, user: &str, item: &ThreadItem) -> StoreResult<()>;

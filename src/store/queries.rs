@@ -24,6 +24,9 @@ pub(super) struct Queries {
     pub(super) upsert_item: String,
     pub(super) load_item: String,
     pub(super) history: String,
+    /// Postgres: an item insert (`$1`..`$7`) returning the new row beside
+    /// the thread's newest `$8` rows from before it, in one statement.
+    pub(super) insert_item_with_history: Option<String>,
     pub(super) delete_after: String,
     pub(super) count_items: String,
     pub(super) insert_feedback: String,
@@ -111,6 +114,19 @@ impl Queries {
                 "SELECT id, {body} AS body FROM items WHERE thread_id = $1 AND user_id = $2 \
                  ORDER BY seq DESC LIMIT $3"
             ),
+            insert_item_with_history: (d == Dialect::Postgres).then(|| {
+                format!(
+                    "WITH added AS (INSERT INTO items (id, thread_id, user_id, item_type, hidden, created_at, body) \
+                     SELECT $1, $2, $3, $4, $5, {}, {} \
+                     WHERE EXISTS (SELECT 1 FROM threads WHERE id = $2 AND user_id = $3) \
+                     RETURNING seq, id, {body} AS body) \
+                     SELECT seq, id, body FROM added UNION ALL \
+                     (SELECT seq, id, {body} AS body FROM items WHERE thread_id = $2 AND user_id = $3 \
+                     ORDER BY seq DESC LIMIT $8)",
+                    d.time_param(6),
+                    d.json_param(7)
+                )
+            }),
             delete_after: "DELETE FROM items WHERE thread_id = $1 AND user_id = $2 AND seq > $3"
                 .into(),
             count_items:

@@ -14,9 +14,7 @@ use super::advisory::LockSession;
 use super::dialect::Dialect;
 use super::locks::{LocalLocks, RunLock};
 use super::queries::{Queries, order_index, query};
-use super::rows::{
-    bind_item, bind_thread, item_body, parse_body, row_bytes, thread_body, thread_from_row,
-};
+use super::rows::{bind_item, bind_thread, parse_body, row_bytes, thread_body, thread_from_row};
 use super::{PageRequest, Store, StoreError, StoreResult};
 use crate::config::{LimitsConfig, StoreConfig, StoreUrl, StoreUrlError};
 use crate::protocol::{FeedbackKind, Page, ThreadItem, ThreadMetadata, Timestamp};
@@ -63,15 +61,19 @@ struct LockSessionCell {
 /// Threads and items in a SQL database.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
-    pool: AnyPool,
+    pub(super) pool: AnyPool,
     /// Postgres only: the replica's lock session, opened at the first run
     /// (a store that only reads or migrates never needs it).
     lock_session: Option<Arc<LockSessionCell>>,
+    /// SQLite only: writes take turns here rather than on the file's lock,
+    /// whose busy handler sleeps (up to 100 ms a time) while another
+    /// connection writes; the busy timeout still covers other processes.
+    writer: Option<Arc<tokio::sync::Mutex<()>>>,
     local_locks: LocalLocks,
     lock_timeout: Duration,
     max_page_bytes: usize,
     dialect: Dialect,
-    sql: Queries,
+    pub(super) sql: Queries,
 }
 
 impl SqlStore {
@@ -93,12 +95,22 @@ impl SqlStore {
         Ok(SqlStore {
             pool,
             lock_session,
+            writer: (dialect == Dialect::Sqlite).then(Default::default),
             local_locks: LocalLocks::default(),
             lock_timeout: options.lock_timeout,
             max_page_bytes: options.max_page_bytes,
             dialect,
             sql: Queries::new(dialect),
         })
+    }
+
+    /// This connection's turn to write (SQLite; `None` on Postgres, whose
+    /// writers do not exclude each other).
+    pub(super) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.writer {
+            Some(writer) => Some(writer.lock().await),
+            None => None,
+        }
     }
 
     /// Applies pending migrations.
@@ -198,6 +210,7 @@ impl Store for SqlStore {
     }
 
     async fn create_thread(&self, user: &str, thread: &ThreadMetadata) -> StoreResult<()> {
+        let _writer = self.write_turn().await;
         bind_thread(query(&self.sql.insert_thread), user, thread)
             .execute(&self.pool)
             .await?;
@@ -210,25 +223,7 @@ impl Store for SqlStore {
         thread: &ThreadMetadata,
         item: &ThreadItem,
     ) -> StoreResult<()> {
-        if let Some(sql) = &self.sql.insert_thread_with_item {
-            let both = bind_thread(query(sql), user, thread)
-                .bind(&item.id)
-                .bind(item.type_name())
-                .bind(item.is_hidden())
-                .bind(item.created_at.to_string())
-                .bind(item_body(item)?);
-            both.execute(&self.pool).await?;
-            return Ok(());
-        }
-        let mut tx = self.pool.begin().await?;
-        bind_thread(query(&self.sql.insert_thread), user, thread)
-            .execute(&mut *tx)
-            .await?;
-        bind_item(query(&self.sql.insert_item), user, item)?
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        self.insert_thread_with_item(user, thread, item).await
     }
 
     async fn load_thread(&self, user: &str, thread_id: &str) -> StoreResult<ThreadMetadata> {
@@ -242,6 +237,7 @@ impl Store for SqlStore {
     }
 
     async fn save_thread(&self, user: &str, thread: &ThreadMetadata) -> StoreResult<()> {
+        let _writer = self.write_turn().await;
         let done = query(&self.sql.update_thread)
             .bind(&thread.id)
             .bind(user)
@@ -261,6 +257,7 @@ impl Store for SqlStore {
         thread_id: &str,
         title: &str,
     ) -> StoreResult<bool> {
+        let _writer = self.write_turn().await;
         let done = query(&self.sql.set_title)
             .bind(thread_id)
             .bind(user)
@@ -293,6 +290,7 @@ impl Store for SqlStore {
     }
 
     async fn delete_thread(&self, user: &str, thread_id: &str) -> StoreResult<bool> {
+        let _writer = self.write_turn().await;
         // Items and feedback go with the thread (ON DELETE CASCADE).
         let done = query(&self.sql.delete_thread)
             .bind(thread_id)
@@ -353,6 +351,15 @@ impl Store for SqlStore {
         Ok(items)
     }
 
+    async fn add_item_with_history(
+        &self,
+        user: &str,
+        item: &ThreadItem,
+        limit: u32,
+    ) -> StoreResult<Vec<ThreadItem>> {
+        self.insert_item_with_history(user, item, limit).await
+    }
+
     async fn add_item(&self, user: &str, item: &ThreadItem) -> StoreResult<()> {
         self.write_item(&self.sql.insert_item, user, item).await
     }
@@ -383,6 +390,7 @@ impl Store for SqlStore {
         thread_id: &str,
         item_id: &str,
     ) -> StoreResult<u64> {
+        let _writer = self.write_turn().await;
         let seq: i64 = sqlx::query_scalar(AssertSqlSafe(self.sql.item_seq.as_str()))
             .bind(item_id)
             .bind(thread_id)
@@ -406,6 +414,7 @@ impl Store for SqlStore {
         item_ids: &[String],
         kind: FeedbackKind,
     ) -> StoreResult<()> {
+        let _writer = self.write_turn().await;
         self.require_thread(user, thread_id).await?;
         let mut tx = self
             .pool
@@ -455,6 +464,7 @@ impl Store for SqlStore {
 
 impl SqlStore {
     async fn write_item(&self, sql: &str, user: &str, item: &ThreadItem) -> StoreResult<()> {
+        let _writer = self.write_turn().await;
         let done = bind_item(query(sql), user, item)?
             .execute(&self.pool)
             .await?;
