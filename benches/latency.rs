@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use chatkitd::app::App;
 use chatkitd::config::Config;
 use chatkitd_testkit::FakeLlm;
-use chatkitd_testkit::figures::{ms, percentile};
+use chatkitd_testkit::figures::{ms, percentile, status_kib};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -41,20 +41,10 @@ async fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let sqlite = format!("sqlite://{}", dir.path().join("bench.db").display());
     run_backend("sqlite", &sqlite, &options).await;
-    match postgres_url().await {
+    match chatkitd_testkit::try_fresh_database().await {
         Some(url) => run_backend("postgres", &url, &options).await,
         None => println!("\n[postgres] skipped: no PostgreSQL server could be started"),
     }
-}
-
-async fn postgres_url() -> Option<String> {
-    let started = tokio::spawn(async {
-        chatkitd_testkit::shared_server()
-            .await
-            .fresh_database()
-            .await
-    });
-    started.await.ok()
 }
 
 async fn run_backend(name: &str, store_url: &str, options: &Options) {
@@ -163,7 +153,7 @@ async fn run_backend(name: &str, store_url: &str, options: &Options) {
             times.len() as f64 / elapsed.as_secs_f64(),
             ms(percentile(&mut times, 50.0)),
             ms(percentile(&mut times, 99.0)),
-            rss_mib()
+            status_kib("self", "VmRSS:") / 1024
         );
     }
     let _ = stop.send(());
@@ -258,16 +248,4 @@ async fn direct_ttft(http: &reqwest::Client, base: &str) -> Duration {
 
 fn input(text: &str) -> Value {
     json!({"content": [{"type": "input_text", "text": text}], "attachments": [], "inference_options": {}})
-}
-
-fn rss_mib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb / 1024)
 }

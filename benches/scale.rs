@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use chatkitd::app::App;
 use chatkitd::config::Config;
 use chatkitd_testkit::FakeLlm;
-use chatkitd_testkit::figures::{ms, percentile};
+use chatkitd_testkit::figures::{ms, percentile, status_kib};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
@@ -116,20 +116,10 @@ async fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let sqlite = format!("sqlite://{}", dir.path().join("scale.db").display());
     run_backend("sqlite", &sqlite, &options).await;
-    match postgres_url().await {
+    match chatkitd_testkit::try_fresh_database().await {
         Some(url) => run_backend("postgres", &url, &options).await,
         None => println!("\n[postgres] skipped: no PostgreSQL server could be started"),
     }
-}
-
-async fn postgres_url() -> Option<String> {
-    let started = tokio::spawn(async {
-        chatkitd_testkit::shared_server()
-            .await
-            .fresh_database()
-            .await
-    });
-    started.await.ok()
 }
 
 async fn run_backend(name: &str, store_url: &str, options: &Options) {
@@ -188,7 +178,7 @@ requests_per_minute_per_user = 0
     for _ in 0..3 {
         answer(&http, &url).await.expect("a warm-up answer");
     }
-    let rss_before = rss_kib(pid, "VmRSS:");
+    let rss_before = status_kib(&pid.to_string(), "VmRSS:");
     let (daemon_cpu, own_cpu) = (cpu_seconds(&pid.to_string()), cpu_seconds("self"));
     println!(
         "[{name}] {} conversations at once, started over {} s, then measured for {} s; answers of 100 chunks {} ms apart",
@@ -237,7 +227,7 @@ requests_per_minute_per_user = 0
     let elapsed = started.elapsed();
     let daemon_cpu = cpu_seconds(&pid.to_string()) - daemon_cpu;
     let own_cpu = cpu_seconds("self") - own_cpu;
-    let rss_peak = rss_kib(pid, "VmHWM:");
+    let rss_peak = status_kib(&pid.to_string(), "VmHWM:");
     let errors = errors.load(Ordering::Relaxed);
     let done = done.lock().await;
     // The answers' work inside the window: each counts for the share of its
@@ -439,17 +429,4 @@ fn cpu_seconds(pid: &str) -> f64 {
     // SAFETY: sysconf has no preconditions.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     ticks / per_second.max(1.0)
-}
-
-/// A `/proc/PID/status` figure in KiB (`VmRSS:`, `VmHWM:`).
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse().ok())
-        })
-        .unwrap_or(0)
 }

@@ -29,29 +29,12 @@ fn chatkitd(config: &Path) -> Command {
     command
 }
 
-/// Writes an `agent.toml` for a daemon on `store_url` answering with `llm`.
+/// Writes an `agent.toml` for a daemon on `store_url` answering with `llm`:
+/// the tests' usual settings (see [`support::test_config_toml`]).
 fn write_config(dir: &Path, store_url: &str, llm: &FakeLlm) -> PathBuf {
-    let text = format!(
-        r#"[server]
-listen = "127.0.0.1:0"
-shutdown_grace = "5s"
-
-[store]
-url = "{store_url}"
-lock_timeout = "30s"
-
-[llm]
-base_url = "{base_url}"
-api_key = "test-key"
-model = "fake-model"
-request_timeout = "10s"
-idle_timeout = "5s"
-max_retry_after = "2s"
-"#,
-        base_url = llm.base_url()
-    );
     let path = dir.join("agent.toml");
-    std::fs::write(&path, text).expect("config written");
+    std::fs::write(&path, support::test_config_toml(store_url, &llm.base_url()))
+        .expect("config written");
     path
 }
 

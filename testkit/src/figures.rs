@@ -1,5 +1,6 @@
-//! Arithmetic on timing samples shared by the benchmarks: percentiles and
-//! milliseconds. Measuring and printing stay with each benchmark.
+//! Figures shared by the benchmarks: percentiles and milliseconds of timing
+//! samples, and a process's memory from `/proc`. Measuring and printing
+//! stay with each benchmark.
 
 use std::time::Duration;
 
@@ -17,6 +18,20 @@ pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
 /// A duration in (fractional) milliseconds, for printing.
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// A memory figure of `/proc/PID/status` in KiB (`VmRSS:` now, `VmHWM:`
+/// at peak); `pid` may be `self`. Zero when it cannot be read.
+pub fn status_kib(pid: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -12,4 +12,4 @@ pub mod figures;
 pub mod postgres;
 
 pub use fake_llm::{FakeLlm, FakeToolCall, RecordedRequest, Script};
-pub use postgres::{PgServer, shared_server};
+pub use postgres::{PgServer, shared_server, try_fresh_database};

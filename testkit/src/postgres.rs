@@ -49,6 +49,13 @@ pub struct PgServer {
 /// # Panics
 /// If the server cannot be started or reached (the test environment is
 /// broken); every later call panics with the same message.
+/// A fresh database on the shared server, or `None` when no server can be
+/// had: benchmarks then skip Postgres rather than fail.
+pub async fn try_fresh_database() -> Option<String> {
+    let started = tokio::spawn(async { shared_server().await.fresh_database().await });
+    started.await.ok()
+}
+
 pub async fn shared_server() -> &'static PgServer {
     static SERVER: OnceCell<Result<PgServer, String>> = OnceCell::const_new();
     let server = SERVER

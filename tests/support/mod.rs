@@ -130,7 +130,7 @@ enum Serving {
 
 /// The configuration file of [`Daemon::binary`] before the test's own
 /// tables: [`test_config`]'s settings, as TOML.
-fn test_config_toml(store_url: &str, llm_base_url: &str) -> String {
+pub fn test_config_toml(store_url: &str, llm_base_url: &str) -> String {
     format!(
         r#"[server]
 listen = "127.0.0.1:0"
@@ -210,6 +210,21 @@ impl Daemon {
             .await
             .expect("daemon serves");
         });
+        let serving = Serving::InProcess {
+            shutdown: Some(tx),
+            served: Some(served),
+        };
+        Daemon::serving(addr, &path, llm, (backend, store_url), dir, serving)
+    }
+
+    fn serving(
+        addr: std::net::SocketAddr,
+        path: &str,
+        llm: FakeLlm,
+        (backend, store_url): (Backend, String),
+        dir: tempfile::TempDir,
+        serving: Serving,
+    ) -> Daemon {
         Daemon {
             url: format!("http://{addr}{path}"),
             base: format!("http://{addr}"),
@@ -218,10 +233,7 @@ impl Daemon {
             backend,
             dir,
             http: reqwest::Client::new(),
-            serving: Serving::InProcess {
-                shutdown: Some(tx),
-                served: Some(served),
-            },
+            serving,
         }
     }
 
@@ -259,19 +271,11 @@ impl Daemon {
         std::fs::write(&config_path, toml::to_string(&config).expect("TOML")).expect("written");
         let log = dir.path().join("chatkitd.log");
         let (child, addr) = serve_chatkitd(&config_path, &log).await;
-        Daemon {
-            url: format!("http://{addr}{path}"),
-            base: format!("http://{addr}"),
-            llm,
-            store_url,
-            backend,
-            dir,
-            http: reqwest::Client::new(),
-            serving: Serving::Binary {
-                child: Some(child),
-                log,
-            },
-        }
+        let serving = Serving::Binary {
+            child: Some(child),
+            log,
+        };
+        Daemon::serving(addr, &path, llm, (backend, store_url), dir, serving)
     }
 
     /// Kills a [`Daemon::binary`] with SIGKILL and reaps it: no shutdown,
