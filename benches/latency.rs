@@ -11,11 +11,12 @@
 //! - 64 conversations of several turns each, all at once: errors, turns per
 //!   second, median and p99 turn time, resident memory after each round.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chatkitd::app::App;
-use chatkitd::config::Config;
 use chatkitd_testkit::FakeLlm;
 use chatkitd_testkit::figures::{ms, percentile, status_kib};
 use futures::StreamExt;
@@ -49,32 +50,8 @@ async fn main() {
 
 async fn run_backend(name: &str, store_url: &str, options: &Options) {
     let llm = FakeLlm::start().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut config = Config::from_toml("", "bench.toml", dir.path().to_path_buf(), &|_| None)
-        .expect("default config");
-    config.server.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    config.store.url = store_url.parse().expect("a store URL");
-    config.store.max_connections = 32;
-    config.llm.base_url = llm.base_url();
-    config.llm.api_key = Some("bench".into());
-    config.agent.title_generation = false;
-    // One user drives all 64 conversations: lift the per-user limits.
-    config.limits.max_concurrent_runs_per_user = 0;
-    config.limits.requests_per_minute_per_user = 0;
-    let app = App::build(config).await.expect("daemon builds");
-    let listener = app.bind(None).await.expect("bind");
-    let url = format!(
-        "http://{}/api/chatkit",
-        listener.local_addr().expect("addr")
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        app.serve(listener, async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("serve");
-    });
+    let daemon = common::InProcess::start(store_url, &llm.base_url(), 32).await;
+    let url = daemon.url.clone();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(128)
         .build()
@@ -156,8 +133,7 @@ async fn run_backend(name: &str, store_url: &str, options: &Options) {
             status_kib("self", "VmRSS:") / 1024
         );
     }
-    let _ = stop.send(());
-    let _ = server.await;
+    daemon.stop().await;
 }
 
 async fn create_threads(http: &reqwest::Client, url: &str, n: usize) -> Vec<String> {

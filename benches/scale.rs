@@ -20,12 +20,13 @@
 //!   `threads.add_user_message` turn execute, counted from sqlx's own
 //!   statement log on a daemon run in this process.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use chatkitd::app::App;
-use chatkitd::config::Config;
 use chatkitd_testkit::FakeLlm;
 use chatkitd_testkit::figures::{ms, percentile, status_kib};
 use futures::StreamExt;
@@ -275,30 +276,8 @@ requests_per_minute_per_user = 0
 /// in this process (whose sqlx statement log this process counts).
 async fn statements_per_turn(store_url: &str, llm: &FakeLlm) -> (f64, f64) {
     llm.set_default_delay(Duration::ZERO);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut config = Config::from_toml("", "bench.toml", dir.path().to_path_buf(), &|_| None)
-        .expect("default config");
-    config.server.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    config.store.url = store_url.parse().expect("a store URL");
-    config.llm.base_url = llm.base_url();
-    config.llm.api_key = Some("bench".into());
-    config.agent.title_generation = false;
-    config.limits.max_concurrent_runs_per_user = 0;
-    config.limits.requests_per_minute_per_user = 0;
-    let app = App::build(config).await.expect("daemon builds");
-    let listener = app.bind(None).await.expect("bind");
-    let url = format!(
-        "http://{}/api/chatkit",
-        listener.local_addr().expect("addr")
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        app.serve(listener, async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("serve");
-    });
+    let daemon = common::InProcess::start(store_url, &llm.base_url(), 16).await;
+    let url = daemon.url.clone();
     let http = reqwest::Client::new();
     const TURNS: u64 = 20;
     let thread = create(&http, &url).await;
@@ -322,8 +301,7 @@ async fn statements_per_turn(store_url: &str, llm: &FakeLlm) -> (f64, f64) {
         assert!(text.contains("\"type\":\"assistant_message\""), "{text}");
     }
     let added = STATEMENTS.load(Ordering::Relaxed) - before;
-    let _ = stop.send(());
-    let _ = server.await;
+    daemon.stop().await;
     llm.set_default_delay(CHUNK_DELAY);
     (created as f64 / TURNS as f64, added as f64 / TURNS as f64)
 }
