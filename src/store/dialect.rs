@@ -7,10 +7,17 @@
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyPool, Connection, Executor};
 
 use super::StoreResult;
 use crate::config::StoreUrl;
+
+/// How long a pooled connection may sit idle and still be handed out without
+/// a ping first. A connection in steady use skips the ping, which would cost
+/// a round trip per statement; one idle for longer (the database may have
+/// restarted, a firewall may have dropped it) is checked, and replaced if it
+/// does not answer.
+const TRUST_IDLE_FOR: Duration = Duration::from_secs(5);
 
 /// The database behind a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +78,16 @@ impl Dialect {
         let options = AnyPoolOptions::new()
             .max_connections(max)
             .acquire_timeout(Duration::from_secs(30))
-            .idle_timeout(Duration::from_secs(300));
+            .idle_timeout(Duration::from_secs(300))
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > TRUST_IDLE_FOR {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            });
         let pool = match self {
             Dialect::Postgres => options.connect(&url.connect_url()).await?,
             Dialect::Sqlite => {
