@@ -12,7 +12,7 @@ mod support;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chatkitd::protocol::{IdKind, ThreadItem, ThreadMetadata, Timestamp, new_id};
+use chatkitd::protocol::{IdKind, ThreadItem, ThreadMetadata, ThreadStatus, Timestamp, new_id};
 use chatkitd::store::Store;
 use chatkitd_testkit::Script;
 use pretty_assertions::assert_eq;
@@ -903,6 +903,42 @@ async fn a_deleted_thread_is_gone_everywhere(backend: Backend) {
     daemon.stop().await;
 }
 
+/// A locked or closed thread refuses new messages with its reason, and
+/// nothing is stored or sent to the model; it answers again once active.
+async fn a_locked_thread_refuses_messages_and_stores_nothing(backend: Backend) {
+    let daemon = Daemon::start(backend).await;
+    let (thread_id, _) = daemon.create_thread("hello").await;
+    let store = daemon.store().await;
+    let mut thread = store
+        .load_thread(DEV_USER, &thread_id)
+        .await
+        .expect("thread");
+    for status in [
+        ThreadStatus::Locked {
+            reason: Some("archived by an admin".into()),
+        },
+        ThreadStatus::Closed { reason: None },
+    ] {
+        thread.status = status;
+        store.save_thread(DEV_USER, &thread).await.expect("saved");
+        let add = post_json(&daemon, add_message_body(&thread_id, "anyone there?")).await;
+        assert_error(&add, 409, "conflict", "does not accept messages");
+        if matches!(thread.status, ThreadStatus::Locked { .. }) {
+            assert!(add.text.contains("archived by an admin"), "{}", add.text);
+        }
+    }
+    assert_eq!(daemon.stored_items(DEV_USER, &thread_id).await.len(), 2);
+    assert_eq!(daemon.llm.stream_requests().len(), 1);
+
+    thread.status = ThreadStatus::Active;
+    store.save_thread(DEV_USER, &thread).await.expect("saved");
+    store.close().await;
+    let answered = daemon.add_message(&thread_id, "back again").await;
+    assert!(answered.error().is_none(), "{:?}", answered.types());
+    assert_eq!(daemon.stored_items(DEV_USER, &thread_id).await.len(), 4);
+    daemon.stop().await;
+}
+
 // ---------------------------------------------------------------------------
 // 8. items.feedback
 // ---------------------------------------------------------------------------
@@ -1256,6 +1292,7 @@ both_backends!(
     items_list_pages_visible_items_only,
     retry_answers_a_user_message_again_and_forgets_what_followed,
     a_deleted_thread_is_gone_everywhere,
+    a_locked_thread_refuses_messages_and_stores_nothing,
     feedback_is_stored_for_known_items_only,
     malformed_requests_get_precise_json_errors_and_never_reach_the_model,
     unknown_fields_are_ignored_at_every_level,

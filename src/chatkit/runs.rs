@@ -18,7 +18,7 @@ use crate::protocol::{
     ThreadMetadata, ThreadStatus, ThreadStreamEvent, Timestamp, UserContent, UserMessage,
     UserMessageInput, new_id, text,
 };
-use crate::store::{PageRequest, RunLock};
+use crate::store::{Appended, PageRequest, RunLock, StoreError};
 
 /// How long a run cancelled by shutdown waits to tell its client why.
 const SHUTDOWN_NOTICE_WAIT: Duration = Duration::from_millis(500);
@@ -35,7 +35,7 @@ impl ChatKit {
         // Nobody knows the new id yet, so the lock is free; it is taken
         // before the id is revealed to the client.
         let lock = self.store.lock_thread(&thread.id).await?;
-        let item = user_item(&thread, input);
+        let item = user_item(&thread.id, input);
         self.store
             .create_thread_with_item(&ctx.user_id, &thread, &item)
             .await?;
@@ -55,17 +55,40 @@ impl ChatKit {
         input: UserMessageInput,
     ) -> Result<Response, ChatKitError> {
         self.check_input(&input)?;
-        let thread = self.open_thread(ctx, thread_id).await?;
         let slot = self.run_slot(ctx)?;
-        let lock = self.store.lock_thread(&thread.id).await?;
-        let item = user_item(&thread, input);
-        // The run starts from the history read with the write.
-        let history = self
+        // The lock comes first: the thread's status is then read, and the
+        // message written, with the history read back, in one store call
+        // under it (one statement on Postgres).
+        let lock = self.lock_own_thread(ctx, thread_id).await?;
+        let item = user_item(thread_id, input);
+        let appended = self
             .store
-            .add_item_with_history(&ctx.user_id, &item, self.agent.history_limit())
+            .append_to_open_thread(&ctx.user_id, &item, self.agent.history_limit())
             .await?;
+        let (thread, history) = match appended {
+            Appended::Added { thread, history } => (thread, history),
+            Appended::NotOpen(thread) => return Err(not_open(&thread)),
+        };
         let first = vec![ThreadStreamEvent::ItemDone { item }];
         Ok(self.start_run(ctx, thread, (lock, slot), Some(history), first))
+    }
+
+    /// The run lock of a thread named by a request, taken before its owner
+    /// is checked. A thread that stays busy beyond the lock timeout is
+    /// reported busy only to its owner; anyone else learns it is not found.
+    async fn lock_own_thread(
+        &self,
+        ctx: &Identity,
+        thread_id: &str,
+    ) -> Result<RunLock, ChatKitError> {
+        match self.store.lock_thread(thread_id).await {
+            Ok(lock) => Ok(lock),
+            Err(busy @ StoreError::Busy(_)) => {
+                self.store.load_thread(&ctx.user_id, thread_id).await?;
+                Err(busy.into())
+            }
+            Err(other) => Err(other.into()),
+        }
     }
 
     pub(super) async fn retry(
@@ -184,18 +207,10 @@ impl ChatKit {
         thread_id: &str,
     ) -> Result<ThreadMetadata, ChatKitError> {
         let thread = self.store.load_thread(&ctx.user_id, thread_id).await?;
-        match &thread.status {
-            ThreadStatus::Active => Ok(thread),
-            ThreadStatus::Locked { reason } | ThreadStatus::Closed { reason } => {
-                Err(ChatKitError::Conflict(format!(
-                    "thread {thread_id} does not accept messages{}",
-                    reason
-                        .as_deref()
-                        .map(|r| format!(": {r}"))
-                        .unwrap_or_default()
-                )))
-            }
+        if !thread.takes_messages() {
+            return Err(not_open(&thread));
         }
+        Ok(thread)
     }
 
     /// Spawns the run; its events follow `first` on the returned stream.
@@ -272,10 +287,10 @@ impl ChatKit {
 
 /// The stored form of a user's message: what the stream echoes must be
 /// exactly what every store keeps (U+0000 replaced, see [`scrub_item`]).
-fn user_item(thread: &ThreadMetadata, input: UserMessageInput) -> ThreadItem {
+fn user_item(thread_id: &str, input: UserMessageInput) -> ThreadItem {
     let mut item = ThreadItem {
         id: new_id(IdKind::Message),
-        thread_id: thread.id.clone(),
+        thread_id: thread_id.to_owned(),
         created_at: Timestamp::now(),
         kind: ItemKind::UserMessage(UserMessage {
             content: input.content,
@@ -347,6 +362,19 @@ fn message_chars(input: &UserMessageInput) -> usize {
         .map_or(0, |c| c.id.chars().count())
         + options.model.as_ref().map_or(0, |m| m.chars().count());
     content + input.quoted_text.as_ref().map_or(0, |q| q.chars().count()) + option_chars
+}
+
+/// The refusal of a run on a locked or closed thread, with its reason.
+fn not_open(thread: &ThreadMetadata) -> ChatKitError {
+    let reason = match &thread.status {
+        ThreadStatus::Locked { reason } | ThreadStatus::Closed { reason } => reason.as_deref(),
+        ThreadStatus::Active => None,
+    };
+    ChatKitError::Conflict(format!(
+        "thread {} does not accept messages{}",
+        thread.id,
+        reason.map(|r| format!(": {r}")).unwrap_or_default()
+    ))
 }
 
 fn no_pending_call(thread_id: &str) -> ChatKitError {

@@ -23,6 +23,11 @@ pub struct ThreadMetadata {
 }
 
 impl ThreadMetadata {
+    /// Whether the thread takes new messages and runs: only an active one.
+    pub fn takes_messages(&self) -> bool {
+        self.status == ThreadStatus::Active
+    }
+
     /// A new, untitled, active thread.
     pub fn new(id: String, created_at: Timestamp) -> Self {
         ThreadMetadata {

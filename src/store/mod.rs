@@ -72,6 +72,36 @@ pub struct PageRequest {
     pub after: Option<String>,
 }
 
+/// What [`Store::append_to_open_thread`] did.
+#[derive(Debug)]
+pub enum Appended {
+    /// The message is stored; `history` ends with it.
+    Added {
+        thread: ThreadMetadata,
+        history: Vec<ThreadItem>,
+    },
+    /// The thread is locked or closed: nothing was stored.
+    NotOpen(ThreadMetadata),
+}
+
+/// [`Store::append_to_open_thread`] in three calls: the thread, the item,
+/// the history. Callers hold the thread's run lock, so nothing changes the
+/// thread in between.
+async fn append_step_by_step<S: Store + ?Sized>(
+    store: &S,
+    user: &str,
+    item: &ThreadItem,
+    limit: u32,
+) -> StoreResult<Appended> {
+    let thread = store.load_thread(user, &item.thread_id).await?;
+    if !thread.takes_messages() {
+        return Ok(Appended::NotOpen(thread));
+    }
+    store.add_item(user, item).await?;
+    let history = store.load_history(user, &item.thread_id, limit).await?;
+    Ok(Appended::Added { thread, history })
+}
+
 /// The persistence interface of the daemon.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -148,17 +178,19 @@ pub trait Store: Send + Sync + 'static {
     /// Appends an item at the end of its thread.
     async fn add_item(&self, user: &str, item: &ThreadItem) -> StoreResult<()>;
 
-    /// Appends an item and returns the history a run reads after it: the
-    /// thread's newest `limit` items, the new one included, oldest first.
-    /// [`SqlStore`] does both in one statement on Postgres.
-    async fn add_item_with_history(
+    /// Appends a message to a thread that takes new messages (an active
+    /// one) and returns the thread with the history a run reads after it:
+    /// the thread's newest `limit` items, the new one included, oldest
+    /// first. A locked or closed thread stores nothing and is returned as
+    /// [`Appended::NotOpen`]. [`SqlStore`] does it all in one statement on
+    /// Postgres.
+    async fn append_to_open_thread(
         &self,
         user: &str,
         item: &ThreadItem,
         limit: u32,
-    ) -> StoreResult<Vec<ThreadItem>> {
-        self.add_item(user, item).await?;
-        self.load_history(user, &item.thread_id, limit).await
+    ) -> StoreResult<Appended> {
+        append_step_by_step(self, user, item, limit).await
     }
 
     /// Replaces the item with the same id in place, or appends it if new.

@@ -24,9 +24,10 @@ pub(super) struct Queries {
     pub(super) upsert_item: String,
     pub(super) load_item: String,
     pub(super) history: String,
-    /// Postgres: an item insert (`$1`..`$7`) returning the new row beside
-    /// the thread's newest `$8` rows from before it, in one statement.
-    pub(super) insert_item_with_history: Option<String>,
+    /// Postgres: the thread's row, an item insert (`$1`..`$7`) if the
+    /// thread is active, returning the new row, and the thread's newest `$8`
+    /// rows from before it, in one statement.
+    pub(super) insert_into_open_thread: Option<String>,
     pub(super) delete_after: String,
     pub(super) count_items: String,
     pub(super) insert_feedback: String,
@@ -114,14 +115,21 @@ impl Queries {
                 "SELECT id, {body} AS body FROM items WHERE thread_id = $1 AND user_id = $2 \
                  ORDER BY seq DESC LIMIT $3"
             ),
-            insert_item_with_history: (d == Dialect::Postgres).then(|| {
+            insert_into_open_thread: (d == Dialect::Postgres).then(|| {
+                // The thread's row comes back first (`kind` 'thread', its
+                // `seq` 0, which no item has), then the new item from
+                // RETURNING, then the thread's items from before it. The
+                // status test reads `ThreadStatus` as serde writes it; a
+                // body without one is active, as it deserializes.
                 format!(
-                    "WITH added AS (INSERT INTO items (id, thread_id, user_id, item_type, hidden, created_at, body) \
-                     SELECT $1, $2, $3, $4, $5, {}, {} \
-                     WHERE EXISTS (SELECT 1 FROM threads WHERE id = $2 AND user_id = $3) \
+                    "WITH thread AS (SELECT id, title, body FROM threads WHERE id = $2 AND user_id = $3), \
+                     added AS (INSERT INTO items (id, thread_id, user_id, item_type, hidden, created_at, body) \
+                     SELECT $1, $2, $3, $4, $5, {}, {} FROM thread \
+                     WHERE COALESCE(thread.body->'status'->>'type', 'active') = 'active' \
                      RETURNING seq, id, {body} AS body) \
-                     SELECT seq, id, body FROM added UNION ALL \
-                     (SELECT seq, id, {body} AS body FROM items WHERE thread_id = $2 AND user_id = $3 \
+                     SELECT 'thread' AS kind, 0::bigint AS seq, id, title, {body} AS body FROM thread \
+                     UNION ALL SELECT 'item', seq, id, NULL, body FROM added UNION ALL \
+                     (SELECT 'item', seq, id, NULL, {body} FROM items WHERE thread_id = $2 AND user_id = $3 \
                      ORDER BY seq DESC LIMIT $8)",
                     d.time_param(6),
                     d.json_param(7)

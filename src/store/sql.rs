@@ -15,7 +15,7 @@ use super::dialect::Dialect;
 use super::locks::{LocalLocks, RunLock};
 use super::queries::{Queries, order_index, query};
 use super::rows::{bind_item, bind_thread, parse_body, row_bytes, thread_body, thread_from_row};
-use super::{PageRequest, Store, StoreError, StoreResult};
+use super::{Appended, PageRequest, Store, StoreError, StoreResult};
 use crate::config::{LimitsConfig, StoreConfig, StoreUrl, StoreUrlError};
 use crate::protocol::{FeedbackKind, Page, ThreadItem, ThreadMetadata, Timestamp};
 
@@ -351,13 +351,13 @@ impl Store for SqlStore {
         Ok(items)
     }
 
-    async fn add_item_with_history(
+    async fn append_to_open_thread(
         &self,
         user: &str,
         item: &ThreadItem,
         limit: u32,
-    ) -> StoreResult<Vec<ThreadItem>> {
-        self.insert_item_with_history(user, item, limit).await
+    ) -> StoreResult<Appended> {
+        self.insert_into_open_thread(user, item, limit).await
     }
 
     async fn add_item(&self, user: &str, item: &ThreadItem) -> StoreResult<()> {

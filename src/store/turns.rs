@@ -1,14 +1,15 @@
 //! The writes of a turn that go with another write or a read, on one round
 //! trip where the database allows: a new thread with its first message, and
-//! a message with the history its run reads. Postgres does each in one
+//! a message with the thread it goes to (whose status decides whether it is
+//! taken) and the history its run reads. Postgres does each in one
 //! statement (a data-modifying `WITH`); SQLite, which has none, in a
 //! transaction or two statements, which cost no round trip there.
 
 use sqlx::Row;
 
 use super::queries::query;
-use super::rows::{bind_item, bind_thread, item_body, parse_body};
-use super::{SqlStore, Store, StoreError, StoreResult};
+use super::rows::{bind_item, bind_thread, item_body, parse_body, thread_from_row};
+use super::{Appended, SqlStore, StoreError, StoreResult};
 use crate::protocol::{ThreadItem, ThreadMetadata};
 
 impl SqlStore {
@@ -40,46 +41,58 @@ impl SqlStore {
         Ok(())
     }
 
-    pub(super) async fn insert_item_with_history(
+    pub(super) async fn insert_into_open_thread(
         &self,
         user: &str,
         item: &ThreadItem,
         limit: u32,
-    ) -> StoreResult<Vec<ThreadItem>> {
-        let Some(sql) = &self.sql.insert_item_with_history else {
-            self.add_item(user, item).await?;
-            return self.load_history(user, &item.thread_id, limit).await;
+    ) -> StoreResult<Appended> {
+        let Some(sql) = &self.sql.insert_into_open_thread else {
+            return super::append_step_by_step(self, user, item, limit).await;
         };
         let rows = bind_item(query(sql), user, item)?
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        // The statement's read does not see its own insert: the new row comes
-        // from RETURNING, the others are the thread before it.
-        let mut rows = rows
-            .iter()
-            .map(|row| {
-                Ok((
+        let mut thread = None;
+        let mut items = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if row.try_get::<String, _>("kind")? == "thread" {
+                thread = Some(thread_from_row(row)?);
+            } else {
+                items.push((
                     row.try_get::<i64, _>("seq")?,
                     parse_body::<ThreadItem>(row)?,
-                ))
-            })
-            .collect::<StoreResult<Vec<(i64, ThreadItem)>>>()?;
-        if !rows.iter().any(|(_, stored)| stored.id == item.id) {
-            return Err(StoreError::NotFound(format!("thread {}", item.thread_id)));
+                ));
+            }
         }
-        rows.sort_unstable_by_key(|(seq, _)| *seq);
-        let extra = rows.len().saturating_sub(limit as usize);
-        Ok(rows.into_iter().skip(extra).map(|(_, item)| item).collect())
+        let Some(thread) = thread else {
+            return Err(StoreError::NotFound(format!("thread {}", item.thread_id)));
+        };
+        // The statement's read does not see its own insert: the new row comes
+        // from RETURNING, the others are the thread before it.
+        if !items.iter().any(|(_, stored)| stored.id == item.id) {
+            return Ok(Appended::NotOpen(thread));
+        }
+        items.sort_unstable_by_key(|(seq, _)| *seq);
+        let extra = items.len().saturating_sub(limit as usize);
+        let history = items
+            .into_iter()
+            .skip(extra)
+            .map(|(_, item)| item)
+            .collect();
+        Ok(Appended::Added { thread, history })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::ThreadStatus;
     use crate::protocol::{
         IdKind, InferenceOptions, ItemKind, Timestamp, UserContent, UserMessage, new_id,
     };
+    use crate::store::Store;
     use crate::store::sql::SqlStoreOptions;
 
     const USER: &str = "u";
@@ -131,10 +144,17 @@ mod tests {
 
         for n in 0..5 {
             let item = message(&thread.id, &format!("m{n}"));
-            let returned = store
-                .add_item_with_history(USER, &item, 3)
+            let Appended::Added {
+                thread: read,
+                history: returned,
+            } = store
+                .append_to_open_thread(USER, &item, 3)
                 .await
-                .expect("added");
+                .expect("added")
+            else {
+                panic!("an active thread refused a message");
+            };
+            assert_eq!(read, thread);
             let loaded = store
                 .load_history(USER, &thread.id, 3)
                 .await
@@ -149,9 +169,21 @@ mod tests {
 
         // Another user's thread is a missing one, and nothing is written.
         let foreign = message(&thread.id, "intruder");
-        let refused = store.add_item_with_history("other", &foreign, 3).await;
+        let refused = store.append_to_open_thread("other", &foreign, 3).await;
         assert!(
             matches!(refused, Err(StoreError::NotFound(_))),
+            "{refused:?}"
+        );
+        // A locked thread is returned as it is, and nothing is written.
+        let mut locked = thread.clone();
+        locked.status = ThreadStatus::Locked {
+            reason: Some("archived".into()),
+        };
+        store.save_thread(USER, &locked).await.expect("locks");
+        let late = message(&thread.id, "too late");
+        let refused = store.append_to_open_thread(USER, &late, 3).await;
+        assert!(
+            matches!(&refused, Ok(Appended::NotOpen(t)) if *t == locked),
             "{refused:?}"
         );
         let all = store
@@ -159,6 +191,7 @@ mod tests {
             .await
             .expect("history");
         assert_eq!(all.len(), 6);
+        assert!(all.iter().all(|i| i.id != late.id && i.id != foreign.id));
         store.close().await;
     }
 
