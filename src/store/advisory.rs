@@ -10,9 +10,11 @@
 //! (`locks.rs`) orders the runs of one thread first.
 //!
 //! A run waiting for a thread that another replica holds is woken by a
-//! `NOTIFY` on [`CHANNEL`], which every release sends, read by a second
-//! connection that only listens. A replica that dies sends none, so a waiter
-//! also tries again every [`RETRY_EVERY`].
+//! `NOTIFY` on [`CHANNEL`], which every release statement sends (one for all
+//! the locks it releases: each notification costs Postgres a signal to every
+//! listening session), read by a second connection that only listens. A
+//! replica that dies sends none, so a waiter also tries again every
+//! [`RETRY_EVERY`].
 //!
 //! Should the session's connection fail, every lock it held is gone with
 //! it: the task reconnects at the next command and takes them back, and
@@ -33,7 +35,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{StoreError, StoreResult};
 
-/// The channel releases are announced on; the payload is the thread id.
+/// The channel releases are announced on, with no payload: every waiter
+/// woken tries its own lock again.
 pub const CHANNEL: &str = "chatkitd_run_unlocked";
 
 /// How often a waiter tries again without being notified.
@@ -43,8 +46,10 @@ const TRY_LOCK: &str = "SELECT pg_try_advisory_lock(hashtextextended($1, 0))";
 /// One answer per thread id of `$1`, in its order.
 const TRY_LOCKS: &str = "SELECT pg_try_advisory_lock(hashtextextended(t, 0)) \
      FROM unnest($1::text[]) WITH ORDINALITY AS u(t, i) ORDER BY i";
-const UNLOCKS: &str = "SELECT pg_advisory_unlock(hashtextextended(t, 0)), \
-     pg_notify('chatkitd_run_unlocked', t) FROM unnest($1::text[]) AS u(t)";
+/// Releases the locks of `$1` with one notification for them all (Postgres
+/// sends it at commit, after the releases).
+const UNLOCKS: &str = "SELECT pg_notify('chatkitd_run_unlocked', ''), \
+     (SELECT count(pg_advisory_unlock(hashtextextended(t, 0))) FROM unnest($1::text[]) AS u(t))";
 
 enum Command {
     TryLock {
