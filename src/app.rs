@@ -155,8 +155,7 @@ impl App {
         if !self.config.auth.permits_listen(addr) {
             return Err(StartError::InsecureAuth(addr));
         }
-        TcpListener::bind(addr)
-            .await
+        crate::http::serve::listen_on(addr, self.config.server.listen_backlog)
             .map_err(|source| StartError::Listen { addr, source })
     }
 

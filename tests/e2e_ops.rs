@@ -1,5 +1,6 @@
-//! Operating chatkitd: metrics after real traffic, and replicas on one
-//! Postgres database behaving as one, also when one of them is killed.
+//! Operating chatkitd: metrics after real traffic, the listener's accept
+//! queue, and replicas on one Postgres database behaving as one, also when
+//! one of them is killed.
 
 mod support;
 
@@ -84,6 +85,39 @@ async fn metrics_count_requests_runs_tokens_and_tools(backend: Backend) {
 /// interleaved and concurrent: every message is stored once, in a consistent
 /// order, and each answer saw the previous exchange. (Postgres only: scale-out
 /// is Postgres; a SQLite file serializes runs within one process.)
+/// The listening socket's accept queue is `[server] listen_backlog` long
+/// (capped by the kernel's `net.core.somaxconn`), not the 128 a plain bind
+/// asks for, which a burst of new clients overflows. Read with `ss`, whose
+/// Send-Q column is a listening socket's backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_queues_listen_backlog_connections() {
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .expect("somaxconn")
+        .trim()
+        .parse()
+        .expect("a number");
+    let backlog_of = |base: &str| {
+        let port = base.rsplit(':').next().expect("a port").to_owned();
+        let out = std::process::Command::new("ss")
+            .args(["-Hltn", &format!("sport = :{port}")])
+            .output()
+            .expect("ss (iproute2) runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let backlog: u32 = text
+            .split_whitespace()
+            .nth(2)
+            .and_then(|q| q.parse().ok())
+            .unwrap_or_else(|| panic!("no listening socket on port {port}: {text:?}"));
+        backlog
+    };
+    let default = Daemon::binary(Backend::Sqlite, "").await;
+    assert_eq!(backlog_of(&default.base), somaxconn.min(4096));
+    default.stop().await;
+    let chosen = Daemon::binary(Backend::Sqlite, "[server]\nlisten_backlog = 1000\n").await;
+    assert_eq!(backlog_of(&chosen.base), somaxconn.min(1000));
+    chosen.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_on_one_postgres_database_serialize_a_thread() {
     let a = Daemon::start_with(Backend::Postgres, |_| {}).await;

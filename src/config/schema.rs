@@ -75,6 +75,11 @@ pub struct ServerConfig {
     /// Connections open at once; more wait in the accept queue. Capped at
     /// half the open files limit, so clients can never take every descriptor.
     pub max_connections: usize,
+    /// Length of the kernel's queue of connections not yet accepted (the
+    /// `listen` backlog; Linux caps it at `net.core.somaxconn`). When it is
+    /// full, a new client's connection attempt is dropped and retried by
+    /// its kernel a second later, so it should hold a burst of new clients.
+    pub listen_backlog: u32,
     /// Answers this replica streams at once, across users; 0 (the default)
     /// sets no cap. A run beyond it is refused at once with 429 and
     /// `Retry-After`, before anything is stored.
@@ -94,6 +99,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(30),
             max_connections: 4096,
+            listen_backlog: 4096,
             max_concurrent_runs: 0,
         }
     }

@@ -64,6 +64,9 @@ impl Check<'_> {
         if server.max_connections == 0 {
             return Err(self.invalid("server", "max_connections", "must be at least 1"));
         }
+        if !(1..=65_535).contains(&server.listen_backlog) {
+            return Err(self.invalid("server", "listen_backlog", "must be 1 to 65535"));
+        }
         Ok(())
     }
 

@@ -4,8 +4,9 @@
 //! `axum::serve` runs hyper without a timer, so it has no header-read
 //! timeout, no idle timeout and no cap on connections; this loop adds them:
 //! - at most `max_connections` are open at once: beyond it the loop stops
-//!   accepting and new connections wait in the kernel's accept queue, so
-//!   a flood can never exhaust file descriptors;
+//!   accepting and new connections wait in the kernel's accept queue
+//!   (`listen_backlog` long, see [`listen_on`]), so a flood can never
+//!   exhaust file descriptors;
 //! - HTTP/1 headers must arrive within `header_read_timeout` (hyper's timer);
 //! - a connection with no request in flight for `idle_timeout` is closed,
 //!   including one that never sent a byte;
@@ -342,6 +343,22 @@ impl AsyncWrite for StallGuard {
         let polled = Pin::new(&mut self.inner).poll_shutdown(cx);
         self.check(cx, polled)
     }
+}
+
+/// A listener on `addr` whose kernel accept queue holds `backlog`
+/// connections (Linux caps it at `net.core.somaxconn`). The standard
+/// library's and tokio's `bind` ask for 128, which a burst of new clients
+/// overflows: the kernel then drops their connection attempts, and each
+/// client's kernel retries only a second later.
+pub fn listen_on(addr: std::net::SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// Raises the soft limit of open files to the hard limit, so connections,

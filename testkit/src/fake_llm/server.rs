@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
+use tokio::net::TcpSocket;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -79,7 +79,17 @@ impl FakeLlm {
 
     /// Starts a server bound to `addr` (port 0 picks a free one).
     pub async fn start_on(addr: SocketAddr) -> std::io::Result<FakeLlm> {
-        let listener = TcpListener::bind(addr).await?;
+        // A deep accept queue: a burst of a thousand new streams must not
+        // overflow the default 128 (dropped connection attempts are retried
+        // by the kernel only a second later).
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(4096)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner::default()),
