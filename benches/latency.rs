@@ -1,5 +1,5 @@
-//! Load benchmark: what the daemon adds to the time to first token, and 64
-//! concurrent streamed conversations.
+//! Load benchmark: what the daemon adds to the time to first token, what it
+//! allocates per streamed event, and 64 concurrent streamed conversations.
 //!
 //! Run with `cargo bench --bench latency` (optionally `-- --quick`). It starts
 //! the fake OpenAI-compatible LLM with zero delay and the daemon in this
@@ -8,13 +8,21 @@
 //! - the fake LLM's own time to first token (client → LLM directly), the time
 //!   to the first `text_delta` through the daemon, and the difference of the
 //!   medians: the daemon's added latency;
-//! - 64 conversations of several turns each, all at once: errors, turns per
-//!   second, median and p99 turn time, resident memory after each round.
+//! - heap allocations per streamed event: the fake model echoes the user's
+//!   words one chunk each, so a long message minus a short one, divided by the
+//!   extra chunks, is what one more chunk costs. Counted by this process's
+//!   allocator over everything (client, model, daemon), once through the
+//!   daemon and once from the model directly; the difference is the daemon's;
+//! - 64 conversations at once, each sending turns back to back (a new thread,
+//!   then four more messages on it, then a new thread) for a fixed time: turns
+//!   per second in each window and their median, errors, median and p99 turn
+//!   time, resident memory.
 
 #[path = "common/mod.rs"]
 mod common;
 
-use std::sync::Arc;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chatkitd_testkit::FakeLlm;
@@ -22,11 +30,64 @@ use chatkitd_testkit::figures::{ms, percentile, status_kib};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
+/// The system allocator, counting allocations and the bytes asked for while
+/// [`COUNTING`] is on (only then: the shared counters would otherwise slow
+/// every allocation of the other scenarios).
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+static ALLOCATED_BYTES: AtomicU64 = AtomicU64::new(0);
+
+fn count(bytes: usize) {
+    if COUNTING.load(Ordering::Relaxed) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        ALLOCATED_BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: every call is passed to the system allocator unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        // SAFETY: the caller's contract is the system allocator's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract is the system allocator's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        // SAFETY: the caller's contract is the system allocator's.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(new_size);
+        // SAFETY: the caller's contract is the system allocator's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Allocations and bytes counted so far.
+fn allocated() -> (u64, u64) {
+    (
+        ALLOCATIONS.load(Ordering::Relaxed),
+        ALLOCATED_BYTES.load(Ordering::Relaxed),
+    )
+}
+
 struct Options {
     samples: usize,
     conversations: usize,
-    turns: usize,
-    rounds: usize,
+    /// Turns per thread, the first being its `threads.create`.
+    turns_per_thread: usize,
+    warmup: Duration,
+    window: Duration,
+    windows: usize,
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -36,8 +97,10 @@ async fn main() {
     let options = Options {
         samples: if quick { 100 } else { 400 },
         conversations: 64,
-        turns: if quick { 3 } else { 5 },
-        rounds: if quick { 2 } else { 3 },
+        turns_per_thread: 5,
+        warmup: Duration::from_secs(1),
+        window: Duration::from_secs(if quick { 2 } else { 4 }),
+        windows: 3,
     };
     let dir = tempfile::tempdir().expect("temp dir");
     let sqlite = format!("sqlite://{}", dir.path().join("bench.db").display());
@@ -64,15 +127,25 @@ async fn run_backend(name: &str, store_url: &str, options: &Options) {
     // Warm both paths (connections, caches, prepared statements).
     let threads = create_threads(&http, &url, 32).await;
     for i in 0..50 {
-        direct_ttft(&http, &llm.base_url()).await;
-        daemon_turn(&http, &url, &threads[i % threads.len()]).await;
+        direct_ttft(&http, &llm.base_url(), "how are you today").await;
+        daemon_turn(
+            &http,
+            &url,
+            &threads[i % threads.len()],
+            "how are you today",
+        )
+        .await;
     }
     let mut direct = Vec::with_capacity(options.samples);
     let mut through = Vec::with_capacity(options.samples);
     let fresh = create_threads(&http, &url, options.samples).await;
     for thread in &fresh {
-        direct.push(direct_ttft(&http, &llm.base_url()).await);
-        through.push(daemon_turn(&http, &url, thread).await.ttft);
+        direct.push(direct_ttft(&http, &llm.base_url(), "how are you today").await);
+        through.push(
+            daemon_turn(&http, &url, thread, "how are you today")
+                .await
+                .ttft,
+        );
     }
     let (d50, t50) = (
         percentile(&mut direct, 50.0),
@@ -93,63 +166,166 @@ async fn run_backend(name: &str, store_url: &str, options: &Options) {
         ms(t50.saturating_sub(d50))
     );
 
-    println!(
-        "[{name}] {} concurrent conversations x {} turns, {} rounds",
-        options.conversations, options.turns, options.rounds
-    );
-    for round in 1..=options.rounds {
-        let threads = Arc::new(create_threads(&http, &url, options.conversations).await);
-        let started = Instant::now();
-        let mut tasks = Vec::new();
-        for i in 0..options.conversations {
-            let (http, url, threads) = (http.clone(), url.clone(), threads.clone());
-            let turns = options.turns;
-            tasks.push(tokio::spawn(async move {
-                let mut results = Vec::new();
-                for _ in 0..turns {
-                    results.push(daemon_turn(&http, &url, &threads[i]).await);
+    allocations_per_event(name, &http, &url, &llm.base_url()).await;
+    concurrent(name, &http, &url, options).await;
+    daemon.stop().await;
+}
+
+/// Extra words in the long message of [`allocations_per_event`]: one more
+/// chunk each in the model's echo.
+const EXTRA_WORDS: usize = 200;
+
+/// Prints the heap allocations one more streamed chunk costs, through the
+/// daemon and from the model directly (see the module doc).
+async fn allocations_per_event(name: &str, http: &reqwest::Client, url: &str, llm: &str) {
+    const TURNS: usize = 20;
+    let short = "hi".to_owned();
+    let long = vec!["word"; EXTRA_WORDS + 1].join(" ");
+    let threads = create_threads(http, url, 2 * TURNS).await;
+    // (allocations, bytes) of TURNS answers to `text`, through the daemon
+    // (each on a thread of its own, so history is the same) or directly.
+    COUNTING.store(true, Ordering::Relaxed);
+    let measure = async |text: &str, threads: Option<&[String]>| {
+        let before = allocated();
+        for i in 0..TURNS {
+            match threads {
+                Some(threads) => {
+                    let turn = daemon_turn(http, url, &threads[i], text).await;
+                    assert!(turn.ok, "a turn of the allocation count failed");
                 }
-                results
-            }));
-        }
-        let mut times = Vec::new();
-        let mut errors = 0;
-        for task in tasks {
-            for turn in task.await.expect("conversation task") {
-                if !turn.ok {
-                    errors += 1;
+                None => {
+                    direct_ttft(http, llm, text).await;
                 }
-                times.push(turn.total);
             }
         }
-        let elapsed = started.elapsed();
-        println!(
-            "  round {round}: {} turns in {:.2} s = {:.0} turns/s, errors {errors}, turn p50 {:.2} ms p99 {:.2} ms, RSS {} MiB",
-            times.len(),
-            elapsed.as_secs_f64(),
-            times.len() as f64 / elapsed.as_secs_f64(),
-            ms(percentile(&mut times, 50.0)),
-            ms(percentile(&mut times, 99.0)),
-            status_kib("self", "VmRSS:") / 1024
-        );
+        let after = allocated();
+        (after.0 - before.0, after.1 - before.1)
+    };
+    let chunks = (EXTRA_WORDS * TURNS) as f64;
+    let per_event = |long: (u64, u64), short: (u64, u64)| {
+        (
+            (long.0 as f64 - short.0 as f64) / chunks,
+            (long.1 as f64 - short.1 as f64) / chunks,
+        )
+    };
+    let through = per_event(
+        measure(&long, Some(&threads[..TURNS])).await,
+        measure(&short, Some(&threads[TURNS..])).await,
+    );
+    let direct = per_event(measure(&long, None).await, measure(&short, None).await);
+    COUNTING.store(false, Ordering::Relaxed);
+    println!(
+        "[{name}] heap allocations per streamed chunk ({TURNS} answers of {EXTRA_WORDS} extra chunks)"
+    );
+    println!(
+        "  through chatkitd: {:>6.1} allocations {:>8.0} bytes",
+        through.0, through.1
+    );
+    println!(
+        "  LLM directly:     {:>6.1} allocations {:>8.0} bytes",
+        direct.0, direct.1
+    );
+    println!(
+        "  added by chatkitd: {:>5.1} allocations {:>8.0} bytes",
+        through.0 - direct.0,
+        through.1 - direct.1
+    );
+}
+
+/// One finished turn of [`concurrent`]: when it ended and how it went.
+struct Finished {
+    at: Instant,
+    turn: Turn,
+}
+
+/// Prints what 64 conversations sending turns back to back achieve.
+async fn concurrent(name: &str, http: &reqwest::Client, url: &str, options: &Options) {
+    println!(
+        "[{name}] {} concurrent conversations, {} turns per thread, {:.0} s warm-up then {} windows of {:.0} s",
+        options.conversations,
+        options.turns_per_thread,
+        options.warmup.as_secs_f64(),
+        options.windows,
+        options.window.as_secs_f64()
+    );
+    let started = Instant::now();
+    let measured_from = started + options.warmup;
+    let until = measured_from + options.window * options.windows as u32;
+    let mut tasks = Vec::new();
+    for _ in 0..options.conversations {
+        let (http, url) = (http.clone(), url.to_owned());
+        let turns_per_thread = options.turns_per_thread;
+        tasks.push(tokio::spawn(async move {
+            let mut finished = Vec::new();
+            'threads: loop {
+                let (turn, thread) = create_turn(&http, &url).await;
+                finished.push(Finished {
+                    at: Instant::now(),
+                    turn,
+                });
+                let Some(thread) = thread else {
+                    continue;
+                };
+                for _ in 1..turns_per_thread {
+                    if Instant::now() >= until {
+                        break 'threads;
+                    }
+                    let turn = daemon_turn(&http, &url, &thread, "how are you today").await;
+                    finished.push(Finished {
+                        at: Instant::now(),
+                        turn,
+                    });
+                }
+                if Instant::now() >= until {
+                    break;
+                }
+            }
+            finished
+        }));
     }
-    daemon.stop().await;
+    let mut per_window = vec![0usize; options.windows];
+    let mut times = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        for done in task.await.expect("conversation task") {
+            if done.at < measured_from || done.at >= until {
+                continue;
+            }
+            let window =
+                ((done.at - measured_from).as_secs_f64() / options.window.as_secs_f64()) as usize;
+            per_window[window.min(options.windows - 1)] += 1;
+            if !done.turn.ok {
+                errors += 1;
+            }
+            times.push(done.turn.total);
+        }
+    }
+    let mut rates: Vec<f64> = per_window
+        .iter()
+        .map(|&n| n as f64 / options.window.as_secs_f64())
+        .collect();
+    let shown: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
+    rates.sort_by(f64::total_cmp);
+    println!(
+        "  turns/s by window: {}; median {:.0} turns/s",
+        shown.join(", "),
+        rates[rates.len() / 2]
+    );
+    println!(
+        "  {} turns, errors {errors}, turn p50 {:.2} ms p99 {:.2} ms, RSS {} MiB",
+        times.len(),
+        ms(percentile(&mut times, 50.0)),
+        ms(percentile(&mut times, 99.0)),
+        status_kib("self", "VmRSS:") / 1024
+    );
 }
 
 async fn create_threads(http: &reqwest::Client, url: &str, n: usize) -> Vec<String> {
     let mut ids = Vec::with_capacity(n);
     for _ in 0..n {
-        let body = json!({"type": "threads.create", "params": {"input": input("start")}});
-        let response = http.post(url).json(&body).send().await.expect("create");
-        let text = response.text().await.expect("create body");
-        let first = text.lines().next().unwrap_or_default();
-        let event: Value = serde_json::from_str(first.trim_start_matches("data: ")).expect("event");
-        ids.push(
-            event["thread"]["id"]
-                .as_str()
-                .expect("thread id")
-                .to_owned(),
-        );
+        let (turn, id) = create_turn(http, url).await;
+        assert!(turn.ok, "threads.create failed");
+        ids.push(id.expect("thread id"));
     }
     ids
 }
@@ -160,16 +336,38 @@ struct Turn {
     ok: bool,
 }
 
+/// One `threads.create` with its answer, and the new thread's id.
+async fn create_turn(http: &reqwest::Client, url: &str) -> (Turn, Option<String>) {
+    let body = json!({"type": "threads.create", "params": {"input": input("start")}});
+    let (turn, text) = stream_turn(http, url, &body).await;
+    let id = text
+        .lines()
+        .next()
+        .and_then(|first| serde_json::from_str::<Value>(first.trim_start_matches("data: ")).ok())
+        .and_then(|event| event["thread"]["id"].as_str().map(str::to_owned));
+    (turn, id)
+}
+
 /// One `threads.add_user_message`: time to the first text delta and to the end.
-async fn daemon_turn(http: &reqwest::Client, url: &str, thread: &str) -> Turn {
-    let body = json!({"type": "threads.add_user_message", "params": {"thread_id": thread, "input": input("how are you today")}});
+async fn daemon_turn(http: &reqwest::Client, url: &str, thread: &str, text: &str) -> Turn {
+    let body = json!({"type": "threads.add_user_message", "params": {"thread_id": thread, "input": input(text)}});
+    stream_turn(http, url, &body).await.0
+}
+
+/// Posts `body` and reads the streamed answer whole.
+async fn stream_turn(http: &reqwest::Client, url: &str, body: &Value) -> (Turn, String) {
     let started = Instant::now();
-    let Ok(response) = http.post(url).json(&body).send().await else {
-        return Turn {
-            ttft: started.elapsed(),
-            total: started.elapsed(),
+    let failed = |text: String| {
+        let elapsed = started.elapsed();
+        let turn = Turn {
+            ttft: elapsed,
+            total: elapsed,
             ok: false,
         };
+        (turn, text)
+    };
+    let Ok(response) = http.post(url).json(body).send().await else {
+        return failed(String::new());
     };
     let status_ok = response.status().is_success();
     let mut stream = response.bytes_stream();
@@ -177,11 +375,7 @@ async fn daemon_turn(http: &reqwest::Client, url: &str, thread: &str) -> Turn {
     let mut text = String::new();
     while let Some(chunk) = stream.next().await {
         let Ok(chunk) = chunk else {
-            return Turn {
-                ttft: started.elapsed(),
-                total: started.elapsed(),
-                ok: false,
-            };
+            return failed(text);
         };
         text.push_str(&String::from_utf8_lossy(&chunk));
         if ttft.is_none() && text.contains("content_part.text_delta") {
@@ -193,16 +387,18 @@ async fn daemon_turn(http: &reqwest::Client, url: &str, thread: &str) -> Turn {
         && ttft.is_some()
         && !text.contains("\"type\":\"error\"")
         && text.contains("\"type\":\"assistant_message\"");
-    Turn {
+    let turn = Turn {
         ttft: ttft.unwrap_or(total),
         total,
         ok,
-    }
+    };
+    (turn, text)
 }
 
-/// Time to the first content chunk from the fake LLM itself.
-async fn direct_ttft(http: &reqwest::Client, base: &str) -> Duration {
-    let body = json!({"model": "fake-model", "stream": true, "messages": [{"role": "user", "content": "how are you today"}]});
+/// Time to the first content chunk from the fake LLM itself, for a message
+/// of `text`; reads the whole answer.
+async fn direct_ttft(http: &reqwest::Client, base: &str, text: &str) -> Duration {
+    let body = json!({"model": "fake-model", "stream": true, "messages": [{"role": "user", "content": text}]});
     let started = Instant::now();
     let response = http
         .post(format!("{base}/chat/completions"))

@@ -15,6 +15,9 @@
 //!   second in the measured window (each answer counted for the share of
 //!   its time inside it) against the ideal (N / 5 s), time to the first
 //!   text delta p50 and p99 of the answers asked in it;
+//! - with `--burst`, the first text p99 of the first round apart from the
+//!   later ones, and, for reference, what the same burst of clients gets
+//!   from the model directly (one answer each, no daemon between);
 //! - the daemon's resident memory before, at its peak, and per conversation;
 //! - the SQL statements one `threads.create` turn and one
 //!   `threads.add_user_message` turn execute, counted from sqlx's own
@@ -175,6 +178,17 @@ requests_per_minute_per_user = 0
         .pool_max_idle_per_host(options.conversations * 2)
         .build()
         .expect("client");
+    if options.ramp.is_zero() {
+        // What the same burst costs with no daemon between: the clients ask
+        // the model directly, all at once, one answer each.
+        let (mut first, failed) = model_burst(&llm, options.conversations).await;
+        println!(
+            "[{name}] the model directly, {} clients at once: first chunk p50 {:.1} ms, p99 {:.1} ms, {failed} failed",
+            options.conversations,
+            ms(percentile(&mut first, 50.0)),
+            ms(percentile(&mut first, 99.0))
+        );
+    }
     // Warm up: connections, prepared statements, the pools.
     for _ in 0..3 {
         answer(&http, &url).await.expect("a warm-up answer");
@@ -252,6 +266,24 @@ requests_per_minute_per_user = 0
         ms(percentile(&mut ttfts, 50.0)),
         ms(percentile(&mut ttfts, 99.0))
     );
+    // The first answers of each client (asked in the window's first answer
+    // time) met cold pools and connections; the rest did not.
+    let first_round = window.0 + ANSWER_TIME;
+    let (mut first, mut later): (Vec<&Answered>, Vec<&Answered>) = done
+        .iter()
+        .filter(|a| a.asked >= window.0 && a.asked < window.1)
+        .partition(|a| a.asked < first_round);
+    let ttfts_of = |answers: &mut Vec<&Answered>| -> Vec<Duration> {
+        answers.drain(..).map(|a| a.ttft).collect()
+    };
+    let (mut first, mut later) = (ttfts_of(&mut first), ttfts_of(&mut later));
+    println!(
+        "  first text p99 of the first round {:.1} ms ({} answers), of the later ones {:.1} ms ({})",
+        ms(percentile(&mut first, 99.0)),
+        first.len(),
+        ms(percentile(&mut later, 99.0)),
+        later.len()
+    );
     println!(
         "  daemon RSS: {} MiB before, {} MiB at peak, {:.1} KiB per conversation",
         rss_before / 1024,
@@ -328,6 +360,43 @@ async fn create(http: &reqwest::Client, url: &str) -> String {
 
 /// One `threads.create` answered whole: the time to its first text delta,
 /// or what went wrong.
+/// `n` clients, each on a connection of its own, ask the model for one
+/// streamed answer at the same instant; their times to the first chunk,
+/// and how many failed.
+async fn model_burst(llm: &FakeLlm, n: usize) -> (Vec<Duration>, usize) {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(n)
+        .build()
+        .expect("client");
+    let words: Vec<String> = (0..MESSAGE_WORDS).map(|i| format!("w{i}")).collect();
+    let body = json!({"model": "fake-model", "stream": true,
+        "messages": [{"role": "user", "content": words.join(" ")}]});
+    let url = format!("{}/chat/completions", llm.base_url());
+    let asks = (0..n).map(|_| {
+        let (http, url, body) = (http.clone(), url.clone(), body.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let response = http.post(&url).json(&body).send().await.ok()?;
+            let mut stream = response.bytes_stream();
+            let mut first = None;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.ok()?;
+                if first.is_none() && String::from_utf8_lossy(&chunk).contains("\"content\"") {
+                    first = Some(started.elapsed());
+                }
+            }
+            first
+        })
+    });
+    let firsts: Vec<Option<Duration>> = futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .map(|joined| joined.ok().flatten())
+        .collect();
+    let failed = firsts.iter().filter(|f| f.is_none()).count();
+    (firsts.into_iter().flatten().collect(), failed)
+}
+
 async fn answer(http: &reqwest::Client, url: &str) -> Result<Duration, String> {
     let words: Vec<String> = (0..MESSAGE_WORDS).map(|i| format!("w{i}")).collect();
     let body = json!({"type": "threads.create", "params": {"input": input(&words.join(" "))}});
