@@ -839,9 +839,71 @@ async fn concurrent_runs_are_capped_per_user(backend: Backend) {
     daemon.stop().await;
 }
 
+/// A thread still busy after the lock timeout (the lock is taken before the
+/// owner is checked) is reported busy to its owner only: another user naming
+/// it gets the same 404 as for a missing thread, and nothing is stored.
+async fn a_busy_thread_is_busy_only_to_its_owner(backend: Backend) {
+    let daemon = Daemon::start_with(backend, |config| {
+        jwt_secret(config);
+        config.store.lock_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let (alice, bob) = (hs256("alice"), hs256("bob"));
+    let (ta, _) = daemon.create_thread_as(&alice, "hello").await;
+    daemon.llm.push(Script::Text {
+        chunks: vec!["slow ".to_owned(); 20],
+        delay: Duration::from_millis(200),
+    });
+    let answering = {
+        let (url, token) = (daemon.url.clone(), alice.clone());
+        let body = request(
+            "threads.add_user_message",
+            json!({"thread_id": ta, "input": user_input("take your time")}),
+        );
+        tokio::spawn(async move {
+            let sent = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .json(&body);
+            sent.send().await.expect("sent").text().await.expect("read")
+        })
+    };
+    let started = support::eventually(Duration::from_secs(10), || async {
+        daemon.llm.stream_requests().len() == 2
+    })
+    .await;
+    assert!(started, "alice's second answer never reached the model");
+
+    let message = |text: &str| {
+        request(
+            "threads.add_user_message",
+            json!({"thread_id": ta, "input": user_input(text)}),
+        )
+    };
+    let (status, body) = daemon.post_as(&bob, message("mine now")).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "not_found", "{body}");
+    let (status, body) = daemon.post_as(&alice, message("me again")).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("busy")),
+        "{body}"
+    );
+
+    let answered = answering.await.expect("alice's answer");
+    assert!(answered.contains("assistant_message"), "{answered}");
+    let stored = daemon.stored_values("alice", &ta).await;
+    assert_eq!(stored.len(), 4, "{stored:?}");
+    assert_eq!(daemon.llm.stream_requests().len(), 2);
+    daemon.stop().await;
+}
+
 both_backends!(
     hmac_tokens_work_end_to_end,
     foreign_ids_answer_like_missing_ones_and_change_nothing,
+    a_busy_thread_is_busy_only_to_its_owner,
     concurrent_runs_are_capped_per_user,
 );
 
