@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
+use chrono::{DateTime, Datelike, NaiveDateTime, SubsecRound, Timelike, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
 /// A point in time, stored with microsecond precision.
@@ -44,8 +44,29 @@ impl From<DateTime<Utc>> for Timestamp {
 }
 
 impl fmt::Display for Timestamp {
+    /// Written field by field: every stored item and streamed event carries
+    /// a timestamp, and chrono's `format` interprets its pattern on each call.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0.format("%Y-%m-%dT%H:%M:%S%.6fZ"))
+        let t = &self.0;
+        let year = t.year();
+        if !(0..=9999).contains(&year) {
+            // Outside four digits, ISO 8601 needs a sign: chrono knows how.
+            return write!(f, "{}", t.format("%Y-%m-%dT%H:%M:%S%.6fZ"));
+        }
+        // A leap second is nanosecond 1_000_000_000 and more: kept as chrono
+        // writes it, as second 60.
+        let (second, micros) = match t.nanosecond() / 1000 {
+            m if m >= 1_000_000 => (t.second() + 1, m - 1_000_000),
+            m => (t.second(), m),
+        };
+        write!(
+            f,
+            "{year:04}-{:02}-{:02}T{:02}:{:02}:{second:02}.{micros:06}Z",
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minute(),
+        )
     }
 }
 
@@ -76,6 +97,28 @@ mod tests {
         let off = Timestamp::parse("2026-11-24T01:06:46.5+02:00").expect("offset");
         assert_eq!(off.to_string(), "2026-11-23T23:06:46.500000Z");
         assert!(Timestamp::parse("yesterday").is_none());
+    }
+
+    #[test]
+    fn writes_what_chrono_writes() {
+        let pattern = "%Y-%m-%dT%H:%M:%S%.6fZ";
+        for text in [
+            "0000-01-01T00:00:00.000000Z",
+            "1969-12-31T23:59:59.999999Z",
+            "2026-02-28T09:05:03.000001Z",
+            "2016-12-31T23:59:60.250000Z",
+            "9999-12-31T23:59:59.999999Z",
+        ] {
+            let t = Timestamp::parse(text).expect(text);
+            assert_eq!(t.to_string(), t.as_utc().format(pattern).to_string());
+            assert_eq!(t.to_string(), text);
+        }
+        let far = Timestamp::from(
+            NaiveDateTime::parse_from_str("+12345-01-02T03:04:05", "%Y-%m-%dT%H:%M:%S")
+                .expect("a five-digit year")
+                .and_utc(),
+        );
+        assert_eq!(far.to_string(), far.as_utc().format(pattern).to_string());
     }
 
     #[test]
