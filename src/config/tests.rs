@@ -135,6 +135,13 @@ fn errors_name_file_line_and_key() {
     let err = load("[store]\nurl = \"mysql://x\"\n", &[]).expect_err("bad url");
     assert!(err.to_string().contains("store.url"), "{err}");
     assert!(err.to_string().starts_with("agent.toml:2: "), "{err}");
+    for url in ["http://", "https://exa mple.com/v1", "http://[::1/v1"] {
+        let err = load(&format!("[llm]\nbase_url = \"{url}\"\n"), &[]).expect_err(url);
+        assert_eq!(
+            err.to_string(),
+            format!("agent.toml:2: `llm.base_url`: {url:?} is not an http(s) URL")
+        );
+    }
 }
 
 #[test]

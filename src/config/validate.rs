@@ -248,6 +248,8 @@ impl Check<'_> {
     }
 }
 
+/// An `http://` or `https://` URL that parses, with a host.
 fn is_http_url(url: &str) -> bool {
-    url.starts_with("http://") || url.starts_with("https://")
+    (url.starts_with("http://") || url.starts_with("https://"))
+        && reqwest::Url::parse(url).is_ok_and(|u| u.has_host())
 }

@@ -40,7 +40,8 @@ const COALESCE_BYTES: usize = 16 * 1024;
 pub fn response(events: EventStream) -> Response {
     let body = stream::unfold(events, |mut events| async move {
         let event = events.events.recv().await?;
-        let mut out = frame_into(Vec::new(), &event);
+        // Room for a typical event, so that most need no regrowth.
+        let mut out = frame_into(Vec::with_capacity(512), &event);
         while out.len() < COALESCE_BYTES {
             match events.events.try_recv() {
                 Ok(event) => out = frame_into(out, &event),

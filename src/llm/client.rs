@@ -63,6 +63,8 @@ pub struct LlmClient {
     http: reqwest::Client,
     /// Without a trailing slash.
     base_url: String,
+    /// `{base_url}/chat/completions`, parsed once rather than per request.
+    chat_url: reqwest::Url,
     /// Never empty when set.
     api_key: Option<String>,
     model: String,
@@ -97,7 +99,12 @@ impl LlmClient {
             ReqwestService::new(http.clone()),
         );
         let base_url = config.base_url.trim_end_matches('/').to_owned();
+        let chat_url =
+            reqwest::Url::parse(&format!("{base_url}/chat/completions")).map_err(|e| {
+                LlmError::NotConfigured(format!("[llm] base_url {base_url:?} is not a URL: {e}"))
+            })?;
         Ok(LlmClient {
+            chat_url,
             service,
             http,
             missing_key: config.api_key.is_none() && base_url == DEFAULT_OPENAI_BASE_URL,
@@ -203,17 +210,17 @@ impl LlmClient {
     /// answer's headers arrive within the request timeout. An error status
     /// is [`LlmError::Api`] with the message of its (bounded) body.
     async fn send(&self, request: &ChatRequest<'_>) -> Result<reqwest::Response, LlmError> {
-        let body = Bytes::from(
-            serde_json::to_vec(request)
-                .map_err(|e| LlmError::Protocol(format!("the request cannot be written: {e}")))?,
-        );
+        let mut body = Vec::with_capacity(4096);
+        serde_json::to_writer(&mut body, request)
+            .map_err(|e| LlmError::Protocol(format!("the request cannot be written: {e}")))?;
+        let body = Bytes::from(body);
         let http = self.http.clone();
-        let url = format!("{}/chat/completions", self.base_url);
+        let url = self.chat_url.clone();
         let key = self.api_key.clone();
         // Rebuilt for every attempt; the body bytes are shared, not copied.
         let factory = HttpRequestFactory::new(move || {
             let mut builder = http
-                .post(&url)
+                .post(url.clone())
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.clone());
             if let Some(key) = &key {
