@@ -1,14 +1,19 @@
 //! Load benchmark: what the daemon adds to the time to first token, what it
 //! allocates per streamed event, and 64 concurrent streamed conversations.
 //!
-//! Run with `cargo bench --bench latency` (optionally `-- --quick`). It starts
-//! the fake OpenAI-compatible LLM with zero delay and the daemon in this
-//! process, over loopback, on SQLite and (when a PostgreSQL server can be
-//! started or `TEST_PG_URL` is set) on Postgres, and prints:
+//! Run with `cargo bench --bench latency` (optionally `-- --quick`;
+//! `-- --store sqlite` or `-- --store postgres` for one store only;
+//! `-- --daemon PATH` to measure another build of `chatkitd`, such as an
+//! older commit's, against the same clients and model). It starts the fake
+//! OpenAI-compatible LLM with zero delay in this process and the release
+//! `chatkitd` binary in a child process, as it is deployed, over loopback,
+//! on SQLite and (when a PostgreSQL server can be started or `TEST_PG_URL`
+//! is set) on Postgres, and prints:
 //! - the fake LLM's own time to first token (client → LLM directly), the time
 //!   to the first `text_delta` through the daemon, and the difference of the
 //!   medians: the daemon's added latency;
-//! - heap allocations per streamed event: the fake model echoes the user's
+//! - heap allocations per streamed event (this build's code, run in this
+//!   process for the count; skipped with `--daemon`): the fake model echoes the user's
 //!   words one chunk each, so a long message minus a short one, divided by the
 //!   extra chunks, is what one more chunk costs. Counted by this process's
 //!   allocator over everything (client, model, daemon), once through the
@@ -16,7 +21,7 @@
 //! - 64 conversations at once, each sending turns back to back (a new thread,
 //!   then four more messages on it, then a new thread) for a fixed time: turns
 //!   per second in each window and their median, errors, median and p99 turn
-//!   time, resident memory.
+//!   time, the daemon's resident memory.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -102,18 +107,47 @@ async fn main() {
         window: Duration::from_secs(if quick { 2 } else { 4 }),
         windows: 3,
     };
+    let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+    };
+    let only = value("--store");
+    let wanted = |store: &str| only.is_none_or(|only| only == store);
+    let other_build = value("--daemon").map(std::path::PathBuf::from);
+    let binary = other_build
+        .clone()
+        .unwrap_or_else(common::Child::this_build);
+    println!("daemon: {}", binary.display());
     let dir = tempfile::tempdir().expect("temp dir");
-    let sqlite = format!("sqlite://{}", dir.path().join("bench.db").display());
-    run_backend("sqlite", &sqlite, &options).await;
-    match chatkitd_testkit::try_fresh_database().await {
-        Some(url) => run_backend("postgres", &url, &options).await,
-        None => println!("\n[postgres] skipped: no PostgreSQL server could be started"),
+    if wanted("sqlite") {
+        let sqlite = format!("sqlite://{}", dir.path().join("bench.db").display());
+        run_backend("sqlite", &sqlite, &binary, other_build.is_none(), &options).await;
+    }
+    if wanted("postgres") {
+        match chatkitd_testkit::try_fresh_database().await {
+            Some(url) => {
+                run_backend("postgres", &url, &binary, other_build.is_none(), &options).await
+            }
+            None => println!("\n[postgres] skipped: no PostgreSQL server could be started"),
+        }
     }
 }
 
-async fn run_backend(name: &str, store_url: &str, options: &Options) {
+/// Query connections of the daemon under test.
+const STORE_CONNECTIONS: u32 = 32;
+
+async fn run_backend(
+    name: &str,
+    store_url: &str,
+    binary: &std::path::Path,
+    count_allocations: bool,
+    options: &Options,
+) {
     let llm = FakeLlm::start().await;
-    let daemon = common::InProcess::start(store_url, &llm.base_url(), 32).await;
+    let daemon =
+        common::Child::start(binary, store_url, &llm.base_url(), Some(STORE_CONNECTIONS)).await;
     let url = daemon.url.clone();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(128)
@@ -166,8 +200,12 @@ async fn run_backend(name: &str, store_url: &str, options: &Options) {
         ms(t50.saturating_sub(d50))
     );
 
-    allocations_per_event(name, &http, &url, &llm.base_url()).await;
-    concurrent(name, &http, &url, options).await;
+    if count_allocations {
+        let counted = common::InProcess::start(store_url, &llm.base_url(), STORE_CONNECTIONS).await;
+        allocations_per_event(name, &http, &counted.url, &llm.base_url()).await;
+        counted.stop().await;
+    }
+    concurrent(name, &http, &url, daemon.pid, options).await;
     daemon.stop().await;
 }
 
@@ -239,7 +277,13 @@ struct Finished {
 }
 
 /// Prints what 64 conversations sending turns back to back achieve.
-async fn concurrent(name: &str, http: &reqwest::Client, url: &str, options: &Options) {
+async fn concurrent(
+    name: &str,
+    http: &reqwest::Client,
+    url: &str,
+    daemon_pid: u32,
+    options: &Options,
+) {
     println!(
         "[{name}] {} concurrent conversations, {} turns per thread, {:.0} s warm-up then {} windows of {:.0} s",
         options.conversations,
@@ -316,7 +360,7 @@ async fn concurrent(name: &str, http: &reqwest::Client, url: &str, options: &Opt
         times.len(),
         ms(percentile(&mut times, 50.0)),
         ms(percentile(&mut times, 99.0)),
-        status_kib("self", "VmRSS:") / 1024
+        status_kib(&daemon_pid.to_string(), "VmRSS:") / 1024
     );
 }
 

@@ -134,45 +134,14 @@ async fn run_backend(name: &str, store_url: &str, options: &Options) {
         "\n[{name}] SQL statements per turn: threads.create {create:.1}, threads.add_user_message {add:.1}"
     );
 
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[server]
-listen = "127.0.0.1:0"
-[store]
-url = "{store_url}"
-[llm]
-base_url = "{}"
-api_key = "bench"
-[agent]
-title_generation = false
-[limits]
-max_concurrent_runs_per_user = 0
-requests_per_minute_per_user = 0
-"#,
-            llm.base_url()
-        ),
+    let daemon = common::Child::start(
+        &common::Child::this_build(),
+        store_url,
+        &llm.base_url(),
+        None,
     )
-    .expect("config written");
-    let log = dir.path().join("chatkitd.log");
-    let mut daemon = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatkitd"))
-        .arg("--config")
-        .arg(&config)
-        .arg("serve")
-        .env("CHATKITD_LOG", "info,sqlx=warn")
-        .env_remove("DATABASE_URL")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("OPENAI_BASE_URL")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("chatkitd starts");
-    let pid = daemon.id().expect("running");
-    let url = format!("http://{}/api/chatkit", listening_address(&log).await);
+    .await;
+    let (pid, url) = (daemon.pid, daemon.url.clone());
 
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(options.conversations * 2)
@@ -299,8 +268,7 @@ requests_per_minute_per_user = 0
     if let Some(error) = first_error.lock().await.as_ref() {
         println!("  first error: {error}");
     }
-    let _ = daemon.start_kill();
-    let _ = daemon.wait().await;
+    daemon.stop().await;
 }
 
 /// The SQL statements of one `threads.create` turn and of one
@@ -440,26 +408,6 @@ async fn answer(http: &reqwest::Client, url: &str) -> Result<Duration, String> {
 
 fn input(text: &str) -> Value {
     json!({"content": [{"type": "input_text", "text": text}], "attachments": [], "inference_options": {}})
-}
-
-/// The address the daemon logged it listens on.
-async fn listening_address(log: &std::path::Path) -> String {
-    let started = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(addr) = text
-            .lines()
-            .find(|l| l.contains("chatkitd listening"))
-            .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")))
-        {
-            return addr.to_owned();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "chatkitd did not start:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// CPU time (user and system) a process has used, from `/proc/PID/stat`.
