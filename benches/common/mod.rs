@@ -85,9 +85,7 @@ requests_per_minute_per_user = 0
             _dir: dir,
         }
     }
-}
 
-impl Child {
     /// Kills it and waits until it is gone.
     pub async fn stop(mut self) {
         let _ = self.process.start_kill();

@@ -10,6 +10,9 @@ use std::fmt;
 use chrono::{DateTime, Datelike, NaiveDateTime, SubsecRound, Timelike, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
+/// The wire form as a chrono pattern (what [`Timestamp`]'s `Display` writes).
+const WIRE_PATTERN: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
+
 /// A point in time, stored with microsecond precision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(DateTime<Utc>);
@@ -51,7 +54,7 @@ impl fmt::Display for Timestamp {
         let year = t.year();
         if !(0..=9999).contains(&year) {
             // Outside four digits, ISO 8601 needs a sign: chrono knows how.
-            return write!(f, "{}", t.format("%Y-%m-%dT%H:%M:%S%.6fZ"));
+            return write!(f, "{}", t.format(WIRE_PATTERN));
         }
         // A leap second is nanosecond 1_000_000_000 and more: kept as chrono
         // writes it, as second 60.
@@ -101,7 +104,6 @@ mod tests {
 
     #[test]
     fn writes_what_chrono_writes() {
-        let pattern = "%Y-%m-%dT%H:%M:%S%.6fZ";
         for text in [
             "0000-01-01T00:00:00.000000Z",
             "1969-12-31T23:59:59.999999Z",
@@ -110,7 +112,7 @@ mod tests {
             "9999-12-31T23:59:59.999999Z",
         ] {
             let t = Timestamp::parse(text).expect(text);
-            assert_eq!(t.to_string(), t.as_utc().format(pattern).to_string());
+            assert_eq!(t.to_string(), t.as_utc().format(WIRE_PATTERN).to_string());
             assert_eq!(t.to_string(), text);
         }
         let far = Timestamp::from(
@@ -118,7 +120,10 @@ mod tests {
                 .expect("a five-digit year")
                 .and_utc(),
         );
-        assert_eq!(far.to_string(), far.as_utc().format(pattern).to_string());
+        assert_eq!(
+            far.to_string(),
+            far.as_utc().format(WIRE_PATTERN).to_string()
+        );
     }
 
     #[test]
