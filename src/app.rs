@@ -13,7 +13,7 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::Agent;
+use crate::agent::{Agent, Interactions};
 use crate::auth::{AuthSetupError, Authenticator};
 use crate::chatkit::{ChatKit, SizeLimits};
 use crate::config::{Config, ConfigError};
@@ -38,6 +38,8 @@ pub enum StartError {
     Llm(#[from] LlmError),
     #[error("auth: {0}")]
     Auth(#[from] AuthSetupError),
+    #[error("widgets: {0}")]
+    Widget(#[from] crate::widgets::WidgetError),
     #[error(
         "auth.mode = \"none\" lets anyone act as the development user, so it only listens on loopback; \
          {0} is not. Configure [auth] mode = \"jwt\", or set allow_insecure_none_auth = true if you really mean it"
@@ -68,6 +70,9 @@ impl App {
                 "[store] max_concurrent_runs is no longer used: run locks share one connection                  per replica; to cap the answers a replica streams at once, set                  [server] max_concurrent_runs"
             );
         }
+        // Templates first: a broken one is a configuration error, found
+        // before anything connects or spawns.
+        let interactions = Interactions::load(&config)?;
         let store = Arc::new(connect_store(&config).await?);
         if config.store.migrate_on_start {
             store.migrate().await?;
@@ -90,6 +95,7 @@ impl App {
             store.clone() as Arc<dyn Store>,
             llm,
             mcp.clone(),
+            interactions,
             system_prompt,
             config.agent.clone(),
         ));

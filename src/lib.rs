@@ -17,6 +17,7 @@
 //! - [`cli`]: the operator's terminal commands: `chat`, `tools`, `check`.
 //! - [`text`]: cutting text short, with one rule for where and how.
 //! - [`tls`]: installs rustls' crypto provider for every HTTP client.
+//! - [`widgets`]: ChatKit widgets: `.widget` templates, the approval card, widgets as text.
 
 pub mod agent;
 pub mod app;
@@ -33,3 +34,4 @@ pub mod protocol;
 pub mod store;
 pub mod text;
 pub mod tls;
+pub mod widgets;

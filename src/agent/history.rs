@@ -13,7 +13,7 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
-use super::records::{StoredCall, ToolRecord};
+use super::records::{StoredCall, ToolRecord, UiRecord};
 
 use crate::llm::{ChatMessage, ToolCall};
 use crate::protocol::{ClientToolCallStatus, ItemKind, ThreadItem, UserContent, UserMessage};
@@ -45,7 +45,7 @@ pub fn build_messages(
     let mut turns: Vec<Vec<ChatMessage>> = Vec::new();
     let mut newest_user = 0;
     for item in items {
-        let starts_turn = matches!(item.kind, ItemKind::UserMessage(_));
+        let starts_turn = matches!(item.kind, ItemKind::UserMessage(_)) || is_action(item);
         if starts_turn || turns.is_empty() {
             turns.push(Vec::new());
         }
@@ -169,21 +169,7 @@ fn item_messages(item: &ThreadItem) -> Vec<ChatMessage> {
             copy_text: Some(text),
             ..
         } if !text.trim().is_empty() => vec![ChatMessage::assistant(text.clone())],
-        ItemKind::HiddenContextItem { content } => match ToolRecord::from_content(content) {
-            Some(ToolRecord::Calls { calls }) => vec![ChatMessage::Assistant {
-                content: None,
-                tool_calls: calls.into_iter().map(stored_call).collect(),
-            }],
-            Some(ToolRecord::Result {
-                call_id, output, ..
-            }) => vec![ChatMessage::Tool {
-                tool_call_id: call_id,
-                content: output,
-            }],
-            None => vec![ChatMessage::User {
-                content: json_text(content),
-            }],
-        },
+        ItemKind::HiddenContextItem { content } => hidden_messages(content),
         ItemKind::SdkHiddenContext { content } => vec![ChatMessage::User {
             content: content.clone(),
         }],
@@ -194,6 +180,39 @@ fn item_messages(item: &ThreadItem) -> Vec<ChatMessage> {
         | ItemKind::Workflow { .. }
         | ItemKind::EndOfTurn => Vec::new(),
     }
+}
+
+/// The chat messages of a hidden context item: tool activity as calls and
+/// results, an action handed to the agent as the user's words, a widget's
+/// state as nothing, anything else as context in a user message.
+fn hidden_messages(content: &Value) -> Vec<ChatMessage> {
+    match UiRecord::from_content(content) {
+        Some(UiRecord::Action { text, .. }) => return vec![ChatMessage::User { content: text }],
+        Some(UiRecord::WidgetState { .. }) => return Vec::new(),
+        None => {}
+    }
+    match ToolRecord::from_content(content) {
+        Some(ToolRecord::Calls { calls }) => vec![ChatMessage::Assistant {
+            content: None,
+            tool_calls: calls.into_iter().map(stored_call).collect(),
+        }],
+        Some(ToolRecord::Result {
+            call_id, output, ..
+        }) => vec![ChatMessage::Tool {
+            tool_call_id: call_id,
+            content: output,
+        }],
+        None => vec![ChatMessage::User {
+            content: json_text(content),
+        }],
+    }
+}
+
+/// Whether `item` is a widget action handed to the agent (it starts a turn
+/// like a user message).
+fn is_action(item: &ThreadItem) -> bool {
+    matches!(&item.kind, ItemKind::HiddenContextItem { content }
+        if content.get("type").and_then(Value::as_str) == Some("chatkitd.action"))
 }
 
 /// What the model reads of a user message: the quoted text it answers, the

@@ -13,14 +13,18 @@
 //! shutdown) keeps the non-blank partial answer plus a hidden marker telling
 //! the next turn that the user stopped this one.
 
+mod actions;
+mod approvals;
 mod draft;
 mod history;
+mod interactions;
 #[cfg(test)]
 mod panic_tests;
 mod records;
 mod run;
 mod title;
 mod tools;
+mod widgets;
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
@@ -34,7 +38,11 @@ use tokio_util::sync::CancellationToken;
 
 use run::Run;
 
+pub use actions::{ActionError, ToolAction};
+pub use approvals::{DENIED, Settle};
 pub use history::{build_messages, user_text};
+pub use interactions::{Action, Interactions, action_text};
+pub use records::UiRecord;
 
 use crate::auth::Identity;
 use crate::config::AgentConfig;
@@ -107,6 +115,11 @@ impl EventSink {
         StallSignal(self.stalled.subscribe())
     }
 
+    /// Sends one event if the buffer has room, without waiting.
+    pub fn try_send(&self, event: ThreadStreamEvent) -> Result<(), Disconnected> {
+        self.tx.try_send(event).map_err(|_| Disconnected)
+    }
+
     /// Sends one event, waiting while the client is slow, up to the write timeout.
     pub async fn send(&self, event: ThreadStreamEvent) -> Result<(), Disconnected> {
         self.send_within(event, self.write_timeout).await
@@ -155,6 +168,9 @@ pub struct RunInput {
     /// thread: just its first message), so the run need not read them back;
     /// `None` to load them.
     pub history: Option<Vec<ThreadItem>>,
+    /// An approval card to settle before the model answers (the run is the
+    /// `tool.approve` / `tool.deny` action's).
+    pub settle: Option<Settle>,
 }
 
 /// The assistant: the model, the prompt and the limits of a run.
@@ -163,6 +179,8 @@ pub struct Agent {
     llm: LlmClient,
     /// The tool servers; `None` when none are configured.
     mcp: Option<Arc<McpManager>>,
+    /// Widgets, actions and client tools.
+    interactions: Arc<Interactions>,
     system_prompt: String,
     config: AgentConfig,
 }
@@ -189,6 +207,7 @@ impl Agent {
         store: Arc<dyn Store>,
         llm: LlmClient,
         mcp: Option<Arc<McpManager>>,
+        interactions: Interactions,
         system_prompt: String,
         config: AgentConfig,
     ) -> Agent {
@@ -196,9 +215,15 @@ impl Agent {
             store,
             llm,
             mcp,
+            interactions: Arc::new(interactions),
             system_prompt,
             config,
         }
+    }
+
+    /// Widgets, actions and client tools, as configured.
+    pub fn interactions(&self) -> &Interactions {
+        &self.interactions
     }
 
     /// How many of a thread's newest items a run reads as its history

@@ -35,7 +35,14 @@ fn agent(store: Arc<dyn Store>) -> Agent {
         ..AgentConfig::default()
     };
     let llm = LlmClient::new(&LlmConfig::default()).expect("a client");
-    Agent::new(store, llm, None, "You help.".to_owned(), config)
+    Agent::new(
+        store,
+        llm,
+        None,
+        Interactions::default(),
+        "You help.".to_owned(),
+        config,
+    )
 }
 
 fn input(thread: &ThreadMetadata) -> RunInput {
@@ -43,6 +50,7 @@ fn input(thread: &ThreadMetadata) -> RunInput {
         identity: Identity::user(USER),
         thread: thread.clone(),
         history: None,
+        settle: None,
     }
 }
 

@@ -4,6 +4,12 @@
 //! Stored as the content of a `hidden_context_item`:
 //! `{"type":"chatkitd.tool_calls","calls":[{"id","name","arguments"}]}` and
 //! `{"type":"chatkitd.tool_result","call_id","name","output","is_error"}`.
+//! The interactive records ([`UiRecord`]) live beside them:
+//! `{"type":"chatkitd.widget_state","source"?,"approval"?}`, the hidden twin
+//! of a widget item (id [`state_id`]) saying which tool call the widget shows
+//! and, for an approval card, which calls wait and whether they were
+//! settled; and `{"type":"chatkitd.action","action","text"}`, a widget
+//! action handed to the agent, which the model reads as the user's words.
 //! These shapes are in existing databases: field names and `type` strings
 //! must not change. How the records become chat messages lives in
 //! [`super::history`]; nothing here runs a tool.
@@ -82,6 +88,92 @@ impl ToolRecord {
     }
 }
 
+/// The interactive records: widget state and actions for the agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum UiRecord {
+    /// What a widget item shows and what it waits for.
+    #[serde(rename = "chatkitd.widget_state")]
+    WidgetState {
+        widget_id: String,
+        /// The call whose result the widget renders; an action bound to a
+        /// tool runs it again to render the widget afresh.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<WidgetSource>,
+        /// For an approval card: the calls it asks about.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        approval: Option<PendingApproval>,
+    },
+    /// A widget action the agent answers; `text` is what it means.
+    #[serde(rename = "chatkitd.action")]
+    Action { action: String, text: String },
+}
+
+/// The tool call a widget was rendered from (arguments as the model or the
+/// action sent them, injected parameters not included).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WidgetSource {
+    pub server: String,
+    pub tool: String,
+    pub arguments: String,
+}
+
+/// Calls waiting for the user's approval, and whether that came.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingApproval {
+    pub calls: Vec<PendingCall>,
+    pub state: ApprovalState,
+}
+
+/// One call waiting for approval: the call as the model asked for it, and
+/// the server that would run it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingCall {
+    #[serde(flatten)]
+    pub call: StoredCall,
+    pub server: String,
+}
+
+/// Where an approval stands. Only `pending` can change, once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalState {
+    Pending,
+    Approved,
+    Denied,
+    /// The conversation went on without an answer; nothing ran.
+    Expired,
+}
+
+/// The id of a widget's state record.
+pub fn state_id(widget_id: &str) -> String {
+    format!("shcx_{widget_id}")
+}
+
+impl UiRecord {
+    /// The record in a hidden content item's content, if it is one.
+    pub fn from_content(content: &Value) -> Option<Self> {
+        serde_json::from_value(content.clone()).ok()
+    }
+
+    /// The hidden item holding this record on `thread_id`: a widget's state
+    /// under [`state_id`], an action under a fresh id.
+    pub fn into_item(self, thread_id: &str) -> ThreadItem {
+        let id = match &self {
+            UiRecord::WidgetState { widget_id, .. } => state_id(widget_id),
+            UiRecord::Action { .. } => new_id(IdKind::SdkHiddenContext),
+        };
+        // Strings, options and enums of strings always serialize.
+        let content = serde_json::to_value(&self).unwrap_or(Value::Null);
+        ThreadItem {
+            id,
+            thread_id: thread_id.to_owned(),
+            created_at: Timestamp::now(),
+            kind: ItemKind::HiddenContextItem { content },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +210,30 @@ mod tests {
             }
         );
         assert_eq!(serde_json::to_value(&record).expect("json"), result);
+    }
+
+    #[test]
+    fn interactive_records_keep_their_shapes() {
+        let state = json!({"type": "chatkitd.widget_state", "widget_id": "msg_1",
+            "approval": {"calls": [{"id": "c1", "name": "delete_task", "arguments": "{}",
+                                    "server": "tasks"}],
+                         "state": "pending"}});
+        let record = UiRecord::from_content(&state).expect("a state record");
+        assert!(
+            matches!(&record, UiRecord::WidgetState { source: None, approval: Some(a), .. }
+            if a.state == ApprovalState::Pending)
+        );
+        assert_eq!(serde_json::to_value(&record).expect("json"), state);
+        assert_eq!(record.into_item("thr_1").id, "shcx_msg_1");
+
+        let action = json!({"type": "chatkitd.action", "action": "explain", "text": "Why?"});
+        let record = UiRecord::from_content(&action).expect("an action record");
+        assert_eq!(serde_json::to_value(&record).expect("json"), action);
+        assert_eq!(ToolRecord::from_content(&action), None);
+        assert_eq!(
+            UiRecord::from_content(&json!({"type": "chatkitd.tool_calls", "calls": []})),
+            None
+        );
     }
 
     #[test]

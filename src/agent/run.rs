@@ -12,6 +12,7 @@ use super::draft::{Draft, finished_item};
 use super::history::build_messages;
 use super::records::ToolRecord;
 use super::title::TITLE_WAIT;
+use super::tools::Step;
 use super::{
     Agent, CANCELLED_MARKER, Disconnected, EventSink, PANIC_MESSAGE, RunInput, RunOutcome,
 };
@@ -83,6 +84,11 @@ impl<'a> Run<'a> {
             stream_options: StreamOptions { allow_cancel: true },
         })
         .await?;
+        if let Some(settle) = self.input.settle.take()
+            && !self.settle_approval(settle).await?
+        {
+            return Ok(());
+        }
         let user = self.input.identity.user_id.clone();
         let thread_id = self.input.thread.id.clone();
         let known = self.input.history.take();
@@ -161,9 +167,13 @@ impl<'a> Run<'a> {
             Some(mcp) => mcp.tools_for(&self.input.identity.user_id).await,
             None => Arc::new(Vec::new()),
         };
+        let interactions = self.agent.interactions.clone();
+        // A client tool takes the name from a server's tool of the same name.
         let definitions: Vec<ToolDefinition> = tools
             .iter()
+            .filter(|t| !interactions.is_client_tool(&t.name))
             .map(|t| ToolDefinition::new(&t.name, &t.description, t.parameters.clone()))
+            .chain(interactions.client_tools().iter().cloned())
             .collect();
         for _ in 0..self.agent.config.max_turns {
             let calls = self.stream_answer(&messages, &definitions).await?;
@@ -189,8 +199,10 @@ impl<'a> Run<'a> {
                 content: text,
                 tool_calls: calls.clone(),
             });
-            let results = self.run_tools(&calls).await?;
-            messages.extend(results);
+            match self.tool_step(&calls, &tools).await? {
+                Step::Continue(results) => messages.extend(results),
+                Step::Wait => return Ok(()),
+            }
         }
         self.out_of_turns().await
     }

@@ -1,17 +1,20 @@
 //! The tool step of a run: the calls the model asked for run concurrently on
-//! the MCP servers, the UI sees them as tasks of a workflow item, and the
-//! calls and their results are stored as hidden items
-//! ([`super::records::ToolRecord`]) so the next turn's history replays them
-//! exactly.
+//! the MCP servers, the UI sees them as tasks of a workflow item (and a
+//! tool's widget after it), and the calls and their results are stored as
+//! hidden items ([`super::records::ToolRecord`]) so the next turn's history
+//! replays them exactly. Calls that need approval end the step on an
+//! approval card (`approvals.rs`), a client tool call on a pending item
+//! (`widgets.rs`).
 
 use std::time::Instant;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
-use super::records::ToolRecord;
+use super::records::{ToolRecord, WidgetSource};
 use super::run::{Run, Stop};
 use crate::llm::{ChatMessage, ToolCall};
+use crate::mcp::{ModelTool, ToolOutcome};
 use crate::protocol::{
     CustomTask, IdKind, ItemKind, ItemUpdate, Task, TaskStatus, ThreadItem, ThreadStreamEvent,
     Timestamp, Workflow, WorkflowSummary, new_id,
@@ -74,22 +77,86 @@ enum TaskState<'a> {
     },
 }
 
+/// What the tool step of a model answer leaves the run to do.
+pub(super) enum Step {
+    /// Every call has its result: back to the model with these messages.
+    Continue(Vec<ChatMessage>),
+    /// The turn waits on the user: an approval card or a client tool call
+    /// ended it.
+    Wait,
+}
+
 impl Run<'_> {
-    /// Runs the calls concurrently and returns the tool messages for the model.
-    pub(super) async fn run_tools(&mut self, calls: &[ToolCall]) -> Result<Vec<ChatMessage>, Stop> {
-        let Some(mcp) = self.agent.mcp.clone() else {
-            return Ok(Vec::new());
+    /// The calls of one model answer: server tools that need no approval run
+    /// now; then the turn ends on an approval card for those that do, or on
+    /// the first client tool call.
+    pub(super) async fn tool_step(
+        &mut self,
+        calls: &[ToolCall],
+        tools: &[ModelTool],
+    ) -> Result<Step, Stop> {
+        let interactions = self.agent.interactions.clone();
+        let client_call = calls
+            .iter()
+            .position(|c| interactions.is_client_tool(&c.function.name));
+        let gated_names: Vec<&str> = tools
+            .iter()
+            .filter(|t| t.needs_approval)
+            .map(|t| t.name.as_str())
+            .collect();
+        let (mut gated, mut runnable) = (Vec::new(), Vec::new());
+        for (index, call) in calls.iter().enumerate() {
+            if Some(index) == client_call {
+                continue;
+            }
+            if gated_names.contains(&call.function.name.as_str()) {
+                gated.push(call.clone());
+            } else {
+                runnable.push(call.clone());
+            }
+        }
+        // A client call waits alone: beside calls awaiting approval it is
+        // answered (with a refusal) among the server calls.
+        let client_call = match client_call.map(|i| calls[i].clone()) {
+            Some(call) if !gated.is_empty() => {
+                runnable.push(call);
+                None
+            }
+            other => other,
         };
+        let server_calls: Vec<ToolCall> = calls
+            .iter()
+            .filter(|c| client_call.as_ref().is_none_or(|client| client.id != c.id))
+            .cloned()
+            .collect();
+        if !server_calls.is_empty() {
+            let record = ToolRecord::calls(&server_calls).into_item(&self.input.thread.id);
+            self.store_items(&[&record]).await?;
+        }
+        let results = if runnable.is_empty() {
+            Vec::new()
+        } else {
+            self.run_tools(&runnable).await?
+        };
+        if !gated.is_empty() {
+            self.ask_approval(&gated, tools).await?;
+            return Ok(Step::Wait);
+        }
+        if let Some(call) = client_call {
+            self.pend_client_call(&call).await?;
+            return Ok(Step::Wait);
+        }
+        Ok(Step::Continue(results))
+    }
+
+    /// Runs the calls concurrently, stores each result, shows the widgets
+    /// their tools render, and returns the tool messages for the model. The
+    /// record of the calls must already be stored.
+    pub(super) async fn run_tools(&mut self, calls: &[ToolCall]) -> Result<Vec<ChatMessage>, Stop> {
+        let mcp = self.agent.mcp.clone();
+        let interactions = self.agent.interactions.clone();
         let user = self.input.identity.user_id.clone();
         let thread_id = self.input.thread.id.clone();
-        if let Err(e) = self
-            .agent
-            .store
-            .add_item(&user, &ToolRecord::calls(calls).into_item(&thread_id))
-            .await
-        {
-            return self.fail_store(e).await.map(|()| Vec::new());
-        }
         self.open_calls = calls.to_vec();
 
         let started = Instant::now();
@@ -128,15 +195,21 @@ impl Run<'_> {
             .map(|(index, call)| {
                 let mcp = mcp.clone();
                 let user = user.clone();
+                let client_tool = interactions.is_client_tool(&call.function.name);
                 async move {
-                    let outcome = mcp
-                        .call(&user, &call.function.name, &call.function.arguments)
-                        .await;
+                    let name = &call.function.name;
+                    let outcome = match mcp {
+                        Some(mcp) if !client_tool => {
+                            mcp.call(&user, name, &call.function.arguments).await
+                        }
+                        _ => refused(name, client_tool),
+                    };
                     (index, outcome)
                 }
             })
             .collect();
         let mut outputs: Vec<Option<(String, bool)>> = vec![None; calls.len()];
+        let mut widgets = Vec::new();
         while !pending.is_empty() {
             let finished = tokio::select! {
                 biased;
@@ -160,6 +233,20 @@ impl Run<'_> {
                 return self.fail_store(e).await.map(|()| Vec::new());
             }
             self.open_calls.retain(|open| open.id != call.id);
+            if !outcome.is_error
+                && let Some(widget) = self.agent.render_result(
+                    &outcome.server,
+                    &outcome.tool,
+                    outcome.structured.as_ref(),
+                )
+            {
+                let source = WidgetSource {
+                    server: outcome.server.clone(),
+                    tool: outcome.tool.clone(),
+                    arguments: call.function.arguments.clone(),
+                };
+                widgets.push((index, widget, source));
+            }
             tasks[index] = task(
                 call,
                 TaskState::Done {
@@ -194,6 +281,11 @@ impl Run<'_> {
         }
         self.emit(ThreadStreamEvent::ItemDone { item: workflow })
             .await?;
+        // In the order the model asked for the calls, after their activity.
+        widgets.sort_by_key(|(index, _, _)| *index);
+        for (_, widget, source) in widgets {
+            self.show_widget(widget, Some(source)).await?;
+        }
 
         Ok(calls
             .iter()
@@ -203,6 +295,26 @@ impl Run<'_> {
                 content: output.map(|(text, _)| text).unwrap_or_default(),
             })
             .collect())
+    }
+}
+
+/// The result of a call that cannot run on a tool server: a client tool
+/// beside calls awaiting approval, or any tool when none is configured.
+fn refused(name: &str, client_tool: bool) -> ToolOutcome {
+    let output = if client_tool {
+        format!(
+            "Error: {name} runs in the user's browser and was not called, because other calls of this step wait for the user's approval. Call it again once they are settled."
+        )
+    } else {
+        format!("Error: there is no tool named {name:?}.")
+    };
+    ToolOutcome {
+        output,
+        structured: None,
+        is_error: true,
+        server: String::new(),
+        tool: name.to_owned(),
+        elapsed: std::time::Duration::ZERO,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Dispatch: one function per ChatKit request type, onto the store and the agent.
-//! The requests that start a run live in `runs.rs`, the boundary that
+//! The requests that start a run live in `runs.rs`, widget actions in
+//! `actions.rs`, the boundary that
 //! catches a panicking run in `panics.rs`; this file holds the
 //! dispatcher, the reads and edits answered with one JSON document, and the
 //! errors they share.
@@ -27,6 +28,7 @@ use crate::protocol::{
 };
 use crate::store::{PageRequest, Store, StoreError};
 
+mod actions;
 mod panics;
 mod runs;
 
@@ -65,6 +67,9 @@ pub enum ChatKitError {
     TooManyRuns(String),
     #[error("{0}")]
     NotImplemented(String),
+    /// A widget action's tool answered with an error (its text).
+    #[error("{0}")]
+    ActionFailed(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -215,9 +220,8 @@ impl ChatKit {
                     ))),
                 }
             }
-            Request::ThreadsCustomAction(params) | Request::ThreadsSyncCustomAction(params) => {
-                self.custom_action(ctx, params).await
-            }
+            Request::ThreadsCustomAction(params) => self.custom_action(ctx, params, false).await,
+            Request::ThreadsSyncCustomAction(params) => self.custom_action(ctx, params, true).await,
             Request::ThreadsGetById(params) => {
                 let thread = self.store.load_thread(user, &params.thread_id).await?;
                 let page = PageRequest {

@@ -1,5 +1,5 @@
 //! The requests that start a run: a new thread, a new message, a retry, a
-//! client tool's output, a custom action. Each checks and stores what it can
+//! client tool's output (custom actions that start one are in `actions.rs`). Each checks and stores what it can
 //! before the first event, so a refusal is a precise error rather than a cut
 //! stream, then holds the thread's run lock and a user's run slot for the
 //! spawned run.
@@ -10,13 +10,13 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use super::{ChatKit, ChatKitError, EventStream, Response, STREAM_BUFFER};
-use crate::agent::{EventSink, RunInput, RunOutcome};
+use crate::agent::{EventSink, RunInput, RunOutcome, Settle};
 use crate::auth::Identity;
 use crate::limits::{RunSlot, SlotRefused};
 use crate::protocol::{
-    ActionParams, ClientToolCallStatus, IdKind, ItemKind, Page, RetryParams, Thread, ThreadItem,
-    ThreadMetadata, ThreadStatus, ThreadStreamEvent, Timestamp, UserContent, UserMessage,
-    UserMessageInput, new_id, text,
+    ClientToolCallStatus, IdKind, ItemKind, Page, RetryParams, Thread, ThreadItem, ThreadMetadata,
+    ThreadStatus, ThreadStreamEvent, Timestamp, UserContent, UserMessage, UserMessageInput, new_id,
+    text,
 };
 use crate::store::{Appended, PageRequest, RunLock, StoreError};
 
@@ -45,7 +45,7 @@ impl ChatKit {
         // The run starts from what was just written, without reading it back.
         let history = Some(vec![item.clone()]);
         let first = vec![created, ThreadStreamEvent::ItemDone { item }];
-        Ok(self.start_run(ctx, thread, (lock, slot), history, first))
+        Ok(self.start_run(ctx, thread, (lock, slot), history, first, None))
     }
 
     pub(super) async fn add_user_message(
@@ -70,13 +70,13 @@ impl ChatKit {
             Appended::NotOpen(thread) => return Err(not_open(&thread)),
         };
         let first = vec![ThreadStreamEvent::ItemDone { item }];
-        Ok(self.start_run(ctx, thread, (lock, slot), Some(history), first))
+        Ok(self.start_run(ctx, thread, (lock, slot), Some(history), first, None))
     }
 
     /// The run lock of a thread named by a request, taken before its owner
     /// is checked. A thread that stays busy beyond the lock timeout is
     /// reported busy only to its owner; anyone else learns it is not found.
-    async fn lock_own_thread(
+    pub(super) async fn lock_own_thread(
         &self,
         ctx: &Identity,
         thread_id: &str,
@@ -113,7 +113,7 @@ impl ChatKit {
         self.store
             .delete_items_after(&ctx.user_id, &thread.id, &item.id)
             .await?;
-        Ok(self.start_run(ctx, thread, (lock, slot), None, Vec::new()))
+        Ok(self.start_run(ctx, thread, (lock, slot), None, Vec::new(), None))
     }
 
     /// Protocol 4.3: completes the pending client tool call that ends the
@@ -154,34 +154,7 @@ impl ChatKit {
             _ => return Err(no_pending_call(thread_id)),
         }
         self.store.save_item(&ctx.user_id, &item).await?;
-        Ok(self.start_run(ctx, thread, (lock, slot), None, Vec::new()))
-    }
-
-    pub(super) async fn custom_action(
-        &self,
-        ctx: &Identity,
-        params: ActionParams,
-    ) -> Result<Response, ChatKitError> {
-        let thread = self
-            .store
-            .load_thread(&ctx.user_id, &params.thread_id)
-            .await?;
-        if let Some(item_id) = &params.item_id {
-            let item = self
-                .store
-                .load_item(&ctx.user_id, &thread.id, item_id)
-                .await?;
-            if !matches!(item.kind, ItemKind::Widget { .. }) {
-                return Err(ChatKitError::BadRequest(format!(
-                    "item {item_id} is a {}, not a widget: only widgets send actions",
-                    item.type_name()
-                )));
-            }
-        }
-        Err(ChatKitError::NotImplemented(format!(
-            "no handler is configured for the widget action {:?}",
-            params.action.kind
-        )))
+        Ok(self.start_run(ctx, thread, (lock, slot), None, Vec::new(), None))
     }
 
     /// One of the user's answer slots, or a refusal before anything is stored.
@@ -221,6 +194,7 @@ impl ChatKit {
         (lock, slot): (RunLock, RunSlot),
         history: Option<Vec<ThreadItem>>,
         first: Vec<ThreadStreamEvent>,
+        settle: Option<Settle>,
     ) -> Response {
         let (sink, events) = EventSink::channel(STREAM_BUFFER, self.stream_write_timeout);
         let stall = sink.stall_signal();
@@ -230,6 +204,7 @@ impl ChatKit {
             identity: ctx.clone(),
             thread,
             history,
+            settle,
         };
         let run_cancel = cancel.clone();
         let shutdown = self.shutdown.clone();

@@ -13,7 +13,9 @@
 //! so the shipped `agent.toml` runs on SQLite with no other service.
 
 mod document;
+mod interactive;
 mod interpolate;
+mod mcp;
 mod schema;
 mod url;
 mod validate;
@@ -24,6 +26,9 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use document::Document;
+pub use interactive::{
+    ActionConfig, ActionTarget, Approval, ClientToolConfig, RESERVED_ACTIONS, ToolSettings,
+};
 pub use interpolate::Env;
 use interpolate::Expansions;
 pub use schema::{

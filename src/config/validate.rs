@@ -24,7 +24,8 @@ pub(super) fn validate(config: &Config, document: &Document<'_>) -> Result<(), C
     for (name, server) in &config.mcp_servers {
         check.mcp_server(name, server)?;
     }
-    check.instructions()
+    check.instructions()?;
+    super::interactive::validate(config, document)
 }
 
 struct Check<'c> {

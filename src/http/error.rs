@@ -139,6 +139,9 @@ impl From<ChatKitError> for ApiError {
             ChatKitError::NotImplemented(message) => {
                 ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_implemented", message)
             }
+            ChatKitError::ActionFailed(message) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "action_failed", message)
+            }
             ChatKitError::Internal(cause) => {
                 tracing::error!(%cause, "request failed");
                 ApiError::new(

@@ -11,6 +11,9 @@ use super::manager::McpManager;
 use super::{ToolOutcome, tools};
 use crate::config::InjectSource;
 
+/// Largest text result parsed as data for a widget.
+const MAX_DATA_BYTES: usize = 1024 * 1024;
+
 impl McpManager {
     /// Runs one call of `server`'s tool `tool` (its own name, not the
     /// model's) for `user`, exactly as a model's call would run: injected
@@ -28,6 +31,7 @@ impl McpManager {
         match tools.iter().find(|t| t.server == server && t.tool == tool) {
             Some(found) => self.call(user, &found.name, arguments).await,
             None => ToolOutcome {
+                structured: None,
                 output: if self.servers.contains_key(server) {
                     format!("Error: the {server} tool server offers no tool named {tool:?}.")
                 } else {
@@ -59,6 +63,7 @@ impl McpManager {
         let tools = self.current_tools();
         let Some(tool) = tools.iter().find(|t| t.name == name) else {
             return ToolOutcome {
+                structured: None,
                 output: format!("Error: there is no tool named {name:?}."),
                 is_error: true,
                 server: String::new(),
@@ -67,6 +72,7 @@ impl McpManager {
             };
         };
         let outcome = |output: String, is_error: bool| ToolOutcome {
+            structured: None,
             output,
             is_error,
             server: tool.server.clone(),
@@ -100,7 +106,10 @@ impl McpManager {
             Ok(result) => {
                 let is_error = result.is_error.unwrap_or(false);
                 let text = tools::result_text(&result, self.max_output_bytes);
-                outcome(text, is_error)
+                ToolOutcome {
+                    structured: tools::result_data(&result, MAX_DATA_BYTES),
+                    ..outcome(text, is_error)
+                }
             }
             Err(CallFailure::Timeout(after)) => outcome(
                 format!(

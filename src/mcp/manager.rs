@@ -205,7 +205,16 @@ impl McpManager {
             let offered = tools
                 .iter()
                 .filter(|t| server.offered(t))
-                .map(|t| (t.clone(), injected.clone()))
+                .map(|t| tools::OfferedTool {
+                    tool: t.clone(),
+                    injected: injected.clone(),
+                    approval: server
+                        .config
+                        .tools
+                        .get(t.name.as_ref())
+                        .and_then(|settings| settings.approval)
+                        .unwrap_or(server.config.approval),
+                })
                 .collect();
             known.insert(name.clone(), offered);
         }

@@ -56,6 +56,9 @@ pub enum McpError {
 pub struct ToolOutcome {
     /// The result text (or the error message), already truncated.
     pub output: String,
+    /// The result as data, for a widget: its `structuredContent`, or its
+    /// text when that is one JSON object (see [`tools::result_data`]).
+    pub structured: Option<serde_json::Value>,
     pub is_error: bool,
     /// Which server and tool ran it (empty for an unknown tool).
     pub server: String,

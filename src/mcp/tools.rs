@@ -15,6 +15,8 @@ use rmcp::model::{CallToolResult, ContentBlock, Tool};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::config::Approval;
+
 /// Longest tool name the model may be given.
 pub const MAX_NAME: usize = 64;
 
@@ -29,6 +31,31 @@ pub struct ModelTool {
     pub description: String,
     /// The input schema without the injected parameters.
     pub parameters: Value,
+    /// Whether a call waits for the user's approval (the server's or the
+    /// tool's `approval` rule, and the tool's `destructiveHint`).
+    pub needs_approval: bool,
+}
+
+/// One tool a server offers, with what its configuration says of it.
+#[derive(Debug, Clone)]
+pub struct OfferedTool {
+    pub tool: Tool,
+    /// Parameters the daemon fills in (hidden from the model).
+    pub injected: Vec<String>,
+    pub approval: Approval,
+}
+
+/// Whether a call of `tool` waits for approval under `rule`.
+pub fn needs_approval(tool: &Tool, rule: Approval) -> bool {
+    match rule {
+        Approval::Never => false,
+        Approval::Always => true,
+        Approval::Destructive => tool
+            .annotations
+            .as_ref()
+            .and_then(|a| a.destructive_hint)
+            .unwrap_or(false),
+    }
 }
 
 /// Keeps `[a-zA-Z0-9_-]`, replacing anything else with `_`.
@@ -63,16 +90,21 @@ fn fit(name: String) -> String {
 
 /// Assigns model-facing names to every server's tools. `servers` maps server
 /// name to its (already filtered) tools.
-pub fn name_tools(servers: &BTreeMap<String, Vec<(Tool, Vec<String>)>>) -> Vec<ModelTool> {
+pub fn name_tools(servers: &BTreeMap<String, Vec<OfferedTool>>) -> Vec<ModelTool> {
     let mut counts: HashMap<String, usize> = HashMap::new();
     for tools in servers.values() {
-        for (tool, _) in tools {
+        for OfferedTool { tool, .. } in tools {
             *counts.entry(sanitize(&tool.name)).or_default() += 1;
         }
     }
     let mut named = Vec::new();
     for (server, tools) in servers {
-        for (tool, injected) in tools {
+        for OfferedTool {
+            tool,
+            injected,
+            approval,
+        } in tools
+        {
             let plain = sanitize(&tool.name);
             let name = if counts.get(&plain).copied().unwrap_or(0) > 1 {
                 fit(format!("{}__{plain}", sanitize(server)))
@@ -90,6 +122,7 @@ pub fn name_tools(servers: &BTreeMap<String, Vec<(Tool, Vec<String>)>>) -> Vec<M
                     .unwrap_or_default()
                     .to_owned(),
                 parameters: hide_parameters(&tool.input_schema, injected),
+                needs_approval: needs_approval(tool, *approval),
             });
         }
     }
@@ -116,6 +149,26 @@ pub fn hide_parameters(schema: &Map<String, Value>, hidden: &[String]) -> Value 
     Value::Object(schema)
 }
 
+/// The structured form of a result: its `structuredContent`, else its only
+/// text block when that parses as a JSON object; `None` for an error result.
+/// `max_bytes` bounds the text parsed.
+pub fn result_data(result: &CallToolResult, max_bytes: usize) -> Option<Value> {
+    if result.is_error == Some(true) {
+        return None;
+    }
+    if let Some(structured) = &result.structured_content {
+        return Some(structured.clone());
+    }
+    match result.content.as_slice() {
+        [ContentBlock::Text(text)] if text.text.len() <= max_bytes => {
+            serde_json::from_str::<Value>(&text.text)
+                .ok()
+                .filter(Value::is_object)
+        }
+        _ => None,
+    }
+}
+
 /// The text the model reads for a tool result, cut to `max_bytes`.
 pub fn result_text(result: &CallToolResult, max_bytes: usize) -> String {
     let mut parts: Vec<String> = Vec::new();
@@ -137,6 +190,7 @@ pub fn result_text(result: &CallToolResult, max_bytes: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rmcp::model::ToolAnnotations;
     use serde_json::json;
     use std::sync::Arc;
 
@@ -147,22 +201,51 @@ mod tests {
         Tool::new(name.to_owned(), "does things", Arc::new(schema))
     }
 
+    fn offered(name: &str) -> OfferedTool {
+        OfferedTool {
+            tool: tool(name, json!({"type": "object"})),
+            injected: vec![],
+            approval: Approval::default(),
+        }
+    }
+
     #[test]
     fn names_are_plain_unless_they_collide() {
         let mut servers = BTreeMap::new();
         servers.insert(
             "tasks".to_owned(),
-            vec![
-                (tool("add_task", json!({"type": "object"})), vec![]),
-                (tool("search", json!({"type": "object"})), vec![]),
-            ],
+            vec![offered("add_task"), offered("search")],
         );
-        servers.insert(
-            "web.search".to_owned(),
-            vec![(tool("search", json!({"type": "object"})), vec![])],
-        );
+        servers.insert("web.search".to_owned(), vec![offered("search")]);
         let names: Vec<String> = name_tools(&servers).into_iter().map(|t| t.name).collect();
         assert_eq!(names, ["add_task", "tasks__search", "web_search__search"]);
+    }
+
+    #[test]
+    fn approval_follows_the_rule_then_the_destructive_hint() {
+        let plain = tool("list", json!({"type": "object"}));
+        let destructive = tool("delete", json!({"type": "object"}))
+            .annotate(ToolAnnotations::new().destructive(true));
+        let safe = tool("add", json!({"type": "object"}))
+            .annotate(ToolAnnotations::new().destructive(false));
+        assert!(!needs_approval(&plain, Approval::Destructive));
+        assert!(needs_approval(&destructive, Approval::Destructive));
+        assert!(!needs_approval(&safe, Approval::Destructive));
+        assert!(needs_approval(&plain, Approval::Always));
+        assert!(!needs_approval(&destructive, Approval::Never));
+    }
+
+    #[test]
+    fn structured_data_comes_from_structured_content_or_a_json_text() {
+        let structured = CallToolResult::structured(json!({"tasks": []}));
+        assert_eq!(result_data(&structured, 100), Some(json!({"tasks": []})));
+        let text = CallToolResult::success(vec![ContentBlock::text(r#"{"a":1}"#)]);
+        assert_eq!(result_data(&text, 100), Some(json!({"a": 1})));
+        assert_eq!(result_data(&text, 3), None, "over the parse limit");
+        let prose = CallToolResult::success(vec![ContentBlock::text("done")]);
+        assert_eq!(result_data(&prose, 100), None);
+        let error = CallToolResult::error(vec![ContentBlock::text(r#"{"a":1}"#)]);
+        assert_eq!(result_data(&error, 100), None);
     }
 
     #[test]

@@ -134,7 +134,8 @@ impl TasksServer {
     #[tool(
         description = "Add a new open task to the user's task list and return it (with its id). \
         Use this for anything the user wants to do or remember. `due` is an optional calendar \
-        date written YYYY-MM-DD."
+        date written YYYY-MM-DD.",
+        annotations(read_only_hint = false, destructive_hint = false)
     )]
     async fn add_task(&self, Parameters(args): Parameters<AddTaskArgs>) -> CallToolResult {
         respond(self.add(args).await)
@@ -144,7 +145,8 @@ impl TasksServer {
     #[tool(
         description = "List the user's tasks, oldest first, at most 200. By default only open \
         tasks; pass status \"done\" for completed ones or \"all\" for both. Use it to find a \
-        task's id before updating, completing or deleting it."
+        task's id before updating, completing or deleting it.",
+        annotations(read_only_hint = true)
     )]
     async fn list_tasks(&self, Parameters(args): Parameters<ListTasksArgs>) -> CallToolResult {
         respond(self.list(args).await)
@@ -154,7 +156,12 @@ impl TasksServer {
     #[tool(
         description = "Change the title, notes and/or due date of one of the user's tasks; give \
         at least one of them. An empty string for notes or due removes it. Returns the updated \
-        task."
+        task.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true
+        )
     )]
     async fn update_task(&self, Parameters(args): Parameters<UpdateTaskArgs>) -> CallToolResult {
         respond(self.update(args).await)
@@ -163,7 +170,12 @@ impl TasksServer {
     /// Completes a task.
     #[tool(
         description = "Mark one of the user's tasks as done and return it. Completing a task \
-        that is already done changes nothing."
+        that is already done changes nothing.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true
+        )
     )]
     async fn complete_task(&self, Parameters(args): Parameters<TaskRefArgs>) -> CallToolResult {
         respond(self.complete(args).await)
@@ -172,7 +184,8 @@ impl TasksServer {
     /// Deletes a task.
     #[tool(
         description = "Permanently delete one of the user's tasks. Only when the user asks to \
-        remove it; use complete_task for a finished task. Returns {\"deleted\": task_id}."
+        remove it; use complete_task for a finished task. Returns {\"deleted\": task_id}.",
+        annotations(read_only_hint = false, destructive_hint = true)
     )]
     async fn delete_task(&self, Parameters(args): Parameters<TaskRefArgs>) -> CallToolResult {
         respond(self.delete(args).await)

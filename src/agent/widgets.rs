@@ -1,0 +1,116 @@
+//! What a run shows besides text: a tool's result rendered as a widget (with
+//! the hidden record of the call it came from, so an action can render it
+//! afresh), and a client tool call that hands the turn to the browser.
+
+use serde_json::{Map, Value};
+
+use super::Agent;
+use super::records::{UiRecord, WidgetSource};
+use super::run::{Run, Stop};
+use crate::llm::ToolCall;
+use crate::protocol::{
+    ClientToolCall, ClientToolCallStatus, IdKind, ItemKind, ThreadItem, ThreadStreamEvent,
+    Timestamp, new_id,
+};
+
+impl Agent {
+    /// The widget of a call's result, when its tool has a template and the
+    /// result has data. A template that fails is a warning: the call still
+    /// shows as tool activity and the model still reads its text.
+    pub(super) fn render_result(
+        &self,
+        server: &str,
+        tool: &str,
+        data: Option<&Value>,
+    ) -> Option<Value> {
+        let template = self.interactions.widget(server, tool)?;
+        let Some(data) = data else {
+            tracing::warn!(
+                server,
+                tool,
+                "the tool's result has no JSON data for its widget"
+            );
+            return None;
+        };
+        match template.render(data) {
+            Ok(widget) => Some(widget),
+            Err(e) => {
+                tracing::warn!(server, tool, error = %e, "the tool's widget did not render; shown as plain tool activity");
+                None
+            }
+        }
+    }
+}
+
+/// A widget item of `thread_id`, created now.
+pub(super) fn widget_item(thread_id: &str, widget: Value) -> ThreadItem {
+    ThreadItem {
+        id: new_id(IdKind::Message),
+        thread_id: thread_id.to_owned(),
+        created_at: Timestamp::now(),
+        kind: ItemKind::Widget {
+            widget,
+            copy_text: None,
+        },
+    }
+}
+
+impl Run<'_> {
+    /// Stores a widget item with its state record, then streams it.
+    pub(super) async fn show_widget(
+        &mut self,
+        widget: Value,
+        source: Option<WidgetSource>,
+    ) -> Result<(), Stop> {
+        let thread_id = self.input.thread.id.clone();
+        let item = widget_item(&thread_id, widget);
+        let state = UiRecord::WidgetState {
+            widget_id: item.id.clone(),
+            source,
+            approval: None,
+        }
+        .into_item(&thread_id);
+        self.store_items(&[&item, &state]).await?;
+        self.emit(ThreadStreamEvent::ItemDone { item }).await
+    }
+
+    /// Stores items in order; a store failure ends the run.
+    pub(super) async fn store_items(&mut self, items: &[&ThreadItem]) -> Result<(), Stop> {
+        let user = self.input.identity.user_id.clone();
+        for item in items {
+            if let Err(e) = self.agent.store.add_item(&user, item).await {
+                return self.fail_store(e).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the turn on a call of a client tool: a pending `client_tool_call`
+    /// item, answered by `threads.add_client_tool_output` (protocol 7).
+    pub(super) async fn pend_client_call(&mut self, call: &ToolCall) -> Result<(), Stop> {
+        let arguments = match serde_json::from_str::<Value>(&call.function.arguments) {
+            Ok(Value::Object(arguments)) => arguments,
+            _ => {
+                // The item's `arguments` is an object on the wire.
+                if !call.function.arguments.trim().is_empty() {
+                    tracing::warn!(tool = %call.function.name, "a client tool call's arguments are not a JSON object; sent as {{}}");
+                }
+                Map::new()
+            }
+        };
+        let item = ThreadItem {
+            id: new_id(IdKind::ToolCall),
+            thread_id: self.input.thread.id.clone(),
+            created_at: Timestamp::now(),
+            kind: ItemKind::ClientToolCall(ClientToolCall {
+                status: ClientToolCallStatus::Pending,
+                call_id: call.id.clone(),
+                name: call.function.name.clone(),
+                arguments: Value::Object(arguments),
+                output: None,
+            }),
+        };
+        self.store_items(&[&item]).await?;
+        self.emit(ThreadStreamEvent::ItemDone { item }).await
+    }
+}
