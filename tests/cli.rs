@@ -590,3 +590,89 @@ async fn piped_chat_adds_a_task_with_the_tasks_server() {
     assert_eq!(listed("alice").await, 1);
     assert_eq!(listed("bob").await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn piped_chat_shows_widgets_and_answers_an_approval_card() {
+    let llm = FakeLlm::start().await;
+    let setup = Setup::new(&llm.base_url(), false);
+    let mut config = std::fs::read_to_string(&setup.config).expect("config");
+    let widget = Path::new(env!("CARGO_MANIFEST_DIR")).join("widgets/task-list.widget");
+    config.push_str(&format!(
+        "\n[mcp_servers.tasks]\ncommand = {:?}\nenv = {{ TASKS_DB = \"tasks.db\" }}\ninject = {{ user_id = \"user.id\" }}\n[mcp_servers.tasks.tools.list_tasks]\nwidget = {:?}\n",
+        workspace_bin("tasks-mcp").display().to_string(),
+        widget.display().to_string(),
+    ));
+    std::fs::write(&setup.config, config).expect("config written");
+    let added = setup
+        .run(
+            &[
+                "tools",
+                "call",
+                "tasks",
+                "add_task",
+                "--args",
+                r#"{"title":"old plan"}"#,
+                "--user",
+                "alice",
+            ],
+            "",
+        )
+        .await;
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    let task: Value = serde_json::from_str(text(&added.stdout).trim()).expect("JSON");
+    let task_id = task["id"].as_str().expect("id");
+
+    llm.push(Script::tool_call("call_1", "list_tasks", "{}"));
+    llm.push(Script::text(["Here is your list."]));
+    llm.push(Script::tool_call(
+        "call_2",
+        "delete_task",
+        format!(r#"{{"task_id":"{task_id}"}}"#),
+    ));
+    llm.push(Script::text(["Deleted it."]));
+    let output = setup
+        .run(
+            &["chat", "--user", "alice"],
+            "show my tasks\ndelete the old plan\ny\n",
+        )
+        .await;
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert!(output.status.success(), "{stderr}");
+    // The card's glyph depends on the locale.
+    let stdout = stdout.replace('│', "|");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines.contains(&"  | old plan  [Done]"),
+        "the task card: {stdout}"
+    );
+    assert!(
+        lines.contains(&"  | Run delete_task?"),
+        "the approval card: {stdout}"
+    );
+    assert!(
+        lines.contains(&"  | [Approve]  [Deny]"),
+        "its buttons: {stdout}"
+    );
+    assert!(
+        lines.contains(&"  | Approved: delete_task"),
+        "the settled card: {stdout}"
+    );
+    assert_eq!(lines.last(), Some(&"Deleted it."), "{stdout}");
+    let listed = setup
+        .run(
+            &[
+                "tools",
+                "call",
+                "tasks",
+                "list_tasks",
+                "--args",
+                "{}",
+                "--user",
+                "alice",
+            ],
+            "",
+        )
+        .await;
+    let value: Value = serde_json::from_str(text(&listed.stdout).trim()).expect("JSON");
+    assert_eq!(value["tasks"], serde_json::json!([]), "deleted");
+}

@@ -21,6 +21,14 @@ pub struct Interactions {
     client_tools: Vec<ToolDefinition>,
 }
 
+/// What [`Interactions::counts`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub widgets: usize,
+    pub actions: usize,
+    pub client_tools: usize,
+}
+
 /// What one widget action type does.
 #[derive(Debug)]
 pub enum Action {
@@ -83,6 +91,19 @@ impl Interactions {
             actions,
             client_tools,
         })
+    }
+
+    /// How many templates, configured actions and client tools there are.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            widgets: self.widgets.len(),
+            actions: self
+                .actions
+                .values()
+                .filter(|a| !matches!(a, Action::Approve | Action::Deny))
+                .count(),
+            client_tools: self.client_tools.len(),
+        }
     }
 
     /// The widget template of `server`'s tool `tool`, if it has one.

@@ -17,6 +17,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::{CliError, redact_url};
+use crate::agent::Interactions;
 use crate::auth::{Authenticator, KeyProbe};
 use crate::config::{AuthMode, Config};
 use crate::llm::{LlmClient, LlmError, ModelList};
@@ -143,13 +144,30 @@ fn check_config(config: &Config, path: &Path, started: Instant) -> Line {
             .since(started)
             .detail(format!("[agent] instructions: {e}"));
     }
-    let servers = config.mcp_servers.len();
+    // Every widget template and action message, compiled as `serve` does.
+    let interactions = match Interactions::load(config) {
+        Ok(interactions) => interactions,
+        Err(e) => {
+            return Line::new(Status::Fail, "config", target)
+                .since(started)
+                .detail(e.to_string());
+        }
+    };
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    let counts = interactions.counts();
+    let mut detail = plural(config.mcp_servers.len(), "tool server");
+    for (n, what) in [
+        (counts.widgets, "widget template"),
+        (counts.actions, "action"),
+        (counts.client_tools, "client tool"),
+    ] {
+        if n > 0 {
+            detail.push_str(&format!(", {}", plural(n, what)));
+        }
+    }
     Line::new(Status::Ok, "config", target)
         .since(started)
-        .detail(format!(
-            "{servers} tool server{}",
-            if servers == 1 { "" } else { "s" }
-        ))
+        .detail(detail)
 }
 
 /// The auth mode: keys that load, a reachable JWKS, and no development

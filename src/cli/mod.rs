@@ -49,6 +49,8 @@ pub struct Glyphs {
     pub tool: &'static str,
     pub ellipsis: &'static str,
     pub result: &'static str,
+    /// Starts each line of a widget.
+    pub card: &'static str,
 }
 
 impl Glyphs {
@@ -56,11 +58,13 @@ impl Glyphs {
         tool: "⚙",
         ellipsis: "…",
         result: "↳",
+        card: "│",
     };
     pub const ASCII: Glyphs = Glyphs {
         tool: "*",
         ellipsis: "...",
         result: "->",
+        card: "|",
     };
 
     /// From `LC_ALL`, `LC_CTYPE` or `LANG`, the first one set.

@@ -351,3 +351,87 @@ fn the_retired_store_run_cap_still_loads() {
     assert_eq!(config.store.max_concurrent_runs, Some(64));
     assert_eq!(config.server.max_concurrent_runs, 500);
 }
+
+#[test]
+fn interactive_keys_load_with_their_defaults() {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let text = std::fs::read_to_string(Path::new(dir).join("agent.toml")).expect("shipped");
+    let config = load_in(dir, &text, &[]).expect("valid");
+    let tasks = &config.mcp_servers["tasks"];
+    assert_eq!(tasks.approval, Approval::Destructive);
+    assert_eq!(
+        tasks.tools["list_tasks"].widget.as_deref(),
+        Some(Path::new("widgets/task-list.widget"))
+    );
+    assert_eq!(
+        config.actions["tasks.complete"].target(),
+        Some(ActionTarget::Tool {
+            server: "tasks",
+            tool: "complete_task"
+        })
+    );
+    let text = "[client_tools.get_location]\ndescription = \"Where the user is.\"\n";
+    let config = load(text, &[]).expect("valid");
+    assert_eq!(
+        config.client_tools["get_location"].parameters,
+        serde_json::json!({"type": "object", "properties": {}})
+    );
+    let text = "[mcp_servers.s]\ncommand = \"x\"\napproval = \"always\"\n[mcp_servers.s.tools.t]\napproval = \"never\"\n";
+    let config = load(text, &[]).expect("valid");
+    assert_eq!(config.mcp_servers["s"].approval, Approval::Always);
+    assert_eq!(
+        config.mcp_servers["s"].tools["t"].approval,
+        Some(Approval::Never)
+    );
+}
+
+#[test]
+fn interactive_keys_are_checked_with_their_line() {
+    let server = "[mcp_servers.tasks]\ncommand = \"tasks-mcp\"\n";
+    let cases = [
+        (
+            format!("{server}[mcp_servers.tasks.tools.list_tasks]\nwidget = \"missing.widget\"\n"),
+            "agent.toml:4: `mcp_servers.tasks.tools.list_tasks.widget`: ./missing.widget is not a file",
+        ),
+        (
+            format!("{server}[actions.\"a\"]\nserver = \"tasks\"\ntool = \"x\"\nmessage = \"m\"\n"),
+            "agent.toml:3: `actions.a`: give either `server` and `tool` (the action calls that tool) or `message` (the agent answers it)",
+        ),
+        (
+            format!("{server}[actions.\"a\"]\nserver = \"other\"\ntool = \"x\"\n"),
+            "agent.toml:4: `actions.a.server`: no tool server named \"other\" is configured",
+        ),
+        (
+            format!("{server}[actions.\"tool.approve\"]\nmessage = \"yes\"\n"),
+            "agent.toml:3: `actions.tool.approve`: this action type belongs to the approval card and cannot be bound",
+        ),
+        (
+            format!("{server}[actions.\"a\"]\nmessage = \"  \"\n"),
+            "agent.toml:4: `actions.a.message`: must not be empty",
+        ),
+        (
+            "[client_tools.\"get location\"]\ndescription = \"d\"\n".to_owned(),
+            "agent.toml:1: `client_tools.get location`: client tool names use 1 to 64 letters, digits, `_` and `-`",
+        ),
+        (
+            "[client_tools.loc]\ndescription = \"\"\n".to_owned(),
+            "agent.toml:2: `client_tools.loc.description`: must not be empty",
+        ),
+        (
+            "[client_tools.loc]\ndescription = \"d\"\nparameters = { type = \"string\" }\n"
+                .to_owned(),
+            "agent.toml:3: `client_tools.loc.parameters`: must be a JSON schema with `type = \"object\"`",
+        ),
+    ];
+    for (text, expected) in cases {
+        let err = load(&text, &[]).expect_err(&text);
+        assert_eq!(err.to_string(), expected, "{text}");
+    }
+    let err = load(
+        "[mcp_servers.s]\ncommand = \"x\"\napproval = \"sometimes\"\n",
+        &[],
+    )
+    .expect_err("unknown rule");
+    assert!(err.to_string().starts_with("agent.toml:3: "), "{err}");
+    assert!(err.to_string().contains("destructive"), "{err}");
+}

@@ -14,6 +14,9 @@
 //! - Piped: one message per line, each answered in turn, then exit at end of
 //!   input. An `error` event goes to stderr and the next line follows. SIGINT
 //!   stops the answer (kept as above) and exits.
+//! - An answer that ends on an approval card asks `approve? [y/N]`; the next
+//!   line (typed or piped) answers it, `y` or `yes` approving, anything else
+//!   denying, and the answer goes on as the ChatKit UI's buttons would.
 //!
 //! Here: the session (thread, history, turn loop). Reading lines and
 //! interrupts is in [`input`], turning events into terminal text in
@@ -25,7 +28,7 @@ mod render;
 use std::io::{IsTerminal, Write};
 
 use input::{Interrupts, read_lines};
-use render::Render;
+use render::{PendingCard, Render};
 
 use super::{CliError, Glyphs};
 use crate::agent::user_text;
@@ -33,10 +36,11 @@ use crate::app::App;
 use crate::auth::Identity;
 use crate::chatkit::Response;
 use crate::protocol::{
-    IdKind, ItemKind, Request, ThreadInputParams, ThreadItem, ThreadMetadata, ThreadStatus,
-    Timestamp, UserContent, UserMessageInput, new_id,
+    ActionParams, CustomAction, IdKind, ItemKind, Request, ThreadInputParams, ThreadItem,
+    ThreadMetadata, ThreadStatus, Timestamp, UserContent, UserMessageInput, new_id,
 };
 use crate::store::{Store, StoreError};
+use crate::widgets::{APPROVE, DENY};
 
 /// How many earlier messages `--thread` shows.
 const RESUME_MESSAGES: usize = 6;
@@ -204,7 +208,28 @@ impl Session<'_> {
             if text.is_empty() {
                 continue;
             }
-            match self.turn(text).await? {
+            let (mut end, mut card) = self.turn(text).await?;
+            while let (TurnEnd::Answered, Some(pending)) = (&end, card.take()) {
+                if self.interactive {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(b"approve? [y/N] ")?;
+                    out.flush()?;
+                }
+                let answer = tokio::select! {
+                    line = lines.recv() => line,
+                    () = self.interrupts.next() => None,
+                };
+                let Some(Ok(answer)) = answer else {
+                    // No answer: the card stays pending for the ChatKit UI.
+                    if self.interactive {
+                        end_prompt()?;
+                    }
+                    return Ok(ChatEnd::Finished);
+                };
+                let approve = matches!(answer.trim().to_lowercase().as_str(), "y" | "yes");
+                (end, card) = self.settle(pending, approve).await?;
+            }
+            match end {
                 TurnEnd::Answered => {}
                 TurnEnd::Interrupted if self.interactive => {}
                 TurnEnd::Interrupted => return Ok(ChatEnd::Interrupted),
@@ -212,8 +237,27 @@ impl Session<'_> {
         }
     }
 
-    /// Sends one message and renders its answer.
-    async fn turn(&mut self, text: &str) -> Result<TurnEnd, CliError> {
+    /// Answers an approval card as its Approve or Deny button would.
+    async fn settle(
+        &mut self,
+        card: PendingCard,
+        approve: bool,
+    ) -> Result<(TurnEnd, Option<PendingCard>), CliError> {
+        let kind = if approve { APPROVE } else { DENY };
+        let request = Request::ThreadsCustomAction(ActionParams {
+            thread_id: self.thread_id.clone(),
+            item_id: Some(card.widget_id),
+            action: CustomAction {
+                kind: kind.to_owned(),
+                payload: card.payload,
+            },
+        });
+        self.stream(request).await
+    }
+
+    /// Sends one message and renders its answer; returns how it ended and
+    /// the approval card it ended on, if any.
+    async fn turn(&mut self, text: &str) -> Result<(TurnEnd, Option<PendingCard>), CliError> {
         let request = Request::ThreadsAddUserMessage(ThreadInputParams {
             thread_id: Some(self.thread_id.clone()),
             input: UserMessageInput {
@@ -225,15 +269,25 @@ impl Session<'_> {
                 inference_options: Default::default(),
             },
         });
+        self.stream(request).await
+    }
+
+    /// Sends a streaming request and renders its events.
+    async fn stream(
+        &mut self,
+        request: Request,
+    ) -> Result<(TurnEnd, Option<PendingCard>), CliError> {
         let mut stream = match self.app.chatkit().handle(&self.ctx, request).await {
-            Ok(Response::Stream(stream)) => stream,
-            Ok(Response::Json(_)) => return Ok(TurnEnd::Answered),
+            Ok(Response::Stream(stream)) => {
+                self.sent += 1;
+                stream
+            }
+            Ok(Response::Json(_)) => return Ok((TurnEnd::Answered, None)),
             Err(e) => {
                 eprintln!("error: {e}");
-                return Ok(TurnEnd::Answered);
+                return Ok((TurnEnd::Answered, None));
             }
         };
-        self.sent += 1;
         let mut render = Render::new(std::io::stdout(), self.glyphs);
         loop {
             let event = tokio::select! {
@@ -244,7 +298,7 @@ impl Session<'_> {
                     drop(stream);
                     render.end_line()?;
                     eprintln!("(stopped; the answer so far is kept)");
-                    return Ok(TurnEnd::Interrupted);
+                    return Ok((TurnEnd::Interrupted, None));
                 }
                 event = stream.events.recv() => event,
             };
@@ -254,7 +308,7 @@ impl Session<'_> {
             }
         }
         render.end_line()?;
-        Ok(TurnEnd::Answered)
+        Ok((TurnEnd::Answered, render.take_approval()))
     }
 }
 

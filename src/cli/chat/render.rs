@@ -6,19 +6,34 @@
 //! `status_indicator`, and its markdown content made terminal-readable by
 //! [`terminal_lines`]. While a task loads, its text follows the title and the
 //! line stays open for the outcome; once complete, the content's first line
-//! ends the task line and the rest goes on one line under it. Nothing here
+//! ends the task line and the rest goes on one line under it. A widget shows
+//! as its text, each line marked as part of a card (buttons as `[label]`);
+//! an approval card is remembered for the session to ask about. Nothing here
 //! reads stdin or knows the session.
 
 use std::collections::HashMap;
 use std::io::Write;
 
+use serde_json::Value;
+
 use crate::cli::{Glyphs, one_line};
-use crate::protocol::{ItemKind, ItemUpdate, Task, TaskStatus, ThreadStreamEvent};
+use crate::protocol::{
+    ClientToolCallStatus, ItemKind, ItemUpdate, Task, TaskStatus, ThreadStreamEvent,
+};
+use crate::widgets::{APPROVE, offered_actions, plain_text};
 
 /// Longest task text on a task line.
 const MAX_LINE_SHOWN: usize = 160;
 /// Longest text shown under a task line.
 const MAX_OUTPUT_SHOWN: usize = 240;
+
+/// An approval card the user has not answered: the card's item id and the
+/// payload its buttons carry.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct PendingCard {
+    pub(super) widget_id: String,
+    pub(super) payload: Value,
+}
 
 /// A task being shown.
 struct ShownTask {
@@ -34,6 +49,8 @@ pub(super) struct Render<W: Write> {
     /// The task line left open for its outcome, by (workflow id, task index).
     open_task: Option<(String, usize)>,
     tasks: HashMap<(String, usize), ShownTask>,
+    /// The last approval card shown with its buttons.
+    approval: Option<PendingCard>,
 }
 
 impl<W: Write> Render<W> {
@@ -44,6 +61,7 @@ impl<W: Write> Render<W> {
             mid_line: false,
             open_task: None,
             tasks: HashMap::new(),
+            approval: None,
         }
     }
 
@@ -59,9 +77,22 @@ impl<W: Write> Render<W> {
                 }
                 _ => {}
             },
-            ThreadStreamEvent::ItemDone { item } => {
-                if matches!(item.kind, ItemKind::AssistantMessage(_)) {
+            ThreadStreamEvent::ItemDone { item } => match &item.kind {
+                ItemKind::AssistantMessage(_) => self.end_line()?,
+                ItemKind::Widget { widget, .. } => self.widget(&item.id, widget)?,
+                ItemKind::ClientToolCall(call) if call.status == ClientToolCallStatus::Pending => {
                     self.end_line()?;
+                    writeln!(
+                        self.out,
+                        "  {} {} runs in the browser, which a terminal does not have: it stays unanswered",
+                        self.glyphs.tool, call.name
+                    )?;
+                }
+                _ => {}
+            },
+            ThreadStreamEvent::ItemReplaced { item } => {
+                if let ItemKind::Widget { widget, .. } = &item.kind {
+                    self.widget(&item.id, widget)?;
                 }
             }
             ThreadStreamEvent::Error { message, .. } => {
@@ -172,6 +203,37 @@ impl<W: Write> Render<W> {
             )?;
         }
         Ok(())
+    }
+
+    /// A widget as text, each line marked; an approval card's buttons are
+    /// remembered for [`Render::take_approval`].
+    fn widget(&mut self, id: &str, widget: &Value) -> std::io::Result<()> {
+        self.end_line()?;
+        let text = plain_text(widget);
+        for line in terminal_lines(&text) {
+            writeln!(self.out, "  {} {line}", self.glyphs.card)?;
+        }
+        let approval = offered_actions(widget)
+            .into_iter()
+            .find(|(kind, _)| kind == APPROVE);
+        match approval {
+            Some((_, payload)) => {
+                self.approval = Some(PendingCard {
+                    widget_id: id.to_owned(),
+                    payload,
+                })
+            }
+            None if self.approval.as_ref().is_some_and(|a| a.widget_id == id) => {
+                self.approval = None
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// The approval card this answer ended on, if any.
+    pub(super) fn take_approval(&mut self) -> Option<PendingCard> {
+        self.approval.take()
     }
 
     /// Ends the current line, if one is open.
@@ -322,6 +384,43 @@ mod tests {
         assert_eq!(
             text,
             "  * Planning First **check** the order. Then ship.\n  * tool ... done\n"
+        );
+    }
+
+    #[test]
+    fn widgets_read_as_cards_and_approval_cards_are_remembered() {
+        use crate::protocol::{ThreadItem, Timestamp};
+        use crate::widgets::{ApprovalCall, approval_card};
+        let card = approval_card(
+            &[ApprovalCall {
+                tool: "delete_task".into(),
+                server: "tasks".into(),
+                arguments: serde_json::json!({"task_id": "t1"}),
+            }],
+            &["c1".to_owned()],
+        );
+        let item = ThreadItem {
+            id: "msg_card".into(),
+            thread_id: "thr_1".into(),
+            created_at: Timestamp::now(),
+            kind: ItemKind::Widget {
+                widget: card,
+                copy_text: None,
+            },
+        };
+        let mut out = Vec::new();
+        let mut render = Render::new(&mut out, Glyphs::ASCII);
+        render
+            .event(ThreadStreamEvent::ItemDone { item })
+            .expect("written");
+        let pending = render.take_approval().expect("an approval card");
+        assert_eq!(pending.widget_id, "msg_card");
+        assert_eq!(pending.payload, serde_json::json!({"call_ids": ["c1"]}));
+        assert_eq!(render.take_approval(), None);
+        let text = String::from_utf8(out).expect("utf-8");
+        assert_eq!(
+            text,
+            "  | Run delete_task?\n  | **delete_task** on tasks\n  | {\n  | \"task_id\": \"t1\"\n  | }\n  | [Approve]  [Deny]\n"
         );
     }
 
