@@ -37,6 +37,11 @@ fn token(user: &str) -> String {
 /// action, a client tool.
 fn interactive_toml(tasks_db: &Path) -> String {
     let widget = Path::new(env!("CARGO_MANIFEST_DIR")).join("widgets/task-list.widget");
+    interactive_toml_with(tasks_db, &widget)
+}
+
+/// [`interactive_toml`] with `widget` as `list_tasks`'s template.
+fn interactive_toml_with(tasks_db: &Path, widget: &Path) -> String {
     format!(
         r#"
 [auth]
@@ -750,5 +755,162 @@ async fn an_action_for_the_agent_is_answered_and_replayed() {
             "{answer}"
         );
     }
+    daemon.stop().await;
+}
+
+/// A card the conversation moved past (the user wrote something else
+/// instead of answering) runs nothing when clicked later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_the_conversation_moved_past_runs_nothing() {
+    let tasks = tempfile::tempdir().expect("temp dir");
+    let daemon = Daemon::binary(
+        Backend::Sqlite,
+        &interactive_toml(&tasks.path().join("t.db")),
+    )
+    .await;
+    let alice = token("alice");
+    let (thread, ids) = add_tasks(&daemon, &alice, &["keep me"]).await;
+    daemon
+        .llm
+        .push(call("del1", "delete_task", json!({"task_id": ids[0]})));
+    let asked = daemon
+        .stream_as(&alice, add_message_body(&thread, "delete it"))
+        .await;
+    let card_id = widget_of(&asked)["id"].as_str().expect("id").to_owned();
+    // The user changes the subject; the model never sees the waiting call.
+    daemon
+        .stream_as(
+            &alice,
+            add_message_body(&thread, "never mind, what is 2+2?"),
+        )
+        .await;
+    let messages = last_messages(&daemon);
+    assert!(
+        messages.iter().all(|m| m["tool_calls"]
+            .as_array()
+            .is_none_or(|calls| calls.iter().all(|c| c["id"] != "del1"))),
+        "an unanswered call is not replayed: {messages:?}"
+    );
+
+    let model_calls = daemon.llm.stream_requests().len();
+    let late = daemon
+        .stream_as(
+            &alice,
+            action(
+                "threads.custom_action",
+                &thread,
+                Some(&card_id),
+                "tool.approve",
+                json!({"call_ids": ["del1"]}),
+            ),
+        )
+        .await;
+    assert_eq!(
+        late.types(),
+        ["stream_options", "thread.item.replaced"],
+        "{}",
+        late.raw
+    );
+    let settled = &late.events[1]["item"]["widget"];
+    assert!(
+        text_of(settled).starts_with("Not run: delete_task"),
+        "{}",
+        text_of(settled)
+    );
+    assert!(actions_of(settled).is_empty());
+    assert_eq!(
+        daemon.llm.stream_requests().len(),
+        model_calls,
+        "no model call"
+    );
+
+    // Nothing ran: the task is still there.
+    daemon.llm.push(call("l1", "list_tasks", json!({})));
+    daemon.llm.push(Script::text(["Still there."]));
+    daemon
+        .stream_as(&alice, add_message_body(&thread, "list"))
+        .await;
+    assert_eq!(last_tool_json(&daemon)["tasks"][0]["id"], ids[0].as_str());
+
+    // Malformed settlements are refused before anything runs.
+    for (body, expected) in [
+        (
+            action(
+                "threads.custom_action",
+                &thread,
+                None,
+                "tool.approve",
+                json!({"call_ids": ["del1"]}),
+            ),
+            "must name its approval card",
+        ),
+        (
+            action(
+                "threads.custom_action",
+                &thread,
+                Some(&card_id),
+                "tool.deny",
+                json!({"call_ids": "del1"}),
+            ),
+            "{\"call_ids\": [ids]}",
+        ),
+    ] {
+        let (status, answer) = daemon.post_as(&alice, body).await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .expect("message")
+                .contains(expected),
+            "{answer}"
+        );
+    }
+    daemon.stop().await;
+}
+
+/// A template that cannot render the result is a warning in the log: the
+/// call still shows as activity, the model still reads its result, the
+/// stream ends normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_widget_that_does_not_render_leaves_the_plain_activity() {
+    let tasks = tempfile::tempdir().expect("temp dir");
+    let broken = tasks.path().join("broken.widget");
+    let template =
+        r#"{"type": "Card", "children": [{"type": "Text", "value": {{ missing | tojson }}}]}"#;
+    std::fs::write(
+        &broken,
+        json!({"version": "1.0", "name": "Broken", "template": template, "jsonSchema": {}})
+            .to_string(),
+    )
+    .expect("written");
+    let daemon = Daemon::binary(
+        Backend::Sqlite,
+        &interactive_toml_with(&tasks.path().join("t.db"), &broken),
+    )
+    .await;
+    let alice = token("alice");
+    let (thread, _) = add_tasks(&daemon, &alice, &["one"]).await;
+    daemon.llm.push(call("l1", "list_tasks", json!({})));
+    daemon.llm.push(Script::text(["Here it is."]));
+    let listed = daemon
+        .stream_as(&alice, add_message_body(&thread, "list"))
+        .await;
+    assert!(listed.error().is_none(), "{}", listed.raw);
+    assert_eq!(listed.answer().as_deref(), Some("Here it is."));
+    assert!(
+        listed.done_items().iter().all(|i| i["type"] != "widget"),
+        "{}",
+        listed.raw
+    );
+    assert!(listed.done_items().iter().any(|i| i["type"] == "workflow"));
+    assert_eq!(last_tool_json(&daemon)["tasks"][0]["title"], "one");
+    assert!(
+        support::eventually(std::time::Duration::from_secs(5), || async {
+            daemon.log().contains("did not render")
+        })
+        .await,
+        "the warning is logged:\n{}",
+        daemon.log()
+    );
     daemon.stop().await;
 }

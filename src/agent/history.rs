@@ -301,6 +301,38 @@ mod tests {
     }
 
     #[test]
+    fn actions_read_as_the_users_words_and_widget_state_as_nothing() {
+        let state = UiRecord::WidgetState {
+            widget_id: "msg_w".into(),
+            source: None,
+            approval: None,
+        }
+        .into_item("thr_1");
+        let action = UiRecord::Action {
+            action: "tasks.explain".into(),
+            text: "Tell me about task 1.".into(),
+        }
+        .into_item("thr_1");
+        let items = vec![user("m1", "hi"), assistant("m2", "hello"), state, action];
+        let messages = build_messages("sys", &items, 10_000).expect("fits");
+        assert_eq!(
+            messages[1..],
+            [
+                ChatMessage::User {
+                    content: "hi".into()
+                },
+                ChatMessage::assistant("hello"),
+                ChatMessage::User {
+                    content: "Tell me about task 1.".into()
+                },
+            ]
+        );
+        // The action starts the newest turn: over budget, the older turn goes first.
+        let tight = build_messages("sys", &items, 14).expect("the action fits");
+        assert_eq!(tight.len(), 2, "{tight:?}");
+    }
+
+    #[test]
     fn transcript_is_structured_and_hidden_context_included() {
         let items = vec![
             user("m1", "hi"),
