@@ -621,6 +621,15 @@ async fn piped_chat_shows_widgets_and_answers_an_approval_card() {
     assert!(added.status.success(), "{}", text(&added.stderr));
     let task: Value = serde_json::from_str(text(&added.stdout).trim()).expect("JSON");
     let task_id = task["id"].as_str().expect("id");
+    let listed = text(&setup.run(&["tools", "list"], "").await.stdout);
+    assert!(
+        listed.contains("delete_task  (tasks/delete_task)  [asks the user's approval]"),
+        "the destructive tool is marked:\n{listed}"
+    );
+    assert!(
+        listed.contains("list_tasks  (tasks/list_tasks)\n"),
+        "{listed}"
+    );
 
     llm.push(Script::tool_call("call_1", "list_tasks", "{}"));
     llm.push(Script::text(["Here is your list."]));

@@ -59,7 +59,16 @@ pub async fn list(config: &Config, user: &str, out: &mut impl Write) -> Result<u
 }
 
 fn write_tool(out: &mut impl Write, tool: &crate::mcp::ModelTool) -> std::io::Result<()> {
-    writeln!(out, "{}  ({}/{})", tool.name, tool.server, tool.tool)?;
+    let approval = if tool.needs_approval {
+        "  [asks the user's approval]"
+    } else {
+        ""
+    };
+    writeln!(
+        out,
+        "{}  ({}/{}){approval}",
+        tool.name, tool.server, tool.tool
+    )?;
     if !tool.description.trim().is_empty() {
         for line in tool.description.trim().lines() {
             writeln!(out, "    {line}")?;
