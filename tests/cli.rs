@@ -86,6 +86,24 @@ inject = {{ user_id = "user.id" }}
         format!("sqlite://{}", self.dir.path().join("chatkitd.db").display())
     }
 
+    /// `user`'s tasks, listed with `chatkitd tools call` on the tasks server.
+    async fn tasks_of(&self, user: &str) -> Value {
+        let args = [
+            "tools",
+            "call",
+            "tasks",
+            "list_tasks",
+            "--args",
+            "{}",
+            "--user",
+            user,
+        ];
+        let output = self.run(&args, "").await;
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        let value: Value = serde_json::from_str(text(&output.stdout).trim()).expect("JSON");
+        value["tasks"].clone()
+    }
+
     /// Runs `chatkitd ARGS` with `input` on stdin, to its exit.
     async fn run(&self, args: &[&str], input: &str) -> Output {
         let mut child = chatkitd(&self.config)
@@ -568,27 +586,11 @@ async fn piped_chat_adds_a_task_with_the_tasks_server() {
     assert!(types.iter().any(|t| t == "workflow"), "{types:?}");
 
     // The task belongs to alice, and only to her.
-    let listed = |user: &'static str| {
-        let setup = &setup;
-        async move {
-            let args = [
-                "tools",
-                "call",
-                "tasks",
-                "list_tasks",
-                "--args",
-                "{}",
-                "--user",
-                user,
-            ];
-            let output = setup.run(&args, "").await;
-            assert!(output.status.success(), "{}", text(&output.stderr));
-            let value: Value = serde_json::from_str(text(&output.stdout).trim()).expect("JSON");
-            value["tasks"].as_array().expect("tasks").len()
-        }
-    };
-    assert_eq!(listed("alice").await, 1);
-    assert_eq!(listed("bob").await, 0);
+    assert_eq!(
+        setup.tasks_of("alice").await.as_array().map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(setup.tasks_of("bob").await, json!([]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -650,38 +652,14 @@ async fn piped_chat_shows_widgets_and_answers_an_approval_card() {
     // The card's glyph depends on the locale.
     let stdout = stdout.replace('│', "|");
     let lines: Vec<&str> = stdout.lines().collect();
-    assert!(
-        lines.contains(&"  | old plan  [Done]"),
-        "the task card: {stdout}"
-    );
-    assert!(
-        lines.contains(&"  | Run delete_task?"),
-        "the approval card: {stdout}"
-    );
-    assert!(
-        lines.contains(&"  | [Approve]  [Deny]"),
-        "its buttons: {stdout}"
-    );
-    assert!(
-        lines.contains(&"  | Approved: delete_task"),
-        "the settled card: {stdout}"
-    );
+    for (line, what) in [
+        ("  | old plan  [Done]", "the task card"),
+        ("  | Run delete_task?", "the approval card"),
+        ("  | [Approve]  [Deny]", "its buttons"),
+        ("  | Approved: delete_task", "the settled card"),
+    ] {
+        assert!(lines.contains(&line), "{what}: {stdout}");
+    }
     assert_eq!(lines.last(), Some(&"Deleted it."), "{stdout}");
-    let listed = setup
-        .run(
-            &[
-                "tools",
-                "call",
-                "tasks",
-                "list_tasks",
-                "--args",
-                "{}",
-                "--user",
-                "alice",
-            ],
-            "",
-        )
-        .await;
-    let value: Value = serde_json::from_str(text(&listed.stdout).trim()).expect("JSON");
-    assert_eq!(value["tasks"], serde_json::json!([]), "deleted");
+    assert_eq!(setup.tasks_of("alice").await, json!([]), "deleted");
 }

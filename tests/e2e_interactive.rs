@@ -81,12 +81,30 @@ fn call(id: &str, name: &str, args: Value) -> Script {
     }
 }
 
+/// A `threads.sync_custom_action` request.
+fn sync_action(thread: &str, item: Option<&str>, kind: &str, payload: Value) -> Value {
+    action("threads.sync_custom_action", thread, item, kind, payload)
+}
+
+/// A `threads.custom_action` request.
+fn stream_action(thread: &str, item: Option<&str>, kind: &str, payload: Value) -> Value {
+    action("threads.custom_action", thread, item, kind, payload)
+}
+
 fn action(kind: &str, thread: &str, item: Option<&str>, action: &str, payload: Value) -> Value {
     let mut params = json!({"thread_id": thread, "action": {"type": action, "payload": payload}});
     if let Some(item) = item {
         params["item_id"] = json!(item);
     }
     json!({"type": kind, "params": params})
+}
+
+/// The `chatkitd` binary on [`interactive_toml`], with the directory of
+/// its tasks database (keep it alive as long as the daemon).
+async fn start(backend: Backend) -> (tempfile::TempDir, Daemon) {
+    let tasks = tempfile::tempdir().expect("temp dir");
+    let daemon = Daemon::binary(backend, &interactive_toml(&tasks.path().join("t.db"))).await;
+    (tasks, daemon)
 }
 
 /// The messages of the model's last request.
@@ -98,6 +116,17 @@ fn last_messages(daemon: &Daemon) -> Vec<Value> {
         .expect("a model request")
         .messages()
         .to_vec()
+}
+
+/// Posts each request as `token`'s bearer: each is a 400 whose message
+/// says what is expected.
+async fn assert_refused(daemon: &Daemon, token: &str, cases: &[(Value, &str)]) {
+    for (body, expected) in cases {
+        let (status, answer) = daemon.post_as(token, body.clone()).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        let message = answer["error"]["message"].as_str().expect("message");
+        assert!(message.contains(expected), "{body}: {message}");
+    }
 }
 
 /// The JSON of the last tool result the model read.
@@ -176,8 +205,7 @@ async fn add_tasks(daemon: &Daemon, alice: &str, titles: &[&str]) -> (String, Ve
 }
 
 async fn a_listing_is_a_widget_whose_buttons_complete_tasks_in_place(backend: Backend) {
-    let tasks = tempfile::tempdir().expect("temp dir");
-    let daemon = Daemon::binary(backend, &interactive_toml(&tasks.path().join("t.db"))).await;
+    let (_tasks, daemon) = start(backend).await;
     let (alice, bob) = (token("alice"), token("bob"));
     let (thread, ids) = add_tasks(&daemon, &alice, &["buy milk", "call Ann"]).await;
 
@@ -236,8 +264,7 @@ async fn a_listing_is_a_widget_whose_buttons_complete_tasks_in_place(backend: Ba
     let done = daemon
         .stream_as(
             &alice,
-            action(
-                "threads.custom_action",
+            stream_action(
                 &thread,
                 Some(&widget_id),
                 "tasks.complete",
@@ -260,13 +287,7 @@ async fn a_listing_is_a_widget_whose_buttons_complete_tasks_in_place(backend: Ba
     let (status, body) = daemon
         .post_as(
             &alice,
-            action(
-                "threads.sync_custom_action",
-                &thread,
-                Some(&widget_id),
-                "tasks.complete",
-                missing.clone(),
-            ),
+            sync_action(&thread, Some(&widget_id), "tasks.complete", missing.clone()),
         )
         .await;
     assert_eq!(
@@ -284,13 +305,7 @@ async fn a_listing_is_a_widget_whose_buttons_complete_tasks_in_place(backend: Ba
     let failed = daemon
         .stream_as(
             &alice,
-            action(
-                "threads.custom_action",
-                &thread,
-                Some(&widget_id),
-                "tasks.complete",
-                missing,
-            ),
+            stream_action(&thread, Some(&widget_id), "tasks.complete", missing),
         )
         .await;
     assert_eq!(
@@ -304,8 +319,7 @@ async fn a_listing_is_a_widget_whose_buttons_complete_tasks_in_place(backend: Ba
     let (status, body) = daemon
         .post_as(
             &alice,
-            action(
-                "threads.sync_custom_action",
+            sync_action(
                 &thread,
                 Some(&widget_id),
                 "tasks.complete",
@@ -330,79 +344,46 @@ async fn a_listing_is_a_widget_whose_buttons_complete_tasks_in_place(backend: Ba
     // Refusals, before anything runs.
     let refusals = [
         (
-            action(
-                "threads.sync_custom_action",
-                &thread,
-                Some(&widget_id),
-                "tasks.reopen",
-                json!({}),
-            ),
+            sync_action(&thread, Some(&widget_id), "tasks.reopen", json!({})),
             "no action of type \"tasks.reopen\"",
         ),
         (
-            action(
-                "threads.sync_custom_action",
-                &thread,
-                Some(&widget_id),
-                "tasks.explain",
-                json!({}),
-            ),
+            sync_action(&thread, Some(&widget_id), "tasks.explain", json!({})),
             "offers no \"tasks.explain\" action",
         ),
         (
-            action(
-                "threads.sync_custom_action",
-                &thread,
-                None,
-                "tasks.complete",
-                json!([1]),
-            ),
+            sync_action(&thread, None, "tasks.complete", json!([1])),
             "must be a JSON object",
         ),
         (
-            action(
-                "threads.sync_custom_action",
-                &thread,
-                None,
-                "tool.approve",
-                json!({}),
-            ),
+            sync_action(&thread, None, "tool.approve", json!({})),
             "threads.custom_action (streaming)",
         ),
     ];
-    for (body, expected) in refusals {
-        let (status, answer) = daemon.post_as(&alice, body.clone()).await;
-        assert_eq!(status, 400, "{body}: {answer}");
-        let message = answer["error"]["message"].as_str().expect("message");
-        assert!(message.contains(expected), "{body}: {message}");
-    }
+    assert_refused(&daemon, &alice, &refusals).await;
 
     // Bob: Alice's thread, or Alice's widget from his own thread, is not found.
     let (bobs_thread, _) = daemon.create_thread_as(&bob, "hello").await;
     for body in [
-        action(
-            "threads.sync_custom_action",
+        sync_action(
             &thread,
             Some(&widget_id),
             "tasks.complete",
             json!({"task_id": ids[0]}),
         ),
-        action(
-            "threads.custom_action",
+        stream_action(
             &thread,
             Some(&widget_id),
             "tasks.complete",
             json!({"task_id": ids[0]}),
         ),
-        action(
-            "threads.sync_custom_action",
+        sync_action(
             &bobs_thread,
             Some(&widget_id),
             "tasks.complete",
             json!({"task_id": ids[0]}),
         ),
-        action(
-            "threads.custom_action",
+        stream_action(
             &bobs_thread,
             Some(&widget_id),
             "tool.approve",
@@ -422,8 +403,7 @@ async fn a_listing_is_a_widget_whose_buttons_complete_tasks_in_place(backend: Ba
 /// A delete ends on an approval card; deny keeps the task and the model is
 /// told; a second click changes nothing.
 async fn a_denied_delete_keeps_the_task_and_the_model_is_told(backend: Backend) {
-    let tasks = tempfile::tempdir().expect("temp dir");
-    let daemon = Daemon::binary(backend, &interactive_toml(&tasks.path().join("t.db"))).await;
+    let (_tasks, daemon) = start(backend).await;
     let (alice, bob) = (token("alice"), token("bob"));
     let (thread, ids) = add_tasks(&daemon, &alice, &["old plan"]).await;
 
@@ -467,13 +447,7 @@ async fn a_denied_delete_keeps_the_task_and_the_model_is_told(backend: Backend) 
         let (status, _) = daemon
             .post_as(
                 &bob,
-                action(
-                    "threads.custom_action",
-                    thread_id,
-                    Some(&card_id),
-                    "tool.approve",
-                    payload.clone(),
-                ),
+                stream_action(thread_id, Some(&card_id), "tool.approve", payload.clone()),
             )
             .await;
         assert_eq!(status, 404);
@@ -483,13 +457,7 @@ async fn a_denied_delete_keeps_the_task_and_the_model_is_told(backend: Backend) 
     let denied = daemon
         .stream_as(
             &alice,
-            action(
-                "threads.custom_action",
-                &thread,
-                Some(&card_id),
-                "tool.deny",
-                payload.clone(),
-            ),
+            stream_action(&thread, Some(&card_id), "tool.deny", payload.clone()),
         )
         .await;
     assert_eq!(
@@ -516,13 +484,7 @@ async fn a_denied_delete_keeps_the_task_and_the_model_is_told(backend: Backend) 
         let again = daemon
             .stream_as(
                 &alice,
-                action(
-                    "threads.custom_action",
-                    &thread,
-                    Some(&card_id),
-                    verdict,
-                    payload.clone(),
-                ),
+                stream_action(&thread, Some(&card_id), verdict, payload.clone()),
             )
             .await;
         assert_eq!(
@@ -573,8 +535,7 @@ async fn approval_after_a_restart_runs_the_call_and_the_answer_streams() {
     let approved = second
         .stream_as(
             &alice,
-            action(
-                "threads.custom_action",
+            stream_action(
                 &thread,
                 Some(&card_id),
                 "tool.approve",
@@ -616,12 +577,7 @@ async fn approval_after_a_restart_runs_the_call_and_the_answer_streams() {
 /// resumes the run, and the model reads the call and the output.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_tool_call_round_trips_through_the_browser() {
-    let tasks = tempfile::tempdir().expect("temp dir");
-    let daemon = Daemon::binary(
-        Backend::Sqlite,
-        &interactive_toml(&tasks.path().join("t.db")),
-    )
-    .await;
+    let (_tasks, daemon) = start(Backend::Sqlite).await;
     let (alice, bob) = (token("alice"), token("bob"));
     daemon
         .llm
@@ -678,20 +634,14 @@ async fn a_client_tool_call_round_trips_through_the_browser() {
 /// next turn's history replays it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_action_for_the_agent_is_answered_and_replayed() {
-    let tasks = tempfile::tempdir().expect("temp dir");
-    let daemon = Daemon::binary(
-        Backend::Sqlite,
-        &interactive_toml(&tasks.path().join("t.db")),
-    )
-    .await;
+    let (_tasks, daemon) = start(Backend::Sqlite).await;
     let alice = token("alice");
     let (thread, _) = daemon.create_thread_as(&alice, "hello").await;
     daemon.llm.push(Script::text(["It is due Friday."]));
     let explained = daemon
         .stream_as(
             &alice,
-            action(
-                "threads.custom_action",
+            stream_action(
                 &thread,
                 None,
                 "tasks.explain",
@@ -723,38 +673,17 @@ async fn an_action_for_the_agent_is_answered_and_replayed() {
         "{replayed:?}"
     );
 
-    for (body, expected) in [
+    let refusals = [
         (
-            action(
-                "threads.sync_custom_action",
-                &thread,
-                None,
-                "tasks.explain",
-                json!({"task_id": "x"}),
-            ),
+            sync_action(&thread, None, "tasks.explain", json!({"task_id": "x"})),
             "threads.custom_action (streaming)",
         ),
         (
-            action(
-                "threads.custom_action",
-                &thread,
-                None,
-                "tasks.explain",
-                json!({}),
-            ),
+            stream_action(&thread, None, "tasks.explain", json!({})),
             "does not fit its message",
         ),
-    ] {
-        let (status, answer) = daemon.post_as(&alice, body).await;
-        assert_eq!(status, 400, "{answer}");
-        assert!(
-            answer["error"]["message"]
-                .as_str()
-                .expect("message")
-                .contains(expected),
-            "{answer}"
-        );
-    }
+    ];
+    assert_refused(&daemon, &alice, &refusals).await;
     daemon.stop().await;
 }
 
@@ -762,12 +691,7 @@ async fn an_action_for_the_agent_is_answered_and_replayed() {
 /// instead of answering) runs nothing when clicked later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_card_the_conversation_moved_past_runs_nothing() {
-    let tasks = tempfile::tempdir().expect("temp dir");
-    let daemon = Daemon::binary(
-        Backend::Sqlite,
-        &interactive_toml(&tasks.path().join("t.db")),
-    )
-    .await;
+    let (_tasks, daemon) = start(Backend::Sqlite).await;
     let alice = token("alice");
     let (thread, ids) = add_tasks(&daemon, &alice, &["keep me"]).await;
     daemon
@@ -796,8 +720,7 @@ async fn a_card_the_conversation_moved_past_runs_nothing() {
     let late = daemon
         .stream_as(
             &alice,
-            action(
-                "threads.custom_action",
+            stream_action(
                 &thread,
                 Some(&card_id),
                 "tool.approve",
@@ -833,20 +756,13 @@ async fn a_card_the_conversation_moved_past_runs_nothing() {
     assert_eq!(last_tool_json(&daemon)["tasks"][0]["id"], ids[0].as_str());
 
     // Malformed settlements are refused before anything runs.
-    for (body, expected) in [
+    let refusals = [
         (
-            action(
-                "threads.custom_action",
-                &thread,
-                None,
-                "tool.approve",
-                json!({"call_ids": ["del1"]}),
-            ),
+            stream_action(&thread, None, "tool.approve", json!({"call_ids": ["del1"]})),
             "must name its approval card",
         ),
         (
-            action(
-                "threads.custom_action",
+            stream_action(
                 &thread,
                 Some(&card_id),
                 "tool.deny",
@@ -854,17 +770,8 @@ async fn a_card_the_conversation_moved_past_runs_nothing() {
             ),
             "{\"call_ids\": [ids]}",
         ),
-    ] {
-        let (status, answer) = daemon.post_as(&alice, body).await;
-        assert_eq!(status, 400, "{answer}");
-        assert!(
-            answer["error"]["message"]
-                .as_str()
-                .expect("message")
-                .contains(expected),
-            "{answer}"
-        );
-    }
+    ];
+    assert_refused(&daemon, &alice, &refusals).await;
     daemon.stop().await;
 }
 
