@@ -282,6 +282,22 @@ async fn a_listing_is_a_widget_whose_buttons_complete_tasks_in_place(backend: Ba
     assert_eq!(replaced["id"], widget_id.as_str());
     assert_eq!(text_of(&replaced["widget"]), "call Ann  [Done]");
 
+    // The model learns what the button did before it next answers.
+    daemon.llm.push(Script::text(["One left."]));
+    daemon
+        .stream_as(&alice, add_message_body(&thread, "what is left?"))
+        .await;
+    let told = last_messages(&daemon)
+        .iter()
+        .filter_map(|m| m["content"].as_str().map(str::to_owned))
+        .find(|text| text.contains("pressed a button"))
+        .expect("the action is in history");
+    assert!(
+        told.contains("complete_task") && told.contains(&ids[0]),
+        "{told}"
+    );
+    let model_calls = daemon.llm.stream_requests().len();
+
     // A tool error: sync is a 422 with the tool's words, streaming an error event.
     let missing = json!({"task_id": "task_000000000000"});
     let (status, body) = daemon

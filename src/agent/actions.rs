@@ -2,7 +2,9 @@
 //! tool runs with the action's payload as arguments (identity injected as on
 //! every call), then the widget that sent the action is rendered afresh from
 //! the call it shows and replaced in place. No model call: one or two tool
-//! calls and two store writes.
+//! calls and two store writes, one of them a hidden record of what the
+//! action did, which the model reads on its next turn (see
+//! [`super::records::in_reading_order`] for where it sits in history).
 
 use serde_json::Value;
 
@@ -74,6 +76,17 @@ impl Agent {
         );
         if outcome.is_error {
             return Err(ActionError::Tool(outcome.output));
+        }
+        // The model reads what the action did before it next answers.
+        let record = UiRecord::ActionRun {
+            action: action.kind.to_owned(),
+            tool: action.tool.to_owned(),
+            arguments,
+            output: outcome.output,
+        }
+        .into_item(thread_id);
+        if let Err(e) = self.store.add_item(user, &record).await {
+            tracing::error!(error = %e, "could not record a widget action for the model");
         }
         let Some(mut widget) = sender else {
             return Ok(None);

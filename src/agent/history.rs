@@ -13,7 +13,7 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
-use super::records::{StoredCall, ToolRecord, UiRecord};
+use super::records::{StoredCall, ToolRecord, UiRecord, in_reading_order};
 
 use crate::llm::{ChatMessage, ToolCall};
 use crate::protocol::{ClientToolCallStatus, ItemKind, ThreadItem, UserContent, UserMessage};
@@ -44,7 +44,7 @@ pub fn build_messages(
     };
     let mut turns: Vec<Vec<ChatMessage>> = Vec::new();
     let mut newest_user = 0;
-    for item in items {
+    for item in in_reading_order(items) {
         let starts_turn = matches!(item.kind, ItemKind::UserMessage(_)) || is_action(item);
         if starts_turn || turns.is_empty() {
             turns.push(Vec::new());
@@ -188,6 +188,18 @@ fn item_messages(item: &ThreadItem) -> Vec<ChatMessage> {
 fn hidden_messages(content: &Value) -> Vec<ChatMessage> {
     match UiRecord::from_content(content) {
         Some(UiRecord::Action { text, .. }) => return vec![ChatMessage::User { content: text }],
+        Some(UiRecord::ActionRun {
+            tool,
+            arguments,
+            output,
+            ..
+        }) => {
+            return vec![ChatMessage::User {
+                content: format!(
+                    "(Not typed by the user: they pressed a button in the chat, which ran {tool} with {arguments} and returned: {output})"
+                ),
+            }];
+        }
         Some(UiRecord::WidgetState { .. }) => return Vec::new(),
         None => {}
     }

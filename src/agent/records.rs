@@ -14,6 +14,8 @@
 //! must not change. How the records become chat messages lives in
 //! [`super::history`]; nothing here runs a tool.
 
+use std::collections::HashSet;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -107,6 +109,15 @@ pub enum UiRecord {
     /// A widget action the agent answers; `text` is what it means.
     #[serde(rename = "chatkitd.action")]
     Action { action: String, text: String },
+    /// A widget action that ran a tool without the agent: the model reads
+    /// what it did, so it does not trust a stale result from earlier.
+    #[serde(rename = "chatkitd.action_run")]
+    ActionRun {
+        action: String,
+        tool: String,
+        arguments: String,
+        output: String,
+    },
 }
 
 /// The tool call a widget was rendered from (arguments as the model or the
@@ -145,6 +156,70 @@ pub enum ApprovalState {
     Expired,
 }
 
+/// `items` in the order the model reads them: the record of a tool-bound
+/// action, which is written without the run lock and so can land between a
+/// run's tool calls and their results, is read after those results (or
+/// before the next turn), so a call is always followed by its results.
+pub fn in_reading_order(items: &[ThreadItem]) -> Vec<&ThreadItem> {
+    let mut ordered = Vec::with_capacity(items.len());
+    let mut open: HashSet<&str> = HashSet::new();
+    let mut held = Vec::new();
+    for item in items {
+        let content = match &item.kind {
+            ItemKind::HiddenContextItem { content } => Some(content),
+            ItemKind::UserMessage(_) => {
+                open.clear();
+                None
+            }
+            _ => None,
+        };
+        let tag = content
+            .and_then(|c| c.get("type"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        match tag {
+            "chatkitd.action_run" if !open.is_empty() => {
+                held.push(item);
+                continue;
+            }
+            "chatkitd.tool_calls" => {
+                ordered.append(&mut held);
+                open = content
+                    .and_then(|c| c.get("calls"))
+                    .and_then(Value::as_array)
+                    .map(|calls| {
+                        calls
+                            .iter()
+                            .filter_map(|c| c.get("id").and_then(Value::as_str))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+            }
+            "chatkitd.tool_result" => {
+                if let Some(id) = content
+                    .and_then(|c| c.get("call_id"))
+                    .and_then(Value::as_str)
+                {
+                    open.remove(id);
+                }
+                ordered.push(item);
+                if open.is_empty() {
+                    ordered.append(&mut held);
+                }
+                continue;
+            }
+            "chatkitd.action" => open.clear(),
+            _ => {}
+        }
+        if open.is_empty() {
+            ordered.append(&mut held);
+        }
+        ordered.push(item);
+    }
+    ordered.append(&mut held);
+    ordered
+}
+
 /// The id of a widget's state record.
 pub fn state_id(widget_id: &str) -> String {
     format!("shcx_{widget_id}")
@@ -161,7 +236,9 @@ impl UiRecord {
     pub fn into_item(self, thread_id: &str) -> ThreadItem {
         let id = match &self {
             UiRecord::WidgetState { widget_id, .. } => state_id(widget_id),
-            UiRecord::Action { .. } => new_id(IdKind::SdkHiddenContext),
+            UiRecord::Action { .. } | UiRecord::ActionRun { .. } => {
+                new_id(IdKind::SdkHiddenContext)
+            }
         };
         // Strings, options and enums of strings always serialize.
         let content = serde_json::to_value(&self).unwrap_or(Value::Null);
@@ -234,6 +311,50 @@ mod tests {
             UiRecord::from_content(&json!({"type": "chatkitd.tool_calls", "calls": []})),
             None
         );
+    }
+
+    #[test]
+    fn an_action_run_between_calls_and_results_is_read_after_the_results() {
+        let hidden = |id: &str, content: Value| ThreadItem {
+            id: id.to_owned(),
+            thread_id: "thr_1".to_owned(),
+            created_at: Timestamp::now(),
+            kind: ItemKind::HiddenContextItem { content },
+        };
+        let run = json!({"type": "chatkitd.action_run", "action": "a", "tool": "t",
+            "arguments": "{}", "output": "ok"});
+        let items = vec![
+            hidden(
+                "calls",
+                json!({"type": "chatkitd.tool_calls", "calls": [
+                {"id": "c1", "name": "x", "arguments": "{}"},
+                {"id": "c2", "name": "y", "arguments": "{}"}]}),
+            ),
+            hidden(
+                "r1",
+                json!({"type": "chatkitd.tool_result", "call_id": "c1",
+                "name": "x", "output": "1", "is_error": false}),
+            ),
+            hidden("run", run.clone()),
+            hidden(
+                "r2",
+                json!({"type": "chatkitd.tool_result", "call_id": "c2",
+                "name": "y", "output": "2", "is_error": false}),
+            ),
+            hidden("later", run),
+        ];
+        let order: Vec<&str> = in_reading_order(&items)
+            .iter()
+            .map(|i| i.id.as_str())
+            .collect();
+        assert_eq!(order, ["calls", "r1", "r2", "run", "later"]);
+        // Calls that never get results (an approval not given) hold it only
+        // until the next calls.
+        let order: Vec<&str> = in_reading_order(&items[..3])
+            .iter()
+            .map(|i| i.id.as_str())
+            .collect();
+        assert_eq!(order, ["calls", "r1", "run"]);
     }
 
     #[test]
