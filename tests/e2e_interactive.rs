@@ -281,6 +281,7 @@ async fn a_listing_is_a_widget_whose_buttons_complete_tasks_in_place(backend: Ba
     let replaced = &done.events[1]["item"];
     assert_eq!(replaced["id"], widget_id.as_str());
     assert_eq!(text_of(&replaced["widget"]), "call Ann  [Done]");
+    assert_eq!(daemon.llm.stream_requests().len(), model_calls);
 
     // The model learns what the button did before it next answers.
     daemon.llm.push(Script::text(["One left."]));
