@@ -120,3 +120,47 @@ fn attachment_metadata_is_never_written() {
     let json = serde_json::to_string(&attachment).expect("serializes");
     assert!(!json.contains("bucket"), "{json}");
 }
+
+/// The widgets chatkitd builds are exactly what the reference builds: the
+/// shipped task list rendered by minijinja equals the reference's Jinja2
+/// rendering of the same `.widget` file and data, and the approval card,
+/// open and settled, equals the one built from the reference's components.
+#[test]
+fn chatkitds_own_widgets_are_what_the_reference_builds() {
+    use chatkitd::widgets::{ApprovalCall, Verdict, WidgetTemplate, approval_card, resolved_card};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fixture = |name: &str| -> Value {
+        let path = root.join("tests/fixtures/reference").join(name);
+        let text = std::fs::read_to_string(&path).expect("fixture");
+        let item: Value = serde_json::from_str(&text).expect("JSON");
+        item["widget"].clone()
+    };
+    let template = WidgetTemplate::load(&root.join("widgets/task-list.widget")).expect("loads");
+    let data: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("tests/fixtures/task-list.data.json")).expect("data"),
+    )
+    .expect("JSON");
+    assert_eq!(
+        template.render(&data).expect("renders"),
+        fixture("item.widget.task_list.json")
+    );
+    assert_eq!(
+        template
+            .render(&serde_json::json!({"tasks": []}))
+            .expect("renders"),
+        fixture("item.widget.task_list.empty.json")
+    );
+    let calls = [ApprovalCall {
+        tool: "delete_task".to_owned(),
+        server: "tasks".to_owned(),
+        arguments: serde_json::json!({"task_id": "task_1a2b3c4d5e6f"}),
+    }];
+    assert_eq!(
+        approval_card(&calls, &["call_1".to_owned()]),
+        fixture("item.widget.approval.json")
+    );
+    assert_eq!(
+        resolved_card(&calls, Verdict::Denied),
+        fixture("item.widget.approval.denied.json")
+    );
+}

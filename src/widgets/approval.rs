@@ -47,7 +47,7 @@ pub fn approval_card(calls: &[ApprovalCall], call_ids: &[String]) -> Value {
                 "key": "approve",
                 "label": "Approve",
                 "style": "primary",
-                "onClickAction": {"type": APPROVE, "payload": payload, "handler": "server"},
+                "onClickAction": action(APPROVE, &payload),
             },
             {
                 "type": "Button",
@@ -55,11 +55,23 @@ pub fn approval_card(calls: &[ApprovalCall], call_ids: &[String]) -> Value {
                 "label": "Deny",
                 "style": "secondary",
                 "variant": "outline",
-                "onClickAction": {"type": DENY, "payload": payload, "handler": "server"},
+                "onClickAction": action(DENY, &payload),
             },
         ],
     }));
     json!({ "type": "Card", "size": "md", "children": children })
+}
+
+/// A button's action as the reference writes it, defaults included: handled
+/// by the server, in a stream (the conversation goes on).
+fn action(kind: &str, payload: &Value) -> Value {
+    json!({
+        "type": kind,
+        "payload": payload,
+        "handler": "server",
+        "loadingBehavior": "auto",
+        "streaming": true,
+    })
 }
 
 /// The card once settled: the same calls, the verdict, no buttons.
