@@ -59,6 +59,11 @@ pub struct TokenLabels {
     pub direction: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApprovalLabels {
+    pub event: String,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -75,6 +80,7 @@ pub struct Metrics {
     pub llm_tokens: Family<TokenLabels, Counter>,
     pub tool_calls: Family<ToolLabels, Counter>,
     pub tool_latency: Histograms<ToolLatencyLabels>,
+    pub approvals: Family<ApprovalLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -124,6 +130,12 @@ impl Metrics {
             "MCP tool call latency, waiting for an instance included",
             tool_latency.clone(),
         );
+        let approvals = Family::<ApprovalLabels, Counter>::default();
+        registry.register(
+            "approvals",
+            "Approval cards: asked, then approved, denied, expired (the conversation moved on) or unchanged (a repeated click)",
+            approvals.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -132,7 +144,18 @@ impl Metrics {
             llm_tokens,
             tool_calls,
             tool_latency,
+            approvals,
         }
+    }
+
+    /// Counts one approval event: `asked`, `approved`, `denied`, `expired`
+    /// or `unchanged`.
+    pub fn approval(&self, event: &'static str) {
+        self.approvals
+            .get_or_create(&ApprovalLabels {
+                event: event.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts one request.

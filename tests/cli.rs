@@ -662,4 +662,13 @@ async fn piped_chat_shows_widgets_and_answers_an_approval_card() {
     }
     assert_eq!(lines.last(), Some(&"Deleted it."), "{stdout}");
     assert_eq!(setup.tasks_of("alice").await, json!([]), "deleted");
+
+    // Resumed, the thread shows its cards with its messages.
+    let thread = thread_id(&stderr);
+    let resumed = setup
+        .run(&["chat", "--user", "alice", "--thread", &thread], "")
+        .await;
+    let history = text(&resumed.stderr).replace('│', "|");
+    assert!(history.contains("  | old plan  [Done]"), "{history}");
+    assert!(history.contains("  | Approved: delete_task"), "{history}");
 }

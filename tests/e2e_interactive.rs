@@ -379,8 +379,39 @@ async fn a_listing_is_a_widget_whose_buttons_complete_tasks_in_place(backend: Ba
     ];
     assert_refused(&daemon, &alice, &refusals).await;
 
+    // Only widgets send actions.
+    let answer_id = listed
+        .done_items()
+        .iter()
+        .find(|i| i["type"] == "assistant_message")
+        .and_then(|i| i["id"].as_str())
+        .expect("an answer")
+        .to_owned();
+    assert_refused(
+        &daemon,
+        &alice,
+        &[(
+            sync_action(&thread, Some(&answer_id), "tasks.complete", json!({})),
+            "is a assistant_message, not a widget",
+        )],
+    )
+    .await;
+
     // Bob: Alice's thread, or Alice's widget from his own thread, is not found.
-    let (bobs_thread, _) = daemon.create_thread_as(&bob, "hello").await;
+    let (bobs_thread, bobs_ids) = add_tasks(&daemon, &bob, &["bob's task"]).await;
+    // Nor can Alice name Bob as the payload's user: identity is injected.
+    let (status, answer) = daemon
+        .post_as(
+            &alice,
+            sync_action(
+                &thread,
+                None,
+                "tasks.complete",
+                json!({"task_id": bobs_ids[0], "user_id": "bob"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 422, "{answer}");
     for body in [
         sync_action(
             &thread,
@@ -513,6 +544,15 @@ async fn a_denied_delete_keeps_the_task_and_the_model_is_told(backend: Backend) 
         assert_eq!(&again.events[1]["item"], settled);
     }
     assert_eq!(daemon.llm.stream_requests().len(), model_calls);
+    let (status, metrics) = daemon.get("/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        "chatkitd_approvals_total{event=\"asked\"} 1",
+        "chatkitd_approvals_total{event=\"denied\"} 1",
+        "chatkitd_approvals_total{event=\"unchanged\"} 2",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line}:\n{metrics}");
+    }
 
     // The task is still there.
     daemon.llm.push(call("l1", "list_tasks", json!({})));

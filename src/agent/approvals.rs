@@ -72,6 +72,7 @@ impl Run<'_> {
         }
         .into_item(&thread_id);
         self.store_items(&[&item, &state]).await?;
+        crate::metrics::get().approval("asked");
         self.emit(ThreadStreamEvent::ItemDone { item }).await
     }
 
@@ -138,6 +139,11 @@ impl Run<'_> {
             }
         }
         tracing::info!(%thread_id, calls = pending.calls.len(), ?verdict, "approval settled");
+        crate::metrics::get().approval(match verdict {
+            Verdict::Approved => "approved",
+            Verdict::Denied => "denied",
+            Verdict::Expired => "expired",
+        });
         self.emit(ThreadStreamEvent::ItemReplaced { item: widget })
             .await?;
         let calls: Vec<ToolCall> = pending
@@ -166,6 +172,7 @@ impl Run<'_> {
     /// A click that changes nothing: the card is sent again as it is stored,
     /// so a client showing a stale copy catches up.
     async fn unchanged(&mut self, widget: Option<ThreadItem>) -> Result<bool, Stop> {
+        crate::metrics::get().approval("unchanged");
         if let Some(item) = widget {
             self.emit(ThreadStreamEvent::ItemReplaced { item }).await?;
         }

@@ -40,7 +40,7 @@ use crate::protocol::{
     ThreadMetadata, ThreadStatus, Timestamp, UserContent, UserMessageInput, new_id,
 };
 use crate::store::{Store, StoreError};
-use crate::widgets::{APPROVE, DENY};
+use crate::widgets::{APPROVE, DENY, plain_text};
 
 /// How many earlier messages `--thread` shows.
 const RESUME_MESSAGES: usize = 6;
@@ -150,6 +150,13 @@ impl Session<'_> {
             .filter_map(|item| match &item.kind {
                 ItemKind::UserMessage(message) => Some(format!("> {}", user_text(message))),
                 ItemKind::AssistantMessage(message) => Some(message.text()),
+                ItemKind::Widget { widget, .. } => Some(
+                    plain_text(widget)
+                        .lines()
+                        .map(|line| format!("  {} {line}", self.glyphs.card))
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                ),
                 _ => None,
             })
             .collect();
