@@ -303,7 +303,7 @@ impl Run<'_> {
 fn refused(name: &str, client_tool: bool) -> ToolOutcome {
     let output = if client_tool {
         format!(
-            "Error: {name} runs in the user's browser and was not called, because other calls of this step wait for the user's approval. Call it again once they are settled."
+            "Error: {name} runs in the user's browser and was not called: the browser runs one tool call per step, and none while other calls wait for the user's approval. Call it again on its own."
         )
     } else {
         format!("Error: there is no tool named {name:?}.")

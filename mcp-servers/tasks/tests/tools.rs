@@ -64,6 +64,14 @@ async fn lists_five_tools_with_a_required_user_id() {
         list.input_schema["properties"]["status"]["enum"],
         json!(["open", "done", "all"])
     );
+    // The annotations clients decide approval by: only delete_task destroys.
+    for tool in &tools {
+        let hints = tool.annotations.as_ref().expect("annotated");
+        let destructive = hints.destructive_hint == Some(true);
+        assert_eq!(destructive, tool.name == "delete_task", "{}", tool.name);
+        let read_only = hints.read_only_hint == Some(true);
+        assert_eq!(read_only, tool.name == "list_tasks", "{}", tool.name);
+    }
     close(client).await;
 }
 
