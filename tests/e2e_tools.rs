@@ -451,7 +451,113 @@ async fn no_server_process_outlives_the_daemon(backend: Backend) {
     );
 }
 
+/// The composer's choices: the picked model answers the turn (and its
+/// retry), the chosen tool is required of the turn's first model call
+/// only; choices the server does not offer are refused before anything is
+/// stored.
+async fn the_composer_picks_the_model_and_the_tool(backend: Backend) {
+    let daemon = daemon_with_tools(backend, |config| {
+        config.llm.models = vec!["fake-model".into(), "fake-model-large".into()];
+    })
+    .await;
+    let input = |text: &str, options: Value| {
+        let mut input = support::user_input(text);
+        input["inference_options"] = options;
+        input
+    };
+    let picked = json!({"model": "fake-model-large", "tool_choice": {"id": "echo"}});
+    daemon
+        .llm
+        .push(calls(&[("c1", "echo", json!({"text": "hi"}))]));
+    daemon.llm.push(Script::text(["Echoed."]));
+    let created = daemon
+        .stream(json!({"type": "threads.create", "params": {"input": input("echo hi", picked.clone())}}))
+        .await;
+    assert_eq!(
+        created.answer().as_deref(),
+        Some("Echoed."),
+        "{}",
+        created.raw
+    );
+    let thread_id = created.thread_id().to_owned();
+    let forced = json!({"type": "function", "function": {"name": "echo"}});
+    let seen = |from: usize| -> Vec<(Value, Value)> {
+        daemon.llm.stream_requests()[from..]
+            .iter()
+            .map(|r| {
+                (
+                    r.body["model"].clone(),
+                    r.body.get("tool_choice").cloned().unwrap_or(Value::Null),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        seen(0),
+        [
+            (json!("fake-model-large"), forced.clone()),
+            (json!("fake-model-large"), Value::Null),
+        ]
+    );
+
+    // The next message, without choices, gets the default.
+    let before = daemon.llm.stream_requests().len();
+    daemon.add_message(&thread_id, "and now?").await;
+    assert_eq!(seen(before), [(json!("fake-model"), Value::Null)]);
+
+    // A retry of the first message answers with its stored choices.
+    let first = daemon.items(&thread_id).await[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    daemon
+        .llm
+        .push(calls(&[("c2", "echo", json!({"text": "again"}))]));
+    daemon.llm.push(Script::text(["Again."]));
+    let before = daemon.llm.stream_requests().len();
+    let retried = daemon
+        .stream(json!({"type": "threads.retry_after_item", "params": {"thread_id": thread_id, "item_id": first}}))
+        .await;
+    assert_eq!(
+        retried.answer().as_deref(),
+        Some("Again."),
+        "{}",
+        retried.raw
+    );
+    assert_eq!(
+        seen(before),
+        [
+            (json!("fake-model-large"), forced),
+            (json!("fake-model-large"), Value::Null),
+        ]
+    );
+
+    // What the server does not offer is refused, and nothing is stored.
+    let stored = daemon.items(&thread_id).await.len();
+    for (options, expected) in [
+        (
+            json!({"model": "gpt-5"}),
+            "choose one of: fake-model, fake-model-large",
+        ),
+        (
+            json!({"tool_choice": {"id": "rm_rf"}}),
+            "names no tool offered here",
+        ),
+    ] {
+        let (status, body) = daemon
+            .post(json!({"type": "threads.add_user_message",
+                "params": {"thread_id": thread_id, "input": input("x", options)}}))
+            .await;
+        assert_eq!(status, 400, "{body}");
+        let message = body["error"]["message"].as_str().expect("message");
+        assert!(message.contains(expected), "{message}");
+    }
+    assert_eq!(daemon.items(&thread_id).await.len(), stored);
+    daemon.stop().await;
+}
+
 both_backends!(
+    the_composer_picks_the_model_and_the_tool,
     a_tool_call_runs_with_the_users_identity_and_replays,
     a_crashed_server_is_a_tool_error_and_is_replaced,
     a_hanging_call_times_out_on_schedule,

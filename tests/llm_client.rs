@@ -5,10 +5,11 @@
 use std::time::{Duration, Instant};
 
 use chatkitd::config::{Config, LlmConfig};
-use chatkitd::llm::{ChatMessage, LlmClient, LlmError, LlmEvent, ToolCall};
+use chatkitd::llm::{ChatMessage, LlmClient, LlmError, LlmEvent, ToolCall, ToolDefinition, Turn};
 use chatkitd_testkit::fake_llm::FAKE_MODEL;
 use chatkitd_testkit::{FakeLlm, FakeToolCall, Script};
 use pretty_assertions::assert_eq;
+use serde_json::Value;
 
 fn config(base_url: &str) -> LlmConfig {
     let mut config = Config::from_toml("", "t.toml", ".".into(), &|_| None)
@@ -29,7 +30,7 @@ fn hello() -> Vec<ChatMessage> {
 
 /// Drains a stream into its events, or the error that ended it.
 async fn collect(client: &LlmClient) -> Result<Vec<LlmEvent>, LlmError> {
-    let mut stream = client.stream(&hello(), &[]).await?;
+    let mut stream = client.stream(&hello(), &[], Turn::default()).await?;
     let mut events = Vec::new();
     while let Some(event) = stream.next().await {
         events.push(event?);
@@ -72,6 +73,52 @@ async fn streams_text_then_finishes() {
     assert_eq!(request.body["model"], "gpt-4.1-mini");
     assert_eq!(request.authorization.as_deref(), Some("Bearer k"));
     assert!(request.body.get("tools").is_none(), "no empty tools array");
+}
+
+#[tokio::test]
+async fn a_turn_picks_its_model_and_can_require_an_offered_tool() {
+    let llm = FakeLlm::start().await;
+    let client = LlmClient::new(&config(&llm.base_url())).expect("client");
+    let tools = [ToolDefinition::new(
+        "add_task",
+        "Adds a task.",
+        serde_json::json!({"type": "object", "properties": {}}),
+    )];
+    for (turn, model, choice) in [
+        (
+            Turn {
+                model: Some("gpt-4.1"),
+                tool_choice: Some("add_task"),
+            },
+            "gpt-4.1",
+            serde_json::json!({"type": "function", "function": {"name": "add_task"}}),
+        ),
+        // A tool that is not offered is never required.
+        (
+            Turn {
+                model: None,
+                tool_choice: Some("nope"),
+            },
+            "gpt-4.1-mini",
+            Value::Null,
+        ),
+    ] {
+        llm.clear_requests();
+        llm.push(Script::text(["ok"]));
+        let mut stream = client
+            .stream(&hello(), &tools, turn)
+            .await
+            .expect("started");
+        while let Some(event) = stream.next().await {
+            event.expect("event");
+        }
+        let body = &llm.requests()[0].body;
+        assert_eq!(body["model"], model);
+        assert_eq!(
+            body.get("tool_choice").cloned().unwrap_or(Value::Null),
+            choice
+        );
+    }
 }
 
 #[tokio::test]
@@ -138,7 +185,10 @@ async fn a_stream_without_finish_reason_is_cut_even_with_done() {
     });
     let client = LlmClient::new(&config(&llm.base_url())).expect("client");
     for _ in 0..2 {
-        let mut stream = client.stream(&hello(), &[]).await.expect("started");
+        let mut stream = client
+            .stream(&hello(), &[], Turn::default())
+            .await
+            .expect("started");
         let mut seen = String::new();
         let end = loop {
             match stream.next().await {
@@ -163,7 +213,10 @@ async fn an_error_object_inside_the_stream_is_an_error() {
         message: "model overloaded".into(),
     });
     let client = LlmClient::new(&config(&llm.base_url())).expect("client");
-    let mut stream = client.stream(&hello(), &[]).await.expect("started");
+    let mut stream = client
+        .stream(&hello(), &[], Turn::default())
+        .await
+        .expect("started");
     assert_eq!(
         stream.next().await.map(Result::ok),
         Some(Some(text("so far")))
@@ -234,7 +287,10 @@ async fn a_silent_stream_times_out_on_schedule() {
     cfg.idle_timeout = Duration::from_millis(400);
     let client = LlmClient::new(&cfg).expect("client");
     let started = Instant::now();
-    let mut stream = client.stream(&hello(), &[]).await.expect("started");
+    let mut stream = client
+        .stream(&hello(), &[], Turn::default())
+        .await
+        .expect("started");
     assert_eq!(
         stream.next().await.map(Result::ok),
         Some(Some(text("thinking")))

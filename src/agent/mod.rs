@@ -15,6 +15,7 @@
 
 mod actions;
 mod approvals;
+mod choices;
 mod draft;
 mod history;
 mod interactions;

@@ -16,7 +16,7 @@ use super::tools::Step;
 use super::{
     Agent, CANCELLED_MARKER, Disconnected, EventSink, PANIC_MESSAGE, RunInput, RunOutcome,
 };
-use crate::llm::{ChatMessage, LlmError, LlmEvent, LlmStream, ToolCall, ToolDefinition};
+use crate::llm::{ChatMessage, LlmError, LlmEvent, LlmStream, ToolCall, ToolDefinition, Turn};
 use crate::protocol::{
     IdKind, ItemKind, ItemUpdate, StreamOptions, ThreadItem, ThreadStreamEvent, Timestamp, new_id,
 };
@@ -36,6 +36,11 @@ pub(super) struct Run<'a> {
     /// For the time-to-first-token metric.
     pub(super) started: Instant,
     pub(super) first_token_seen: bool,
+    /// The model the user picked for this turn (`inference_options.model`).
+    pub(super) model: Option<String>,
+    /// The tool the user asked for (`inference_options.tool_choice`):
+    /// required of the turn's first model call only.
+    pub(super) forced_tool: Option<String>,
 }
 
 /// Why a run stopped early.
@@ -67,6 +72,8 @@ impl<'a> Run<'a> {
             open_calls: Vec::new(),
             started,
             first_token_seen: false,
+            model: None,
+            forced_tool: None,
         }
     }
 
@@ -104,6 +111,7 @@ impl<'a> Run<'a> {
                 Err(e) => return self.fail_store(e).await,
             },
         };
+        self.apply_choices(&items);
         let system_prompt = self.system_prompt();
         let messages = match build_messages(
             &system_prompt,
@@ -214,10 +222,15 @@ impl<'a> Run<'a> {
         messages: &[ChatMessage],
         tools: &[ToolDefinition],
     ) -> Result<Vec<ToolCall>, Stop> {
+        let forced = self.forced_tool.take();
+        let turn = Turn {
+            model: self.model.as_deref(),
+            tool_choice: forced.as_deref(),
+        };
         let mut stream = tokio::select! {
             biased;
             _ = self.cancel.cancelled() => return Err(Stop::Cancelled),
-            started = self.agent.llm.stream(messages, tools) => match started {
+            started = self.agent.llm.stream(messages, tools, turn) => match started {
                 Ok(stream) => stream,
                 Err(e) => return self.fail_llm(e).await.map(|()| Vec::new()),
             },

@@ -30,6 +30,10 @@ impl ChatKit {
         input: UserMessageInput,
     ) -> Result<Response, ChatKitError> {
         self.check_input(&input)?;
+        self.agent
+            .check_choices(&ctx.user_id, &input.inference_options)
+            .await
+            .map_err(ChatKitError::BadRequest)?;
         let slot = self.run_slot(ctx)?;
         let thread = ThreadMetadata::new(new_id(IdKind::Thread), Timestamp::now());
         // Nobody knows the new id yet, so the lock is free; it is taken
@@ -55,6 +59,10 @@ impl ChatKit {
         input: UserMessageInput,
     ) -> Result<Response, ChatKitError> {
         self.check_input(&input)?;
+        self.agent
+            .check_choices(&ctx.user_id, &input.inference_options)
+            .await
+            .map_err(ChatKitError::BadRequest)?;
         let slot = self.run_slot(ctx)?;
         // The lock comes first: the thread's status is then read, and the
         // message written, with the history read back, in one store call

@@ -336,6 +336,9 @@ pub struct LlmConfig {
     /// Largest text of one model answer, in bytes; beyond it the run ends
     /// with an `error` event and the text so far is kept.
     pub max_answer_bytes: usize,
+    /// The models a user may pick in the composer (`inference_options.model`);
+    /// `model` is the default and must be among them. Empty: only `model`.
+    pub models: Vec<String>,
 }
 
 impl Default for LlmConfig {
@@ -355,6 +358,7 @@ impl Default for LlmConfig {
             max_tool_calls: 32,
             max_tool_arguments_bytes: 1024 * 1024,
             max_answer_bytes: 1024 * 1024,
+            models: Vec::new(),
         }
     }
 }

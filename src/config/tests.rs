@@ -435,3 +435,25 @@ fn interactive_keys_are_checked_with_their_line() {
     assert!(err.to_string().starts_with("agent.toml:3: "), "{err}");
     assert!(err.to_string().contains("destructive"), "{err}");
 }
+
+#[test]
+fn the_model_picker_lists_the_default_and_no_twice() {
+    let config = load("[llm]\nmodel = \"a\"\nmodels = [\"a\", \"b\"]\n", &[]).expect("valid");
+    assert_eq!(config.llm.models, ["a", "b"]);
+    for (text, expected) in [
+        (
+            "[llm]\nmodel = \"a\"\nmodels = [\"b\"]\n",
+            "agent.toml:3: `llm.models`: must include the default model \"a\" (`llm.model`)",
+        ),
+        (
+            "[llm]\nmodel = \"a\"\nmodels = [\"a\", \"a\"]\n",
+            "agent.toml:3: `llm.models`: \"a\" is listed twice",
+        ),
+        (
+            "[llm]\nmodel = \"a\"\nmodels = [\"a\", \" \"]\n",
+            "agent.toml:3: `llm.models`: model names must not be empty",
+        ),
+    ] {
+        assert_eq!(load(text, &[]).expect_err(text).to_string(), expected);
+    }
+}

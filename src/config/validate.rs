@@ -129,6 +129,24 @@ impl Check<'_> {
         if llm.max_answer_bytes < 1024 {
             return Err(self.invalid("llm", "max_answer_bytes", "must be at least 1024"));
         }
+        for (i, name) in llm.models.iter().enumerate() {
+            if name.trim().is_empty() {
+                return Err(self.invalid("llm", "models", "model names must not be empty"));
+            }
+            if llm.models[..i].contains(name) {
+                return Err(self.invalid("llm", "models", format!("{name:?} is listed twice")));
+            }
+        }
+        if !llm.models.is_empty() && !llm.models.contains(&llm.model) {
+            return Err(self.invalid(
+                "llm",
+                "models",
+                format!(
+                    "must include the default model {:?} (`llm.model`)",
+                    llm.model
+                ),
+            ));
+        }
         Ok(())
     }
 

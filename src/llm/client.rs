@@ -27,8 +27,8 @@ use super::limits::StreamLimits;
 use super::retry::RetryPolicy;
 use super::stream::LlmStream;
 use super::wire::{
-    ChatMessage, ChatRequest, Completion, ModelList, StreamOptions, ToolDefinition,
-    error_answer_message,
+    ChatMessage, ChatRequest, Completion, ForcedFunction, ForcedTool, ModelList, StreamOptions,
+    ToolDefinition, ToolKind, error_answer_message,
 };
 use crate::config::{DEFAULT_OPENAI_BASE_URL, LlmConfig};
 
@@ -54,6 +54,15 @@ async fn read_at_most(
     Ok(Some(body))
 }
 
+/// The choices of one answer besides its messages and tools.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Turn<'a> {
+    /// The model to answer with; the configured one when `None`.
+    pub model: Option<&'a str>,
+    /// A tool (of those offered) the model must call.
+    pub tool_choice: Option<&'a str>,
+}
+
 /// A client for one configured endpoint and model.
 #[derive(Clone)]
 pub struct LlmClient {
@@ -68,6 +77,8 @@ pub struct LlmClient {
     /// Never empty when set.
     api_key: Option<String>,
     model: String,
+    /// `[llm] models`: empty when only `model` is offered.
+    models: Vec<String>,
     temperature: Option<f32>,
     max_tokens: Option<u32>,
     request_timeout: Duration,
@@ -111,6 +122,7 @@ impl LlmClient {
             base_url,
             api_key: config.api_key.clone().filter(|k| !k.is_empty()),
             model: config.model.clone(),
+            models: config.models.clone(),
             temperature: config.temperature,
             max_tokens: config.max_tokens,
             request_timeout: config.request_timeout,
@@ -123,6 +135,15 @@ impl LlmClient {
     /// The configured model name.
     pub fn model(&self) -> &str {
         &self.model
+    }
+
+    /// The models a user may pick (`[llm] models`, or just the default).
+    pub fn models(&self) -> &[String] {
+        if self.models.is_empty() {
+            std::slice::from_ref(&self.model)
+        } else {
+            &self.models
+        }
     }
 
     /// False when a call would fail for want of configuration (no API key
@@ -148,15 +169,25 @@ impl LlmClient {
         &self,
         messages: &[ChatMessage],
         tools: &[ToolDefinition],
+        turn: Turn<'_>,
     ) -> Result<LlmStream, LlmError> {
         self.check_configured()?;
+        // Only a tool that is offered can be required.
+        let tool_choice = turn
+            .tool_choice
+            .filter(|name| tools.iter().any(|t| t.name() == *name))
+            .map(|name| ForcedTool {
+                kind: ToolKind::Function,
+                function: ForcedFunction { name },
+            });
         let request = ChatRequest {
-            model: &self.model,
+            model: turn.model.unwrap_or(&self.model),
             messages,
             stream: true,
             temperature: self.temperature,
             max_tokens: self.max_tokens,
             tools,
+            tool_choice,
             stream_options: self.stream_usage.then_some(StreamOptions {
                 include_usage: true,
             }),
@@ -183,6 +214,7 @@ impl LlmClient {
             temperature: self.temperature,
             max_tokens: Some(max_tokens),
             tools: &[],
+            tool_choice: None,
             stream_options: None,
         };
         let response = self.send(&request).await?;

@@ -37,7 +37,7 @@ mod sse;
 mod stream;
 mod wire;
 
-pub use client::LlmClient;
+pub use client::{LlmClient, Turn};
 pub use limits::StreamLimit;
 pub use stream::{LlmEvent, LlmStream};
 pub use wire::{

@@ -153,8 +153,26 @@ pub(super) struct ChatRequest<'a> {
     pub(super) max_tokens: Option<u32>,
     #[serde(skip_serializing_if = "<[ToolDefinition]>::is_empty")]
     pub(super) tools: &'a [ToolDefinition],
+    /// A tool the model must call (`{"type":"function","function":{"name"}}`);
+    /// absent is the endpoint's default, `auto`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) tool_choice: Option<ForcedTool<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) stream_options: Option<StreamOptions>,
+}
+
+/// `tool_choice` naming one function.
+#[derive(Debug, Serialize)]
+pub(super) struct ForcedTool<'a> {
+    #[serde(rename = "type")]
+    pub(super) kind: ToolKind,
+    pub(super) function: ForcedFunction<'a>,
+}
+
+/// The function of a [`ForcedTool`].
+#[derive(Debug, Serialize)]
+pub(super) struct ForcedFunction<'a> {
+    pub(super) name: &'a str,
 }
 
 /// Asks for a final chunk with token usage (`include_usage`).
