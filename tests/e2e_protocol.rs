@@ -1280,6 +1280,98 @@ async fn control_characters_in_a_message_survive_the_round_trip(backend: Backend
     daemon.stop().await;
 }
 
+/// Voice input: the audio reaches the model service's
+/// `/audio/transcriptions` as a multipart upload with the configured model
+/// and a file name that tells its format; the text comes back; bad input is
+/// a precise 400 before any call, a failing service a 502, and a server
+/// without a transcription model says how to enable it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_transcribe_round_trips_and_refuses_bad_audio() {
+    use base64::Engine;
+    let encode = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let daemon = Daemon::start_with(Backend::Sqlite, |config| {
+        config.llm.transcription_model = Some("fake-transcribe".into());
+        config.llm.max_audio_bytes = 2048;
+    })
+    .await;
+    let transcribe = |audio: String, mime: &str| json!({"type": "input.transcribe", "params": {"audio_base64": audio, "mime_type": mime}});
+    let audio = b"\x1aE\xdf\xa3 fake webm bytes".to_vec();
+    let (status, body) = daemon
+        .post(transcribe(encode(&audio), "audio/webm;codecs=opus"))
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            200,
+            json!({"text": chatkitd_testkit::fake_llm::TRANSCRIBED})
+        )
+    );
+    let sent = daemon.llm.transcription_requests();
+    assert_eq!(sent.len(), 1);
+    assert!(
+        sent[0]
+            .content_type
+            .starts_with("multipart/form-data; boundary="),
+        "{}",
+        sent[0].content_type
+    );
+    assert_eq!(sent[0].authorization.as_deref(), Some("Bearer test-key"));
+    let text = sent[0].body_text();
+    assert!(
+        text.contains("name=\"model\"\r\n\r\nfake-transcribe\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("filename=\"audio.webm\""), "{text}");
+    assert!(text.contains("Content-Type: audio/webm\r\n"), "{text}");
+    assert!(
+        sent[0]
+            .body
+            .windows(audio.len())
+            .any(|w| w == audio.as_slice()),
+        "the audio bytes, unchanged"
+    );
+
+    daemon.llm.push_transcription(Err(500));
+    let (status, body) = daemon.post(transcribe(encode(&audio), "audio/ogg")).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (502, json!("upstream_failed")),
+        "{body}"
+    );
+
+    for (request, expected) in [
+        (
+            transcribe("not base64!".into(), "audio/webm"),
+            "not valid base64",
+        ),
+        (transcribe(encode(&audio), "video/mp4"), "not supported"),
+        (transcribe(encode(&[0; 4096]), "audio/mp4"), "at most 2048"),
+        (transcribe(String::new(), "audio/webm"), "empty"),
+    ] {
+        let (status, body) = daemon.post(request.clone()).await;
+        assert_eq!(status, 400, "{request}: {body}");
+        let message = body["error"]["message"].as_str().expect("message");
+        assert!(message.contains(expected), "{message}");
+    }
+    assert_eq!(
+        daemon.llm.transcription_requests().len(),
+        2,
+        "no call for refused input"
+    );
+    daemon.stop().await;
+
+    let plain = Daemon::start(Backend::Sqlite).await;
+    let (status, body) = plain.post(transcribe(encode(&audio), "audio/webm")).await;
+    assert_eq!(status, 501, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("transcription_model")
+    );
+    plain.stop().await;
+}
+
 both_backends!(
     create_streams_the_reference_event_order_and_stores_what_it_streamed,
     control_characters_in_a_message_survive_the_round_trip,

@@ -25,6 +25,7 @@ mod records;
 mod run;
 mod title;
 mod tools;
+mod voice;
 mod widgets;
 
 use std::any::Any;
@@ -44,6 +45,7 @@ pub use approvals::{DENIED, Settle};
 pub use history::{build_messages, user_text};
 pub use interactions::{Action, Interactions, action_text};
 pub use records::UiRecord;
+pub use voice::TranscribeError;
 
 use crate::auth::Identity;
 use crate::config::AgentConfig;

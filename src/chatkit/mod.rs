@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
-use crate::agent::{Agent, StallSignal};
+use crate::agent::{Agent, StallSignal, TranscribeError};
 use crate::auth::Identity;
 use crate::limits::RunSlots;
 use crate::protocol::{
@@ -67,6 +67,9 @@ pub enum ChatKitError {
     TooManyRuns(String),
     #[error("{0}")]
     NotImplemented(String),
+    /// A service the request needed (the transcription model) failed.
+    #[error("{0}")]
+    Upstream(String),
     /// A widget action's tool answered with an error (its text).
     #[error("{0}")]
     ActionFailed(String),
@@ -290,9 +293,14 @@ impl ChatKit {
             Request::AttachmentsCreate(_) | Request::AttachmentsDelete(_) => Err(
                 ChatKitError::NotImplemented("attachments are not enabled on this server".into()),
             ),
-            Request::InputTranscribe(_) => Err(ChatKitError::NotImplemented(
-                "voice transcription is not enabled on this server".into(),
-            )),
+            Request::InputTranscribe(params) => match self.agent.transcribe(&params).await {
+                Ok(text) => json(&serde_json::json!({ "text": text })),
+                Err(e @ TranscribeError::NotEnabled) => {
+                    Err(ChatKitError::NotImplemented(e.to_string()))
+                }
+                Err(TranscribeError::Refused(message)) => Err(ChatKitError::BadRequest(message)),
+                Err(e @ TranscribeError::Service(_)) => Err(ChatKitError::Upstream(e.to_string())),
+            },
         }
     }
 }

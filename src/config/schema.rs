@@ -339,6 +339,15 @@ pub struct LlmConfig {
     /// The models a user may pick in the composer (`inference_options.model`);
     /// `model` is the default and must be among them. Empty: only `model`.
     pub models: Vec<String>,
+    /// The model `input.transcribe` sends audio to (`/audio/transcriptions`);
+    /// unset, voice input is not enabled.
+    pub transcription_model: Option<String>,
+    /// Another endpoint for transcription (default: `base_url`).
+    pub transcription_base_url: Option<String>,
+    /// Its key (default: `api_key`).
+    pub transcription_api_key: Option<String>,
+    /// Largest audio clip accepted, in bytes (decoded).
+    pub max_audio_bytes: usize,
 }
 
 impl Default for LlmConfig {
@@ -359,6 +368,10 @@ impl Default for LlmConfig {
             max_tool_arguments_bytes: 1024 * 1024,
             max_answer_bytes: 1024 * 1024,
             models: Vec::new(),
+            transcription_model: None,
+            transcription_base_url: None,
+            transcription_api_key: None,
+            max_audio_bytes: 10 * 1024 * 1024,
         }
     }
 }

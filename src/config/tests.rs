@@ -453,6 +453,18 @@ fn the_model_picker_lists_the_default_and_no_twice() {
             "[llm]\nmodel = \"a\"\nmodels = [\"a\", \" \"]\n",
             "agent.toml:3: `llm.models`: model names must not be empty",
         ),
+        (
+            "[llm]\ntranscription_model = \"\"\n",
+            "agent.toml:2: `llm.transcription_model`: must not be empty",
+        ),
+        (
+            "[llm]\ntranscription_model = \"w\"\ntranscription_base_url = \"ftp://x\"\n",
+            "agent.toml:3: `llm.transcription_base_url`: \"ftp://x\" is not an http(s) URL",
+        ),
+        (
+            "[llm]\nmax_audio_bytes = 10\n",
+            "agent.toml:2: `llm.max_audio_bytes`: must be at least 1024",
+        ),
     ] {
         assert_eq!(load(text, &[]).expect_err(text).to_string(), expected);
     }

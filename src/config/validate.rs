@@ -137,6 +137,25 @@ impl Check<'_> {
                 return Err(self.invalid("llm", "models", format!("{name:?} is listed twice")));
             }
         }
+        if let Some(url) = &llm.transcription_base_url
+            && !is_http_url(url)
+        {
+            return Err(self.invalid(
+                "llm",
+                "transcription_base_url",
+                format!("{url:?} is not an http(s) URL"),
+            ));
+        }
+        if llm
+            .transcription_model
+            .as_ref()
+            .is_some_and(|m| m.trim().is_empty())
+        {
+            return Err(self.invalid("llm", "transcription_model", "must not be empty"));
+        }
+        if llm.max_audio_bytes < 1024 {
+            return Err(self.invalid("llm", "max_audio_bytes", "must be at least 1024"));
+        }
         if !llm.models.is_empty() && !llm.models.contains(&llm.model) {
             return Err(self.invalid(
                 "llm",

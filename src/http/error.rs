@@ -142,6 +142,9 @@ impl From<ChatKitError> for ApiError {
             ChatKitError::ActionFailed(message) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "action_failed", message)
             }
+            ChatKitError::Upstream(message) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_failed", message)
+            }
             ChatKitError::Internal(cause) => {
                 tracing::error!(%cause, "request failed");
                 ApiError::new(

@@ -34,6 +34,8 @@ use crate::config::{DEFAULT_OPENAI_BASE_URL, LlmConfig};
 
 /// Most bytes of an error answer's body read for its message.
 const ERROR_BODY_BYTES: usize = 64 * 1024;
+/// Most bytes of a transcription answer.
+const TRANSCRIPT_BYTES: usize = 1024 * 1024;
 /// Most bytes of a `GET /models` answer (a few hundred models).
 const MODEL_LIST_BYTES: usize = 4 * 1024 * 1024;
 
@@ -86,6 +88,18 @@ pub struct LlmClient {
     limits: StreamLimits,
     missing_key: bool,
     stream_usage: bool,
+    /// `input.transcribe`'s endpoint, when `[llm] transcription_model` is set.
+    transcriber: Option<Transcriber>,
+}
+
+/// Where and with what audio is transcribed.
+#[derive(Clone, Debug)]
+struct Transcriber {
+    /// `{base}/audio/transcriptions`.
+    url: reqwest::Url,
+    api_key: Option<String>,
+    model: String,
+    max_bytes: usize,
 }
 
 impl std::fmt::Debug for LlmClient {
@@ -114,7 +128,34 @@ impl LlmClient {
             reqwest::Url::parse(&format!("{base_url}/chat/completions")).map_err(|e| {
                 LlmError::NotConfigured(format!("[llm] base_url {base_url:?} is not a URL: {e}"))
             })?;
+        let transcriber = match &config.transcription_model {
+            Some(model) => {
+                let base = config
+                    .transcription_base_url
+                    .as_deref()
+                    .unwrap_or(&base_url)
+                    .trim_end_matches('/');
+                let url =
+                    reqwest::Url::parse(&format!("{base}/audio/transcriptions")).map_err(|e| {
+                        LlmError::NotConfigured(format!(
+                            "[llm] transcription_base_url {base:?} is not a URL: {e}"
+                        ))
+                    })?;
+                Some(Transcriber {
+                    url,
+                    api_key: config
+                        .transcription_api_key
+                        .clone()
+                        .or_else(|| config.api_key.clone())
+                        .filter(|k| !k.is_empty()),
+                    model: model.clone(),
+                    max_bytes: config.max_audio_bytes,
+                })
+            }
+            None => None,
+        };
         Ok(LlmClient {
+            transcriber,
             chat_url,
             service,
             http,
@@ -283,6 +324,71 @@ impl LlmClient {
             status: status.as_u16(),
             message: error_answer_message(&body),
         })
+    }
+
+    /// The largest audio clip [`LlmClient::transcribe`] takes, when
+    /// `[llm] transcription_model` is set.
+    pub fn max_audio_bytes(&self) -> Option<usize> {
+        self.transcriber.as_ref().map(|t| t.max_bytes)
+    }
+
+    /// Transcribes one audio clip (`POST /audio/transcriptions`, multipart,
+    /// the file named `file_name` so the service knows its format), once,
+    /// without retries: the user is waiting with the microphone button.
+    pub async fn transcribe(
+        &self,
+        audio: Vec<u8>,
+        mime_type: &str,
+        file_name: &str,
+    ) -> Result<String, LlmError> {
+        let Some(transcriber) = &self.transcriber else {
+            return Err(LlmError::NotConfigured(
+                "voice input is not enabled on this server: set [llm] transcription_model"
+                    .to_owned(),
+            ));
+        };
+        let file = reqwest::multipart::Part::bytes(audio)
+            .file_name(file_name.to_owned())
+            .mime_str(mime_type)
+            .map_err(|e| LlmError::Protocol(format!("the audio type {mime_type:?}: {e}")))?;
+        let form = reqwest::multipart::Form::new()
+            .text("model", transcriber.model.clone())
+            .text("response_format", "json")
+            .part("file", file);
+        let mut request = self
+            .http
+            .post(transcriber.url.clone())
+            .multipart(form)
+            .timeout(self.request_timeout);
+        if let Some(key) = &transcriber.api_key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.map_err(|e| self.request_failed(e))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(LlmError::Api {
+                status: status.as_u16(),
+                message: match read_at_most(response, ERROR_BODY_BYTES).await {
+                    Ok(Some(body)) => String::from_utf8_lossy(&body).into_owned(),
+                    Ok(None) | Err(_) => String::new(),
+                },
+            });
+        }
+        let body = read_at_most(response, TRANSCRIPT_BYTES)
+            .await
+            .map_err(|e| LlmError::Protocol(format!("the transcript could not be read: {e}")))?
+            .ok_or_else(|| {
+                LlmError::Protocol(format!(
+                    "the transcript is longer than {TRANSCRIPT_BYTES} bytes"
+                ))
+            })?;
+        #[derive(serde::Deserialize)]
+        struct Transcript {
+            text: String,
+        }
+        serde_json::from_slice::<Transcript>(&body)
+            .map(|t| t.text)
+            .map_err(|e| LlmError::Protocol(format!("not a transcript: {e}")))
     }
 
     /// The models the endpoint lists (`GET /models`), once, without retries:

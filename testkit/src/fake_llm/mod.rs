@@ -1,6 +1,7 @@
 //! A fake OpenAI-compatible chat-completions server for tests.
 //!
-//! [`FakeLlm`] serves `POST /v1/chat/completions` and `GET /v1/models` on
+//! [`FakeLlm`] serves `POST /v1/chat/completions`, `GET /v1/models` and
+//! `POST /v1/audio/transcriptions` (recorded raw, answered from a queue) on
 //! 127.0.0.1 with axum, speaking the real wire format (JSON completions and
 //! `text/event-stream` chunk streams ending in `data: [DONE]`), so the real
 //! client runs against it unmodified. Every chat request is recorded as a
@@ -30,7 +31,7 @@ mod server;
 pub use invariants::check_request_well_formed;
 pub use recording::{RecordedRequest, last_user_text, message_text};
 pub use script::{FakeToolCall, Script};
-pub use server::FakeLlm;
+pub use server::{FakeLlm, TRANSCRIBED, TranscriptionRequest};
 
 /// The model name reported when a request names none, and listed by `/v1/models`.
 pub const FAKE_MODEL: &str = "fake-model";

@@ -45,6 +45,32 @@ struct Inner {
     /// Set by [`FakeLlm::expect_malformed_requests`]: the test sends
     /// malformed history on purpose, so the automatic check is off.
     malformed_expected: bool,
+    /// `POST /v1/audio/transcriptions` requests, as received.
+    transcriptions: Vec<TranscriptionRequest>,
+    /// Answers to the next transcription requests: `Ok(text)` or an HTTP
+    /// error status; empty means `Ok(TRANSCRIBED)`.
+    transcription_replies: VecDeque<Result<String, u16>>,
+}
+
+/// What the fake transcribes when no reply is queued.
+pub const TRANSCRIBED: &str = "hello from the fake transcriber";
+
+/// One `POST /v1/audio/transcriptions` as the fake received it.
+#[derive(Clone, Debug)]
+pub struct TranscriptionRequest {
+    /// The `Content-Type` header (`multipart/form-data; boundary=…`).
+    pub content_type: String,
+    /// The `Authorization` header, if any.
+    pub authorization: Option<String>,
+    /// The raw multipart body.
+    pub body: Vec<u8>,
+}
+
+impl TranscriptionRequest {
+    /// The body as text, bytes that are not UTF-8 replaced.
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
 }
 
 impl Shared {
@@ -99,6 +125,7 @@ impl FakeLlm {
         let app = Router::new()
             .route("/v1/chat/completions", post(chat_completions))
             .route("/v1/models", get(models))
+            .route("/v1/audio/transcriptions", post(transcriptions))
             .fallback(not_found)
             .with_state(shared.clone());
         let (tx, rx) = oneshot::channel::<()>();
@@ -127,6 +154,17 @@ impl FakeLlm {
     /// The API base URL, `http://127.0.0.1:PORT/v1`.
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.addr)
+    }
+
+    /// Queues the answer to the next transcription request: the text, or
+    /// an HTTP error status.
+    pub fn push_transcription(&self, reply: Result<String, u16>) {
+        self.shared.lock().transcription_replies.push_back(reply);
+    }
+
+    /// The transcription requests received so far.
+    pub fn transcription_requests(&self) -> Vec<TranscriptionRequest> {
+        self.shared.lock().transcriptions.clone()
     }
 
     /// Queues a script for the next streaming request.
@@ -284,6 +322,39 @@ async fn models() -> Response {
         "data": [{"id": FAKE_MODEL, "object": "model", "created": 0, "owned_by": "testkit"}],
     }))
     .into_response()
+}
+
+async fn transcriptions(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let text_header = |name| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let reply = {
+        let mut inner = shared.lock();
+        inner.transcriptions.push(TranscriptionRequest {
+            content_type: text_header(header::CONTENT_TYPE).unwrap_or_default(),
+            authorization: text_header(header::AUTHORIZATION),
+            body: body.to_vec(),
+        });
+        inner
+            .transcription_replies
+            .pop_front()
+            .unwrap_or_else(|| Ok(TRANSCRIBED.to_owned()))
+    };
+    match reply {
+        Ok(text) => Json(json!({ "text": text })).into_response(),
+        Err(status) => error_response(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            "fake LLM: scripted transcription failure",
+            "server_error",
+        ),
+    }
 }
 
 async fn not_found() -> Response {
