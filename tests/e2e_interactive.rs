@@ -86,6 +86,20 @@ fn sync_action(thread: &str, item: Option<&str>, kind: &str, payload: Value) -> 
     action("threads.sync_custom_action", thread, item, kind, payload)
 }
 
+/// Sends a widget action as `token`'s bearer, streaming, and reads the stream.
+async fn click(
+    daemon: &Daemon,
+    token: &str,
+    thread: &str,
+    item: Option<&str>,
+    kind: &str,
+    payload: Value,
+) -> Streamed {
+    daemon
+        .stream_as(token, stream_action(thread, item, kind, payload))
+        .await
+}
+
 /// A `threads.custom_action` request.
 fn stream_action(thread: &str, item: Option<&str>, kind: &str, payload: Value) -> Value {
     action("threads.custom_action", thread, item, kind, payload)
@@ -261,17 +275,15 @@ async fn a_listing_is_a_widget_whose_buttons_complete_tasks_in_place(backend: Ba
 
     // Done on "buy milk", streaming: the widget is replaced in place, no model call.
     let model_calls = daemon.llm.stream_requests().len();
-    let done = daemon
-        .stream_as(
-            &alice,
-            stream_action(
-                &thread,
-                Some(&widget_id),
-                "tasks.complete",
-                json!({"task_id": ids[0]}),
-            ),
-        )
-        .await;
+    let done = click(
+        &daemon,
+        &alice,
+        &thread,
+        Some(&widget_id),
+        "tasks.complete",
+        json!({"task_id": ids[0]}),
+    )
+    .await;
     assert_eq!(
         done.types(),
         ["stream_options", "thread.item.replaced"],
@@ -319,12 +331,15 @@ async fn a_listing_is_a_widget_whose_buttons_complete_tasks_in_place(backend: Ba
             .contains("task_000000000000"),
         "{body}"
     );
-    let failed = daemon
-        .stream_as(
-            &alice,
-            stream_action(&thread, Some(&widget_id), "tasks.complete", missing),
-        )
-        .await;
+    let failed = click(
+        &daemon,
+        &alice,
+        &thread,
+        Some(&widget_id),
+        "tasks.complete",
+        missing,
+    )
+    .await;
     assert_eq!(
         failed.types(),
         ["stream_options", "error"],
@@ -502,12 +517,15 @@ async fn a_denied_delete_keeps_the_task_and_the_model_is_told(backend: Backend) 
     }
 
     daemon.llm.push(Script::text(["OK, I kept it."]));
-    let denied = daemon
-        .stream_as(
-            &alice,
-            stream_action(&thread, Some(&card_id), "tool.deny", payload.clone()),
-        )
-        .await;
+    let denied = click(
+        &daemon,
+        &alice,
+        &thread,
+        Some(&card_id),
+        "tool.deny",
+        payload.clone(),
+    )
+    .await;
     assert_eq!(
         denied.types()[..2],
         ["stream_options", "thread.item.replaced"],
@@ -529,12 +547,15 @@ async fn a_denied_delete_keeps_the_task_and_the_model_is_told(backend: Backend) 
     // A second click, either way, changes nothing and asks nobody.
     let model_calls = daemon.llm.stream_requests().len();
     for verdict in ["tool.approve", "tool.deny"] {
-        let again = daemon
-            .stream_as(
-                &alice,
-                stream_action(&thread, Some(&card_id), verdict, payload.clone()),
-            )
-            .await;
+        let again = click(
+            &daemon,
+            &alice,
+            &thread,
+            Some(&card_id),
+            verdict,
+            payload.clone(),
+        )
+        .await;
         assert_eq!(
             again.types(),
             ["stream_options", "thread.item.replaced"],
@@ -589,17 +610,15 @@ async fn approval_after_a_restart_runs_the_call_and_the_answer_streams() {
 
     let second = Daemon::binary_replica(&first, &toml).await;
     second.llm.push(Script::text(["Deleted it."]));
-    let approved = second
-        .stream_as(
-            &alice,
-            stream_action(
-                &thread,
-                Some(&card_id),
-                "tool.approve",
-                json!({"call_ids": ["del1"]}),
-            ),
-        )
-        .await;
+    let approved = click(
+        &second,
+        &alice,
+        &thread,
+        Some(&card_id),
+        "tool.approve",
+        json!({"call_ids": ["del1"]}),
+    )
+    .await;
     assert!(approved.error().is_none(), "{}", approved.raw);
     assert_eq!(approved.types()[1], "thread.item.replaced");
     assert!(text_of(&approved.events[1]["item"]["widget"]).starts_with("Approved: delete_task"));
@@ -695,17 +714,15 @@ async fn an_action_for_the_agent_is_answered_and_replayed() {
     let alice = token("alice");
     let (thread, _) = daemon.create_thread_as(&alice, "hello").await;
     daemon.llm.push(Script::text(["It is due Friday."]));
-    let explained = daemon
-        .stream_as(
-            &alice,
-            stream_action(
-                &thread,
-                None,
-                "tasks.explain",
-                json!({"task_id": "task_42"}),
-            ),
-        )
-        .await;
+    let explained = click(
+        &daemon,
+        &alice,
+        &thread,
+        None,
+        "tasks.explain",
+        json!({"task_id": "task_42"}),
+    )
+    .await;
     assert_eq!(
         explained.answer().as_deref(),
         Some("It is due Friday."),
@@ -774,17 +791,15 @@ async fn a_card_the_conversation_moved_past_runs_nothing() {
     );
 
     let model_calls = daemon.llm.stream_requests().len();
-    let late = daemon
-        .stream_as(
-            &alice,
-            stream_action(
-                &thread,
-                Some(&card_id),
-                "tool.approve",
-                json!({"call_ids": ["del1"]}),
-            ),
-        )
-        .await;
+    let late = click(
+        &daemon,
+        &alice,
+        &thread,
+        Some(&card_id),
+        "tool.approve",
+        json!({"call_ids": ["del1"]}),
+    )
+    .await;
     assert_eq!(
         late.types(),
         ["stream_options", "thread.item.replaced"],

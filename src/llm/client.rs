@@ -39,6 +39,31 @@ const TRANSCRIPT_BYTES: usize = 1024 * 1024;
 /// Most bytes of a `GET /models` answer (a few hundred models).
 const MODEL_LIST_BYTES: usize = 4 * 1024 * 1024;
 
+/// An error status as [`LlmError::Api`], with the start of its body.
+async fn api_error(response: reqwest::Response) -> LlmError {
+    LlmError::Api {
+        status: response.status().as_u16(),
+        message: match read_at_most(response, ERROR_BODY_BYTES).await {
+            Ok(Some(body)) => String::from_utf8_lossy(&body).into_owned(),
+            Ok(None) | Err(_) => String::new(),
+        },
+    }
+}
+
+/// A successful answer's JSON body, at most `max` bytes, as `T`; `what`
+/// names it in errors.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    response: reqwest::Response,
+    max: usize,
+    what: &str,
+) -> Result<T, LlmError> {
+    let body = read_at_most(response, max)
+        .await
+        .map_err(|e| LlmError::Protocol(format!("the {what} could not be read: {e}")))?
+        .ok_or_else(|| LlmError::Protocol(format!("the {what} is longer than {max} bytes")))?;
+    serde_json::from_slice(&body).map_err(|e| LlmError::Protocol(format!("not a {what}: {e}")))
+}
+
 /// A whole response body, or `None` as soon as it passes `max` bytes.
 async fn read_at_most(
     response: reqwest::Response,
@@ -355,40 +380,24 @@ impl LlmClient {
             .text("model", transcriber.model.clone())
             .text("response_format", "json")
             .part("file", file);
-        let mut request = self
+        let request = self
             .http
             .post(transcriber.url.clone())
             .multipart(form)
             .timeout(self.request_timeout);
-        if let Some(key) = &transcriber.api_key {
-            request = request.bearer_auth(key);
+        let response = self
+            .send_once(request, transcriber.api_key.as_deref())
+            .await?;
+        if !response.status().is_success() {
+            return Err(api_error(response).await);
         }
-        let response = request.send().await.map_err(|e| self.request_failed(e))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(LlmError::Api {
-                status: status.as_u16(),
-                message: match read_at_most(response, ERROR_BODY_BYTES).await {
-                    Ok(Some(body)) => String::from_utf8_lossy(&body).into_owned(),
-                    Ok(None) | Err(_) => String::new(),
-                },
-            });
-        }
-        let body = read_at_most(response, TRANSCRIPT_BYTES)
-            .await
-            .map_err(|e| LlmError::Protocol(format!("the transcript could not be read: {e}")))?
-            .ok_or_else(|| {
-                LlmError::Protocol(format!(
-                    "the transcript is longer than {TRANSCRIPT_BYTES} bytes"
-                ))
-            })?;
         #[derive(serde::Deserialize)]
         struct Transcript {
             text: String,
         }
-        serde_json::from_slice::<Transcript>(&body)
+        read_json::<Transcript>(response, TRANSCRIPT_BYTES, "transcript")
+            .await
             .map(|t| t.text)
-            .map_err(|e| LlmError::Protocol(format!("not a transcript: {e}")))
     }
 
     /// The models the endpoint lists (`GET /models`), once, without retries:
@@ -399,37 +408,33 @@ impl LlmClient {
     /// a success whose body is not a model list is [`LlmError::Protocol`].
     pub async fn list_models(&self) -> Result<ModelList, LlmError> {
         self.check_configured()?;
-        let mut request = self
+        let request = self
             .http
             .get(format!("{}/models", self.base_url))
             .timeout(self.request_timeout);
-        if let Some(key) = &self.api_key {
-            request = request.bearer_auth(key);
-        }
-        let response = request.send().await.map_err(|e| self.request_failed(e))?;
+        let response = self.send_once(request, self.api_key.as_deref()).await?;
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND {
             return Err(LlmError::NoModelsRoute);
         }
         if !status.is_success() {
-            return Err(LlmError::Api {
-                status: status.as_u16(),
-                message: match read_at_most(response, ERROR_BODY_BYTES).await {
-                    Ok(Some(body)) => String::from_utf8_lossy(&body).into_owned(),
-                    Ok(None) | Err(_) => String::new(),
-                },
-            });
+            return Err(api_error(response).await);
         }
-        let body = read_at_most(response, MODEL_LIST_BYTES)
-            .await
-            .map_err(|e| LlmError::Protocol(format!("the model list could not be read: {e}")))?
-            .ok_or_else(|| {
-                LlmError::Protocol(format!(
-                    "the model list is longer than {MODEL_LIST_BYTES} bytes"
-                ))
-            })?;
-        serde_json::from_slice(&body)
-            .map_err(|e| LlmError::Protocol(format!("not a model list: {e}")))
+        read_json(response, MODEL_LIST_BYTES, "model list").await
+    }
+
+    /// Sends a request once, without the retry layer, with `key` as its
+    /// bearer.
+    async fn send_once(
+        &self,
+        request: reqwest::RequestBuilder,
+        key: Option<&str>,
+    ) -> Result<reqwest::Response, LlmError> {
+        let request = match key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        };
+        request.send().await.map_err(|e| self.request_failed(e))
     }
 
     /// A request that got no answer, with its causes but without the URL
