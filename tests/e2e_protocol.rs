@@ -12,6 +12,7 @@ mod support;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chatkitd::config::ClientToolConfig;
 use chatkitd::protocol::{IdKind, ThreadItem, ThreadMetadata, ThreadStatus, Timestamp, new_id};
 use chatkitd::store::Store;
 use chatkitd_testkit::Script;
@@ -263,7 +264,18 @@ fn items_list(params: Value) -> Value {
 // ---------------------------------------------------------------------------
 
 async fn create_streams_the_reference_event_order_and_stores_what_it_streamed(backend: Backend) {
-    let daemon = Daemon::start(backend).await;
+    // The composer's choices below must be offered, or the message is a 400.
+    let daemon = Daemon::start_with(backend, |config| {
+        config.llm.models = vec!["fake-model".into(), "gpt-test".into()];
+        config.client_tools.insert(
+            "shopping_list".into(),
+            ClientToolConfig {
+                description: "The user's shopping list.".into(),
+                parameters: json!({"type": "object", "properties": {}}),
+            },
+        );
+    })
+    .await;
     let chunks = ["Milk, ", "eggs ", "and bread."];
     daemon.llm.push(Script::text(chunks));
     daemon
