@@ -14,15 +14,16 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::{Agent, Interactions};
+use crate::attachments::Attachments;
 use crate::auth::{AuthSetupError, Authenticator};
 use crate::chatkit::{ChatKit, SizeLimits};
 use crate::config::{Config, ConfigError};
 use crate::http::{self, AppState};
 use crate::limits::{RateLimiter, RunSlots};
 use crate::llm::{LlmClient, LlmError};
-use crate::mcp::McpManager;
+use crate::mcp::{McpManager, OutputLimits};
 use crate::metrics::{Exporter, GaugeSet};
-use crate::store::{SqlStore, Store, StoreError, sql::SqlStoreOptions};
+use crate::store::{AttachmentRecords, SqlStore, Store, StoreError, sql::SqlStoreOptions};
 
 /// How long the exit waits for the store's connections to close.
 const STORE_CLOSE_WAIT: Duration = Duration::from_secs(3);
@@ -38,6 +39,8 @@ pub enum StartError {
     Llm(#[from] LlmError),
     #[error("auth: {0}")]
     Auth(#[from] AuthSetupError),
+    #[error("attachments: {0}")]
+    Attachments(String),
     #[error("widgets: {0}")]
     Widget(#[from] crate::widgets::WidgetError),
     #[error(
@@ -59,6 +62,7 @@ pub struct App {
     chatkit: Arc<ChatKit>,
     mcp: Option<Arc<McpManager>>,
     auth: Authenticator,
+    attachments: Arc<Attachments>,
 }
 
 impl App {
@@ -86,16 +90,30 @@ impl App {
                 McpManager::start(
                     &config.mcp_servers,
                     &config.base_dir,
-                    config.agent.max_tool_output_bytes,
+                    OutputLimits {
+                        text_bytes: config.agent.max_tool_output_bytes,
+                        image_bytes: config.agent.max_tool_image_bytes,
+                    },
                 )
                 .await,
             )
         };
+        let attachments = Arc::new(Attachments::new(
+            &config.attachments,
+            &config.base_dir,
+            &config.server.path,
+            store.clone() as Arc<dyn AttachmentRecords>,
+        ));
+        attachments
+            .prepare()
+            .await
+            .map_err(|e| StartError::Attachments(e.to_string()))?;
         let agent = Arc::new(Agent::new(
             store.clone() as Arc<dyn Store>,
             llm,
             mcp.clone(),
             interactions,
+            attachments.clone(),
             system_prompt,
             config.agent.clone(),
         ));
@@ -119,6 +137,7 @@ impl App {
             chatkit,
             mcp,
             auth,
+            attachments,
         })
     }
 
@@ -185,6 +204,7 @@ impl App {
             rate: RateLimiter::new(limits.requests_per_minute_per_user, limits.burst).map(Arc::new),
             max_body_bytes: self.config.server.max_body_bytes,
             body_read_timeout: self.config.server.body_read_timeout,
+            max_upload_bytes: self.config.attachments.max_bytes,
         };
         let router = http::router(
             state,
@@ -193,6 +213,7 @@ impl App {
         );
         let addr = listener.local_addr()?;
         tracing::info!(%addr, path = %self.config.server.path, "chatkitd listening");
+        self.start_attachments(addr);
         let limits = self.connection_limits(http::serve::raise_open_files_limit());
         // On the signal the listener stops accepting; the runs then get the
         // grace period, and the connections a few seconds after them.
@@ -227,6 +248,36 @@ impl App {
 }
 
 impl App {
+    /// Upload and preview URLs start with `[attachments] public_url`, else
+    /// with the address listened on; unused uploads are swept from now on.
+    fn start_attachments(&self, addr: SocketAddr) {
+        let attachments = &self.config.attachments;
+        if !attachments.enabled {
+            return;
+        }
+        if attachments.public_url.is_none() {
+            let host = if addr.ip().is_unspecified() {
+                SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+            } else {
+                addr
+            };
+            self.attachments.set_public_url(&format!("http://{host}"));
+            if !addr.ip().is_loopback() {
+                tracing::warn!(
+                    "[attachments] public_url is not set: upload and preview URLs name http://{host}, which browsers elsewhere cannot reach"
+                );
+            }
+        }
+        if !self.attachments.has_signing_key() && self.store.is_postgres() {
+            tracing::warn!(
+                "[attachments] signing_key is not set: upload and preview URLs work only on this replica and until it restarts"
+            );
+        }
+        self.attachments
+            .clone()
+            .spawn_sweeper(self.chatkit.shutdown_token());
+    }
+
     /// `[server]`'s connection limits, the cap lowered to half of
     /// `open_files` (when known): the other half is for the model, the
     /// database and the tool servers.

@@ -13,6 +13,7 @@
 //! - [`config`]: `agent.toml`: schema, `${ENV}` interpolation, validation.
 //! - [`limits`]: per-user request rates and run slots.
 //! - [`metrics`]: the Prometheus registry and the gauges read at scrape time.
+//! - [`attachments`]: files and images on messages: two-phase upload, signed URLs, bytes for the model.
 //! - [`app`]: wiring a configuration into a running server.
 //! - [`cli`]: the operator's terminal commands: `chat`, `tools`, `check`.
 //! - [`text`]: cutting text short, with one rule for where and how.
@@ -21,6 +22,7 @@
 
 pub mod agent;
 pub mod app;
+pub mod attachments;
 pub mod auth;
 pub mod chatkit;
 pub mod cli;

@@ -13,10 +13,11 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
+use super::media::{Media, images_after_results, stored_tool_images, user_message};
 use super::records::{StoredCall, ToolRecord, UiRecord, in_reading_order};
 
 use crate::llm::{ChatMessage, ToolCall};
-use crate::protocol::{ClientToolCallStatus, ItemKind, ThreadItem, UserContent, UserMessage};
+use crate::protocol::{ClientToolCallStatus, ItemKind, ThreadItem};
 
 /// The newest user message does not fit the history budget beside the
 /// system prompt.
@@ -39,6 +40,17 @@ pub fn build_messages(
     items: &[ThreadItem],
     budget: usize,
 ) -> Result<Vec<ChatMessage>, MessageTooLong> {
+    build_messages_with_media(system_prompt, items, budget, &Media::new())
+}
+
+/// [`build_messages`] with the attachments and tool images the history
+/// names, as loaded by [`super::media::load_media`].
+pub(super) fn build_messages_with_media(
+    system_prompt: &str,
+    items: &[ThreadItem],
+    budget: usize,
+    media: &Media,
+) -> Result<Vec<ChatMessage>, MessageTooLong> {
     let system = ChatMessage::System {
         content: system_prompt.to_owned(),
     };
@@ -49,7 +61,7 @@ pub fn build_messages(
         if starts_turn || turns.is_empty() {
             turns.push(Vec::new());
         }
-        let messages = item_messages(item);
+        let messages = item_messages(item, media);
         if starts_turn {
             newest_user = messages.iter().map(ChatMessage::estimated_tokens).sum();
         }
@@ -77,7 +89,7 @@ pub fn build_messages(
     }
     let transcript: Vec<ChatMessage> = turns.into_iter().skip(first_kept).flatten().collect();
     Ok(std::iter::once(system)
-        .chain(pair_tool_calls(transcript))
+        .chain(images_after_results(pair_tool_calls(transcript)))
         .collect())
 }
 
@@ -133,11 +145,9 @@ fn pair_tool_calls(messages: Vec<ChatMessage>) -> Vec<ChatMessage> {
 }
 
 /// The chat messages one stored item stands for (none for UI-only items).
-fn item_messages(item: &ThreadItem) -> Vec<ChatMessage> {
+fn item_messages(item: &ThreadItem, media: &Media) -> Vec<ChatMessage> {
     match &item.kind {
-        ItemKind::UserMessage(message) => vec![ChatMessage::User {
-            content: user_text(message),
-        }],
+        ItemKind::UserMessage(message) => vec![user_message(message, media)],
         ItemKind::AssistantMessage(message) => {
             let text = message.text();
             if text.trim().is_empty() {
@@ -169,7 +179,7 @@ fn item_messages(item: &ThreadItem) -> Vec<ChatMessage> {
             copy_text: Some(text),
             ..
         } if !text.trim().is_empty() => vec![ChatMessage::assistant(text.clone())],
-        ItemKind::HiddenContextItem { content } => hidden_messages(content),
+        ItemKind::HiddenContextItem { content } => hidden_messages(content, media),
         ItemKind::SdkHiddenContext { content } => vec![ChatMessage::User {
             content: content.clone(),
         }],
@@ -185,7 +195,7 @@ fn item_messages(item: &ThreadItem) -> Vec<ChatMessage> {
 /// The chat messages of a hidden context item: tool activity as calls and
 /// results, an action handed to the agent as the user's words, a widget's
 /// state as nothing, anything else as context in a user message.
-fn hidden_messages(content: &Value) -> Vec<ChatMessage> {
+fn hidden_messages(content: &Value, media: &Media) -> Vec<ChatMessage> {
     match UiRecord::from_content(content) {
         Some(UiRecord::Action { text, .. }) => return vec![ChatMessage::User { content: text }],
         Some(UiRecord::ActionRun {
@@ -209,11 +219,20 @@ fn hidden_messages(content: &Value) -> Vec<ChatMessage> {
             tool_calls: calls.into_iter().map(stored_call).collect(),
         }],
         Some(ToolRecord::Result {
-            call_id, output, ..
-        }) => vec![ChatMessage::Tool {
-            tool_call_id: call_id,
-            content: output,
-        }],
+            call_id,
+            name,
+            output,
+            images,
+            ..
+        }) => {
+            let result = ChatMessage::Tool {
+                tool_call_id: call_id,
+                content: output,
+            };
+            std::iter::once(result)
+                .chain(stored_tool_images(&name, &images, media))
+                .collect()
+        }
         None => vec![ChatMessage::User {
             content: json_text(content),
         }],
@@ -225,43 +244,6 @@ fn hidden_messages(content: &Value) -> Vec<ChatMessage> {
 fn is_action(item: &ThreadItem) -> bool {
     matches!(&item.kind, ItemKind::HiddenContextItem { content }
         if content.get("type").and_then(Value::as_str) == Some("chatkitd.action"))
-}
-
-/// What the model reads of a user message: the quoted text it answers, the
-/// typed text with @-mentions inline, the mentions' data, and attachment names.
-pub fn user_text(message: &UserMessage) -> String {
-    let mut text = String::new();
-    if let Some(quoted) = message.quoted_text.as_deref().filter(|q| !q.is_empty()) {
-        text.push_str("The user is referring to this in particular:\n");
-        text.push_str(quoted);
-        text.push_str("\n\n");
-    }
-    let mut mentions = Vec::new();
-    for part in &message.content {
-        match part {
-            UserContent::InputText { text: typed } => text.push_str(typed),
-            UserContent::InputTag {
-                text: tag, data, ..
-            } => {
-                text.push('@');
-                text.push_str(tag);
-                if !data.is_empty() {
-                    mentions.push(format!("@{tag}: {}", Value::Object(data.clone())));
-                }
-            }
-        }
-    }
-    if !mentions.is_empty() {
-        text.push_str("\n\nMentioned entities:\n");
-        text.push_str(&mentions.join("\n"));
-    }
-    for attachment in &message.attachments {
-        text.push_str(&format!(
-            "\n[attachment: {} ({})]",
-            attachment.name, attachment.mime_type
-        ));
-    }
-    text
 }
 
 /// A stored call as the model's tool call.
@@ -280,7 +262,9 @@ fn json_text(value: &Value) -> String {
 mod tests {
     use super::*;
     use crate::llm::ToolCall;
-    use crate::protocol::{AssistantContent, AssistantMessage, InferenceOptions, Timestamp};
+    use crate::protocol::{
+        AssistantContent, AssistantMessage, InferenceOptions, Timestamp, UserContent, UserMessage,
+    };
 
     fn item(id: &str, kind: ItemKind) -> ThreadItem {
         ThreadItem {
@@ -490,7 +474,7 @@ mod tests {
             inference_options: InferenceOptions::default(),
         };
         assert_eq!(
-            user_text(&message),
+            crate::agent::user_text(&message),
             "The user is referring to this in particular:\nthe plan\n\nask @Ann\n\nMentioned entities:\n@Ann: {\"email\":\"ann@example.com\"}"
         );
     }

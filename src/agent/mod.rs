@@ -19,6 +19,7 @@ mod choices;
 mod draft;
 mod history;
 mod interactions;
+mod media;
 #[cfg(test)]
 mod panic_tests;
 mod records;
@@ -40,10 +41,13 @@ use tokio_util::sync::CancellationToken;
 
 use run::Run;
 
+use crate::attachments::Attachments;
+
 pub use actions::{ActionError, ToolAction};
 pub use approvals::{DENIED, Settle};
-pub use history::{build_messages, user_text};
+pub use history::build_messages;
 pub use interactions::{Action, Interactions, action_text};
+pub use media::user_text;
 pub use records::UiRecord;
 pub use voice::TranscribeError;
 
@@ -182,6 +186,8 @@ pub struct Agent {
     llm: LlmClient,
     /// The tool servers; `None` when none are configured.
     mcp: Option<Arc<McpManager>>,
+    /// Attachments the model reads, and where tools' images are kept.
+    attachments: Arc<Attachments>,
     /// Widgets, actions and client tools.
     interactions: Arc<Interactions>,
     system_prompt: String,
@@ -211,6 +217,7 @@ impl Agent {
         llm: LlmClient,
         mcp: Option<Arc<McpManager>>,
         interactions: Interactions,
+        attachments: Arc<Attachments>,
         system_prompt: String,
         config: AgentConfig,
     ) -> Agent {
@@ -218,10 +225,16 @@ impl Agent {
             store,
             llm,
             mcp,
+            attachments,
             interactions: Arc::new(interactions),
             system_prompt,
             config,
         }
+    }
+
+    /// Attachments: what the model reads of them, and images from tools.
+    pub fn attachments(&self) -> &Attachments {
+        &self.attachments
     }
 
     /// Widgets, actions and client tools, as configured.

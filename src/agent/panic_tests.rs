@@ -8,6 +8,8 @@ use async_trait::async_trait;
 use pretty_assertions::assert_eq;
 
 use super::*;
+use crate::attachments::Attachments;
+use crate::config::AttachmentsConfig;
 use crate::config::LlmConfig;
 use crate::protocol::{
     FeedbackKind, IdKind, ItemKind, ItemUpdate, Page, StreamOptions, ThreadItem, Timestamp, new_id,
@@ -29,7 +31,7 @@ async fn store_with_thread(dir: &std::path::Path) -> (SqlStore, ThreadMetadata) 
     (store, thread)
 }
 
-fn agent(store: Arc<dyn Store>) -> Agent {
+fn agent(store: Arc<dyn Store>, records: SqlStore) -> Agent {
     let config = AgentConfig {
         title_generation: false,
         ..AgentConfig::default()
@@ -40,6 +42,12 @@ fn agent(store: Arc<dyn Store>) -> Agent {
         llm,
         None,
         Interactions::default(),
+        Arc::new(Attachments::new(
+            &AttachmentsConfig::default(),
+            std::path::Path::new("."),
+            "/api/chatkit",
+            Arc::new(records),
+        )),
         "You help.".to_owned(),
         config,
     )
@@ -66,7 +74,7 @@ fn drain(events: &mut mpsc::Receiver<ThreadStreamEvent>) -> Vec<ThreadStreamEven
 async fn a_panic_inside_a_run_ends_it_with_an_error_event() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (store, thread) = store_with_thread(dir.path()).await;
-    let agent = agent(Arc::new(PanicsOnHistory(store)));
+    let agent = agent(Arc::new(PanicsOnHistory(store.clone())), store);
     let (sink, mut events) = EventSink::channel(16, std::time::Duration::from_secs(30));
     let outcome = agent
         .run(input(&thread), &sink, &CancellationToken::new())
@@ -87,7 +95,7 @@ async fn a_panic_inside_a_run_ends_it_with_an_error_event() {
 async fn after_a_panic_the_streamed_text_is_stored_before_the_error() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (store, thread) = store_with_thread(dir.path()).await;
-    let agent = agent(Arc::new(store.clone()));
+    let agent = agent(Arc::new(store.clone()), store.clone());
     let (sink, mut events) = EventSink::channel(16, std::time::Duration::from_secs(30));
     let cancel = CancellationToken::new();
     let mut run = Run::new(&agent, input(&thread), &sink, &cancel, Instant::now());

@@ -36,7 +36,18 @@ pub enum ToolRecord {
         name: String,
         output: String,
         is_error: bool,
+        /// Images the result showed the model, kept as attachments of the
+        /// thread.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        images: Vec<StoredImage>,
     },
+}
+
+/// An image of a tool result: the attachment that keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredImage {
+    pub id: String,
+    pub mime_type: String,
 }
 
 /// One call as the model asked for it; `arguments` is the model's JSON text.
@@ -69,7 +80,16 @@ impl ToolRecord {
             name: call.function.name.clone(),
             output: output.to_owned(),
             is_error,
+            images: Vec::new(),
         }
+    }
+
+    /// The same result showing `images`.
+    pub fn with_images(mut self, stored: Vec<StoredImage>) -> Self {
+        if let ToolRecord::Result { images, .. } = &mut self {
+            *images = stored;
+        }
+        self
     }
 
     /// The record in a hidden content item's content, if it is one.
@@ -284,6 +304,7 @@ mod tests {
                 name: "add_task".into(),
                 output: "ok".into(),
                 is_error: false,
+                images: Vec::new(),
             }
         );
         assert_eq!(serde_json::to_value(&record).expect("json"), result);

@@ -9,7 +9,8 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::draft::{Draft, finished_item};
-use super::history::build_messages;
+use super::history::build_messages_with_media;
+use super::media::load_media;
 use super::records::ToolRecord;
 use super::title::TITLE_WAIT;
 use super::tools::Step;
@@ -113,10 +114,12 @@ impl<'a> Run<'a> {
         };
         self.apply_choices(&items);
         let system_prompt = self.system_prompt();
-        let messages = match build_messages(
+        let media = load_media(&self.agent.attachments, &user, &items).await;
+        let messages = match build_messages_with_media(
             &system_prompt,
             &items,
             self.agent.config.history_token_budget,
+            &media,
         ) {
             Ok(messages) => messages,
             Err(too_long) => {

@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use super::history::user_text;
+use super::media::user_text;
 use super::run::{Run, Stop};
 use crate::llm::{ChatMessage, LlmClient, LlmError};
 use crate::protocol::{ItemKind, Page, Thread, ThreadItem, ThreadStreamEvent};

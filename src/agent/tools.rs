@@ -11,7 +11,8 @@ use std::time::Instant;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
-use super::records::{ToolRecord, WidgetSource};
+use super::media::tool_images;
+use super::records::{StoredImage, ToolRecord, WidgetSource};
 use super::run::{Run, Stop};
 use crate::llm::{ChatMessage, ToolCall};
 use crate::mcp::{ModelTool, ToolOutcome};
@@ -210,6 +211,8 @@ impl Run<'_> {
             .collect();
         let mut outputs: Vec<Option<(String, bool)>> = vec![None; calls.len()];
         let mut widgets = Vec::new();
+        // Per call: the images it returned and the message showing them.
+        let mut shown = Vec::new();
         while !pending.is_empty() {
             let finished = tokio::select! {
                 biased;
@@ -227,8 +230,20 @@ impl Run<'_> {
                 elapsed_ms = outcome.elapsed.as_millis() as u64,
                 "tool call finished"
             );
-            let result =
-                ToolRecord::result(call, &outcome.output, outcome.is_error).into_item(&thread_id);
+            let (images, parts) = self.keep_tool_images(&outcome.tool, &outcome.images).await;
+            let stored = images
+                .iter()
+                .map(|image| StoredImage {
+                    id: image.id.clone(),
+                    mime_type: image.mime_type.clone(),
+                })
+                .collect();
+            let result = ToolRecord::result(call, &outcome.output, outcome.is_error)
+                .with_images(stored)
+                .into_item(&thread_id);
+            if let Some(message) = tool_images(&call.function.name, parts) {
+                shown.push((index, images, message));
+            }
             if let Err(e) = self.agent.store.add_item(&user, &result).await {
                 return self.fail_store(e).await.map(|()| Vec::new());
             }
@@ -286,7 +301,15 @@ impl Run<'_> {
         for (_, widget, source) in widgets {
             self.show_widget(widget, Some(source)).await?;
         }
+        shown.sort_by_key(|(index, _, _)| *index);
+        let mut image_messages = Vec::new();
+        for (_, images, message) in shown {
+            self.show_images(images).await?;
+            image_messages.push(message);
+        }
 
+        // The results, then the images (chat completions take images only
+        // from the user, and nothing may come between a step's results).
         Ok(calls
             .iter()
             .zip(outputs)
@@ -294,6 +317,7 @@ impl Run<'_> {
                 tool_call_id: call.id.clone(),
                 content: output.map(|(text, _)| text).unwrap_or_default(),
             })
+            .chain(image_messages)
             .collect())
     }
 }
@@ -311,6 +335,7 @@ fn refused(name: &str, client_tool: bool) -> ToolOutcome {
     ToolOutcome {
         output,
         structured: None,
+        images: Vec::new(),
         is_error: true,
         server: String::new(),
         tool: name.to_owned(),

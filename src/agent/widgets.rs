@@ -1,16 +1,20 @@
 //! What a run shows besides text: a tool's result rendered as a widget (with
 //! the hidden record of the call it came from, so an action can render it
-//! afresh), and a client tool call that hands the turn to the browser.
+//! afresh), the images a tool returned (kept as attachments of the thread,
+//! shown as `generated_image` items), and a client tool call that hands the
+//! turn to the browser.
 
 use serde_json::{Map, Value};
 
 use super::Agent;
 use super::records::{UiRecord, WidgetSource};
 use super::run::{Run, Stop};
-use crate::llm::ToolCall;
+use crate::attachments::ForModel;
+use crate::llm::{ContentPart, ToolCall};
+use crate::mcp::ToolImage;
 use crate::protocol::{
-    ClientToolCall, ClientToolCallStatus, IdKind, ItemKind, ThreadItem, ThreadStreamEvent,
-    Timestamp, new_id,
+    Attachment, ClientToolCall, ClientToolCallStatus, IdKind, ItemKind, ThreadItem,
+    ThreadStreamEvent, Timestamp, new_id,
 };
 
 impl Agent {
@@ -72,6 +76,60 @@ impl Run<'_> {
         .into_item(&thread_id);
         self.store_items(&[&item, &state]).await?;
         self.emit(ThreadStreamEvent::ItemDone { item }).await
+    }
+
+    /// Keeps the images of a tool's result as attachments of the thread:
+    /// their records for the stored result, and what the model reads of
+    /// them. One that cannot be kept is logged and left out.
+    pub(super) async fn keep_tool_images(
+        &mut self,
+        tool: &str,
+        images: &[ToolImage],
+    ) -> (Vec<Attachment>, Vec<ContentPart>) {
+        let user = &self.input.identity.user_id;
+        let thread_id = &self.input.thread.id;
+        let attachments = self.agent.attachments.clone();
+        let mut kept = Vec::new();
+        let mut parts = Vec::new();
+        for (n, image) in images.iter().enumerate() {
+            let extension = image.mime_type.rsplit('/').next().unwrap_or("img");
+            let name = format!("{tool}-{}.{extension}", n + 1);
+            match attachments
+                .save_tool_image(user, thread_id, &name, &image.mime_type, &image.data)
+                .await
+            {
+                Ok(attachment) => {
+                    if let ForModel::Image { url } =
+                        attachments.image_for_model(user, &attachment, &image.data)
+                    {
+                        parts.push(ContentPart::image(url));
+                    }
+                    kept.push(attachment);
+                }
+                Err(e) => tracing::warn!(tool, error = %e, "a tool's image was not kept"),
+            }
+        }
+        (kept, parts)
+    }
+
+    /// Stores and streams a `generated_image` item per image a tool returned.
+    pub(super) async fn show_images(&mut self, images: Vec<Attachment>) -> Result<(), Stop> {
+        for image in images {
+            let item = ThreadItem {
+                id: new_id(IdKind::Message),
+                thread_id: self.input.thread.id.clone(),
+                created_at: Timestamp::now(),
+                kind: ItemKind::GeneratedImage {
+                    image: Some(serde_json::json!({
+                        "id": image.id,
+                        "url": image.preview_url.unwrap_or_default(),
+                    })),
+                },
+            };
+            self.store_items(&[&item]).await?;
+            self.emit(ThreadStreamEvent::ItemDone { item }).await?;
+        }
+        Ok(())
     }
 
     /// Stores items in order; a store failure ends the run.

@@ -19,6 +19,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
+pub use attachments::Signed;
+
 use crate::agent::{Agent, StallSignal, TranscribeError};
 use crate::auth::Identity;
 use crate::limits::RunSlots;
@@ -29,6 +31,7 @@ use crate::protocol::{
 use crate::store::{PageRequest, Store, StoreError};
 
 mod actions;
+mod attachments;
 mod panics;
 mod runs;
 
@@ -67,6 +70,16 @@ pub enum ChatKitError {
     TooManyRuns(String),
     #[error("{0}")]
     NotImplemented(String),
+    /// Bytes over a limit (an attachment's upload).
+    #[error("{0}")]
+    TooLarge(String),
+    /// A genuine link that no longer allows what it did (an expired one).
+    #[error("{0}")]
+    Forbidden(String),
+    /// A route that needs credentials got none (an attachment URL without
+    /// its signature or a bearer).
+    #[error("{0}")]
+    Unauthorized(String),
     /// A service the request needed (the transcription model) failed.
     #[error("{0}")]
     Upstream(String),
@@ -155,6 +168,12 @@ impl ChatKit {
         }
     }
 
+    /// Cancelled when the server shuts down, for background work that
+    /// should stop with it.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
     /// Whether requests can be answered now: the store answers. The HTTP
     /// layer's readiness probe asks this, knowing nothing of the store.
     pub async fn ready(&self) -> Result<(), ChatKitError> {
@@ -232,7 +251,8 @@ impl ChatKit {
                     order: Order::Asc,
                     after: None,
                 };
-                let items = self.store.list_items(user, &thread.id, &page).await?;
+                let mut items = self.store.list_items(user, &thread.id, &page).await?;
+                self.fresh_urls(ctx, &mut items);
                 json(&Thread::from_metadata(&thread, items))
             }
             Request::ThreadsList(ListParams {
@@ -255,15 +275,7 @@ impl ChatKit {
                 self.store.save_thread(user, &thread).await?;
                 json(&Thread::from_metadata(&thread, Page::default()))
             }
-            Request::ThreadsDelete(params) => {
-                if !self.store.delete_thread(user, &params.thread_id).await? {
-                    return Err(ChatKitError::NotFound(format!(
-                        "thread {}",
-                        params.thread_id
-                    )));
-                }
-                Ok(Response::Json("{}".to_owned()))
-            }
+            Request::ThreadsDelete(params) => self.delete_thread(ctx, &params.thread_id).await,
             Request::ItemsList(ItemsListParams {
                 thread_id,
                 limit,
@@ -271,7 +283,9 @@ impl ChatKit {
                 after,
             }) => {
                 let page = page_request(limit, order, after)?;
-                json(&self.store.list_items(user, &thread_id, &page).await?)
+                let mut items = self.store.list_items(user, &thread_id, &page).await?;
+                self.fresh_urls(ctx, &mut items);
+                json(&items)
             }
             Request::ItemsFeedback(FeedbackParams {
                 thread_id,
@@ -290,9 +304,10 @@ impl ChatKit {
                     .await?;
                 Ok(Response::Json("{}".to_owned()))
             }
-            Request::AttachmentsCreate(_) | Request::AttachmentsDelete(_) => Err(
-                ChatKitError::NotImplemented("attachments are not enabled on this server".into()),
-            ),
+            Request::AttachmentsCreate(params) => self.create_attachment(ctx, &params).await,
+            Request::AttachmentsDelete(params) => {
+                self.delete_attachment(ctx, &params.attachment_id).await
+            }
             Request::InputTranscribe(params) => match self.agent.transcribe(&params).await {
                 Ok(text) => json(&serde_json::json!({ "text": text })),
                 Err(e @ TranscribeError::NotEnabled) => {

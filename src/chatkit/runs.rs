@@ -14,9 +14,9 @@ use crate::agent::{EventSink, RunInput, RunOutcome, Settle};
 use crate::auth::Identity;
 use crate::limits::{RunSlot, SlotRefused};
 use crate::protocol::{
-    ClientToolCallStatus, IdKind, ItemKind, Page, RetryParams, Thread, ThreadItem, ThreadMetadata,
-    ThreadStatus, ThreadStreamEvent, Timestamp, UserContent, UserMessage, UserMessageInput, new_id,
-    text,
+    Attachment, ClientToolCallStatus, IdKind, ItemKind, Page, RetryParams, Thread, ThreadItem,
+    ThreadMetadata, ThreadStatus, ThreadStreamEvent, Timestamp, UserContent, UserMessage,
+    UserMessageInput, new_id, text,
 };
 use crate::store::{Appended, PageRequest, RunLock, StoreError};
 
@@ -34,15 +34,17 @@ impl ChatKit {
             .check_choices(&ctx.user_id, &input.inference_options)
             .await
             .map_err(ChatKitError::BadRequest)?;
+        let attachments = self.message_attachments(ctx, &input, None).await?;
         let slot = self.run_slot(ctx)?;
         let thread = ThreadMetadata::new(new_id(IdKind::Thread), Timestamp::now());
         // Nobody knows the new id yet, so the lock is free; it is taken
         // before the id is revealed to the client.
         let lock = self.store.lock_thread(&thread.id).await?;
-        let item = user_item(&thread.id, input);
+        let item = user_item(&thread.id, input, attachments);
         self.store
             .create_thread_with_item(&ctx.user_id, &thread, &item)
             .await?;
+        self.claim_attachments(ctx, &item).await;
         let created = ThreadStreamEvent::ThreadCreated {
             thread: Thread::from_metadata(&thread, Page::default()),
         };
@@ -63,12 +65,15 @@ impl ChatKit {
             .check_choices(&ctx.user_id, &input.inference_options)
             .await
             .map_err(ChatKitError::BadRequest)?;
+        let attachments = self
+            .message_attachments(ctx, &input, Some(thread_id))
+            .await?;
         let slot = self.run_slot(ctx)?;
         // The lock comes first: the thread's status is then read, and the
         // message written, with the history read back, in one store call
         // under it (one statement on Postgres).
         let lock = self.lock_own_thread(ctx, thread_id).await?;
-        let item = user_item(thread_id, input);
+        let item = user_item(thread_id, input, attachments);
         let appended = self
             .store
             .append_to_open_thread(&ctx.user_id, &item, self.agent.history_limit())
@@ -77,6 +82,7 @@ impl ChatKit {
             Appended::Added { thread, history } => (thread, history),
             Appended::NotOpen(thread) => return Err(not_open(&thread)),
         };
+        self.claim_attachments(ctx, &item).await;
         let first = vec![ThreadStreamEvent::ItemDone { item }];
         Ok(self.start_run(ctx, thread, (lock, slot), Some(history), first, None))
     }
@@ -268,16 +274,24 @@ impl ChatKit {
     }
 }
 
-/// The stored form of a user's message: what the stream echoes must be
-/// exactly what every store keeps (U+0000 replaced, see [`scrub_item`]).
-fn user_item(thread_id: &str, input: UserMessageInput) -> ThreadItem {
+/// The stored form of a user's message, with its checked attachments: what
+/// the stream echoes must be exactly what every store keeps (U+0000
+/// replaced, see [`scrub_item`]).
+fn user_item(thread_id: &str, input: UserMessageInput, attachments: Vec<Attachment>) -> ThreadItem {
+    let attachments = attachments
+        .into_iter()
+        .map(|attachment| Attachment {
+            thread_id: Some(thread_id.to_owned()),
+            ..attachment
+        })
+        .collect();
     let mut item = ThreadItem {
         id: new_id(IdKind::Message),
         thread_id: thread_id.to_owned(),
         created_at: Timestamp::now(),
         kind: ItemKind::UserMessage(UserMessage {
             content: input.content,
-            attachments: Vec::new(),
+            attachments,
             quoted_text: input.quoted_text,
             inference_options: input.inference_options,
         }),
@@ -297,14 +311,9 @@ fn scrub_item(item: &mut ThreadItem) {
 }
 
 impl ChatKit {
-    /// Refuses a message this server does not take: attachments, or more
-    /// than `max_message_chars` characters.
+    /// Refuses a message of more than `max_message_chars` characters
+    /// (attachments are checked by [`ChatKit::message_attachments`]).
     fn check_input(&self, input: &UserMessageInput) -> Result<(), ChatKitError> {
-        if !input.attachments.is_empty() {
-            return Err(ChatKitError::BadRequest(
-                "attachments are not enabled on this server; send the message without them".into(),
-            ));
-        }
         let most = self.sizes.max_message_chars;
         let chars = message_chars(input);
         if chars > most {

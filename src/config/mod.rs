@@ -12,6 +12,7 @@
 //! reason. Every value has a default except what only the deployment can know,
 //! so the shipped `agent.toml` runs on SQLite with no other service.
 
+mod attachments;
 mod document;
 mod interactive;
 mod interpolate;
@@ -25,6 +26,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use thiserror::Error;
 
+pub use attachments::{
+    AttachmentStorage, AttachmentsConfig, ImageDelivery, ModelInput, base_mime, mime_matches,
+};
 use document::Document;
 pub use interactive::{
     ActionConfig, ActionTarget, Approval, ClientToolConfig, RESERVED_ACTIONS, ToolSettings,

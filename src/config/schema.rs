@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use thiserror::Error;
 
+use super::attachments::AttachmentsConfig;
 use super::interactive::{ActionConfig, ClientToolConfig};
 pub use super::mcp::{InjectSource, McpScope, McpServerConfig};
 use super::url::StoreUrl;
@@ -33,6 +34,8 @@ pub struct Config {
     pub llm: LlmConfig,
     #[serde(default)]
     pub agent: AgentConfig,
+    #[serde(default)]
+    pub attachments: AttachmentsConfig,
     /// `[mcp_servers.NAME]`: tool servers, by name.
     #[serde(default)]
     pub mcp_servers: BTreeMap<String, McpServerConfig>,
@@ -398,6 +401,9 @@ pub struct AgentConfig {
     /// Tool results longer than this many bytes are cut, with a marker, before
     /// the model reads them.
     pub max_tool_output_bytes: usize,
+    /// Bytes of images one tool result may show the model (decoded); images
+    /// past it are named, not shown.
+    pub max_tool_image_bytes: usize,
 }
 
 impl Default for AgentConfig {
@@ -410,6 +416,7 @@ impl Default for AgentConfig {
             history_token_budget: 24_000,
             history_max_items: 400,
             max_tool_output_bytes: 16 * 1024,
+            max_tool_image_bytes: 4 * 1024 * 1024,
         }
     }
 }

@@ -25,6 +25,7 @@ pub(super) fn validate(config: &Config, document: &Document<'_>) -> Result<(), C
         check.mcp_server(name, server)?;
     }
     check.instructions()?;
+    super::attachments::validate(config, document)?;
     super::interactive::validate(config, document)
 }
 

@@ -139,6 +139,13 @@ impl From<ChatKitError> for ApiError {
             ChatKitError::NotImplemented(message) => {
                 ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_implemented", message)
             }
+            ChatKitError::TooLarge(message) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+            }
+            ChatKitError::Forbidden(message) => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+            }
+            ChatKitError::Unauthorized(message) => ApiError::unauthorized(message, false),
             ChatKitError::ActionFailed(message) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "action_failed", message)
             }

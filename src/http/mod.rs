@@ -6,6 +6,7 @@
 //! document, or an event stream framed exactly as the reference frames it.
 //! `serve.rs` accepts and serves the connections, within `[server]`'s limits.
 
+mod attachments;
 mod error;
 pub mod serve;
 mod sse;
@@ -40,13 +41,29 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Time for a whole request body to arrive; slower ones get 408.
     pub body_read_timeout: std::time::Duration,
+    /// Largest attachment upload (`[attachments] max_bytes`).
+    pub max_upload_bytes: u64,
 }
 
-/// The router: the ChatKit endpoint at `path`, `/healthz` and `/readyz`,
-/// with CORS for the configured browser origins (none: no CORS headers).
+/// The router: the ChatKit endpoint at `path` with its attachment routes
+/// under `{path}/attachments`, `/healthz` and `/readyz`, with CORS for the
+/// configured browser origins (none: no CORS headers).
 pub fn router(state: AppState, path: &str, cors_origins: &[String]) -> Router {
+    let attachments = format!("{}/attachments", path.trim_end_matches('/'));
     let router = Router::new()
         .route(path, post(chatkit_endpoint))
+        .route(
+            &format!("{attachments}/{{id}}/upload"),
+            // The body is read within `[attachments] max_bytes` before the
+            // form is parsed, so the form needs no limit of its own.
+            post(attachments::upload)
+                .put(attachments::upload)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route(
+            &format!("{attachments}/{{id}}/preview"),
+            get(attachments::preview),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -70,7 +87,11 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     Some(
         CorsLayer::new()
             .allow_origin(allow)
-            .allow_methods([axum::http::Method::POST, axum::http::Method::GET])
+            .allow_methods([
+                axum::http::Method::POST,
+                axum::http::Method::PUT,
+                axum::http::Method::GET,
+            ])
             .allow_headers([
                 header::CONTENT_TYPE,
                 header::AUTHORIZATION,

@@ -41,7 +41,8 @@ pub use client::{LlmClient, Turn};
 pub use limits::StreamLimit;
 pub use stream::{LlmEvent, LlmStream};
 pub use wire::{
-    ChatMessage, FunctionCall, ListedModel, ModelList, ToolCall, ToolDefinition, ToolKind,
+    ChatMessage, ContentPart, FileData, FunctionCall, ImageUrl, ListedModel, ModelList, ToolCall,
+    ToolDefinition, ToolKind,
 };
 
 /// What went wrong talking to the model.

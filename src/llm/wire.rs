@@ -20,6 +20,11 @@ pub enum ChatMessage {
     User {
         content: String,
     },
+    /// A user message with images or files besides text.
+    #[serde(rename = "user")]
+    UserParts {
+        content: Vec<ContentPart>,
+    },
     Assistant {
         #[serde(skip_serializing_if = "Option::is_none")]
         content: Option<String>,
@@ -45,6 +50,13 @@ impl ChatMessage {
     pub fn estimated_tokens(&self) -> usize {
         let bytes = match self {
             ChatMessage::System { content } | ChatMessage::User { content } => content.len(),
+            ChatMessage::UserParts { content } => {
+                return content
+                    .iter()
+                    .map(ContentPart::estimated_tokens)
+                    .sum::<usize>()
+                    + 4;
+            }
             ChatMessage::Assistant {
                 content,
                 tool_calls,
@@ -58,6 +70,63 @@ impl ChatMessage {
             ChatMessage::Tool { content, .. } => content.len(),
         };
         bytes / 4 + 4
+    }
+}
+
+/// One part of a multimodal user message.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ContentPart {
+    Text {
+        text: String,
+    },
+    ImageUrl {
+        image_url: ImageUrl,
+    },
+    /// A document the endpoint reads itself (OpenAI: PDFs).
+    File {
+        file: FileData,
+    },
+}
+
+/// An image: a `data:` URL or one the endpoint fetches.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImageUrl {
+    pub url: String,
+}
+
+/// A file sent inline: its name and a `data:` URL of its bytes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FileData {
+    pub filename: String,
+    pub file_data: String,
+}
+
+/// What the chat-completions API bills a detailed image at most (a
+/// 2048x768 tile grid); a budget must assume the worst.
+const IMAGE_TOKENS: usize = 1_105;
+
+impl ContentPart {
+    /// A text part.
+    pub fn text(text: impl Into<String>) -> Self {
+        ContentPart::Text { text: text.into() }
+    }
+
+    /// An image part from a URL (a `data:` URL included).
+    pub fn image(url: impl Into<String>) -> Self {
+        ContentPart::ImageUrl {
+            image_url: ImageUrl { url: url.into() },
+        }
+    }
+
+    /// Rough size in tokens: text by its bytes, an image at its worst case,
+    /// a file by its decoded bytes.
+    pub fn estimated_tokens(&self) -> usize {
+        match self {
+            ContentPart::Text { text } => text.len() / 4,
+            ContentPart::ImageUrl { .. } => IMAGE_TOKENS,
+            ContentPart::File { file } => file.file_data.len() * 3 / 4 / 4,
+        }
     }
 }
 

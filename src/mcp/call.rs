@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::instance::CallFailure;
 use super::manager::McpManager;
-use super::{ToolOutcome, tools};
+use super::{ToolOutcome, media, tools};
 use crate::config::InjectSource;
 
 /// Largest text result parsed as data for a widget.
@@ -32,6 +32,7 @@ impl McpManager {
             Some(found) => self.call(user, &found.name, arguments).await,
             None => ToolOutcome {
                 structured: None,
+                images: Vec::new(),
                 output: if self.servers.contains_key(server) {
                     format!("Error: the {server} tool server offers no tool named {tool:?}.")
                 } else {
@@ -64,6 +65,7 @@ impl McpManager {
         let Some(tool) = tools.iter().find(|t| t.name == name) else {
             return ToolOutcome {
                 structured: None,
+                images: Vec::new(),
                 output: format!("Error: there is no tool named {name:?}."),
                 is_error: true,
                 server: String::new(),
@@ -73,6 +75,7 @@ impl McpManager {
         };
         let outcome = |output: String, is_error: bool| ToolOutcome {
             structured: None,
+            images: Vec::new(),
             output,
             is_error,
             server: tool.server.clone(),
@@ -105,10 +108,11 @@ impl McpManager {
         match lease.call(&tool.tool, arguments, remaining).await {
             Ok(result) => {
                 let is_error = result.is_error.unwrap_or(false);
-                let text = tools::result_text(&result, self.max_output_bytes);
+                let content = media::result_content(&result, self.output_limits);
                 ToolOutcome {
                     structured: tools::result_data(&result, MAX_DATA_BYTES),
-                    ..outcome(text, is_error)
+                    images: content.images,
+                    ..outcome(content.text, is_error)
                 }
             }
             Err(CallFailure::Timeout(after)) => outcome(

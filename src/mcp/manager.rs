@@ -2,6 +2,7 @@
 //! model from them, and their shutdown. The call path is in `call.rs`, the
 //! background upkeep in `upkeep.rs`.
 
+use super::media::OutputLimits;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +23,8 @@ pub struct McpManager {
     pub(super) servers: BTreeMap<String, Arc<Server>>,
     /// The tools as the model sees them, rebuilt when a tool list changes.
     pub(super) model_tools: RwLock<Arc<Vec<ModelTool>>>,
-    pub(super) max_output_bytes: usize,
+    /// What the model may read of a result.
+    pub(super) output_limits: OutputLimits,
     pub(super) stop: CancellationToken,
     /// Whether background upkeep runs (set by [`McpManager::start`]): then
     /// a shared server missing its tools is left to it, and runs never wait
@@ -45,9 +47,9 @@ impl McpManager {
     pub async fn start(
         configs: &BTreeMap<String, McpServerConfig>,
         base_dir: &Path,
-        max_output_bytes: usize,
+        output_limits: impl Into<OutputLimits>,
     ) -> Arc<McpManager> {
-        let manager = McpManager::configure(configs, base_dir, max_output_bytes);
+        let manager = McpManager::configure(configs, base_dir, output_limits);
         let startups = manager.servers.values().filter(|s| s.shared.is_some()).map(|server| {
             let server = server.clone();
             async move {
@@ -75,7 +77,7 @@ impl McpManager {
     pub fn configure(
         configs: &BTreeMap<String, McpServerConfig>,
         base_dir: &Path,
-        max_output_bytes: usize,
+        output_limits: impl Into<OutputLimits>,
     ) -> Arc<McpManager> {
         let mut servers = BTreeMap::new();
         for (name, config) in configs {
@@ -114,7 +116,7 @@ impl McpManager {
         Arc::new(McpManager {
             servers,
             model_tools: RwLock::new(Arc::new(Vec::new())),
-            max_output_bytes,
+            output_limits: output_limits.into(),
             stop: CancellationToken::new(),
             upkeep: AtomicBool::new(false),
         })

@@ -9,7 +9,8 @@
 //! - [`manager`]: [`McpManager`], every configured server: start, the tools
 //!   offered, shutdown, counts; `call.rs` (the call path) and `upkeep.rs`
 //!   (background refresh and reaping) add to it.
-//! - [`tools`]: the names, schemas and results the model sees.
+//! - [`tools`]: the names and schemas the model sees; `media.rs`: what it
+//!   reads of a result (text, images decoded, resources and audio described).
 //!
 //! Identity never comes from the model: a parameter named in a server's
 //! `inject` is hidden from the model's schema and overwritten with the
@@ -20,6 +21,7 @@
 mod call;
 pub mod instance;
 mod manager;
+mod media;
 pub mod pool;
 pub mod process;
 mod server;
@@ -31,6 +33,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 pub use manager::McpManager;
+pub use media::{OutputLimits, ResultContent, ToolImage, result_content};
 pub use tools::ModelTool;
 
 /// Failures of the tool layer. During a run they become tool errors the
@@ -56,6 +59,8 @@ pub enum McpError {
 pub struct ToolOutcome {
     /// The result text (or the error message), already truncated.
     pub output: String,
+    /// Images of the result the model is shown (named in `output`).
+    pub images: Vec<ToolImage>,
     /// The result as data, for a widget: its `structuredContent`, or its
     /// text when that is one JSON object (see [`tools::result_data`]).
     pub structured: Option<serde_json::Value>,

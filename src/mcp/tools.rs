@@ -169,24 +169,6 @@ pub fn result_data(result: &CallToolResult, max_bytes: usize) -> Option<Value> {
     }
 }
 
-/// The text the model reads for a tool result, cut to `max_bytes`.
-pub fn result_text(result: &CallToolResult, max_bytes: usize) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for block in &result.content {
-        match block {
-            ContentBlock::Text(text) => parts.push(text.text.clone()),
-            other => parts.push(serde_json::to_string(other).unwrap_or_default()),
-        }
-    }
-    if parts.is_empty()
-        && let Some(structured) = &result.structured_content
-    {
-        parts.push(structured.to_string());
-    }
-    let text = parts.join("\n");
-    crate::text::cut_bytes_marked(&text, max_bytes).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,7 +20,7 @@ mod timestamp;
 pub use events::{ItemUpdate, StreamErrorCode, StreamOptions, ThreadStreamEvent};
 pub use ids::{IdKind, new_id};
 pub use items::{
-    Annotation, AssistantContent, AssistantMessage, Attachment, ClientToolCall,
+    Annotation, AssistantContent, AssistantMessage, Attachment, AttachmentKind, ClientToolCall,
     ClientToolCallStatus, InferenceOptions, ItemKind, ThreadItem, ToolChoice, UserContent,
     UserMessage, Workflow,
 };

@@ -12,12 +12,14 @@
 //! `rows.rs` (what threads and items are stored as, and read back from),
 //! `turns.rs` (the writes of a turn done together with another write or a
 //! read),
+//! `attachments.rs` (attachment records and their bytes),
 //! `dialect.rs` (what differs between the databases), `locks.rs` (one run per
 //! thread), `advisory.rs` (the replica's lock session on Postgres, which
 //! holds every run's lock across replicas on one connection), `schema.rs`
 //! (migrations and their status). Only this module knows SQL, the migrations and sqlx.
 
 mod advisory;
+mod attachments;
 mod dialect;
 mod locks;
 mod queries;
@@ -31,6 +33,7 @@ use thiserror::Error;
 
 use crate::protocol::{FeedbackKind, Order, Page, ThreadItem, ThreadMetadata};
 
+pub use attachments::{AttachmentRecords, StoredAttachment};
 pub use locks::RunLock;
 pub use schema::SchemaStatus;
 pub use sql::{ConnectionCounts, SqlStore};

@@ -72,7 +72,7 @@ pub struct SqlStore {
     local_locks: LocalLocks,
     lock_timeout: Duration,
     max_page_bytes: usize,
-    dialect: Dialect,
+    pub(super) dialect: Dialect,
     pub(super) sql: Queries,
 }
 

@@ -10,6 +10,9 @@
 //! - `hang {}`: never answers.
 //! - `spawn_child {}`: starts `sleep 600` in its process group, returns its pid.
 //! - `big {bytes}`: a text of that many bytes.
+//! - `image {}`: a text and a 1x1 PNG image block.
+//! - `media {}`: an audio block, an embedded text resource and a resource
+//!   link, none of which the model can be shown as such.
 //! - `add_tool {}`: offers one more tool, `late_tool`, and notifies the client.
 //! - `stderr_noise {bytes}`: writes a line that is not UTF-8, then `bytes`
 //!   bytes without a newline, to stderr; exits (as a server killed by
@@ -21,9 +24,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorData,
-    Implementation, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
-    Tool,
+    AudioContent, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock,
+    EmbeddedResource, ErrorData, ImageContent, Implementation, ListToolsResult,
+    PaginatedRequestParams, Resource, ResourceContents, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler, ServiceExt};
@@ -79,6 +82,8 @@ impl Fake {
                 "A long text.",
                 object(json!({"bytes": {"type": "integer"}}), &["bytes"]),
             ),
+            tool("image", "A tiny image.", object(json!({}), &[])),
+            tool("media", "Audio and resources.", object(json!({}), &[])),
             tool("add_tool", "Offers one more tool.", object(json!({}), &[])),
             tool(
                 "stderr_noise",
@@ -92,6 +97,9 @@ impl Fake {
         tools
     }
 }
+
+/// A 1x1 PNG, base64.
+const TINY_PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==";
 
 fn text(value: impl Into<String>) -> CallToolResponse {
     CallToolResult::success(vec![ContentBlock::text(value.into())]).into()
@@ -154,6 +162,24 @@ impl ServerHandler for Fake {
                 text(child.id().to_string())
             }
             "big" => text("x".repeat(number("bytes") as usize)),
+            "image" => CallToolResult::success(vec![
+                ContentBlock::text("A 1x1 red pixel."),
+                ContentBlock::Image(ImageContent::new(TINY_PNG, "image/png")),
+            ])
+            .into(),
+            "media" => CallToolResult::success(vec![
+                ContentBlock::Audio(AudioContent::new("UklGRgAAAABXQVZF", "audio/wav")),
+                ContentBlock::Resource(EmbeddedResource::new(
+                    ResourceContents::TextResourceContents {
+                        uri: "file:///notes.md".into(),
+                        mime_type: Some("text/markdown".into()),
+                        text: "# Notes".into(),
+                        meta: None,
+                    },
+                )),
+                ContentBlock::ResourceLink(Resource::new("https://example.com/report", "report")),
+            ])
+            .into(),
             "add_tool" => {
                 self.late_tool.store(true, Ordering::SeqCst);
                 if let Err(e) = context.peer.notify_tool_list_changed().await {

@@ -1,7 +1,7 @@
 //! The invariants every request chatkitd sends to the model must keep, as a
 //! strict OpenAI-compatible server would enforce them: a non-empty history,
 //! a role on every message, no tool result without its call and no call left
-//! without its result. The fake checks them on every recorded request,
+//! without its result, images and files only in user messages. The fake checks them on every recorded request,
 //! streaming and non-streaming alike; see [`super::FakeLlm`].
 
 use std::collections::{HashMap, HashSet};
@@ -44,6 +44,11 @@ pub fn check_request_well_formed(body: &Value) -> Result<(), String> {
                     })?;
                     offered.insert(id, i);
                 }
+            }
+            "tool" | "system" if !message.get("content").is_some_and(Value::is_string) => {
+                return Err(format!(
+                    "{role} message {i} must have string content (images and files go in user messages): {message}"
+                ));
             }
             "tool" => {
                 let id = message
