@@ -358,6 +358,14 @@ async fn another_users_attachment_is_not_found_anywhere(backend: Backend) {
         .await
         .expect("PUT");
     assert_eq!(answer.status().as_u16(), 404);
+    // Nobody's: neither a signature nor a bearer.
+    let anonymous = reqwest::Client::new()
+        .put(route)
+        .body(png())
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(anonymous.status().as_u16(), 401);
     // Bob's message naming Ann's attachment.
     let (status, body) = daemon
         .post_as(

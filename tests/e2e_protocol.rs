@@ -1067,29 +1067,29 @@ async fn malformed_requests_get_precise_json_errors_and_never_reach_the_model(ba
             "input",
         ),
         (
-            "attachments in the input",
+            "an unknown attachment in the input",
             serde_json::to_vec(&json!({"type": "threads.create", "params": {"input": {
                 "content": [{"type": "input_text", "text": "see attached"}],
                 "attachments": ["atc_0123"], "inference_options": {},
             }}}))
             .expect("json"),
+            404,
+            "not_found",
+            "atc_0123",
+        ),
+        (
+            "attachments.create of a type not allowed",
+            br#"{"type":"attachments.create","params":{"name":"a.exe","size":10,"mime_type":"application/x-msdownload"}}"#.to_vec(),
             400,
             bad_request,
-            "attachments",
+            "allowed types",
         ),
         (
-            "attachments.create",
-            br#"{"type":"attachments.create","params":{"name":"a.png","size":10,"mime_type":"image/png"}}"#.to_vec(),
-            501,
-            "not_implemented",
-            "attachments",
-        ),
-        (
-            "attachments.delete",
+            "attachments.delete of an unknown id",
             br#"{"type":"attachments.delete","params":{"attachment_id":"atc_0123"}}"#.to_vec(),
-            501,
-            "not_implemented",
-            "attachments",
+            404,
+            "not_found",
+            "atc_0123",
         ),
         (
             "input.transcribe",

@@ -230,11 +230,15 @@ pub(super) fn validate(config: &Config, document: &Document<'_>) -> Result<(), C
     // What users may attach must be something the model can read: refused
     // at `attachments.create`, never found out at the model.
     for pattern in &attachments.allowed_mime_types {
-        let probe = pattern.replace('*', "x-any");
-        let readable = if pattern.ends_with("/*") {
-            pattern == "text/*" || attachments.model_input(&probe) == Some(ModelInput::File)
-        } else {
-            attachments.model_input(pattern).is_some()
+        // A family is fine when the model reads some of it: its members
+        // the model cannot read are refused at `attachments.create`.
+        let readable = match pattern.strip_suffix("/*") {
+            Some(family) => {
+                family == "image"
+                    || family == "text"
+                    || attachments.file_input_types.iter().any(|f| f == pattern)
+            }
+            None => attachments.model_input(pattern).is_some(),
         };
         if !readable {
             return Err(invalid(
@@ -281,6 +285,68 @@ pub(super) fn validate(config: &Config, document: &Document<'_>) -> Result<(), C
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, "agent.toml", PathBuf::from("."), &|_| None)
+    }
+
+    #[test]
+    fn attachment_keys_load_and_are_checked_with_their_line() {
+        let config = load("").expect("defaults");
+        assert!(config.attachments.enabled);
+        assert_eq!(config.attachments.storage, AttachmentStorage::Database);
+        let config = load(
+            "[attachments]\nstorage = \"directory\"\nfile_input_types = [\"application/pdf\"]\n\
+             allowed_mime_types = [\"image/*\", \"text/*\", \"application/pdf\"]\n",
+        )
+        .expect("a directory and PDFs");
+        assert_eq!(config.attachments.storage, AttachmentStorage::Directory);
+        let cases = [
+            (
+                "max_bytes = 0",
+                "agent.toml:2: `attachments.max_bytes`: must be at least 1",
+            ),
+            (
+                "max_per_message = 0",
+                "agent.toml:2: `attachments.max_per_message`: must be at least 1",
+            ),
+            (
+                "unused_ttl = \"0s\"",
+                "agent.toml:2: `attachments.unused_ttl`: must not be 0",
+            ),
+            (
+                "allowed_mime_types = [\"application/pdf\"]",
+                "agent.toml:2: `attachments.allowed_mime_types`: the model cannot read \"application/pdf\": allow images (png, jpeg, gif, webp) and text, or list the type in file_input_types if the model endpoint takes it as a file",
+            ),
+            (
+                "allowed_mime_types = [\"Image/PNG\"]",
+                "agent.toml:2: `attachments.allowed_mime_types`: \"Image/PNG\" is not a lowercase MIME type like \"image/png\" or \"text/*\"",
+            ),
+            (
+                "allowed_mime_types = [\"*/*\"]",
+                "agent.toml:2: `attachments.allowed_mime_types`: \"*/*\" is not a lowercase MIME type like \"image/png\" or \"text/*\"",
+            ),
+            (
+                "public_url = \"chat.example.com\"",
+                "agent.toml:2: `attachments.public_url`: \"chat.example.com\" is not a URL like https://chat.example.com",
+            ),
+            (
+                "images_to_model = \"url\"",
+                "agent.toml:2: `attachments.images_to_model`: \"url\" needs public_url: the model endpoint fetches images from there",
+            ),
+            (
+                "signing_key = \"short\"",
+                "agent.toml:2: `attachments.signing_key`: must be at least 32 characters (use a random secret)",
+            ),
+        ];
+        for (line, expected) in cases {
+            let text = format!("[attachments]\n{line}\n");
+            let err = load(&text).expect_err(line);
+            assert_eq!(err.to_string(), expected, "{line}");
+        }
+        let err = load("[attachments]\nstorage = \"s3\"\n").expect_err("unknown storage");
+        assert!(err.to_string().starts_with("agent.toml:2: "), "{err}");
+    }
 
     #[test]
     fn mime_types_match_by_base_type_and_family() {

@@ -80,6 +80,11 @@ impl<W: Write> Render<W> {
             ThreadStreamEvent::ItemDone { item } => match &item.kind {
                 ItemKind::AssistantMessage(_) => self.end_line()?,
                 ItemKind::Widget { widget, .. } => self.widget(&item.id, widget)?,
+                ItemKind::GeneratedImage { image: Some(image) } => {
+                    self.end_line()?;
+                    let url = image.get("url").and_then(Value::as_str).unwrap_or_default();
+                    writeln!(self.out, "  {} image: {url}", self.glyphs.tool)?;
+                }
                 ItemKind::ClientToolCall(call) if call.status == ClientToolCallStatus::Pending => {
                     self.end_line()?;
                     writeln!(
