@@ -686,3 +686,72 @@ async fn uploads_no_message_used_are_swept() {
         200
     );
 }
+
+/// `@modelcontextprotocol/server-everything`, run with `npx` at a pinned
+/// version (`.ci/run` puts it in npm's cache first).
+const EVERYTHING: &str = "@modelcontextprotocol/server-everything@2026.8.31";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_third_party_servers_image_and_links_reach_the_model_as_such() {
+    let toml = format!(
+        "[mcp_servers.everything]\ncommand = \"npx\"\nargs = [\"-y\", \"{EVERYTHING}\", \"stdio\"]\n\
+         startup_timeout = \"90s\"\ncall_timeout = \"60s\"\n"
+    );
+    let server = Config::from_toml(&toml, "everything.toml", ".".into(), &|_| None)
+        .expect("valid")
+        .mcp_servers["everything"]
+        .clone();
+    let daemon = daemon(Backend::Sqlite, |config| {
+        config.mcp_servers.insert("everything".into(), server);
+    })
+    .await;
+    daemon.llm.push(Script::ToolCalls {
+        calls: vec![
+            FakeToolCall::new("call_img", "get-tiny-image", "{}"),
+            FakeToolCall::new("call_links", "get-resource-links", r#"{"count":1}"#),
+        ],
+    });
+    daemon.llm.push(Script::text(["The MCP logo."]));
+    let streamed = daemon
+        .stream_as(
+            &token("ann"),
+            support::create_body("Show me the tiny image."),
+        )
+        .await;
+    assert!(streamed.error().is_none(), "{:?}", streamed.events);
+    let requests = daemon.llm.stream_requests();
+    assert_eq!(requests.len(), 2, "{:?}", streamed.events);
+    let messages = requests[1].body["messages"]
+        .as_array()
+        .expect("messages")
+        .clone();
+    let image_result = messages
+        .iter()
+        .find(|m| m["tool_call_id"] == "call_img")
+        .and_then(|m| m["content"].as_str())
+        .expect("the image tool's result");
+    assert!(
+        image_result.contains("[image 1: image/png, shown to you after the tool results]"),
+        "{image_result}"
+    );
+    assert!(
+        !image_result.contains("iVBORw0KGgo"),
+        "base64 in the text: {image_result}"
+    );
+    let links = messages
+        .iter()
+        .find(|m| m["tool_call_id"] == "call_links")
+        .and_then(|m| m["content"].as_str())
+        .expect("the links tool's result");
+    assert!(links.contains("[resource link demo://resource/"), "{links}");
+    let last = messages.last().expect("a last message");
+    assert_eq!(last["role"], "user");
+    let url = last["content"][1]["image_url"]["url"]
+        .as_str()
+        .expect("an image part");
+    assert!(
+        url.starts_with("data:image/png;base64,iVBORw0KGgo"),
+        "{url}"
+    );
+    daemon.llm.assert_requests_well_formed();
+}
