@@ -205,6 +205,9 @@ impl App {
             max_body_bytes: self.config.server.max_body_bytes,
             body_read_timeout: self.config.server.body_read_timeout,
             max_upload_bytes: self.config.attachments.max_bytes,
+            uploads: Arc::new(tokio::sync::Semaphore::new(
+                self.config.attachments.max_concurrent_uploads,
+            )),
         };
         let router = http::router(
             state,

@@ -409,6 +409,7 @@ async fn limits_refuse_before_any_bytes_are_stored(backend: Backend) {
     let daemon = daemon(backend, |config| {
         config.attachments.max_bytes = 1000;
         config.attachments.max_per_message = 1;
+        config.attachments.max_concurrent_uploads = 1;
     })
     .await;
     let cases = [
@@ -473,6 +474,37 @@ async fn limits_refuse_before_any_bytes_are_stored(backend: Backend) {
         .await
         .expect("sent");
     assert_eq!(malformed.status().as_u16(), 400);
+    // One upload in flight at most here: a second waits for none, it is
+    // told to come back.
+    let (_, slow) = create(&daemon, "ann", "slow.png", png().len(), "image/png").await;
+    let (feed, body) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    feed.send(Ok(png()[..8].to_vec()))
+        .await
+        .expect("first bytes");
+    let held = tokio::spawn(
+        reqwest::Client::new()
+            .put(upload_url(&slow))
+            .body(reqwest::Body::wrap_stream(futures::stream::unfold(
+                body,
+                |mut body| async move { body.recv().await.map(|chunk| (chunk, body)) },
+            )))
+            .send(),
+    );
+    // Each try on a fresh attachment, in case one went up before the
+    // held upload took the slot.
+    let busy = eventually(Duration::from_secs(5), || async {
+        let (_, probe) = create(&daemon, "ann", "probe.png", png().len(), "image/png").await;
+        upload(&upload_url(&probe), "probe.png", "image/png", png())
+            .await
+            .0
+            == 429
+    })
+    .await;
+    assert!(busy, "a second upload was not refused while one was held");
+    feed.send(Ok(png()[8..].to_vec())).await.expect("the rest");
+    drop(feed);
+    let held = held.await.expect("joined").expect("sent");
+    assert_eq!(held.status().as_u16(), 200);
     // Not uploaded yet: a message cannot use it.
     let id = created["id"].as_str().expect("present");
     let ann = token("ann");

@@ -304,10 +304,7 @@ impl Attachments {
         access: Access<'_>,
         bytes: &[u8],
     ) -> Result<Attachment, AttachmentError> {
-        let record = self.authorized(id, access, Purpose::Upload).await?;
-        if record.uploaded {
-            return Err(AttachmentError::AlreadyUploaded(id.to_owned()));
-        }
+        let record = self.expect_upload(id, access).await?;
         let name = &record.attachment.name;
         if bytes.len() as u64 != record.size {
             return Err(AttachmentError::Invalid(format!(
@@ -332,6 +329,24 @@ impl Attachments {
             attachment.preview_url = Some(self.preview_url(id, &record.owner));
         }
         Ok(attachment)
+    }
+
+    /// Checks, before any byte is read, that `access` may upload `id` and
+    /// that it is still waiting for its bytes; returns the size to expect.
+    pub async fn check_upload(&self, id: &str, access: Access<'_>) -> Result<u64, AttachmentError> {
+        Ok(self.expect_upload(id, access).await?.size)
+    }
+
+    async fn expect_upload(
+        &self,
+        id: &str,
+        access: Access<'_>,
+    ) -> Result<StoredAttachment, AttachmentError> {
+        let record = self.authorized(id, access, Purpose::Upload).await?;
+        if record.uploaded {
+            return Err(AttachmentError::AlreadyUploaded(id.to_owned()));
+        }
+        Ok(record)
     }
 
     /// An image's type and bytes for a signed preview URL.

@@ -75,6 +75,19 @@ impl ChatKit {
         Ok(Response::Json("{}".to_owned()))
     }
 
+    /// Refuses an upload before its body is read: a URL or a caller that
+    /// may not upload `id`, or an attachment already uploaded. Returns the
+    /// size the upload must have.
+    pub async fn check_upload(
+        &self,
+        caller: Option<&Identity>,
+        signed: Option<Signed<'_>>,
+        id: &str,
+    ) -> Result<u64, ChatKitError> {
+        let access = access(caller, signed)?;
+        Ok(self.attachments().check_upload(id, access).await?)
+    }
+
     /// The bytes of attachment `id`, uploaded with its signed URL or by
     /// its owner; returns the attachment JSON.
     pub async fn upload_attachment(

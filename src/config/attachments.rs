@@ -48,6 +48,9 @@ pub struct AttachmentsConfig {
     pub max_bytes: u64,
     /// Most attachments on one message.
     pub max_per_message: usize,
+    /// Uploads whose bytes the daemon holds at once (each up to
+    /// `max_bytes`); more get 429.
+    pub max_concurrent_uploads: usize,
     /// MIME types users may attach; `type/*` matches a whole family.
     pub allowed_mime_types: Vec<String>,
     /// Types sent to the model as the chat-completions `file` input (for
@@ -87,6 +90,7 @@ impl Default for AttachmentsConfig {
             directory: PathBuf::from("attachments"),
             max_bytes: 10 * 1024 * 1024,
             max_per_message: 10,
+            max_concurrent_uploads: 16,
             allowed_mime_types: [
                 "image/png",
                 "image/jpeg",
@@ -199,6 +203,12 @@ pub(super) fn validate(config: &Config, document: &Document<'_>) -> Result<(), C
     }
     if attachments.max_per_message == 0 {
         return Err(invalid("max_per_message", "must be at least 1".to_owned()));
+    }
+    if attachments.max_concurrent_uploads == 0 {
+        return Err(invalid(
+            "max_concurrent_uploads",
+            "must be at least 1".to_owned(),
+        ));
     }
     for (key, value) in [
         ("upload_ttl", attachments.upload_ttl),

@@ -3,7 +3,9 @@
 //! with a `file` field, or the raw bytes) and the image preview (`GET
 //! {path}/attachments/{id}/preview`). Both take a signed URL's `expires` and
 //! `signature`, or the owner's bearer; everything else about attachments is
-//! [`ChatKit`]'s.
+//! [`ChatKit`](crate::chatkit::ChatKit)'s. An upload is checked before its body is read, its body is
+//! bounded by the announced size, and only `[attachments]
+//! max_concurrent_uploads` bodies are held in memory at once.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -95,7 +97,18 @@ async fn take_upload(
     let signed = signed(query)?;
     let (parts, body) = request.into_parts();
     let caller = caller(state, &parts.headers, signed.is_some()).await?;
-    let limit = usize::try_from(state.max_upload_bytes)
+    // Refused before a byte of the body is read: the wrong URL or caller,
+    // an attachment uploaded already, or too many uploads in flight.
+    let size = state
+        .chatkit
+        .check_upload(caller.as_ref(), signed, id)
+        .await?;
+    let _slot = state
+        .uploads
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::busy("too many uploads are in progress; try again shortly"))?;
+    let limit = usize::try_from(size.min(state.max_upload_bytes))
         .unwrap_or(usize::MAX)
         .saturating_add(MULTIPART_OVERHEAD);
     let multipart = parts

@@ -89,6 +89,15 @@ impl ApiError {
         }
     }
 
+    /// 429 with `Retry-After: 1`: the replica is doing as much of this as
+    /// it allows at once.
+    pub fn busy(message: impl Into<String>) -> Self {
+        ApiError {
+            headers: vec![(header::RETRY_AFTER, HeaderValue::from_static("1"))],
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "busy", message)
+        }
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status

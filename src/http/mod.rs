@@ -43,6 +43,9 @@ pub struct AppState {
     pub body_read_timeout: std::time::Duration,
     /// Largest attachment upload (`[attachments] max_bytes`).
     pub max_upload_bytes: u64,
+    /// Uploads whose bodies may be held at once
+    /// (`[attachments] max_concurrent_uploads`).
+    pub uploads: Arc<tokio::sync::Semaphore>,
 }
 
 /// The router: the ChatKit endpoint at `path` with its attachment routes
