@@ -16,7 +16,6 @@ use base64::engine::general_purpose::STANDARD;
 use chatkitd::attachments::{Purpose, Signer};
 use chatkitd::config::{AttachmentStorage, AuthMode, Config};
 use chatkitd_testkit::{FakeToolCall, Script};
-use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use support::{Backend, Daemon, Streamed, eventually};
 
@@ -31,17 +30,7 @@ fn png() -> Vec<u8> {
 }
 
 fn token(user: &str) -> String {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 3600;
-    encode(
-        &Header::default(),
-        &json!({"sub": user, "exp": exp}),
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("token")
+    support::hs256_token(SECRET, user)
 }
 
 fn with_jwt(config: &mut Config) {
@@ -134,9 +123,22 @@ async fn attach(daemon: &Daemon, user: &str, name: &str, mime: &str, bytes: &[u8
     uploaded
 }
 
-fn message_with(text: &str, attachments: &[&str]) -> Value {
-    json!({"content": [{"type": "input_text", "text": text}],
-           "attachments": attachments, "inference_options": {}})
+/// A `threads.create` body whose message names `attachments`.
+fn create_with(text: &str, attachments: &[&str]) -> Value {
+    json!({"type": "threads.create", "params": {"input": {
+        "content": [{"type": "input_text", "text": text}],
+        "attachments": attachments, "inference_options": {}}}})
+}
+
+/// `threads.delete` as the bearer of `token`; the status.
+async fn delete_thread(daemon: &Daemon, token: &str, thread_id: &str) -> u16 {
+    daemon
+        .post_as(
+            token,
+            json!({"type": "threads.delete", "params": {"thread_id": thread_id}}),
+        )
+        .await
+        .0
 }
 
 /// The content parts of the last user message with parts in a request.
@@ -189,7 +191,7 @@ async fn image_and_text_reach_the_model(backend: Backend) {
         notes["id"].as_str().expect("present"),
     ];
     let streamed = daemon
-        .stream_as(&ann, json!({"type": "threads.create", "params": {"input": message_with("What are these?", &ids)}}))
+        .stream_as(&ann, create_with("What are these?", &ids))
         .await;
     assert!(streamed.error().is_none(), "{:?}", streamed.events);
     let thread_id = streamed.thread_id().to_owned();
@@ -258,13 +260,7 @@ async fn image_and_text_reach_the_model(backend: Backend) {
     assert_eq!(fetch(listed_preview, None).await.0, 200);
 
     // Deleting the thread deletes the records and their bytes.
-    let (status, _) = daemon
-        .post_as(
-            &ann,
-            json!({"type": "threads.delete", "params": {"thread_id": thread_id}}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    assert_eq!(delete_thread(&daemon, &ann, &thread_id).await, 200);
     assert_eq!(attachment_rows(&daemon).await, 0);
     assert_eq!(fetch(&preview, None).await.0, 404);
 }
@@ -367,12 +363,7 @@ async fn another_users_attachment_is_not_found_anywhere(backend: Backend) {
         .expect("PUT");
     assert_eq!(anonymous.status().as_u16(), 401);
     // Bob's message naming Ann's attachment.
-    let (status, body) = daemon
-        .post_as(
-            &bob,
-            json!({"type": "threads.create", "params": {"input": message_with("mine?", &[id])}}),
-        )
-        .await;
+    let (status, body) = daemon.post_as(&bob, create_with("mine?", &[id])).await;
     assert_eq!(status, 404, "{body}");
     assert!(daemon.llm.stream_requests().is_empty());
     // Bob deleting it.
@@ -508,12 +499,7 @@ async fn limits_refuse_before_any_bytes_are_stored(backend: Backend) {
     // Not uploaded yet: a message cannot use it.
     let id = created["id"].as_str().expect("present");
     let ann = token("ann");
-    let (status, body) = daemon
-        .post_as(
-            &ann,
-            json!({"type": "threads.create", "params": {"input": message_with("see", &[id])}}),
-        )
-        .await;
+    let (status, body) = daemon.post_as(&ann, create_with("see", &[id])).await;
     assert_eq!(status, 400, "{body}");
     assert!(
         body["error"]["message"]
@@ -527,12 +513,7 @@ async fn limits_refuse_before_any_bytes_are_stored(backend: Backend) {
     // Too many on one message.
     let other = attach(&daemon, "ann", "two.png", "image/png", &png()).await;
     let two = [id, other["id"].as_str().expect("present")];
-    let (status, body) = daemon
-        .post_as(
-            &ann,
-            json!({"type": "threads.create", "params": {"input": message_with("see", &two)}}),
-        )
-        .await;
+    let (status, body) = daemon.post_as(&ann, create_with("see", &two)).await;
     assert_eq!(status, 400, "{body}");
     assert!(
         body["error"]["message"]
@@ -635,13 +616,10 @@ async fn a_tool_image_reaches_the_model_as_an_image(backend: Backend) {
     daemon.llm.assert_requests_well_formed();
     // Deleting the thread deletes the tool's image too.
     assert_eq!(attachment_rows(&daemon).await, 1);
-    let (status, _) = daemon
-        .post_as(
-            &ann,
-            json!({"type": "threads.delete", "params": {"thread_id": streamed.thread_id()}}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    assert_eq!(
+        delete_thread(&daemon, &ann, streamed.thread_id()).await,
+        200
+    );
     assert_eq!(attachment_rows(&daemon).await, 0);
 }
 
@@ -666,24 +644,16 @@ async fn bytes_in_a_directory_go_with_their_thread() {
     assert_eq!(std::fs::read(directory.join(id)).expect("the file"), png());
     daemon.llm.push(Script::text(["A dot."]));
     let ann = token("ann");
-    let streamed = daemon
-        .stream_as(
-            &ann,
-            json!({"type": "threads.create", "params": {"input": message_with("see", &[id])}}),
-        )
-        .await;
+    let streamed = daemon.stream_as(&ann, create_with("see", &[id])).await;
     assert!(streamed.error().is_none(), "{:?}", streamed.events);
     assert_eq!(
         last_parts(&daemon.llm.stream_requests()[0].body)[1]["image_url"]["url"],
         png_data_url()
     );
-    let (status, _) = daemon
-        .post_as(
-            &ann,
-            json!({"type": "threads.delete", "params": {"thread_id": streamed.thread_id()}}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    assert_eq!(
+        delete_thread(&daemon, &ann, streamed.thread_id()).await,
+        200
+    );
     assert!(!directory.join(id).exists(), "the file outlived its thread");
     assert_eq!(attachment_rows(&daemon).await, 0);
 }
@@ -701,7 +671,7 @@ async fn uploads_no_message_used_are_swept() {
     let streamed = daemon
         .stream_as(
             &token("ann"),
-            json!({"type": "threads.create", "params": {"input": message_with("see", &[kept["id"].as_str().expect("present")])}}),
+            create_with("see", &[kept["id"].as_str().expect("present")]),
         )
         .await;
     assert!(streamed.error().is_none());

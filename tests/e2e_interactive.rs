@@ -8,10 +8,8 @@
 mod support;
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use chatkitd_testkit::{FakeToolCall, Script};
-use jsonwebtoken::{EncodingKey, Header, encode};
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
 use support::{Backend, Daemon, Streamed, add_message_body, workspace_bin};
@@ -19,17 +17,7 @@ use support::{Backend, Daemon, Streamed, add_message_body, workspace_bin};
 const SECRET: &str = "chatkitd-e2e-interactive-secret-0123456789abcdef";
 
 fn token(user: &str) -> String {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 3600;
-    encode(
-        &Header::default(),
-        &json!({"sub": user, "exp": exp}),
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("token")
+    support::hs256_token(SECRET, user)
 }
 
 /// The daemon's configuration beside the test's: JWT auth, the tasks server

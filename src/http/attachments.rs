@@ -15,7 +15,7 @@ use axum::extract::{FromRequest, Multipart, Path, Query, Request as HttpRequest,
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response as HttpResponse};
 
-use super::{ApiError, AppState, read_body};
+use super::{ApiError, AppState, counted, read_body};
 use crate::auth::Identity;
 use crate::chatkit::Signed;
 
@@ -62,27 +62,13 @@ async fn caller(
     Ok(Some(identity))
 }
 
-fn record(kind: &str, result: Result<HttpResponse, ApiError>) -> HttpResponse {
-    let metrics = crate::metrics::get();
-    match result {
-        Ok(response) => {
-            metrics.request(kind, "ok");
-            response
-        }
-        Err(error) => {
-            metrics.request(kind, error.status().as_str());
-            error.into_response()
-        }
-    }
-}
-
 pub(super) async fn upload(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     request: HttpRequest,
 ) -> HttpResponse {
-    record(
+    counted(
         "attachments.upload",
         take_upload(&state, &id, &query, request).await,
     )
@@ -156,7 +142,7 @@ pub(super) async fn preview(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> HttpResponse {
-    record(
+    counted(
         "attachments.preview",
         show_preview(&state, &id, &query, &headers).await,
     )

@@ -110,6 +110,12 @@ async fn chatkit_endpoint(State(state): State<AppState>, request: HttpRequest) -
     let span = tracing::info_span!("request", id = %new_request_id(), kind = tracing::field::Empty);
     let mut kind = "unauthenticated";
     let result = answer(&state, request, &mut kind).instrument(span).await;
+    counted(kind, result)
+}
+
+/// The response, counted in the requests metric under `kind` with its
+/// outcome (`ok` or the error's status).
+fn counted(kind: &str, result: Result<HttpResponse, ApiError>) -> HttpResponse {
     let metrics = crate::metrics::get();
     match result {
         Ok(response) => {

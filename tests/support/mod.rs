@@ -102,6 +102,22 @@ pub fn test_config(store_url: &str, llm_base_url: &str, dir: PathBuf) -> Config 
     config
 }
 
+/// An HS256 token for `user` (its `sub`), signed with `secret`, valid for
+/// an hour.
+pub fn hs256_token(secret: &str, user: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 3600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &serde_json::json!({"sub": user, "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("token")
+}
+
 /// A daemon under test, in this process or as a child process.
 pub struct Daemon {
     /// The ChatKit endpoint.
