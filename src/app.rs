@@ -216,7 +216,7 @@ impl App {
         );
         let addr = listener.local_addr()?;
         tracing::info!(%addr, path = %self.config.server.path, "chatkitd listening");
-        self.start_attachments(addr);
+        let sweeper = self.start_attachments(addr);
         let limits = self.connection_limits(http::serve::raise_open_files_limit());
         // On the signal the listener stops accepting; the runs then get the
         // grace period, and the connections a few seconds after them.
@@ -235,6 +235,9 @@ impl App {
         })
         .await;
         signal.abort();
+        if let Some(sweeper) = sweeper {
+            sweeper.abort();
+        }
         if let Some(mcp) = &self.mcp {
             mcp.shutdown().await;
         }
@@ -252,11 +255,12 @@ impl App {
 
 impl App {
     /// Upload and preview URLs start with `[attachments] public_url`, else
-    /// with the address listened on; unused uploads are swept from now on.
-    fn start_attachments(&self, addr: SocketAddr) {
+    /// with the address listened on; unused uploads are swept from now on
+    /// (by the task returned).
+    fn start_attachments(&self, addr: SocketAddr) -> Option<tokio::task::JoinHandle<()>> {
         let attachments = &self.config.attachments;
         if !attachments.enabled {
-            return;
+            return None;
         }
         if attachments.public_url.is_none() {
             let host = if addr.ip().is_unspecified() {
@@ -276,9 +280,11 @@ impl App {
                 "[attachments] signing_key is not set: upload and preview URLs work only on this replica and until it restarts"
             );
         }
-        self.attachments
-            .clone()
-            .spawn_sweeper(self.chatkit.shutdown_token());
+        Some(
+            self.attachments
+                .clone()
+                .spawn_sweeper(self.chatkit.shutdown_token()),
+        )
     }
 
     /// `[server]`'s connection limits, the cap lowered to half of

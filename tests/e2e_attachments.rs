@@ -530,6 +530,16 @@ async fn limits_refuse_before_any_bytes_are_stored(backend: Backend) {
     .await;
     let (status, body) = create(&disabled, "ann", "dot.png", 10, "image/png").await;
     assert_eq!(status, 501, "{body}");
+    let (status, body) = disabled
+        .post_as(&ann, create_with("see", &["atc_0123"]))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .expect("a message")
+            .contains("not enabled")
+    );
 }
 
 async fn a_tool_image_reaches_the_model_as_an_image(backend: Backend) {

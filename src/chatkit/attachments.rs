@@ -125,6 +125,12 @@ impl ChatKit {
         if input.attachments.is_empty() {
             return Ok(Vec::new());
         }
+        if !self.attachments().enabled() {
+            return Err(ChatKitError::BadRequest(
+                "attachments are not enabled on this server; send the message without them"
+                    .to_owned(),
+            ));
+        }
         Ok(self
             .attachments()
             .for_message(&ctx.user_id, &input.attachments, thread_id)
