@@ -38,12 +38,15 @@ fn image_attachment(image: &StoredImage) -> Attachment {
 fn named(item: &ThreadItem) -> Vec<Attachment> {
     match &item.kind {
         ItemKind::UserMessage(message) => message.attachments.clone(),
-        ItemKind::HiddenContextItem { content } => match ToolRecord::from_content(content) {
-            Some(ToolRecord::Result { images, .. }) => {
-                images.iter().map(image_attachment).collect()
+        // Only a result with images is parsed: history has many records.
+        ItemKind::HiddenContextItem { content } if content.get("images").is_some() => {
+            match ToolRecord::from_content(content) {
+                Some(ToolRecord::Result { images, .. }) => {
+                    images.iter().map(image_attachment).collect()
+                }
+                _ => Vec::new(),
             }
-            _ => Vec::new(),
-        },
+        }
         _ => Vec::new(),
     }
 }
