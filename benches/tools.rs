@@ -32,6 +32,7 @@ async fn main() {
         args: Vec::new(),
         env: BTreeMap::from([("TASKS_DB".to_owned(), db.display().to_string())]),
         cwd: dir.path().to_path_buf(),
+        limits: Default::default(),
     };
     let events = Events {
         server: "tasks".into(),

@@ -283,6 +283,17 @@ impl Check<'_> {
                 "timeouts must be positive".to_owned(),
             ));
         }
+        // Below these a server cannot even start: a clear error beats a
+        // pool that fails forever.
+        for (key, value, least, what) in [
+            ("max_memory", server.max_memory, 16 << 20, "16 MiB"),
+            ("max_cpu_seconds", server.max_cpu_seconds, 1, "1"),
+            ("max_open_files", server.max_open_files, 16, "16"),
+        ] {
+            if value.is_some_and(|v| v < least) {
+                return Err(invalid(key, format!("must be at least {what}")));
+            }
+        }
         Ok(())
     }
 }

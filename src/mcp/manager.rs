@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::instance::ToolsChanged;
 use super::pool::{Pool, TotalCap};
-use super::process::Launch;
+use super::process::{Launch, ProcessLimits};
 use super::server::Server;
 use super::tools::{self, ModelTool};
 use super::{McpError, PoolCounts};
@@ -92,6 +92,11 @@ impl McpManager {
                 args: config.args.clone(),
                 env: config.env.clone(),
                 cwd,
+                limits: ProcessLimits {
+                    memory: config.max_memory,
+                    cpu_seconds: config.max_cpu_seconds,
+                    open_files: config.max_open_files,
+                },
             });
             let mut server = Server {
                 name: name.clone(),

@@ -32,6 +32,37 @@ pub struct Launch {
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub cwd: PathBuf,
+    pub limits: ProcessLimits,
+}
+
+/// Resource limits set on the child before it runs (`setrlimit`, soft and
+/// hard alike, so it cannot raise them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcessLimits {
+    /// `RLIMIT_AS`, bytes of address space.
+    pub memory: Option<u64>,
+    /// `RLIMIT_CPU`, seconds (the hard limit a second later: SIGXCPU, then
+    /// SIGKILL).
+    pub cpu_seconds: Option<u64>,
+    /// `RLIMIT_NOFILE`.
+    pub open_files: Option<u64>,
+}
+
+impl ProcessLimits {
+    /// `(resource, soft, hard)` of each limit set.
+    fn rlimits(&self) -> Vec<(libc::__rlimit_resource_t, u64, u64)> {
+        let mut limits = Vec::new();
+        if let Some(bytes) = self.memory {
+            limits.push((libc::RLIMIT_AS, bytes, bytes));
+        }
+        if let Some(seconds) = self.cpu_seconds {
+            limits.push((libc::RLIMIT_CPU, seconds, seconds.saturating_add(1)));
+        }
+        if let Some(files) = self.open_files {
+            limits.push((libc::RLIMIT_NOFILE, files, files));
+        }
+        limits
+    }
 }
 
 /// A running child and its pipes.
@@ -97,13 +128,25 @@ pub fn spawn(launch: &Launch, user: Option<&str>) -> std::io::Result<Spawned> {
     if let Some(user) = user {
         command.env(USER_ENV, user);
     }
+    // Computed before the fork: the child may not allocate.
+    let rlimits = launch.limits.rlimits();
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe calls (prctl, getppid, _exit).
+    // async-signal-safe calls (prctl, setrlimit, getppid, _exit) on memory
+    // allocated before the fork.
     unsafe {
         let parent = libc::getpid();
         command.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            for &(resource, soft, hard) in &rlimits {
+                let limit = libc::rlimit {
+                    rlim_cur: soft,
+                    rlim_max: hard,
+                };
+                if libc::setrlimit(resource, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             // The daemon may have died between fork and prctl.
             if libc::getppid() != parent {

@@ -264,3 +264,42 @@ async fn an_instance_that_dies_idle_is_reaped() {
     assert!(!next.is_error && next.output != pid.output, "{next:?}");
     manager.shutdown().await;
 }
+
+/// A server over its `max_memory` or `max_cpu_seconds` (rlimits set on the
+/// child) fails that call with a tool error, and the next call runs on a
+/// fresh instance; a call within the limits is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_over_its_rlimits_fails_the_call_and_is_replaced() {
+    let mut server = fake_mcp_server();
+    server.max_memory = Some(512 << 20);
+    server.max_cpu_seconds = Some(1);
+    server.max_open_files = Some(64);
+    // A runtime of fixed size, so its address space does not depend on
+    // the machine's cores.
+    server.env.insert("TOKIO_WORKER_THREADS".into(), "2".into());
+    server.env.insert("MALLOC_ARENA_MAX".into(), "2".into());
+    let manager = manager_with(server).await;
+    let pid = |outcome: chatkitd::mcp::ToolOutcome| {
+        assert!(!outcome.is_error, "{}", outcome.output);
+        outcome.output
+    };
+    let first = pid(manager.call("u", "pid", "{}").await);
+    let fits = manager.call("u", "allocate", r#"{"mb": 64}"#).await;
+    assert!(!fits.is_error, "{}", fits.output);
+
+    let over = manager.call("u", "allocate", r#"{"mb": 1024}"#).await;
+    assert!(over.is_error, "{}", over.output);
+    assert!(
+        over.output.contains("stopped during the call"),
+        "{}",
+        over.output
+    );
+    let second = pid(manager.call("u", "pid", "{}").await);
+    assert_ne!(first, second, "the instance was not replaced");
+
+    let spun = manager.call("u", "spin", r#"{"ms": 5000}"#).await;
+    assert!(spun.is_error, "{}", spun.output);
+    let third = pid(manager.call("u", "pid", "{}").await);
+    assert_ne!(second, third, "the instance was not replaced");
+    manager.shutdown().await;
+}

@@ -10,6 +10,8 @@
 //! - `hang {}`: never answers.
 //! - `spawn_child {}`: starts `sleep 600` in its process group, returns its pid.
 //! - `big {bytes}`: a text of that many bytes.
+//! - `allocate {mb}`: allocates and touches `mb` MiB, then frees them.
+//! - `spin {ms}`: keeps a CPU busy for `ms` milliseconds.
 //! - `image {}`: a text and a 1x1 PNG image block.
 //! - `media {}`: an audio block, an embedded text resource and a resource
 //!   link, none of which the model can be shown as such.
@@ -81,6 +83,16 @@ impl Fake {
                 "big",
                 "A long text.",
                 object(json!({"bytes": {"type": "integer"}}), &["bytes"]),
+            ),
+            tool(
+                "allocate",
+                "Allocates memory.",
+                object(json!({"mb": {"type": "integer"}}), &["mb"]),
+            ),
+            tool(
+                "spin",
+                "Uses CPU.",
+                object(json!({"ms": {"type": "integer"}}), &["ms"]),
             ),
             tool("image", "A tiny image.", object(json!({}), &[])),
             tool("media", "Audio and resources.", object(json!({}), &[])),
@@ -162,6 +174,22 @@ impl ServerHandler for Fake {
                 text(child.id().to_string())
             }
             "big" => text("x".repeat(number("bytes") as usize)),
+            "allocate" => {
+                let block = vec![1u8; number("mb") as usize * 1024 * 1024];
+                text(format!(
+                    "allocated {} bytes",
+                    std::hint::black_box(block).len()
+                ))
+            }
+            "spin" => {
+                let until =
+                    std::time::Instant::now() + std::time::Duration::from_millis(number("ms"));
+                let mut n = 0u64;
+                while std::time::Instant::now() < until {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+                text(format!("spun {n} times"))
+            }
             "image" => CallToolResult::success(vec![
                 ContentBlock::text("A 1x1 red pixel."),
                 ContentBlock::Image(ImageContent::new(TINY_PNG, "image/png")),
