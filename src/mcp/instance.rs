@@ -9,9 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+// MCP's logging is deprecated (SEP-2577), and rmcp marks it so, but servers
+// in use still send it; their messages belong in the daemon's log.
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation, Tool,
 };
+#[allow(deprecated)]
+use rmcp::model::{LoggingLevel, LoggingMessageNotificationParam};
 use rmcp::service::{NotificationContext, Peer, RunningService};
 use rmcp::{ClientHandler, RoleClient, ServiceError, ServiceExt};
 use serde_json::{Map, Value};
@@ -20,8 +24,9 @@ use tokio::sync::{Notify, OwnedSemaphorePermit};
 use super::McpError;
 use super::process::{self, Launch, ProcessGuard};
 
-/// Receives the server's notifications; a changed tool list wakes the
-/// registry's refresher with the session that announced it.
+/// Receives the server's notifications: a changed tool list wakes the
+/// registry's refresher with the session that announced it; a log message
+/// goes to the daemon's log.
 #[derive(Clone)]
 pub struct Events {
     pub server: String,
@@ -61,7 +66,39 @@ impl ClientHandler for Events {
             .unwrap_or_else(|p| p.into_inner()) = Some(context.peer);
         self.tools_changed.notify.notify_one();
     }
+
+    /// A `notifications/message` goes to the daemon's log at its level,
+    /// tagged like the server's stderr, its data cut to a log line.
+    #[allow(deprecated)]
+    async fn on_logging_message(
+        &self,
+        params: LoggingMessageNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let data = match &params.data {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        let data = crate::text::cut_bytes_marked(&data, MAX_LOG_BYTES);
+        let logger = params.logger.as_deref().unwrap_or("");
+        let server = &self.server;
+        match params.level {
+            LoggingLevel::Debug => {
+                tracing::debug!(target: "chatkitd::mcp::server", server, logger, "{data}")
+            }
+            LoggingLevel::Info | LoggingLevel::Notice => {
+                tracing::info!(target: "chatkitd::mcp::server", server, logger, "{data}")
+            }
+            LoggingLevel::Warning => {
+                tracing::warn!(target: "chatkitd::mcp::server", server, logger, "{data}")
+            }
+            _ => tracing::error!(target: "chatkitd::mcp::server", server, logger, "{data}"),
+        }
+    }
 }
+
+/// Longest log message of a server logged, in bytes.
+const MAX_LOG_BYTES: usize = 4096;
 
 /// A started, initialized server.
 pub struct Instance {

@@ -303,3 +303,31 @@ async fn a_server_over_its_rlimits_fails_the_call_and_is_replaced() {
     assert_ne!(second, third, "the instance was not replaced");
     manager.shutdown().await;
 }
+
+/// A server's log notifications reach the daemon's log at their level,
+/// tagged with the server, like its stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servers_log_messages_reach_the_daemons_log() {
+    let daemon = Daemon::binary(Backend::Sqlite, &fake_mcp_server_toml()).await;
+    daemon.llm.push(Script::tool_call(
+        "call_log",
+        "log",
+        r#"{"message": "disk nearly full"}"#,
+    ));
+    daemon.llm.push(Script::text(["Logged."]));
+    let (_, streamed) = daemon.create_thread("log something").await;
+    assert_eq!(
+        streamed.answer().as_deref(),
+        Some("Logged."),
+        "{}",
+        streamed.raw
+    );
+    let logged = eventually(Duration::from_secs(5), || async {
+        daemon
+            .log()
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("disk nearly full") && l.contains("fake"))
+    })
+    .await;
+    assert!(logged, "{}", daemon.log());
+}

@@ -12,6 +12,7 @@
 //! - `big {bytes}`: a text of that many bytes.
 //! - `allocate {mb}`: allocates and touches `mb` MiB, then frees them.
 //! - `spin {ms}`: keeps a CPU busy for `ms` milliseconds.
+//! - `log {message}`: sends `message` as a warning log notification.
 //! - `image {}`: a text and a 1x1 PNG image block.
 //! - `media {}`: an audio block, an embedded text resource and a resource
 //!   link, none of which the model can be shown as such.
@@ -93,6 +94,11 @@ impl Fake {
                 "spin",
                 "Uses CPU.",
                 object(json!({"ms": {"type": "integer"}}), &["ms"]),
+            ),
+            tool(
+                "log",
+                "Logs a message.",
+                object(json!({"message": {"type": "string"}}), &["message"]),
             ),
             tool("image", "A tiny image.", object(json!({}), &[])),
             tool("media", "Audio and resources.", object(json!({}), &[])),
@@ -189,6 +195,21 @@ impl ServerHandler for Fake {
                     n = std::hint::black_box(n.wrapping_add(1));
                 }
                 text(format!("spun {n} times"))
+            }
+            "log" => {
+                let message = args.get("message").cloned().unwrap_or_default();
+                #[allow(deprecated)]
+                let notice = rmcp::model::LoggingMessageNotificationParam::new(
+                    rmcp::model::LoggingLevel::Warning,
+                    message,
+                )
+                .with_logger("fake.logger");
+                #[allow(deprecated)]
+                let sent = context.peer.notify_logging_message(notice).await;
+                if let Err(e) = sent {
+                    eprintln!("fake-mcp: could not log: {e}");
+                }
+                text("logged")
             }
             "image" => CallToolResult::success(vec![
                 ContentBlock::text("A 1x1 red pixel."),
