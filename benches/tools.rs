@@ -37,6 +37,7 @@ async fn main() {
     let events = Events {
         server: "tasks".into(),
         tools_changed: Arc::new(ToolsChanged::default()),
+        progress: Default::default(),
     };
     let mut startup = Vec::with_capacity(spawns);
     for _ in 0..spawns {

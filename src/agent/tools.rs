@@ -6,16 +6,18 @@
 //! approval card (`approvals.rs`), a client tool call on a pending item
 //! (`widgets.rs`).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use tokio::sync::mpsc;
 
 use super::media::tool_images;
 use super::records::{StoredImage, ToolRecord, WidgetSource};
 use super::run::{Run, Stop};
 use crate::llm::{ChatMessage, ToolCall};
-use crate::mcp::{ModelTool, ToolOutcome};
+use crate::mcp::{ModelTool, ProgressReporter, ToolOutcome, ToolProgress};
 use crate::protocol::{
     CustomTask, IdKind, ItemKind, ItemUpdate, Task, TaskStatus, ThreadItem, ThreadStreamEvent,
     Timestamp, Workflow, WorkflowSummary, new_id,
@@ -25,6 +27,9 @@ use crate::text::cut_chars;
 /// Longest arguments or output text a task shows.
 const MAX_TASK_TEXT: usize = 400;
 
+/// Progress reports of one step waiting to be shown; more are dropped.
+const PROGRESS_BUFFER: usize = 64;
+
 /// A workflow task showing one call: its arguments while it runs, its verdict,
 /// time and (cut) output once done.
 fn task(call: &ToolCall, state: TaskState<'_>) -> Task {
@@ -32,6 +37,14 @@ fn task(call: &ToolCall, state: TaskState<'_>) -> Task {
         TaskState::Running => (
             TaskStatus::Loading,
             running_content(&call.function.arguments),
+        ),
+        TaskState::Progress(progress) => (
+            TaskStatus::Loading,
+            format!(
+                "{}\n\n{}",
+                running_content(&call.function.arguments),
+                progress_text(progress)
+            ),
         ),
         TaskState::Done {
             output,
@@ -54,6 +67,25 @@ fn task(call: &ToolCall, state: TaskState<'_>) -> Task {
     })
 }
 
+/// A server's progress report as a task line: `3/10 (30%)`, or the count
+/// alone without a total, then its message.
+fn progress_text(progress: &ToolProgress) -> String {
+    let mut text = match progress.total {
+        Some(total) if total > 0.0 => format!(
+            "progress: {}/{} ({:.0}%)",
+            progress.progress,
+            total,
+            (progress.progress / total * 100.0).clamp(0.0, 100.0)
+        ),
+        _ => format!("progress: {}", progress.progress),
+    };
+    if let Some(message) = progress.message.as_deref().filter(|m| !m.trim().is_empty()) {
+        text.push_str(" - ");
+        text.push_str(&cut_chars(message, MAX_TASK_TEXT, "…"));
+    }
+    text
+}
+
 /// What a running task shows: the call's arguments, as the model sent them,
 /// cut to [`MAX_TASK_TEXT`] characters.
 fn running_content(arguments: &str) -> String {
@@ -71,6 +103,8 @@ fn running_content(arguments: &str) -> String {
 
 enum TaskState<'a> {
     Running,
+    /// Running, with what its server last reported.
+    Progress(&'a ToolProgress),
     Done {
         output: &'a str,
         is_error: bool,
@@ -190,6 +224,10 @@ impl Run<'_> {
             .await?;
         }
 
+        // Progress the servers report, by call; a flood beyond the buffer is
+        // dropped (the next report says as much).
+        let (progress_tx, mut progress_rx) =
+            mpsc::channel::<(usize, ToolProgress)>(PROGRESS_BUFFER);
         let mut pending: FuturesUnordered<_> = calls
             .iter()
             .enumerate()
@@ -197,11 +235,16 @@ impl Run<'_> {
                 let mcp = mcp.clone();
                 let user = user.clone();
                 let client_tool = interactions.is_client_tool(&call.function.name);
+                let progress_tx = progress_tx.clone();
+                let report: ProgressReporter = Arc::new(move |progress| {
+                    let _ = progress_tx.try_send((index, progress));
+                });
                 async move {
                     let name = &call.function.name;
                     let outcome = match mcp {
                         Some(mcp) if !client_tool => {
-                            mcp.call(&user, name, &call.function.arguments).await
+                            mcp.call_reporting(&user, name, &call.function.arguments, Some(report))
+                                .await
                         }
                         _ => refused(name, client_tool),
                     };
@@ -217,6 +260,20 @@ impl Run<'_> {
             let finished = tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => return Err(Stop::Cancelled),
+                Some((index, progress)) = progress_rx.recv() => {
+                    if outputs[index].is_none() {
+                        tasks[index] = task(&calls[index], TaskState::Progress(&progress));
+                        self.emit(ThreadStreamEvent::ItemUpdated {
+                            item_id: workflow.id.clone(),
+                            update: ItemUpdate::WorkflowTaskUpdated {
+                                task_index: index,
+                                task: tasks[index].clone(),
+                            },
+                        })
+                        .await?;
+                    }
+                    continue;
+                }
                 finished = pending.next() => finished,
             };
             let Some((index, outcome)) = finished else {

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::instance::CallFailure;
 use super::manager::McpManager;
-use super::{ToolOutcome, media, tools};
+use super::{ProgressReporter, ToolOutcome, media, tools};
 use crate::config::InjectSource;
 
 /// Largest text result parsed as data for a widget.
@@ -49,7 +49,19 @@ impl McpManager {
     /// Runs one tool call for `user`. Never fails: every problem becomes an
     /// error result the model reads.
     pub async fn call(&self, user: &str, name: &str, arguments: &str) -> ToolOutcome {
-        let outcome = self.call_inner(user, name, arguments).await;
+        self.call_reporting(user, name, arguments, None).await
+    }
+
+    /// [`McpManager::call`], with the server's progress notifications for
+    /// the call handed to `progress` as they come.
+    pub async fn call_reporting(
+        &self,
+        user: &str,
+        name: &str,
+        arguments: &str,
+        progress: Option<ProgressReporter>,
+    ) -> ToolOutcome {
+        let outcome = self.call_inner(user, name, arguments, progress).await;
         crate::metrics::get().tool_call(
             &outcome.server,
             &outcome.tool,
@@ -59,7 +71,13 @@ impl McpManager {
         outcome
     }
 
-    async fn call_inner(&self, user: &str, name: &str, arguments: &str) -> ToolOutcome {
+    async fn call_inner(
+        &self,
+        user: &str,
+        name: &str,
+        arguments: &str,
+        progress: Option<ProgressReporter>,
+    ) -> ToolOutcome {
         let started = Instant::now();
         let tools = self.current_tools();
         let Some(tool) = tools.iter().find(|t| t.name == name) else {
@@ -105,7 +123,7 @@ impl McpManager {
             Err(e) => return outcome(format!("Error: {e}."), true),
         };
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match lease.call(&tool.tool, arguments, remaining).await {
+        match lease.call(&tool.tool, arguments, remaining, progress).await {
             Ok(result) => {
                 let is_error = result.is_error.unwrap_or(false);
                 let content = media::result_content(&result, self.output_limits);

@@ -5,6 +5,7 @@
 //! here. A call that times out or finds the transport closed marks the
 //! instance broken, and the pool replaces it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -12,17 +13,20 @@ use std::time::{Duration, Instant};
 // MCP's logging is deprecated (SEP-2577), and rmcp marks it so, but servers
 // in use still send it; their messages belong in the daemon's log.
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation, Tool,
+    CallToolRequest, CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig,
+    ClientRequest, Implementation, NumberOrString, ProgressNotificationParam, ProgressToken,
+    ServerResult, Tool,
 };
 #[allow(deprecated)]
 use rmcp::model::{LoggingLevel, LoggingMessageNotificationParam};
+use rmcp::service::PeerRequestOptions;
 use rmcp::service::{NotificationContext, Peer, RunningService};
 use rmcp::{ClientHandler, RoleClient, ServiceError, ServiceExt};
 use serde_json::{Map, Value};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
-use super::McpError;
 use super::process::{self, Launch, ProcessGuard};
+use super::{McpError, ProgressReporter, ToolProgress};
 
 /// Receives the server's notifications: a changed tool list wakes the
 /// registry's refresher with the session that announced it; a log message
@@ -31,6 +35,8 @@ use super::process::{self, Launch, ProcessGuard};
 pub struct Events {
     pub server: String,
     pub tools_changed: Arc<ToolsChanged>,
+    /// Calls in flight that asked for progress, by their progress token.
+    pub progress: Arc<std::sync::Mutex<HashMap<String, ProgressReporter>>>,
 }
 
 /// A tool list change waiting to be fetched. The list is read back through
@@ -67,6 +73,31 @@ impl ClientHandler for Events {
         self.tools_changed.notify.notify_one();
     }
 
+    /// A `notifications/progress` goes to the call that asked for it (one
+    /// whose token is unknown, such as a finished call's, is dropped).
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let token = token_key(&params.progress_token);
+        let reporter = self
+            .progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&token)
+            .cloned();
+        if let Some(report) = reporter {
+            report(ToolProgress {
+                progress: params.progress,
+                total: params.total,
+                message: params
+                    .message
+                    .map(|m| crate::text::cut_bytes_marked(&m, MAX_LOG_BYTES).into_owned()),
+            });
+        }
+    }
+
     /// A `notifications/message` goes to the daemon's log at its level,
     /// tagged like the server's stderr, its data cut to a log line.
     #[allow(deprecated)]
@@ -94,6 +125,64 @@ impl ClientHandler for Events {
             }
             _ => tracing::error!(target: "chatkitd::mcp::server", server, logger, "{data}"),
         }
+    }
+}
+
+impl Instance {
+    /// Sends one call and waits for its answer. With `progress`, the
+    /// call's progress notifications go there while it runs: rmcp gives
+    /// every request a progress token of its own, read from the request's
+    /// handle (a report the server sends before that is dropped; later
+    /// ones supersede it anyway).
+    async fn send_call(
+        &self,
+        params: CallToolRequestParams,
+        progress: Option<ProgressReporter>,
+    ) -> Result<CallToolResult, ServiceError> {
+        let Some(report) = progress else {
+            return self.service.call_tool(params).await;
+        };
+        let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+        let handle = self
+            .service
+            .send_cancellable_request(request, PeerRequestOptions::no_options())
+            .await?;
+        let routes = self.service.service().progress.clone();
+        let token = token_key(&handle.progress_token);
+        routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token.clone(), report);
+        let _route = RouteGuard { routes, token };
+        match handle.await_response().await? {
+            ServerResult::CallToolResult(result) => Ok(result),
+            // A call with no content at all, as rmcp's `call_tool` reads it.
+            ServerResult::EmptyResult(_) => Ok(CallToolResult::success(Vec::new())),
+            _ => Err(ServiceError::UnexpectedResponse),
+        }
+    }
+}
+
+/// A progress token as the key of its route.
+fn token_key(token: &ProgressToken) -> String {
+    match &token.0 {
+        NumberOrString::String(token) => token.to_string(),
+        NumberOrString::Number(n) => n.to_string(),
+    }
+}
+
+/// Removes a call's progress route when the call ends, however it ends.
+struct RouteGuard {
+    routes: Arc<std::sync::Mutex<HashMap<String, ProgressReporter>>>,
+    token: String,
+}
+
+impl Drop for RouteGuard {
+    fn drop(&mut self) {
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.token);
     }
 }
 
@@ -226,9 +315,11 @@ impl Instance {
         tool: &str,
         arguments: Map<String, Value>,
         timeout: Duration,
+        progress: Option<ProgressReporter>,
     ) -> Result<CallToolResult, CallFailure> {
         let params = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
-        match tokio::time::timeout(timeout, self.service.call_tool(params)).await {
+        let answer = tokio::time::timeout(timeout, self.send_call(params, progress)).await;
+        match answer {
             Ok(Ok(result)) => {
                 self.served.store(true, Ordering::Relaxed);
                 Ok(result)

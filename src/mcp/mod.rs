@@ -71,6 +71,19 @@ pub struct ToolOutcome {
     pub elapsed: Duration,
 }
 
+/// How far a running call has got, as its server reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolProgress {
+    pub progress: f64,
+    /// The total `progress` counts towards, when the server knows it.
+    pub total: Option<f64>,
+    pub message: Option<String>,
+}
+
+/// Receives a call's progress notifications, on the session's task: it
+/// must not block.
+pub type ProgressReporter = std::sync::Arc<dyn Fn(ToolProgress) + Send + Sync>;
+
 /// The instances of one server's pools, for metrics and checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolCounts {

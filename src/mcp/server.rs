@@ -46,6 +46,7 @@ impl Server {
         Events {
             server: self.name.clone(),
             tools_changed: self.tools_changed.clone(),
+            progress: Default::default(),
         }
     }
 

@@ -331,3 +331,38 @@ async fn a_servers_log_messages_reach_the_daemons_log() {
     .await;
     assert!(logged, "{}", daemon.log());
 }
+
+/// A server's progress notifications update the call's workflow task
+/// while it runs; the task then ends as done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_notifications_update_the_running_task() {
+    let daemon = Daemon::start_with(Backend::Sqlite, |config| {
+        config
+            .mcp_servers
+            .insert("fake".to_owned(), fake_mcp_server());
+    })
+    .await;
+    daemon
+        .llm
+        .push(Script::tool_call("call_p", "progress", r#"{"steps": 3}"#));
+    daemon.llm.push(Script::text(["Done."]));
+    let (_, streamed) = daemon.create_thread("work").await;
+    assert_eq!(
+        streamed.answer().as_deref(),
+        Some("Done."),
+        "{}",
+        streamed.raw
+    );
+    let contents: Vec<String> = streamed
+        .events
+        .iter()
+        .filter(|e| e["update"]["type"] == "workflow.task.updated")
+        .filter_map(|e| e["update"]["task"]["content"].as_str().map(str::to_owned))
+        .collect();
+    let seen = |needle: &str| contents.iter().position(|c| c.contains(needle));
+    let first = seen("progress: 1/3 (33%) - step 1")
+        .unwrap_or_else(|| panic!("step 1 not shown: {contents:#?}"));
+    let last = seen("progress: 3/3 (100%) - step 3").expect("step 3 shown");
+    let done = seen("done in").expect("the task ends done");
+    assert!(first < last && last < done, "{contents:#?}");
+}

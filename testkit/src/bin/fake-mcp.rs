@@ -13,6 +13,8 @@
 //! - `allocate {mb}`: allocates and touches `mb` MiB, then frees them.
 //! - `spin {ms}`: keeps a CPU busy for `ms` milliseconds.
 //! - `log {message}`: sends `message` as a warning log notification.
+//! - `progress {steps}`: reports steps 1..=steps of `steps` (when the call
+//!   carries a progress token), 200 ms apart, then answers.
 //! - `image {}`: a text and a 1x1 PNG image block.
 //! - `media {}`: an audio block, an embedded text resource and a resource
 //!   link, none of which the model can be shown as such.
@@ -94,6 +96,11 @@ impl Fake {
                 "spin",
                 "Uses CPU.",
                 object(json!({"ms": {"type": "integer"}}), &["ms"]),
+            ),
+            tool(
+                "progress",
+                "Reports progress.",
+                object(json!({"steps": {"type": "integer"}}), &["steps"]),
             ),
             tool(
                 "log",
@@ -195,6 +202,22 @@ impl ServerHandler for Fake {
                     n = std::hint::black_box(n.wrapping_add(1));
                 }
                 text(format!("spun {n} times"))
+            }
+            "progress" => {
+                let steps = number("steps");
+                if let Some(token) = context.meta.get_progress_token() {
+                    for step in 1..=steps {
+                        let report =
+                            rmcp::model::ProgressNotificationParam::new(token.clone(), step as f64)
+                                .with_total(steps as f64)
+                                .with_message(format!("step {step}"));
+                        if let Err(e) = context.peer.notify_progress(report).await {
+                            eprintln!("fake-mcp: could not report progress: {e}");
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    }
+                }
+                text(format!("{steps} steps done"))
             }
             "log" => {
                 let message = args.get("message").cloned().unwrap_or_default();
