@@ -184,6 +184,23 @@ impl Run<'_> {
         Ok(Step::Continue(results))
     }
 
+    /// Streams a new state of the workflow's task `index`.
+    async fn task_updated(
+        &mut self,
+        workflow_id: &str,
+        index: usize,
+        task: &Task,
+    ) -> Result<(), Stop> {
+        self.emit(ThreadStreamEvent::ItemUpdated {
+            item_id: workflow_id.to_owned(),
+            update: ItemUpdate::WorkflowTaskUpdated {
+                task_index: index,
+                task: task.clone(),
+            },
+        })
+        .await
+    }
+
     /// Runs the calls concurrently, stores each result, shows the widgets
     /// their tools render, and returns the tool messages for the model. The
     /// record of the calls must already be stored.
@@ -263,14 +280,7 @@ impl Run<'_> {
                 Some((index, progress)) = progress_rx.recv() => {
                     if outputs[index].is_none() {
                         tasks[index] = task(&calls[index], TaskState::Progress(&progress));
-                        self.emit(ThreadStreamEvent::ItemUpdated {
-                            item_id: workflow.id.clone(),
-                            update: ItemUpdate::WorkflowTaskUpdated {
-                                task_index: index,
-                                task: tasks[index].clone(),
-                            },
-                        })
-                        .await?;
+                        self.task_updated(&workflow.id, index, &tasks[index]).await?;
                     }
                     continue;
                 }
@@ -327,14 +337,8 @@ impl Run<'_> {
                     seconds: outcome.elapsed.as_secs_f64(),
                 },
             );
-            self.emit(ThreadStreamEvent::ItemUpdated {
-                item_id: workflow.id.clone(),
-                update: ItemUpdate::WorkflowTaskUpdated {
-                    task_index: index,
-                    task: tasks[index].clone(),
-                },
-            })
-            .await?;
+            self.task_updated(&workflow.id, index, &tasks[index])
+                .await?;
             outputs[index] = Some((outcome.output, outcome.is_error));
         }
 
