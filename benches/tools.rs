@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chatkitd::config::Config;
-use chatkitd::mcp::McpManager;
 use chatkitd::mcp::instance::{Events, Instance, ToolsChanged};
 use chatkitd::mcp::process::Launch;
+use chatkitd::mcp::{Endpoint, McpManager};
 use chatkitd_testkit::figures::{ms, percentile};
 
 #[tokio::main(flavor = "multi_thread")]
@@ -26,14 +26,14 @@ async fn main() {
 
     // What spawn-per-request pays: start the server and finish the MCP
     // initialize handshake, every time.
-    let launch = Launch {
+    let launch = Endpoint::Process(Launch {
         server: "tasks".into(),
         program: binary.clone(),
         args: Vec::new(),
         env: BTreeMap::from([("TASKS_DB".to_owned(), db.display().to_string())]),
         cwd: dir.path().to_path_buf(),
         limits: Default::default(),
-    };
+    });
     let events = Events {
         server: "tasks".into(),
         tools_changed: Arc::new(ToolsChanged::default()),

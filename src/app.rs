@@ -60,7 +60,8 @@ pub struct App {
     config: Config,
     store: Arc<SqlStore>,
     chatkit: Arc<ChatKit>,
-    mcp: Option<Arc<McpManager>>,
+    /// The tool servers (none configured: an empty manager a reload may fill).
+    mcp: Arc<McpManager>,
     auth: Authenticator,
     attachments: Arc<Attachments>,
 }
@@ -83,21 +84,16 @@ impl App {
         }
         let llm = LlmClient::new(&config.llm)?;
         let system_prompt = config.system_prompt()?;
-        let mcp = if config.mcp_servers.is_empty() {
-            None
-        } else {
-            Some(
-                McpManager::start(
-                    &config.mcp_servers,
-                    &config.base_dir,
-                    OutputLimits {
-                        text_bytes: config.agent.max_tool_output_bytes,
-                        image_bytes: config.agent.max_tool_image_bytes,
-                    },
-                )
-                .await,
-            )
-        };
+        // Started even with no server configured: a reload may add some.
+        let mcp = McpManager::start(
+            &config.mcp_servers,
+            &config.base_dir,
+            OutputLimits {
+                text_bytes: config.agent.max_tool_output_bytes,
+                image_bytes: config.agent.max_tool_image_bytes,
+            },
+        )
+        .await;
         let attachments = Arc::new(Attachments::new(
             &config.attachments,
             &config.base_dir,
@@ -111,7 +107,7 @@ impl App {
         let agent = Arc::new(Agent::new(
             store.clone() as Arc<dyn Store>,
             llm,
-            mcp.clone(),
+            (!mcp.is_empty()).then(|| mcp.clone()),
             interactions,
             attachments.clone(),
             system_prompt,
@@ -158,7 +154,20 @@ impl App {
 
     /// The tool servers, when any are configured.
     pub fn mcp(&self) -> Option<&Arc<McpManager>> {
-        self.mcp.as_ref()
+        (!self.mcp.is_empty()).then_some(&self.mcp)
+    }
+
+    /// What applies a changed `path` (the file this daemon was built from)
+    /// to it while it serves: see [`crate::reload`].
+    pub fn reloader(&self, path: &std::path::Path) -> Arc<crate::reload::Reloader> {
+        Arc::new(crate::reload::Reloader::new(
+            path,
+            self.config.clone(),
+            self.chatkit.clone(),
+            self.mcp.clone(),
+            self.store.clone() as Arc<dyn Store>,
+            self.attachments.clone(),
+        ))
     }
 
     /// Stops a daemon that was not serving (the terminal commands): lets
@@ -166,9 +175,7 @@ impl App {
     /// partial answer here), stops the tool servers, closes the store.
     pub async fn shutdown(self) {
         self.chatkit.drain(self.config.server.shutdown_grace).await;
-        if let Some(mcp) = &self.mcp {
-            mcp.shutdown().await;
-        }
+        self.mcp.shutdown().await;
         self.store.close().await;
     }
 
@@ -238,9 +245,7 @@ impl App {
         if let Some(sweeper) = sweeper {
             sweeper.abort();
         }
-        if let Some(mcp) = &self.mcp {
-            mcp.shutdown().await;
-        }
+        self.mcp.shutdown().await;
         // A run given up on by the drain may still hold a connection; the
         // exit must not wait on it.
         if tokio::time::timeout(STORE_CLOSE_WAIT, self.store.close())
@@ -328,7 +333,9 @@ impl App {
                 ]
             },
         ));
-        if let Some(mcp) = &self.mcp {
+        // Registered even with no server configured: a reload may add some.
+        {
+            let mcp = &self.mcp;
             let pools = mcp.clone();
             exporter.register(GaugeSet::new(
                 "mcp_instances",

@@ -7,7 +7,7 @@
 //! - [`chatkit`]: dispatch of each request type onto the store and a spawned run.
 //! - [`agent`]: one run: history, the model's streamed answer, tool steps, titles.
 //! - [`llm`]: the OpenAI-compatible client; the only code that speaks the model's wire format.
-//! - [`mcp`]: tool servers: spawned, pooled and called with the user injected.
+//! - [`mcp`]: tool servers: spawned or remote, pooled and called with the user injected.
 //! - [`store`]: the `Store` trait and its SQL implementation (Postgres, SQLite).
 //! - [`protocol`]: ChatKit wire types, serde only, no I/O.
 //! - [`config`]: `agent.toml`: schema, `${ENV}` interpolation, validation.
@@ -15,6 +15,7 @@
 //! - [`metrics`]: the Prometheus registry and the gauges read at scrape time.
 //! - [`attachments`]: files and images on messages: two-phase upload, signed URLs, bytes for the model.
 //! - [`app`]: wiring a configuration into a running server.
+//! - [`reload`]: applying a changed `agent.toml` to a running server (SIGHUP).
 //! - [`cli`]: the operator's terminal commands: `chat`, `tools`, `check`.
 //! - [`text`]: cutting text short, with one rule for where and how.
 //! - [`tls`]: installs rustls' crypto provider for every HTTP client.
@@ -33,6 +34,7 @@ pub mod llm;
 pub mod mcp;
 pub mod metrics;
 pub mod protocol;
+pub mod reload;
 pub mod store;
 pub mod text;
 pub mod tls;

@@ -84,6 +84,14 @@ enum Command {
     /// Check the configuration, the store, every tool server and the model
     /// endpoint; exit non-zero if any check fails (a deploy gate).
     Check,
+    /// Check the configuration file as a reload would, then ask the running
+    /// daemon to apply it (SIGHUP): tool servers are diffed, prompts and
+    /// model settings apply to the next run.
+    Reload {
+        /// The daemon's process id (default: read from `[server] pid_file`).
+        #[arg(long)]
+        pid: Option<i32>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,7 +122,10 @@ impl Command {
     fn default_log(&self) -> &'static str {
         match self {
             Command::Serve { .. } | Command::Migrate => SERVER_LOG,
-            Command::Chat { .. } | Command::Tools { .. } | Command::Check => TERMINAL_LOG,
+            Command::Chat { .. }
+            | Command::Tools { .. }
+            | Command::Check
+            | Command::Reload { .. } => TERMINAL_LOG,
         }
     }
 }
@@ -154,12 +165,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ExitCode::FAILURE
         });
     }
+    if let Command::Reload { pid } = cli.command {
+        return reload(&cli.config, pid);
+    }
     let config = Config::load(&cli.config)?;
     match cli.command {
         Command::Serve { listen } => {
+            let pid_file = config
+                .server
+                .pid_file
+                .as_ref()
+                .map(|file| config.base_dir.join(file));
             let app = App::build(config).await?;
             let listener = app.bind(listen).await?;
+            let _pid_file = pid_file.map(PidFile::write).transpose()?;
+            let reloads = tokio::spawn(reload_on_hangup(app.reloader(&cli.config)));
             app.serve(listener, shutdown_signal()).await?;
+            reloads.abort();
             tracing::info!("stopped");
         }
         Command::Migrate => {
@@ -178,7 +200,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Tools { command } => return tools(&config, command).await,
-        Command::Check => {}
+        Command::Check | Command::Reload { .. } => {}
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -213,6 +235,75 @@ async fn tools(config: &Config, command: ToolsCommand) -> anyhow::Result<ExitCod
                 Ok(ExitCode::SUCCESS)
             }
         }
+    }
+}
+
+/// `chatkitd reload`: refuses a file a reload would refuse (so the operator
+/// sees why here, not only in the daemon's log), then sends SIGHUP.
+fn reload(path: &std::path::Path, pid: Option<i32>) -> anyhow::Result<ExitCode> {
+    let config = chatkitd::reload::check(path)
+        .with_context(|| format!("{} would not be applied", path.display()))?;
+    let pid = match pid {
+        Some(pid) => pid,
+        None => {
+            let Some(file) = &config.server.pid_file else {
+                anyhow::bail!(
+                    "no daemon to signal: pass --pid, or set [server] pid_file so `serve` writes its process id"
+                );
+            };
+            let file = config.base_dir.join(file);
+            let text = std::fs::read_to_string(&file).with_context(|| {
+                format!("cannot read {} (is the daemon running?)", file.display())
+            })?;
+            text.trim()
+                .parse()
+                .with_context(|| format!("{} does not hold a process id", file.display()))?
+        }
+    };
+    anyhow::ensure!(pid > 0, "{pid} is not a daemon's process id");
+    // SAFETY: kill has no memory-safety preconditions.
+    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+        let error = std::io::Error::last_os_error();
+        anyhow::bail!("cannot signal process {pid}: {error}");
+    }
+    eprintln!(
+        "{} is valid; asked the daemon (pid {pid}) to reload it. Its log says what changed.",
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reloads the configuration on every SIGHUP (a failed reload is logged by
+/// the reloader and changes nothing).
+async fn reload_on_hangup(reloader: std::sync::Arc<chatkitd::reload::Reloader>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP; configuration reloads are off");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP received; reloading the configuration");
+        let _ = reloader.reload().await;
+    }
+}
+
+/// The daemon's process id in a file, removed when dropped.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn write(path: PathBuf) -> anyhow::Result<PidFile> {
+        std::fs::write(&path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("cannot write the pid file {}", path.display()))?;
+        Ok(PidFile(path))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 

@@ -233,7 +233,7 @@ impl Agent {
     }
 
     /// Attachments: what the model reads of them, and images from tools.
-    pub fn attachments(&self) -> &Attachments {
+    pub fn attachments(&self) -> &Arc<Attachments> {
         &self.attachments
     }
 

@@ -38,7 +38,8 @@ impl ChatKit {
             Some(item_id) => Some(self.store.load_item(user, &thread.id, item_id).await?),
             None => None,
         };
-        let interactions = self.agent.interactions();
+        let agent = self.agent();
+        let interactions = agent.interactions();
         let Some(action) = interactions.action(kind) else {
             return Err(ChatKitError::BadRequest(format!(
                 "no action of type {kind:?} is configured on this server (configured: {})",
@@ -114,7 +115,11 @@ impl ChatKit {
             tool,
             payload,
         };
-        match self.agent.tool_action(ctx, &thread.id, sender, bound).await {
+        match self
+            .agent()
+            .tool_action(ctx, &thread.id, sender, bound)
+            .await
+        {
             Ok(updated) if sync => Ok(Response::Json(match updated {
                 Some(item) => json!({ "updated_item": item }).to_string(),
                 None => "{}".to_owned(),

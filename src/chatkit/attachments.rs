@@ -51,8 +51,8 @@ fn access<'a>(
 }
 
 impl ChatKit {
-    fn attachments(&self) -> &Attachments {
-        self.agent.attachments()
+    fn attachments(&self) -> std::sync::Arc<Attachments> {
+        self.agent().attachments().clone()
     }
 
     /// `attachments.create`.
@@ -169,7 +169,7 @@ impl ChatKit {
     /// Signs the preview URLs of `items` afresh: stored ones have expired.
     pub(super) fn fresh_urls(&self, ctx: &Identity, page: &mut Page<ThreadItem>) {
         for item in &mut page.data {
-            fresh_item_urls(self.attachments(), &ctx.user_id, item);
+            fresh_item_urls(&self.attachments(), &ctx.user_id, item);
         }
     }
 }

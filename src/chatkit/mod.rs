@@ -126,7 +126,9 @@ pub struct EventStream {
 /// The ChatKit server: the store, the agent, and the runs in flight.
 pub struct ChatKit {
     store: Arc<dyn Store>,
-    agent: Arc<Agent>,
+    /// The agent new runs use; a configuration reload replaces it, and runs
+    /// in flight finish with the one they started with.
+    agent: std::sync::RwLock<Arc<Agent>>,
     runs: TaskTracker,
     /// Answers streaming at once, per user.
     slots: RunSlots,
@@ -159,13 +161,23 @@ impl ChatKit {
     ) -> ChatKit {
         ChatKit {
             store,
-            agent,
+            agent: std::sync::RwLock::new(agent),
             runs: TaskTracker::new(),
             slots,
             sizes,
             shutdown: CancellationToken::new(),
             stream_write_timeout,
         }
+    }
+
+    /// The agent new runs use.
+    pub fn agent(&self) -> Arc<Agent> {
+        self.agent.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Makes `agent` the one new runs use (a configuration reload).
+    pub fn replace_agent(&self, agent: Arc<Agent>) {
+        *self.agent.write().unwrap_or_else(|p| p.into_inner()) = agent;
     }
 
     /// Cancelled when the server shuts down, for background work that
@@ -308,7 +320,7 @@ impl ChatKit {
             Request::AttachmentsDelete(params) => {
                 self.delete_attachment(ctx, &params.attachment_id).await
             }
-            Request::InputTranscribe(params) => match self.agent.transcribe(&params).await {
+            Request::InputTranscribe(params) => match self.agent().transcribe(&params).await {
                 Ok(text) => json(&serde_json::json!({ "text": text })),
                 Err(e @ TranscribeError::NotEnabled) => {
                     Err(ChatKitError::NotImplemented(e.to_string()))

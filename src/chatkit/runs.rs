@@ -30,7 +30,7 @@ impl ChatKit {
         input: UserMessageInput,
     ) -> Result<Response, ChatKitError> {
         self.check_input(&input)?;
-        self.agent
+        self.agent()
             .check_choices(&ctx.user_id, &input.inference_options)
             .await
             .map_err(ChatKitError::BadRequest)?;
@@ -61,7 +61,7 @@ impl ChatKit {
         input: UserMessageInput,
     ) -> Result<Response, ChatKitError> {
         self.check_input(&input)?;
-        self.agent
+        self.agent()
             .check_choices(&ctx.user_id, &input.inference_options)
             .await
             .map_err(ChatKitError::BadRequest)?;
@@ -76,7 +76,7 @@ impl ChatKit {
         let item = user_item(thread_id, input, attachments);
         let appended = self
             .store
-            .append_to_open_thread(&ctx.user_id, &item, self.agent.history_limit())
+            .append_to_open_thread(&ctx.user_id, &item, self.agent().history_limit())
             .await?;
         let (thread, history) = match appended {
             Appended::Added { thread, history } => (thread, history),
@@ -213,7 +213,7 @@ impl ChatKit {
         let (sink, events) = EventSink::channel(STREAM_BUFFER, self.stream_write_timeout);
         let stall = sink.stall_signal();
         let cancel = self.shutdown.child_token();
-        let agent = self.agent.clone();
+        let agent = self.agent();
         let input = RunInput {
             identity: ctx.clone(),
             thread,

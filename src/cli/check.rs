@@ -294,7 +294,11 @@ async fn check_tool_servers(config: &Config) -> Vec<Line> {
     let user = config.auth.dev_user.as_str();
     let probes = config.mcp_servers.iter().map(|(name, server)| {
         let mcp = mcp.clone();
-        let mut target = server.command.clone();
+        let mut target = server
+            .command
+            .clone()
+            .or_else(|| server.url.clone())
+            .unwrap_or_default();
         for arg in &server.args {
             target.push(' ');
             target.push_str(arg);

@@ -35,7 +35,7 @@ pub enum ImageDelivery {
 }
 
 /// `[attachments]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AttachmentsConfig {
     /// `attachments.create` answers at all.

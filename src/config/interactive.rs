@@ -31,7 +31,7 @@ pub enum Approval {
 }
 
 /// `[mcp_servers.NAME.tools.TOOL]`: settings of one tool, by its own name.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToolSettings {
     /// A `.widget` template (relative to the config file) the tool's

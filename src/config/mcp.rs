@@ -9,13 +9,24 @@ use serde::Deserialize;
 
 use super::interactive::{Approval, ToolSettings};
 
-/// `[mcp_servers.NAME]`: one stdio MCP server definition. `command`, `args`
-/// and `env` mean what they mean in other MCP clients' configuration files.
-#[derive(Debug, Clone, Deserialize)]
+/// `[mcp_servers.NAME]`: one MCP server definition: a program spawned with
+/// its stdio as the transport (`command`), or a server reached over MCP's
+/// streamable HTTP transport (`url`). `command`, `args`, `env`, `url` and
+/// `headers` mean what they mean in other MCP clients' configuration files.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct McpServerConfig {
     /// The program; a path with a `/` is relative to the config file.
-    pub command: String,
+    #[serde(default)]
+    pub command: Option<String>,
+    /// A streamable HTTP server's endpoint (`https://…/mcp`), instead of a
+    /// `command`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Headers sent with every request to a `url` server (values are
+    /// interpolated like every string: `"Bearer ${TOKEN}"`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
     #[serde(default)]
     pub args: Vec<String>,
     /// The child's whole environment besides `PATH` and `HOME`: the daemon's

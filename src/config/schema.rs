@@ -51,7 +51,7 @@ pub struct Config {
 }
 
 /// `[server]`: the HTTP listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address to listen on.
@@ -95,6 +95,9 @@ pub struct ServerConfig {
     /// sets no cap. A run beyond it is refused at once with 429 and
     /// `Retry-After`, before anything is stored.
     pub max_concurrent_runs: u32,
+    /// `serve` writes its process id here (relative to the config file)
+    /// and removes it at exit; `chatkitd reload` reads it.
+    pub pid_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -112,12 +115,13 @@ impl Default for ServerConfig {
             max_connections: 4096,
             listen_backlog: 4096,
             max_concurrent_runs: 0,
+            pid_file: None,
         }
     }
 }
 
 /// `[store]`: where threads live.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// `sqlite://PATH` (relative to the config file) or `postgres://…`.
@@ -152,7 +156,7 @@ impl Default for StoreConfig {
 }
 
 /// `[auth]`: who the caller is.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     pub mode: AuthMode,
@@ -269,7 +273,7 @@ impl AuthConfig {
 }
 
 /// `[limits]`: what keeps one user from hurting the others.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Answers one user may have streaming at once (0: no limit).

@@ -259,8 +259,37 @@ impl Check<'_> {
                 "server names use only letters, digits, `_` and `-`".to_owned(),
             ));
         }
-        if server.command.trim().is_empty() {
-            return Err(invalid("command", "must not be empty".to_owned()));
+        match (&server.command, &server.url) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "url",
+                    "set `command` (a program to spawn) or `url` (a streamable HTTP server), not both"
+                        .to_owned(),
+                ));
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "command",
+                    "set `command` (a program to spawn) or `url` (a streamable HTTP server)"
+                        .to_owned(),
+                ));
+            }
+            (Some(command), None) => {
+                if command.trim().is_empty() {
+                    return Err(invalid("command", "must not be empty".to_owned()));
+                }
+                if let Some(header) = server.headers.keys().next() {
+                    return Err(invalid(
+                        "headers",
+                        format!(
+                            "`{header}`: headers are sent to `url` servers; a `command` server gets `env`"
+                        ),
+                    ));
+                }
+            }
+            (None, Some(url)) => {
+                remote_server(server, url).map_err(|(key, message)| invalid(key, message))?
+            }
         }
         if server.max_instances == 0 {
             return Err(invalid("max_instances", "must be at least 1".to_owned()));
@@ -297,6 +326,62 @@ impl Check<'_> {
         Ok(())
     }
 }
+
+/// The rules of a `url` server: a URL, headers that are headers (and not
+/// the transport's own), and none of the keys that only a spawned process
+/// has. Fails with the key and why.
+fn remote_server(server: &McpServerConfig, url: &str) -> Result<(), (&'static str, String)> {
+    if !is_http_url(url) {
+        return Err(("url", format!("{url:?} is not an http:// or https:// URL")));
+    }
+    for (name, value) in &server.headers {
+        let Ok(parsed) = http::HeaderName::try_from(name.as_str()) else {
+            return Err(("headers", format!("{name:?} is not a header name")));
+        };
+        if http::HeaderValue::try_from(value.as_str()).is_err() {
+            return Err((
+                "headers",
+                format!("the value of `{name}` is not a header value (control characters?)"),
+            ));
+        }
+        if RESERVED_HEADERS.contains(&parsed.as_str()) {
+            return Err((
+                "headers",
+                format!("`{name}` is set by the MCP transport itself"),
+            ));
+        }
+    }
+    let process_only = [
+        ("args", !server.args.is_empty()),
+        ("env", !server.env.is_empty()),
+        ("cwd", server.cwd.is_some()),
+        ("max_memory", server.max_memory.is_some()),
+        ("max_cpu_seconds", server.max_cpu_seconds.is_some()),
+        ("max_open_files", server.max_open_files.is_some()),
+    ];
+    if let Some((key, _)) = process_only.iter().find(|(_, set)| *set) {
+        return Err((
+            key,
+            "applies to `command` servers, not to a `url` server".to_owned(),
+        ));
+    }
+    if server.scope == crate::config::McpScope::PerUser {
+        return Err((
+            "scope",
+            "`per_user` starts a process per user and applies to `command` servers; a `url` server learns the user through `inject`".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// Headers the streamable HTTP transport sets itself (lower case).
+const RESERVED_HEADERS: [&str; 5] = [
+    "accept",
+    "content-type",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "last-event-id",
+];
 
 /// An `http://` or `https://` URL that parses, with a host.
 fn is_http_url(url: &str) -> bool {

@@ -33,7 +33,7 @@ impl McpManager {
             None => ToolOutcome {
                 structured: None,
                 images: Vec::new(),
-                output: if self.servers.contains_key(server) {
+                output: if self.servers().contains_key(server) {
                     format!("Error: the {server} tool server offers no tool named {tool:?}.")
                 } else {
                     format!("Error: no tool server named {server:?} is configured.")
@@ -100,7 +100,7 @@ impl McpManager {
             tool: tool.tool.clone(),
             elapsed: started.elapsed(),
         };
-        let Some(server) = self.servers.get(&tool.server) else {
+        let Some(server) = self.servers().get(&tool.server).cloned() else {
             return outcome(
                 format!("Error: the {} tool server is not configured.", tool.server),
                 true,
@@ -126,7 +126,7 @@ impl McpManager {
         match lease.call(&tool.tool, arguments, remaining, progress).await {
             Ok(result) => {
                 let is_error = result.is_error.unwrap_or(false);
-                let content = media::result_content(&result, self.output_limits);
+                let content = media::result_content(&result, self.output_limits());
                 ToolOutcome {
                     structured: tools::result_data(&result, MAX_DATA_BYTES),
                     images: content.images,

@@ -1,5 +1,5 @@
-//! One running MCP server: the child process and the rmcp client session on
-//! its stdio.
+//! One running MCP server: the rmcp client session, on a child process's
+//! stdio or over streamable HTTP (one session of a remote server).
 //!
 //! rmcp sets no timeouts: the initialize handshake and every call are bounded
 //! here. A call that times out or finds the transport closed marks the
@@ -25,6 +25,7 @@ use rmcp::{ClientHandler, RoleClient, ServiceError, ServiceExt};
 use serde_json::{Map, Value};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
+use super::endpoint::{Endpoint, Remote};
 use super::process::{self, Launch, ProcessGuard};
 use super::{McpError, ProgressReporter, ToolProgress};
 
@@ -192,7 +193,8 @@ const MAX_LOG_BYTES: usize = 4096;
 /// A started, initialized server.
 pub struct Instance {
     service: RunningService<RoleClient, Events>,
-    process: ProcessGuard,
+    /// The child of a spawned server; `None` for a remote one.
+    process: Option<ProcessGuard>,
     broken: AtomicBool,
     /// Whether a tool call got an answer from it: it has proved healthy.
     served: AtomicBool,
@@ -209,7 +211,7 @@ impl std::fmt::Debug for Instance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Instance")
             .field("server", &self.server)
-            .field("pid", &self.process.pid())
+            .field("pid", &self.process.as_ref().and_then(ProcessGuard::pid))
             .finish_non_exhaustive()
     }
 }
@@ -226,8 +228,21 @@ pub enum CallFailure {
 }
 
 impl Instance {
-    /// Spawns and initializes a server, all within `timeout`.
+    /// Starts a server (spawns it, or opens a session with a remote one)
+    /// and initializes it, all within `timeout`.
     pub async fn start(
+        endpoint: &Endpoint,
+        user: Option<&str>,
+        events: Events,
+        timeout: Duration,
+    ) -> Result<Instance, McpError> {
+        match endpoint {
+            Endpoint::Process(launch) => Instance::spawn(launch, user, events, timeout).await,
+            Endpoint::Remote(remote) => Instance::connect(remote, events, timeout).await,
+        }
+    }
+
+    async fn spawn(
         launch: &Launch,
         user: Option<&str>,
         events: Events,
@@ -238,22 +253,12 @@ impl Instance {
             server: launch.server.clone(),
             message: format!("{}: {e}", launch.program.display()),
         })?;
-        let handshake = events.serve((spawned.stdout, spawned.stdin));
-        let service = match tokio::time::timeout(timeout, handshake).await {
-            Ok(Ok(service)) => service,
-            Ok(Err(e)) => {
-                return Err(McpError::Spawn {
-                    server: launch.server.clone(),
-                    message: format!("initialize failed: {e}"),
-                });
-            }
-            Err(_) => {
-                return Err(McpError::Spawn {
-                    server: launch.server.clone(),
-                    message: format!("no answer to initialize within {timeout:?}"),
-                });
-            }
-        };
+        let service = handshake(
+            &launch.server,
+            events.serve((spawned.stdout, spawned.stdin)),
+            timeout,
+        )
+        .await?;
         tracing::info!(
             server = %launch.server,
             pid = spawned.guard.pid(),
@@ -261,16 +266,41 @@ impl Instance {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "MCP server started"
         );
-        Ok(Instance {
+        Ok(Instance::new(&launch.server, service, Some(spawned.guard)))
+    }
+
+    async fn connect(
+        remote: &Remote,
+        events: Events,
+        timeout: Duration,
+    ) -> Result<Instance, McpError> {
+        let started = Instant::now();
+        let transport = remote.transport(timeout)?;
+        let service = handshake(&remote.server, events.serve(transport), timeout).await?;
+        tracing::info!(
+            server = %remote.server,
+            url = %remote.url,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "MCP session opened"
+        );
+        Ok(Instance::new(&remote.server, service, None))
+    }
+
+    fn new(
+        server: &str,
+        service: RunningService<RoleClient, Events>,
+        process: Option<ProcessGuard>,
+    ) -> Instance {
+        Instance {
             service,
-            process: spawned.guard,
+            process,
             broken: AtomicBool::new(false),
             served: AtomicBool::new(false),
             slot: None,
             started: Instant::now(),
             last_used: Instant::now(),
-            server: launch.server.clone(),
-        })
+            server: server.to_owned(),
+        }
     }
 
     /// The instance, holding `slot` (its place under a shared cap) until it
@@ -344,8 +374,8 @@ impl Instance {
         }
     }
 
-    /// Closes the session, waits briefly for the child to exit, then kills
-    /// its process group.
+    /// Closes the session (a remote one is deleted on the server), waits
+    /// briefly for a child to exit, then kills its process group.
     pub async fn stop(self) {
         let Instance {
             mut service,
@@ -354,8 +384,29 @@ impl Instance {
             ..
         } = self;
         let _ = service.close_with_timeout(Duration::from_secs(1)).await;
-        process.stop(Duration::from_secs(1)).await;
+        if let Some(process) = process {
+            process.stop(Duration::from_secs(1)).await;
+        }
         // Only now is its place under the shared cap free.
         drop(slot);
+    }
+}
+
+/// Waits up to `timeout` for the MCP initialize handshake.
+async fn handshake<E: std::fmt::Display>(
+    server: &str,
+    serving: impl std::future::Future<Output = Result<RunningService<RoleClient, Events>, E>>,
+    timeout: Duration,
+) -> Result<RunningService<RoleClient, Events>, McpError> {
+    match tokio::time::timeout(timeout, serving).await {
+        Ok(Ok(service)) => Ok(service),
+        Ok(Err(e)) => Err(McpError::Spawn {
+            server: server.to_owned(),
+            message: format!("initialize failed: {e}"),
+        }),
+        Err(_) => Err(McpError::Spawn {
+            server: server.to_owned(),
+            message: format!("no answer to initialize within {timeout:?}"),
+        }),
     }
 }

@@ -2,29 +2,30 @@
 //! model from them, and their shutdown. The call path is in `call.rs`, the
 //! background upkeep in `upkeep.rs`.
 
-use super::media::OutputLimits;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use tokio_util::sync::CancellationToken;
 
-use super::instance::ToolsChanged;
-use super::pool::{Pool, TotalCap};
-use super::process::{Launch, ProcessLimits};
+use super::media::OutputLimits;
 use super::server::Server;
 use super::tools::{self, ModelTool};
 use super::{McpError, PoolCounts};
-use crate::config::{McpScope, McpServerConfig};
+use crate::config::McpServerConfig;
 
 /// All configured tool servers.
 pub struct McpManager {
-    pub(super) servers: BTreeMap<String, Arc<Server>>,
+    /// The configured servers, by name; replaced as a whole by
+    /// [`McpManager::reconfigure`] (read it through [`McpManager::servers`]).
+    pub(super) servers: RwLock<Arc<BTreeMap<String, Arc<Server>>>>,
+    /// Where relative paths of the configuration are relative to.
+    pub(super) base_dir: std::path::PathBuf,
     /// The tools as the model sees them, rebuilt when a tool list changes.
     pub(super) model_tools: RwLock<Arc<Vec<ModelTool>>>,
     /// What the model may read of a result.
-    pub(super) output_limits: OutputLimits,
+    pub(super) output_limits: RwLock<OutputLimits>,
     pub(super) stop: CancellationToken,
     /// Whether background upkeep runs (set by [`McpManager::start`]): then
     /// a shared server missing its tools is left to it, and runs never wait
@@ -35,7 +36,7 @@ pub struct McpManager {
 impl std::fmt::Debug for McpManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("McpManager")
-            .field("servers", &self.servers.keys().collect::<Vec<_>>())
+            .field("servers", &self.server_names())
             .finish_non_exhaustive()
     }
 }
@@ -50,24 +51,20 @@ impl McpManager {
         output_limits: impl Into<OutputLimits>,
     ) -> Arc<McpManager> {
         let manager = McpManager::configure(configs, base_dir, output_limits);
-        let startups = manager.servers.values().filter(|s| s.shared.is_some()).map(|server| {
-            let server = server.clone();
-            async move {
-                if let Err(e) = server.fetch_tools("").await {
-                    tracing::error!(server = %server.name, error = %e, "tool server unavailable at start; retrying in the background");
-                }
-                if let Some(pool) = &server.shared
-                    && let Err(e) = pool.warm().await
-                {
-                    tracing::warn!(server = %server.name, error = %e, "could not start the idle instances");
-                }
-            }
-        });
-        futures::future::join_all(startups).await;
+        let servers: Vec<Arc<Server>> = manager.servers().values().cloned().collect();
+        start_shared(&servers).await;
         manager.rebuild_names();
         manager.upkeep.store(true, Ordering::Relaxed);
         manager.spawn_maintenance();
         manager
+    }
+
+    /// The configured servers now.
+    pub(super) fn servers(&self) -> Arc<BTreeMap<String, Arc<Server>>> {
+        self.servers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Sets up the servers without starting any: each starts on first use
@@ -79,49 +76,15 @@ impl McpManager {
         base_dir: &Path,
         output_limits: impl Into<OutputLimits>,
     ) -> Arc<McpManager> {
-        let mut servers = BTreeMap::new();
-        for (name, config) in configs {
-            let program = resolve_program(&config.command, base_dir);
-            let cwd = config
-                .cwd
-                .as_ref()
-                .map_or_else(|| base_dir.to_path_buf(), |cwd| base_dir.join(cwd));
-            let launch = Arc::new(Launch {
-                server: name.clone(),
-                program,
-                args: config.args.clone(),
-                env: config.env.clone(),
-                cwd,
-                limits: ProcessLimits {
-                    memory: config.max_memory,
-                    cpu_seconds: config.max_cpu_seconds,
-                    open_files: config.max_open_files,
-                },
-            });
-            let mut server = Server {
-                name: name.clone(),
-                launch,
-                config: config.clone(),
-                shared: None,
-                per_user: Mutex::new(HashMap::new()),
-                total: TotalCap::new(config.max_total_instances),
-                tools: RwLock::new(None),
-                tools_changed: Arc::new(ToolsChanged::default()),
-            };
-            if config.scope == McpScope::Shared {
-                server.shared = Some(Pool::new(
-                    server.launch.clone(),
-                    server.limits(false),
-                    None,
-                    server.events(),
-                ));
-            }
-            servers.insert(name.clone(), Arc::new(server));
-        }
+        let servers = configs
+            .iter()
+            .map(|(name, config)| (name.clone(), Server::new(name, config, base_dir)))
+            .collect();
         Arc::new(McpManager {
-            servers,
+            servers: RwLock::new(Arc::new(servers)),
+            base_dir: base_dir.to_path_buf(),
             model_tools: RwLock::new(Arc::new(Vec::new())),
-            output_limits: output_limits.into(),
+            output_limits: RwLock::new(output_limits.into()),
             stop: CancellationToken::new(),
             upkeep: AtomicBool::new(false),
         })
@@ -135,8 +98,8 @@ impl McpManager {
     /// for this user to learn it (all missing servers at once).
     pub async fn tools_for(&self, user: &str) -> Arc<Vec<ModelTool>> {
         let upkeep = self.upkeep.load(Ordering::Relaxed);
-        let fetches = self
-            .servers
+        let servers = self.servers();
+        let fetches = servers
             .values()
             .filter(|server| !server.has_tools())
             .map(|server| async move {
@@ -172,12 +135,12 @@ impl McpManager {
 
     /// Whether any server is configured.
     pub fn is_empty(&self) -> bool {
-        self.servers.is_empty()
+        self.servers().is_empty()
     }
 
     /// The configured servers' names, in order.
     pub fn server_names(&self) -> Vec<String> {
-        self.servers.keys().cloned().collect()
+        self.servers().keys().cloned().collect()
     }
 
     /// Fetches `server`'s tool list afresh through an instance of `user`'s
@@ -185,7 +148,7 @@ impl McpManager {
     /// offered from it: for `chatkitd check`, which must see a failure
     /// rather than an empty list.
     pub async fn probe(&self, server: &str, user: &str) -> Result<Vec<ModelTool>, McpError> {
-        let Some(configured) = self.servers.get(server) else {
+        let Some(configured) = self.servers().get(server).cloned() else {
             return Err(McpError::Call {
                 server: server.to_owned(),
                 message: "no such server is configured".to_owned(),
@@ -203,7 +166,7 @@ impl McpManager {
 
     pub(super) fn rebuild_names(&self) {
         let mut known = BTreeMap::new();
-        for (name, server) in &self.servers {
+        for (name, server) in self.servers().iter() {
             let tools = server.tools.read().unwrap_or_else(|p| p.into_inner());
             let Some(tools) = tools.as_ref() else {
                 continue;
@@ -233,36 +196,16 @@ impl McpManager {
     /// closed, a short wait, then their process group is killed).
     pub async fn shutdown(&self) {
         self.stop.cancel();
-        let mut pools = Vec::new();
-        for server in self.servers.values() {
-            pools.extend(server.shared.clone());
-            pools.extend(
-                server
-                    .per_user
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .drain()
-                    .map(|(_, p)| p),
-            );
-        }
-        futures::future::join_all(pools.iter().map(|p| p.shutdown())).await;
+        let servers = self.servers();
+        futures::future::join_all(servers.values().map(|server| server.retire())).await;
     }
 
     /// The instances of every server's pools, for metrics and checks.
     pub fn pool_counts(&self) -> Vec<PoolCounts> {
         let mut counts = Vec::new();
-        for server in self.servers.values() {
-            let mut pools: Vec<Arc<Pool>> = server.shared.iter().cloned().collect();
-            pools.extend(
-                server
-                    .per_user
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .values()
-                    .cloned(),
-            );
+        for server in self.servers().values() {
             let (mut idle, mut busy, mut replaced) = (0, 0, 0);
-            for pool in pools {
+            for pool in server.pools() {
                 let (i, b, r) = pool.counts();
                 idle += i;
                 busy += b;
@@ -279,17 +222,19 @@ impl McpManager {
     }
 }
 
-/// Where a server's program is: a path with a `/` is relative to the config
-/// file; a bare name is looked up beside the daemon's own executable first
-/// (so servers built with it, like `tasks-mcp`, are found without being
-/// installed), then on `PATH`.
-fn resolve_program(command: &str, base_dir: &Path) -> std::path::PathBuf {
-    if command.contains('/') {
-        return base_dir.join(command);
-    }
-    let beside = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join(command)))
-        .filter(|candidate| candidate.is_file());
-    beside.unwrap_or_else(|| command.into())
+/// Fetches the tool lists of the shared servers among `servers` and starts
+/// their idle instances, all at once. A server that fails is logged and
+/// left to background upkeep.
+pub(super) async fn start_shared(servers: &[Arc<Server>]) {
+    let startups = servers.iter().filter(|s| s.shared.is_some()).map(|server| async move {
+        if let Err(e) = server.fetch_tools("").await {
+            tracing::error!(server = %server.name, error = %e, "tool server unavailable at start; retrying in the background");
+        }
+        if let Some(pool) = &server.shared
+            && let Err(e) = pool.warm().await
+        {
+            tracing::warn!(server = %server.name, error = %e, "could not start the idle instances");
+        }
+    });
+    futures::future::join_all(startups).await;
 }

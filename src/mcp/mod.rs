@@ -1,14 +1,18 @@
-//! Tools on MCP servers: spawned as child processes, pooled, and called for
-//! the agent with the caller's identity injected.
+//! Tools on MCP servers: spawned as child processes or reached over
+//! streamable HTTP, pooled, and called for the agent with the caller's
+//! identity injected.
 //!
+//! - `endpoint.rs`: where a server is: a program to spawn, or a streamable
+//!   HTTP `url`.
 //! - [`process`]: spawning a server that cannot outlive the daemon.
 //! - [`instance`]: one server and its rmcp client session, with timeouts.
 //! - [`pool`]: leasing instances per server (and per user), replacing broken
 //!   ones with back-off, stopping idle ones.
 //! - [`server`]: one configured server: its pools and its tool list.
 //! - [`manager`]: [`McpManager`], every configured server: start, the tools
-//!   offered, shutdown, counts; `call.rs` (the call path) and `upkeep.rs`
-//!   (background refresh and reaping) add to it.
+//!   offered, shutdown, counts; `call.rs` (the call path), `upkeep.rs`
+//!   (background refresh and reaping) and `reload.rs` (a new configuration
+//!   applied to running pools) add to it.
 //! - [`tools`]: the names and schemas the model sees; `media.rs`: what it
 //!   reads of a result (text, images decoded, resources and audio described).
 //!
@@ -19,11 +23,13 @@
 //! format.
 
 mod call;
+mod endpoint;
 pub mod instance;
 mod manager;
 mod media;
 pub mod pool;
 pub mod process;
+mod reload;
 mod server;
 pub mod tools;
 mod upkeep;
@@ -32,8 +38,10 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+pub use endpoint::{Endpoint, Remote};
 pub use manager::McpManager;
 pub use media::{OutputLimits, ResultContent, ToolImage, result_content};
+pub use reload::Reconfigured;
 pub use tools::ModelTool;
 
 /// Failures of the tool layer. During a run they become tool errors the

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::McpError;
+use super::endpoint::Endpoint;
 use super::instance::{Events, Instance};
-use super::process::Launch;
 
 /// Sizes and timeouts of a pool.
 #[derive(Debug, Clone)]
@@ -69,7 +69,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Instances of one server for one scope.
 pub struct Pool {
-    launch: Arc<Launch>,
+    endpoint: Arc<Endpoint>,
     limits: PoolLimits,
     user: Option<String>,
     events: Events,
@@ -81,6 +81,9 @@ pub struct Pool {
     backoff: Mutex<Backoff>,
     /// Instances that had to be replaced (crashed, hung) since start.
     replaced: std::sync::atomic::AtomicU64,
+    /// Shut down (the daemon stops, or a reload removed or replaced its
+    /// server): an instance coming back from a call is stopped, not kept.
+    retired: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -111,7 +114,13 @@ impl std::ops::Deref for Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(mut instance) = self.instance.take() {
-            if instance.is_usable() {
+            if self.pool.retired.load(std::sync::atomic::Ordering::Relaxed) {
+                // Gracefully when a runtime is at hand; else dropping it
+                // kills its process group.
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(instance.stop());
+                }
+            } else if instance.is_usable() {
                 if instance.has_served() {
                     self.pool.healthy();
                 }
@@ -127,20 +136,21 @@ impl Drop for Lease {
 impl Pool {
     /// An empty pool; nothing starts until [`Pool::lease`] or [`Pool::warm`].
     pub fn new(
-        launch: Arc<Launch>,
+        endpoint: Arc<Endpoint>,
         limits: PoolLimits,
         user: Option<String>,
         events: Events,
     ) -> Arc<Pool> {
         Arc::new(Pool {
             busy: Arc::new(Semaphore::new(limits.max_instances)),
-            launch,
+            endpoint,
             limits,
             user,
             events,
             idle: Mutex::new(Vec::new()),
             backoff: Mutex::new(Backoff::default()),
             replaced: std::sync::atomic::AtomicU64::new(0),
+            retired: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -159,7 +169,7 @@ impl Pool {
                 Ok(Err(_)) => return Err(McpError::ShuttingDown),
                 Err(_) => {
                     return Err(McpError::Busy {
-                        server: self.launch.server.clone(),
+                        server: self.endpoint.server().to_owned(),
                     });
                 }
             };
@@ -195,7 +205,7 @@ impl Pool {
             let wait = at.saturating_duration_since(Instant::now());
             if !wait.is_zero() {
                 return Err(McpError::Spawn {
-                    server: self.launch.server.clone(),
+                    server: self.endpoint.server().to_owned(),
                     message: format!(
                         "it keeps failing ({failures} failures in a row); the next attempt is in {:.1}s",
                         wait.as_secs_f64()
@@ -210,7 +220,7 @@ impl Pool {
                     Ok(Err(_)) => return Err(McpError::ShuttingDown),
                     Err(_) => {
                         return Err(McpError::AtCapacity {
-                            server: self.launch.server.clone(),
+                            server: self.endpoint.server().to_owned(),
                             max: total.max,
                         });
                     }
@@ -221,7 +231,7 @@ impl Pool {
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let timeout = self.limits.startup_timeout.min(remaining);
         match Instance::start(
-            &self.launch,
+            &self.endpoint,
             self.user.as_deref(),
             self.events.clone(),
             timeout,
@@ -233,7 +243,7 @@ impl Pool {
             Ok(instance) => Ok(instance.holding(slot)),
             Err(e) => {
                 let delay = self.failed();
-                tracing::error!(server = %self.launch.server, error = %e, retry_in_ms = delay.as_millis() as u64, "MCP server failed to start");
+                tracing::error!(server = %self.endpoint.server(), error = %e, retry_in_ms = delay.as_millis() as u64, "MCP server failed to start");
                 Err(e)
             }
         }
@@ -263,10 +273,10 @@ impl Pool {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if instance.has_served() || instance.started.elapsed() >= STABLE_AFTER {
             self.healthy();
-            tracing::warn!(server = %self.launch.server, "dropping a broken MCP server instance");
+            tracing::warn!(server = %self.endpoint.server(), "dropping a broken MCP server instance");
         } else {
             let delay = self.failed();
-            tracing::warn!(server = %self.launch.server, retry_in_ms = delay.as_millis() as u64, "an MCP server instance broke before serving a call; backing off");
+            tracing::warn!(server = %self.endpoint.server(), retry_in_ms = delay.as_millis() as u64, "an MCP server instance broke before serving a call; backing off");
         }
         drop(instance);
     }
@@ -315,7 +325,7 @@ impl Pool {
             self.broke(instance);
         }
         for instance in expired {
-            tracing::info!(server = %self.launch.server, "stopping an idle MCP server instance");
+            tracing::info!(server = %self.endpoint.server(), "stopping an idle MCP server instance");
             instance.stop().await;
         }
         self.lock_idle().is_empty() && self.busy.available_permits() == self.limits.max_instances
@@ -332,8 +342,11 @@ impl Pool {
         (!idle.is_empty()).then(|| idle.remove(0))
     }
 
-    /// Stops every idle instance; instances on loan die with their lease.
+    /// Stops every idle instance; instances on loan stop when their call
+    /// ends, and no call can lease one any more.
     pub async fn shutdown(&self) {
+        self.retired
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.busy.close();
         let idle: Vec<Instance> = std::mem::take(&mut *self.lock_idle());
         futures::future::join_all(idle.into_iter().map(Instance::stop)).await;

@@ -5,18 +5,21 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
+use std::path::Path;
+
 use rmcp::model::Tool;
+use tokio_util::sync::CancellationToken;
 
 use super::McpError;
+use super::endpoint::Endpoint;
 use super::instance::{Events, ToolsChanged};
 use super::pool::{Pool, PoolLimits, TotalCap};
-use super::process::Launch;
-use crate::config::McpServerConfig;
+use crate::config::{McpScope, McpServerConfig};
 
 /// One configured server.
 pub(super) struct Server {
     pub(super) name: String,
-    pub(super) launch: Arc<Launch>,
+    pub(super) endpoint: Arc<Endpoint>,
     pub(super) config: McpServerConfig,
     /// The pool of a shared server.
     pub(super) shared: Option<Arc<Pool>>,
@@ -27,9 +30,62 @@ pub(super) struct Server {
     /// The tool list, once fetched (per server definition, not per instance).
     pub(super) tools: RwLock<Option<Vec<Tool>>>,
     pub(super) tools_changed: Arc<ToolsChanged>,
+    /// Cancelled when the server is retired (removed or replaced by a
+    /// reload, or the daemon stops): its upkeep task ends.
+    pub(super) retired: CancellationToken,
 }
 
 impl Server {
+    /// Server `name` as `config` defines it; nothing starts yet.
+    pub(super) fn new(name: &str, config: &McpServerConfig, base_dir: &Path) -> Arc<Server> {
+        let mut server = Server {
+            name: name.to_owned(),
+            endpoint: Arc::new(Endpoint::from_config(name, config, base_dir)),
+            config: config.clone(),
+            shared: None,
+            per_user: Mutex::new(HashMap::new()),
+            total: TotalCap::new(config.max_total_instances),
+            tools: RwLock::new(None),
+            tools_changed: Arc::new(ToolsChanged::default()),
+            retired: CancellationToken::new(),
+        };
+        if config.scope == McpScope::Shared {
+            server.shared = Some(Pool::new(
+                server.endpoint.clone(),
+                server.limits(false),
+                None,
+                server.events(),
+            ));
+        }
+        Arc::new(server)
+    }
+
+    /// Every pool of the server: its shared one, or its users' ones.
+    pub(super) fn pools(&self) -> Vec<Arc<Pool>> {
+        let mut pools: Vec<Arc<Pool>> = self.shared.iter().cloned().collect();
+        pools.extend(
+            self.per_user
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .cloned(),
+        );
+        pools
+    }
+
+    /// Takes the server out of service: its upkeep ends, idle instances
+    /// stop now, and instances serving a call stop when their call ends.
+    pub(super) async fn retire(&self) {
+        self.retired.cancel();
+        let pools: Vec<Arc<Pool>> = {
+            let mut per_user = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
+            let mut pools: Vec<Arc<Pool>> = per_user.drain().map(|(_, p)| p).collect();
+            pools.extend(self.shared.clone());
+            pools
+        };
+        futures::future::join_all(pools.iter().map(|p| p.shutdown())).await;
+    }
+
     pub(super) fn limits(&self, per_user: bool) -> PoolLimits {
         PoolLimits {
             // Per-user pools start on demand; keeping idle ones per user
@@ -59,7 +115,7 @@ impl Server {
             .entry(user.to_owned())
             .or_insert_with(|| {
                 Pool::new(
-                    self.launch.clone(),
+                    self.endpoint.clone(),
                     self.limits(true),
                     Some(user.to_owned()),
                     self.events(),

@@ -294,6 +294,17 @@ impl Daemon {
         Daemon::serving(addr, &path, llm, (backend, store_url), dir, serving)
     }
 
+    /// The process id of a [`Daemon::binary`].
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        match &self.serving {
+            Serving::Binary {
+                child: Some(child), ..
+            } => child.id().expect("the daemon runs"),
+            _ => panic!("only a binary daemon has a process id"),
+        }
+    }
+
     /// Kills a [`Daemon::binary`] with SIGKILL and reaps it: no shutdown,
     /// no goodbye to the database.
     pub async fn kill(&mut self) {

@@ -1,4 +1,7 @@
-//! `fake-mcp`: an MCP server over stdio for testing the daemon's tool layer.
+//! `fake-mcp`: an MCP server for testing the daemon's tool layer, on stdio,
+//! or with `--http ADDR` over streamable HTTP at `http://ADDR/mcp` (it prints
+//! that URL on stdout once listening; `--require-header NAME=VALUE` answers
+//! 401 to requests without that header).
 //!
 //! Its tools misbehave on request, so tests can prove what the pool does
 //! when a server crashes, hangs, changes its tool list or starts children:
@@ -18,6 +21,9 @@
 //! - `image {}`: a text and a 1x1 PNG image block.
 //! - `media {}`: an audio block, an embedded text resource and a resource
 //!   link, none of which the model can be shown as such.
+//! - `ask {message, schema}`: asks the user through `elicitation/create`
+//!   with `schema` as the requested schema; returns the answer as JSON
+//!   (`{"action": …, "content": …}`) or the error as a tool error.
 //! - `add_tool {}`: offers one more tool, `late_tool`, and notifies the client.
 //! - `stderr_noise {bytes}`: writes a line that is not UTF-8, then `bytes`
 //!   bytes without a newline, to stderr; exits (as a server killed by
@@ -28,10 +34,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use axum::response::IntoResponse;
 use rmcp::model::{
     AudioContent, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock,
-    EmbeddedResource, ErrorData, ImageContent, Implementation, ListToolsResult,
-    PaginatedRequestParams, Resource, ResourceContents, ServerCapabilities, ServerConfig, Tool,
+    ElicitRequestParams, EmbeddedResource, ErrorData, ImageContent, Implementation,
+    ListToolsResult, PaginatedRequestParams, Resource, ResourceContents, ServerCapabilities,
+    ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler, ServiceExt};
@@ -109,6 +117,14 @@ impl Fake {
             ),
             tool("image", "A tiny image.", object(json!({}), &[])),
             tool("media", "Audio and resources.", object(json!({}), &[])),
+            tool(
+                "ask",
+                "Asks the user.",
+                object(
+                    json!({"message": {"type": "string"}, "schema": {"type": "object"}}),
+                    &["message"],
+                ),
+            ),
             tool("add_tool", "Offers one more tool.", object(json!({}), &[])),
             tool(
                 "stderr_noise",
@@ -252,6 +268,32 @@ impl ServerHandler for Fake {
                 ContentBlock::ResourceLink(Resource::new("https://example.com/report", "report")),
             ])
             .into(),
+            "ask" => {
+                let schema = args
+                    .get("schema")
+                    .cloned()
+                    .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+                let schema = serde_json::from_value(schema)
+                    .map_err(|e| ErrorData::invalid_params(e.to_string(), None))?;
+                let message = args.get("message").and_then(Value::as_str).unwrap_or("?");
+                let asked = context
+                    .peer
+                    .create_elicitation(ElicitRequestParams::FormElicitationParams {
+                        meta: None,
+                        message: message.to_owned(),
+                        requested_schema: schema,
+                    })
+                    .await;
+                match asked {
+                    Ok(answer) => text(
+                        json!({"action": answer.action, "content": answer.content}).to_string(),
+                    ),
+                    Err(e) => CallToolResult::error(vec![ContentBlock::text(format!(
+                        "elicitation failed: {e}"
+                    ))])
+                    .into(),
+                }
+            }
             "add_tool" => {
                 self.late_tool.store(true, Ordering::SeqCst);
                 if let Err(e) = context.peer.notify_tool_list_changed().await {
@@ -283,6 +325,16 @@ impl ServerHandler for Fake {
 
 #[tokio::main]
 async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    if let Some(address) = flag("--http") {
+        serve_http(&address, flag("--require-header")).await;
+        return;
+    }
     eprintln!("fake-mcp: started, pid {}", std::process::id());
     let service = match Fake::default().serve(rmcp::transport::stdio_pipes()).await {
         Ok(service) => service,
@@ -292,4 +344,52 @@ async fn main() {
         }
     };
     let _ = service.waiting().await;
+}
+
+/// Serves every session at `http://ADDRESS/mcp` until killed.
+async fn serve_http(address: &str, required: Option<String>) {
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+    let service = StreamableHttpService::new(
+        || Ok(Fake::default()),
+        Arc::new(LocalSessionManager::default()),
+        StreamableHttpServerConfig::default(),
+    );
+    let required = required.map(|header| {
+        let (name, value) = header.split_once('=').unwrap_or((header.as_str(), ""));
+        (name.to_ascii_lowercase(), value.to_owned())
+    });
+    let check = move |request: axum::extract::Request, next: axum::middleware::Next| {
+        let required = required.clone();
+        async move {
+            if let Some((name, value)) = &required {
+                let sent = request
+                    .headers()
+                    .get(name.as_str())
+                    .and_then(|v| v.to_str().ok());
+                if sent != Some(value.as_str()) {
+                    return axum::http::StatusCode::UNAUTHORIZED.into_response();
+                }
+            }
+            next.run(request).await
+        }
+    };
+    let app = axum::Router::new()
+        .nest_service("/mcp", service)
+        .layer(axum::middleware::from_fn(check));
+    let listener = match tokio::net::TcpListener::bind(address).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("fake-mcp: cannot listen on {address}: {e}");
+            std::process::exit(1);
+        }
+    };
+    let Ok(bound) = listener.local_addr() else {
+        std::process::exit(1);
+    };
+    println!("http://{bound}/mcp");
+    eprintln!("fake-mcp: listening on {bound}, pid {}", std::process::id());
+    if let Err(e) = axum::serve(listener, app).await {
+        eprintln!("fake-mcp: {e}");
+    }
 }
