@@ -74,6 +74,18 @@ async fn reload_command(config: &Path) -> (i32, String) {
     )
 }
 
+/// Runs `chatkitd reload` on the daemon's file and waits until the daemon
+/// logs one more applied reload; returns the command's stderr.
+async fn reload_applied(daemon: &Daemon, config: &Path) -> String {
+    let applied = || daemon.log().matches("configuration reloaded").count();
+    let before = applied();
+    let (code, stderr) = reload_command(config).await;
+    assert_eq!(code, 0, "{stderr}");
+    let logged = eventually(Duration::from_secs(10), || async { applied() > before }).await;
+    assert!(logged, "{}", daemon.log());
+    stderr
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_diffs_the_tool_servers_and_applies_model_settings_to_the_next_run() {
     let extra = format!(
@@ -101,8 +113,7 @@ async fn a_reload_diffs_the_tool_servers_and_applies_model_settings_to_the_next_
         servers.extend(added["mcp_servers"].as_table().expect("servers").clone());
         table_at(table, &["mcp_servers", "changed", "env"]).insert("LEVEL".into(), "2".into());
     });
-    let (code, stderr) = reload_command(&config).await;
-    assert_eq!(code, 0, "{stderr}");
+    let stderr = reload_applied(&daemon, &config).await;
     assert!(stderr.contains(&format!("pid {pid}")), "{stderr}");
 
     let settled = eventually(Duration::from_secs(20), || async {
@@ -198,13 +209,7 @@ async fn a_broken_file_changes_nothing_by_command_or_by_signal() {
     edit(&config, |table| {
         table_at(table, &["mcp_servers", "kept"]).remove("max_instances_typo");
     });
-    let (code, stderr) = reload_command(&config).await;
-    assert_eq!(code, 0, "{stderr}");
-    let reloaded = eventually(Duration::from_secs(10), || async {
-        daemon.log().contains("configuration reloaded")
-    })
-    .await;
-    assert!(reloaded, "{}", daemon.log());
+    reload_applied(&daemon, &config).await;
     assert_eq!(
         servers_of(pid),
         before,
@@ -258,13 +263,7 @@ async fn a_removed_server_finishes_the_call_in_flight_then_stops() {
     edit(&config, |table| {
         table.remove("mcp_servers");
     });
-    let (code, stderr) = reload_command(&config).await;
-    assert_eq!(code, 0, "{stderr}");
-    let reloaded = eventually(Duration::from_secs(10), || async {
-        daemon.log().contains("configuration reloaded")
-    })
-    .await;
-    assert!(reloaded, "{}", daemon.log());
+    reload_applied(&daemon, &config).await;
     assert!(
         process_alive(busy[0]),
         "the busy instance outlives the reload"
