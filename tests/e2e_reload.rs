@@ -292,3 +292,19 @@ async fn a_removed_server_finishes_the_call_in_flight_then_stops() {
     assert!(stopped, "the retired instance stops after its call");
     assert!(servers_of(pid).is_empty(), "{:?}", servers_of(pid));
 }
+
+/// A pid file that holds no process id is refused with its path.
+#[tokio::test]
+async fn a_garbage_pid_file_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, "[server]\npid_file = \"d.pid\"\n").expect("written");
+    std::fs::write(dir.path().join("d.pid"), "not a pid\n").expect("written");
+    let (code, stderr) = reload_command(&config).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("does not hold a process id"), "{stderr}");
+    std::fs::write(dir.path().join("d.pid"), "0\n").expect("written");
+    let (code, stderr) = reload_command(&config).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("is not a daemon's process id"), "{stderr}");
+}

@@ -395,3 +395,59 @@ async fn server_everything_over_streamable_http() {
     let _ = server.wait().await;
     mcp.shutdown().await;
 }
+
+/// A hostile streamable HTTP server: it answers the handshake properly, then
+/// answers a call with a 20 MiB body. The call is a tool error; nothing
+/// reads the body into memory whole.
+#[tokio::test]
+async fn a_remote_server_answering_with_a_huge_body_is_a_tool_error() {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    async fn mcp(body: String) -> axum::response::Response {
+        let request: Value = serde_json::from_str(&body).unwrap_or_default();
+        let id = request["id"].clone();
+        let json = |value: Value| {
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                value.to_string(),
+            )
+                .into_response()
+        };
+        match request["method"].as_str().unwrap_or_default() {
+            "initialize" => json(serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {"tools": {}},
+                "serverInfo": {"name": "hostile", "version": "1"}
+            }})),
+            "tools/list" => json(serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {
+                "tools": [{"name": "flood", "inputSchema": {"type": "object"}}]
+            }})),
+            "tools/call" => {
+                let text = "x".repeat(20 << 20);
+                json(serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {
+                    "content": [{"type": "text", "text": text}]
+                }}))
+            }
+            _ => StatusCode::ACCEPTED.into_response(),
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listen");
+    let address = listener.local_addr().expect("address");
+    let app = axum::Router::new().route("/mcp", axum::routing::post(mcp));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mcp = manager(remote_config(&format!("http://{address}/mcp"), "10s", "t")).await;
+    let flooded = mcp.call("alice", "flood", "{}").await;
+    assert!(
+        flooded.is_error,
+        "{}",
+        &flooded.output[..flooded.output.len().min(200)]
+    );
+    assert!(
+        flooded.output.len() < 4096,
+        "{} bytes",
+        flooded.output.len()
+    );
+    mcp.shutdown().await;
+}
