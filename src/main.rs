@@ -171,6 +171,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = Config::load(&cli.config)?;
     match cli.command {
         Command::Serve { listen } => {
+            // Caught before anything slow starts: SIGHUP's default action
+            // would end a daemon still starting its tool servers. One that
+            // comes during start-up is applied once the daemon serves.
+            let hangups = hangup_signal();
             let pid_file = config
                 .server
                 .pid_file
@@ -179,7 +183,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let app = App::build(config).await?;
             let listener = app.bind(listen).await?;
             let _pid_file = pid_file.map(PidFile::write).transpose()?;
-            let reloads = tokio::spawn(reload_on_hangup(app.reloader(&cli.config)));
+            let reloads = tokio::spawn(reload_on_hangup(hangups, app.reloader(&cli.config)));
             app.serve(listener, shutdown_signal()).await?;
             reloads.abort();
             tracing::info!("stopped");
@@ -273,16 +277,26 @@ fn reload(path: &std::path::Path, pid: Option<i32>) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-/// Reloads the configuration on every SIGHUP (a failed reload is logged by
-/// the reloader and changes nothing).
-async fn reload_on_hangup(reloader: std::sync::Arc<chatkitd::reload::Reloader>) {
+/// SIGHUP as a stream; `None` (logged) if it cannot be caught.
+fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(hangups) => hangups,
+    match signal(SignalKind::hangup()) {
+        Ok(hangups) => Some(hangups),
         Err(e) => {
             tracing::error!(error = %e, "cannot listen for SIGHUP; configuration reloads are off");
-            return;
+            None
         }
+    }
+}
+
+/// Reloads the configuration on every SIGHUP (a failed reload is logged by
+/// the reloader and changes nothing).
+async fn reload_on_hangup(
+    hangups: Option<tokio::signal::unix::Signal>,
+    reloader: std::sync::Arc<chatkitd::reload::Reloader>,
+) {
+    let Some(mut hangups) = hangups else {
+        return;
     };
     while hangups.recv().await.is_some() {
         tracing::info!("SIGHUP received; reloading the configuration");

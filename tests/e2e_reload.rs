@@ -308,3 +308,63 @@ async fn a_garbage_pid_file_is_refused() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("is not a daemon's process id"), "{stderr}");
 }
+
+/// A SIGHUP while the daemon is still starting its tool servers does not
+/// end it (SIGHUP's default action): it is caught from the start, and the
+/// reload happens once the daemon serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_during_start_up_does_not_end_the_daemon() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("agent.toml");
+    let slow = format!("sleep 3; exec {}", workspace_bin("fake-mcp").display());
+    let text = format!(
+        "{}\n[mcp_servers.slow]\ncommand = \"sh\"\nargs = [\"-c\", {slow:?}]\nstartup_timeout = \"20s\"\n",
+        support::test_config_toml(
+            &format!("sqlite://{}", dir.path().join("c.db").display()),
+            "http://127.0.0.1:9/v1"
+        )
+    );
+    std::fs::write(&config, text).expect("written");
+    let log = dir.path().join("chatkitd.log");
+    let mut child = chatkitd_command(&config)
+        .env("CHATKITD_LOG", "info,sqlx=warn")
+        .arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("chatkitd starts");
+    let pid = child.id().expect("running");
+    // SigCgt has bit 1 (SIGHUP) once the handler is in place.
+    let caught = eventually(Duration::from_secs(10), || async {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("SigCgt:"))
+                    .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            })
+            .is_some_and(|mask| mask & (1 << (libc::SIGHUP - 1)) != 0)
+    })
+    .await;
+    assert!(caught, "the daemon catches SIGHUP");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !text.contains("chatkitd listening"),
+        "still starting: {text}"
+    );
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let served = eventually(Duration::from_secs(30), || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("chatkitd listening") && text.contains("configuration reloaded")
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(served, "{text}");
+    assert!(child.try_wait().expect("wait").is_none(), "{text}");
+    child.kill().await.expect("kill");
+}
