@@ -38,6 +38,7 @@ async fn main() {
         server: "tasks".into(),
         tools_changed: Arc::new(ToolsChanged::default()),
         progress: Default::default(),
+        asking: Default::default(),
     };
     let mut startup = Vec::with_capacity(spawns);
     for _ in 0..spawns {

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::instance::CallFailure;
 use super::manager::McpManager;
-use super::{ProgressReporter, ToolOutcome, media, tools};
+use super::{Elicitor, ProgressReporter, ToolOutcome, media, tools};
 use crate::config::InjectSource;
 
 /// Largest text result parsed as data for a widget.
@@ -61,7 +61,24 @@ impl McpManager {
         arguments: &str,
         progress: Option<ProgressReporter>,
     ) -> ToolOutcome {
-        let outcome = self.call_inner(user, name, arguments, progress).await;
+        self.call_asking(user, name, arguments, progress, None)
+            .await
+    }
+
+    /// [`McpManager::call_reporting`], with the server's questions to the
+    /// user (elicitation) handed to `elicitor`; without one they are
+    /// declined.
+    pub async fn call_asking(
+        &self,
+        user: &str,
+        name: &str,
+        arguments: &str,
+        progress: Option<ProgressReporter>,
+        elicitor: Option<Elicitor>,
+    ) -> ToolOutcome {
+        let outcome = self
+            .call_inner(user, name, arguments, progress, elicitor)
+            .await;
         crate::metrics::get().tool_call(
             &outcome.server,
             &outcome.tool,
@@ -77,6 +94,7 @@ impl McpManager {
         name: &str,
         arguments: &str,
         progress: Option<ProgressReporter>,
+        elicitor: Option<Elicitor>,
     ) -> ToolOutcome {
         let started = Instant::now();
         let tools = self.current_tools();
@@ -123,7 +141,10 @@ impl McpManager {
             Err(e) => return outcome(format!("Error: {e}."), true),
         };
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match lease.call(&tool.tool, arguments, remaining, progress).await {
+        match lease
+            .call(&tool.tool, arguments, remaining, progress, elicitor)
+            .await
+        {
             Ok(result) => {
                 let is_error = result.is_error.unwrap_or(false);
                 let content = media::result_content(&result, self.output_limits());

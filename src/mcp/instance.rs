@@ -13,21 +13,23 @@ use std::time::{Duration, Instant};
 // MCP's logging is deprecated (SEP-2577), and rmcp marks it so, but servers
 // in use still send it; their messages belong in the daemon's log.
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig,
-    ClientRequest, Implementation, NumberOrString, ProgressNotificationParam, ProgressToken,
-    ServerResult, Tool,
+    CallToolRequest, CallToolRequestParams, CallToolResult, ClientConfig, ClientRequest,
+    Implementation, NumberOrString, ProgressNotificationParam, ProgressToken, ServerResult, Tool,
 };
+use rmcp::model::{ElicitRequestParams, ElicitResult};
 #[allow(deprecated)]
 use rmcp::model::{LoggingLevel, LoggingMessageNotificationParam};
 use rmcp::service::PeerRequestOptions;
+use rmcp::service::RequestContext;
 use rmcp::service::{NotificationContext, Peer, RunningService};
 use rmcp::{ClientHandler, RoleClient, ServiceError, ServiceExt};
 use serde_json::{Map, Value};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
+use super::asking::{Asking, capabilities};
 use super::endpoint::{Endpoint, Remote};
 use super::process::{self, Launch, ProcessGuard};
-use super::{McpError, ProgressReporter, ToolProgress};
+use super::{Elicitor, McpError, ProgressReporter, ToolProgress};
 
 /// Receives the server's notifications: a changed tool list wakes the
 /// registry's refresher with the session that announced it; a log message
@@ -38,6 +40,10 @@ pub struct Events {
     pub tools_changed: Arc<ToolsChanged>,
     /// Calls in flight that asked for progress, by their progress token.
     pub progress: Arc<std::sync::Mutex<HashMap<String, ProgressReporter>>>,
+    /// Who answers this instance's questions to the user: set for the
+    /// length of a call (an instance serves one call at a time); without
+    /// one, a question is declined.
+    pub asking: Arc<Asking>,
 }
 
 /// A tool list change waiting to be fetched. The list is read back through
@@ -59,7 +65,7 @@ impl ToolsChanged {
 impl ClientHandler for Events {
     fn get_info(&self) -> ClientConfig {
         ClientConfig::new(
-            ClientCapabilities::default(),
+            capabilities(),
             Implementation::new("chatkitd", env!("CARGO_PKG_VERSION")),
         )
     }
@@ -72,6 +78,16 @@ impl ClientHandler for Events {
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(context.peer);
         self.tools_changed.notify.notify_one();
+    }
+
+    /// An `elicitation/create` goes to the call running on this instance
+    /// (`asking.rs`).
+    async fn create_elicitation(
+        &self,
+        request: ElicitRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, rmcp::ErrorData> {
+        Ok(self.asking.ask(&self.server, request).await)
     }
 
     /// A `notifications/progress` goes to the call that asked for it (one
@@ -193,6 +209,8 @@ const MAX_LOG_BYTES: usize = 4096;
 /// A started, initialized server.
 pub struct Instance {
     service: RunningService<RoleClient, Events>,
+    /// Who answers the server's questions during the current call.
+    asking: Arc<Asking>,
     /// The child of a spawned server; `None` for a remote one.
     process: Option<ProcessGuard>,
     broken: AtomicBool,
@@ -236,6 +254,12 @@ impl Instance {
         events: Events,
         timeout: Duration,
     ) -> Result<Instance, McpError> {
+        // Questions go to the call running on this instance, so each
+        // instance has a slot of its own.
+        let events = Events {
+            asking: Default::default(),
+            ..events
+        };
         match endpoint {
             Endpoint::Process(launch) => Instance::spawn(launch, user, events, timeout).await,
             Endpoint::Remote(remote) => Instance::connect(remote, events, timeout).await,
@@ -249,6 +273,7 @@ impl Instance {
         timeout: Duration,
     ) -> Result<Instance, McpError> {
         let started = Instant::now();
+        let asking = events.asking.clone();
         let spawned = process::spawn(launch, user).map_err(|e| McpError::Spawn {
             server: launch.server.clone(),
             message: format!("{}: {e}", launch.program.display()),
@@ -266,7 +291,12 @@ impl Instance {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "MCP server started"
         );
-        Ok(Instance::new(&launch.server, service, Some(spawned.guard)))
+        Ok(Instance::new(
+            &launch.server,
+            service,
+            Some(spawned.guard),
+            asking,
+        ))
     }
 
     async fn connect(
@@ -275,6 +305,7 @@ impl Instance {
         timeout: Duration,
     ) -> Result<Instance, McpError> {
         let started = Instant::now();
+        let asking = events.asking.clone();
         let transport = remote.transport(timeout)?;
         let service = handshake(&remote.server, events.serve(transport), timeout).await?;
         tracing::info!(
@@ -283,17 +314,19 @@ impl Instance {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "MCP session opened"
         );
-        Ok(Instance::new(&remote.server, service, None))
+        Ok(Instance::new(&remote.server, service, None, asking))
     }
 
     fn new(
         server: &str,
         service: RunningService<RoleClient, Events>,
         process: Option<ProcessGuard>,
+        asking: Arc<Asking>,
     ) -> Instance {
         Instance {
             service,
             process,
+            asking,
             broken: AtomicBool::new(false),
             served: AtomicBool::new(false),
             slot: None,
@@ -346,19 +379,23 @@ impl Instance {
         arguments: Map<String, Value>,
         timeout: Duration,
         progress: Option<ProgressReporter>,
+        elicitor: Option<Elicitor>,
     ) -> Result<CallToolResult, CallFailure> {
         let params = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
-        let answer = tokio::time::timeout(timeout, self.send_call(params, progress)).await;
+        let answer = self
+            .asking
+            .call(elicitor, timeout, self.send_call(params, progress))
+            .await;
         match answer {
-            Ok(Ok(result)) => {
+            Some(Ok(result)) => {
                 self.served.store(true, Ordering::Relaxed);
                 Ok(result)
             }
-            Ok(Err(ServiceError::TransportClosed | ServiceError::TransportSend(_))) => {
+            Some(Err(ServiceError::TransportClosed | ServiceError::TransportSend(_))) => {
                 self.broken.store(true, Ordering::Relaxed);
                 Err(CallFailure::Closed)
             }
-            Ok(Err(e)) => {
+            Some(Err(e)) => {
                 if self.service.is_transport_closed() {
                     self.broken.store(true, Ordering::Relaxed);
                     return Err(CallFailure::Closed);
@@ -366,7 +403,7 @@ impl Instance {
                 self.served.store(true, Ordering::Relaxed);
                 Err(CallFailure::Protocol(e.to_string()))
             }
-            Err(_) => {
+            None => {
                 // A server that stopped answering may never answer again.
                 self.broken.store(true, Ordering::Relaxed);
                 Err(CallFailure::Timeout(timeout))

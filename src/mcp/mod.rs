@@ -22,6 +22,7 @@
 //! processes; it knows nothing of ChatKit, the store or the model's wire
 //! format.
 
+pub mod asking;
 mod call;
 mod endpoint;
 pub mod instance;
@@ -91,6 +92,35 @@ pub struct ToolProgress {
 /// Receives a call's progress notifications, on the session's task: it
 /// must not block.
 pub type ProgressReporter = std::sync::Arc<dyn Fn(ToolProgress) + Send + Sync>;
+
+/// A running call's server asks the user something (MCP elicitation, form
+/// mode).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ElicitationRequest {
+    /// The server asking, by its `[mcp_servers]` name.
+    pub server: String,
+    pub message: String,
+    /// The requested schema: a flat object of primitive fields.
+    pub schema: serde_json::Value,
+}
+
+/// The user's reply to an [`ElicitationRequest`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum ElicitationAnswer {
+    /// The content, checked against the requested schema.
+    Accept(serde_json::Map<String, serde_json::Value>),
+    /// The user chose not to answer.
+    Decline,
+    /// No answer came (timeout, the run ended).
+    Cancel,
+}
+
+/// Asks the user on behalf of a running call; the answer comes later.
+pub type Elicitor = std::sync::Arc<
+    dyn Fn(ElicitationRequest) -> futures::future::BoxFuture<'static, ElicitationAnswer>
+        + Send
+        + Sync,
+>;
 
 /// The instances of one server's pools, for metrics and checks.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -103,6 +103,7 @@ impl Server {
             server: self.name.clone(),
             tools_changed: self.tools_changed.clone(),
             progress: Default::default(),
+            asking: Default::default(),
         }
     }
 
