@@ -228,4 +228,12 @@ pub trait Store: Send + Sync + 'static {
     /// Waits until no other run holds the thread (in this process or, on
     /// Postgres, in any replica), then holds it until the guard is dropped.
     async fn lock_thread(&self, thread_id: &str) -> StoreResult<RunLock>;
+
+    /// [`Store::lock_thread`], waiting at most `wait` (not the configured
+    /// lock timeout) before [`StoreError::Busy`].
+    async fn lock_thread_within(
+        &self,
+        thread_id: &str,
+        wait: std::time::Duration,
+    ) -> StoreResult<RunLock>;
 }

@@ -444,17 +444,20 @@ impl Store for SqlStore {
     }
 
     async fn lock_thread(&self, thread_id: &str) -> StoreResult<RunLock> {
-        let local = self
-            .local_locks
-            .acquire(thread_id, self.lock_timeout)
-            .await?;
+        self.lock_thread_within(thread_id, self.lock_timeout).await
+    }
+
+    async fn lock_thread_within(&self, thread_id: &str, wait: Duration) -> StoreResult<RunLock> {
+        let started = tokio::time::Instant::now();
+        let local = self.local_locks.acquire(thread_id, wait).await?;
         let remote = match &self.lock_session {
             Some(cell) => {
                 let session = cell
                     .session
                     .get_or_try_init(|| LockSession::start(&cell.url))
                     .await?;
-                Some(session.acquire(thread_id, self.lock_timeout).await?)
+                let left = wait.saturating_sub(started.elapsed());
+                Some(session.acquire(thread_id, left).await?)
             }
             None => None,
         };
