@@ -17,13 +17,17 @@ mod actions;
 mod approvals;
 mod choices;
 mod draft;
+mod elicit;
 mod history;
 mod interactions;
 mod media;
 #[cfg(test)]
 mod panic_tests;
+mod questions;
 mod records;
 mod run;
+mod sink;
+mod submission;
 mod title;
 mod tools;
 mod voice;
@@ -32,11 +36,10 @@ mod widgets;
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::FutureExt;
 
-use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use run::Run;
@@ -45,17 +48,21 @@ use crate::attachments::Attachments;
 
 pub use actions::{ActionError, ToolAction};
 pub use approvals::{DENIED, Settle};
+pub use elicit::Form;
 pub use history::build_messages;
 pub use interactions::{Action, Interactions, action_text};
 pub use media::user_text;
+pub use questions::{Claimed, Questions};
 pub use records::UiRecord;
+pub use sink::{CancelOnDrop, Disconnected, EventSink, NextStream, StallSignal};
+pub use submission::{Answer, Submission};
 pub use voice::TranscribeError;
 
 use crate::auth::Identity;
 use crate::config::AgentConfig;
 use crate::llm::LlmClient;
 use crate::mcp::McpManager;
-use crate::protocol::{ThreadItem, ThreadMetadata, ThreadStreamEvent};
+use crate::protocol::{ThreadItem, ThreadMetadata};
 use crate::store::Store;
 
 /// What the reference stores when a run is cancelled, so the next model turn
@@ -66,101 +73,6 @@ pub const CANCELLED_MARKER: &str =
 /// What the client reads when its run stopped on a panic (a defect).
 pub const PANIC_MESSAGE: &str =
     "The assistant stopped because of an internal error; what was written so far is kept.";
-
-/// Where a run's events go: the client's stream. A send fails once the client
-/// has gone, which the run treats as the stop button; a client that does not
-/// take an event within the write timeout is treated the same way, so a
-/// reader that stalls cannot pin the run (its thread lock, run slot and
-/// connections) for longer than that.
-#[derive(Debug, Clone)]
-pub struct EventSink {
-    tx: mpsc::Sender<ThreadStreamEvent>,
-    write_timeout: Duration,
-    /// Set once a send timed out: the client is gone for good, and every
-    /// later send fails at once instead of waiting out the timeout again.
-    stalled: Arc<watch::Sender<bool>>,
-}
-
-/// Tells whoever holds the client's connection that the client stopped
-/// taking events (see [`EventSink::stall_signal`]).
-#[derive(Debug, Clone)]
-pub struct StallSignal(watch::Receiver<bool>);
-
-impl StallSignal {
-    /// Waits until the client stalls past the write timeout (`true`) or
-    /// every sink of the stream is gone without that (`false`).
-    pub async fn stalled(mut self) -> bool {
-        self.0.wait_for(|stalled| *stalled).await.is_ok()
-    }
-}
-
-/// The client is no longer listening (it left, or stopped reading).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Disconnected;
-
-impl EventSink {
-    /// A sink and the receiving end of its stream, which must take each
-    /// event within `write_timeout` once the `capacity` buffered ones are full.
-    pub fn channel(
-        capacity: usize,
-        write_timeout: Duration,
-    ) -> (EventSink, mpsc::Receiver<ThreadStreamEvent>) {
-        let (tx, rx) = mpsc::channel(capacity);
-        let sink = EventSink {
-            tx,
-            write_timeout,
-            stalled: Arc::new(watch::Sender::new(false)),
-        };
-        (sink, rx)
-    }
-
-    /// A signal that fires when a send times out. The run then ends as if
-    /// the client had left, but a connection can outlive its stream (an
-    /// HTTP/2 client that grants no flow-control window holds the last
-    /// event forever): its holder closes it on this signal.
-    pub fn stall_signal(&self) -> StallSignal {
-        StallSignal(self.stalled.subscribe())
-    }
-
-    /// Sends one event if the buffer has room, without waiting.
-    pub fn try_send(&self, event: ThreadStreamEvent) -> Result<(), Disconnected> {
-        self.tx.try_send(event).map_err(|_| Disconnected)
-    }
-
-    /// Sends one event, waiting while the client is slow, up to the write timeout.
-    pub async fn send(&self, event: ThreadStreamEvent) -> Result<(), Disconnected> {
-        self.send_within(event, self.write_timeout).await
-    }
-
-    /// Sends one event, waiting at most `limit` (and never longer than the
-    /// write timeout): for courtesy notices that must not delay a shutdown.
-    pub async fn send_within(
-        &self,
-        event: ThreadStreamEvent,
-        limit: Duration,
-    ) -> Result<(), Disconnected> {
-        if *self.stalled.borrow() {
-            return Err(Disconnected);
-        }
-        // The usual case, a client keeping up: no timer to arm.
-        let event = match self.tx.try_send(event) {
-            Ok(()) => return Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Disconnected),
-            Err(mpsc::error::TrySendError::Full(event)) => event,
-        };
-        match tokio::time::timeout(limit.min(self.write_timeout), self.tx.send(event)).await {
-            Ok(sent) => sent.map_err(|_| Disconnected),
-            Err(_) => {
-                self.stalled.send_replace(true);
-                tracing::info!(
-                    timeout = ?limit.min(self.write_timeout),
-                    "the client did not take an event in time; treating it as gone"
-                );
-                Err(Disconnected)
-            }
-        }
-    }
-}
 
 /// Everything a run needs to know about its request.
 #[derive(Debug, Clone)]
@@ -178,6 +90,9 @@ pub struct RunInput {
     /// An approval card to settle before the model answers (the run is the
     /// `tool.approve` / `tool.deny` action's).
     pub settle: Option<Settle>,
+    /// Where a tool server's questions to the user wait for their answers
+    /// (shared by every run of the process, across reloads).
+    pub questions: Arc<Questions>,
 }
 
 /// The assistant: the model, the prompt and the limits of a run.

@@ -6,11 +6,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use pretty_assertions::assert_eq;
+use tokio::sync::mpsc;
 
 use super::*;
 use crate::attachments::Attachments;
 use crate::config::AttachmentsConfig;
 use crate::config::LlmConfig;
+use crate::protocol::ThreadStreamEvent;
 use crate::protocol::{
     FeedbackKind, IdKind, ItemKind, ItemUpdate, Page, StreamOptions, ThreadItem, Timestamp, new_id,
 };
@@ -59,6 +61,7 @@ fn input(thread: &ThreadMetadata) -> RunInput {
         thread: thread.clone(),
         history: None,
         settle: None,
+        questions: Default::default(),
     }
 }
 
@@ -201,5 +204,12 @@ impl Store for PanicsOnHistory {
     }
     async fn lock_thread(&self, thread_id: &str) -> StoreResult<RunLock> {
         self.0.lock_thread(thread_id).await
+    }
+    async fn lock_thread_within(
+        &self,
+        thread_id: &str,
+        wait: std::time::Duration,
+    ) -> StoreResult<RunLock> {
+        self.0.lock_thread_within(thread_id, wait).await
     }
 }

@@ -14,6 +14,7 @@ use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 
 use super::media::tool_images;
+use super::questions::{self, Asking};
 use super::records::{StoredImage, ToolRecord, WidgetSource};
 use super::run::{Run, Stop};
 use crate::llm::{ChatMessage, ToolCall};
@@ -32,7 +33,7 @@ const PROGRESS_BUFFER: usize = 64;
 
 /// A workflow task showing one call: its arguments while it runs, its verdict,
 /// time and (cut) output once done.
-fn task(call: &ToolCall, state: TaskState<'_>) -> Task {
+pub(super) fn task(call: &ToolCall, state: TaskState<'_>) -> Task {
     let (status_indicator, content) = match state {
         TaskState::Running => (
             TaskStatus::Loading,
@@ -44,6 +45,14 @@ fn task(call: &ToolCall, state: TaskState<'_>) -> Task {
                 "{}\n\n{}",
                 running_content(&call.function.arguments),
                 progress_text(progress)
+            ),
+        ),
+        TaskState::Asking(message) => (
+            TaskStatus::Loading,
+            format!(
+                "{}\n\nwaiting for your answer: {}",
+                running_content(&call.function.arguments),
+                cut_chars(message, MAX_TASK_TEXT, "…")
             ),
         ),
         TaskState::Done {
@@ -101,10 +110,12 @@ fn running_content(arguments: &str) -> String {
     )
 }
 
-enum TaskState<'a> {
+pub(super) enum TaskState<'a> {
     Running,
     /// Running, with what its server last reported.
     Progress(&'a ToolProgress),
+    /// Waiting for the user's answer to its server's question.
+    Asking(&'a str),
     Done {
         output: &'a str,
         is_error: bool,
@@ -185,7 +196,7 @@ impl Run<'_> {
     }
 
     /// Streams a new state of the workflow's task `index`.
-    async fn task_updated(
+    pub(super) async fn task_updated(
         &mut self,
         workflow_id: &str,
         index: usize,
@@ -245,6 +256,9 @@ impl Run<'_> {
         // dropped (the next report says as much).
         let (progress_tx, mut progress_rx) =
             mpsc::channel::<(usize, ToolProgress)>(PROGRESS_BUFFER);
+        // Questions the servers ask the user, one shown at a time.
+        let (ask_tx, mut ask_rx) = questions::channel();
+        let mut asking = Asking::new(self.input.questions.clone());
         let mut pending: FuturesUnordered<_> = calls
             .iter()
             .enumerate()
@@ -256,11 +270,13 @@ impl Run<'_> {
                 let report: ProgressReporter = Arc::new(move |progress| {
                     let _ = progress_tx.try_send((index, progress));
                 });
+                let elicitor = questions::asker(index, ask_tx.clone());
                 async move {
                     let name = &call.function.name;
                     let outcome = match mcp {
                         Some(mcp) if !client_tool => {
-                            mcp.call_reporting(&user, name, &call.function.arguments, Some(report))
+                            let arguments = &call.function.arguments;
+                            mcp.call_asking(&user, name, arguments, Some(report), Some(elicitor))
                                 .await
                         }
                         _ => refused(name, client_tool),
@@ -277,8 +293,21 @@ impl Run<'_> {
             let finished = tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => return Err(Stop::Cancelled),
+                Some(asked) = ask_rx.recv() => {
+                    asking.queue(asked);
+                    self.ask_next_of(&mut asking, &workflow.id, calls, &mut tasks).await?;
+                    continue;
+                }
+                settled = asking.settled() => {
+                    if let Some(index) = self.settle(&mut asking, settled).await? {
+                        tasks[index] = task(&calls[index], TaskState::Running);
+                        self.task_updated(&workflow.id, index, &tasks[index]).await?;
+                    }
+                    self.ask_next_of(&mut asking, &workflow.id, calls, &mut tasks).await?;
+                    continue;
+                }
                 Some((index, progress)) = progress_rx.recv() => {
-                    if outputs[index].is_none() {
+                    if outputs[index].is_none() && asking.asking() != Some(index) {
                         tasks[index] = task(&calls[index], TaskState::Progress(&progress));
                         self.task_updated(&workflow.id, index, &tasks[index]).await?;
                     }

@@ -206,6 +206,6 @@ fn ready_stream(events: Vec<ThreadStreamEvent>) -> Response {
     Response::Stream(EventStream {
         events: receiver,
         stall,
-        _cancel_on_drop: CancellationToken::new().drop_guard(),
+        _cancel_on_drop: sink.cancel_on_drop(CancellationToken::new()),
     })
 }

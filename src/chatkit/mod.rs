@@ -16,23 +16,24 @@ use std::time::Duration;
 
 use thiserror::Error;
 use tokio::sync::mpsc;
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use attachments::Signed;
 
-use crate::agent::{Agent, StallSignal, TranscribeError};
+use crate::agent::{Agent, CancelOnDrop, Questions, StallSignal, TranscribeError};
 use crate::auth::Identity;
 use crate::limits::RunSlots;
 use crate::protocol::{
-    FeedbackParams, ItemKind, ItemsListParams, ListParams, Order, Page, Request, Thread,
-    ThreadStreamEvent, ThreadUpdateParams, text,
+    FeedbackParams, ItemsListParams, ListParams, Order, Page, Request, Thread, ThreadStreamEvent,
+    ThreadUpdateParams, text,
 };
 use crate::store::{PageRequest, Store, StoreError};
 
 mod actions;
 mod attachments;
 mod panics;
+mod questions;
 mod runs;
 
 /// Page size when a request gives none (or 0), as the reference does.
@@ -120,7 +121,7 @@ pub struct EventStream {
     pub events: mpsc::Receiver<ThreadStreamEvent>,
     /// Fires if the client stops taking events: its connection should close.
     pub stall: StallSignal,
-    _cancel_on_drop: DropGuard,
+    _cancel_on_drop: CancelOnDrop,
 }
 
 /// The ChatKit server: the store, the agent, and the runs in flight.
@@ -139,6 +140,8 @@ pub struct ChatKit {
     /// How long a run waits for its client to take an event before it
     /// treats the client as gone (`[server] stream_write_timeout`).
     stream_write_timeout: Duration,
+    /// Tool servers' questions waiting for their users' answers.
+    questions: Arc<Questions>,
 }
 
 impl std::fmt::Debug for ChatKit {
@@ -167,6 +170,7 @@ impl ChatKit {
             sizes,
             shutdown: CancellationToken::new(),
             stream_write_timeout,
+            questions: Arc::default(),
         }
     }
 
@@ -236,24 +240,7 @@ impl ChatKit {
                 self.client_tool_output(ctx, &params.thread_id, params.result)
                     .await
             }
-            Request::ThreadsAddStructuredInput(params) => {
-                let thread = self.store.load_thread(user, &params.thread_id).await?;
-                let item = self
-                    .store
-                    .load_item(user, &thread.id, &params.item_id)
-                    .await?;
-                match item.kind {
-                    ItemKind::StructuredInput { ref status, .. } if status == "pending" => {
-                        Err(ChatKitError::NotImplemented(
-                            "structured input is not supported by this server yet".into(),
-                        ))
-                    }
-                    _ => Err(ChatKitError::BadRequest(format!(
-                        "item {} is not a pending structured input",
-                        item.id
-                    ))),
-                }
-            }
+            Request::ThreadsAddStructuredInput(params) => self.structured_input(ctx, params).await,
             Request::ThreadsCustomAction(params) => self.custom_action(ctx, params, false).await,
             Request::ThreadsSyncCustomAction(params) => self.custom_action(ctx, params, true).await,
             Request::ThreadsGetById(params) => {

@@ -95,6 +95,7 @@ impl ChatKit {
         ctx: &Identity,
         thread_id: &str,
     ) -> Result<RunLock, ChatKitError> {
+        self.no_open_question(ctx, thread_id)?;
         match self.store.lock_thread(thread_id).await {
             Ok(lock) => Ok(lock),
             Err(busy @ StoreError::Busy(_)) => {
@@ -111,6 +112,7 @@ impl ChatKit {
         params: RetryParams,
     ) -> Result<Response, ChatKitError> {
         let thread = self.open_thread(ctx, &params.thread_id).await?;
+        self.no_open_question(ctx, &thread.id)?;
         let slot = self.run_slot(ctx)?;
         let lock = self.store.lock_thread(&thread.id).await?;
         let item = self
@@ -146,6 +148,7 @@ impl ChatKit {
             )));
         }
         let thread = self.open_thread(ctx, thread_id).await?;
+        self.no_open_question(ctx, &thread.id)?;
         let slot = self.run_slot(ctx)?;
         let lock = self.store.lock_thread(&thread.id).await?;
         let newest = PageRequest {
@@ -187,6 +190,21 @@ impl ChatKit {
             })
     }
 
+    /// Refuses a new run on a thread whose run waits for the user's answer
+    /// to a tool server's question here: it holds the thread until answered.
+    pub(super) fn no_open_question(
+        &self,
+        ctx: &Identity,
+        thread_id: &str,
+    ) -> Result<(), ChatKitError> {
+        if self.questions.waits_in(&ctx.user_id, thread_id) {
+            return Err(ChatKitError::Conflict(format!(
+                "a tool is waiting for your answer to its question in thread {thread_id}: answer or skip it first"
+            )));
+        }
+        Ok(())
+    }
+
     /// Loads a thread that accepts new runs.
     pub(super) async fn open_thread(
         &self,
@@ -219,7 +237,9 @@ impl ChatKit {
             thread,
             history,
             settle,
+            questions: self.questions.clone(),
         };
+        let cancel_on_drop = sink.cancel_on_drop(cancel.clone());
         let run_cancel = cancel.clone();
         let shutdown = self.shutdown.clone();
         let panic_sink = sink.clone();
@@ -269,7 +289,7 @@ impl ChatKit {
         Response::Stream(EventStream {
             events,
             stall,
-            _cancel_on_drop: cancel.drop_guard(),
+            _cancel_on_drop: cancel_on_drop,
         })
     }
 }

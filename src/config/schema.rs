@@ -408,6 +408,10 @@ pub struct AgentConfig {
     /// Bytes of images one tool result may show the model (decoded); images
     /// past it are named, not shown.
     pub max_tool_image_bytes: usize,
+    /// How long a tool server's question to the user (MCP elicitation)
+    /// waits for an answer; the call is then told no answer came.
+    #[serde(with = "humantime_serde")]
+    pub question_timeout: Duration,
 }
 
 impl Default for AgentConfig {
@@ -421,6 +425,7 @@ impl Default for AgentConfig {
             history_max_items: 400,
             max_tool_output_bytes: 16 * 1024,
             max_tool_image_bytes: 4 * 1024 * 1024,
+            question_timeout: Duration::from_secs(600),
         }
     }
 }

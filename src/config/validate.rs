@@ -174,6 +174,9 @@ impl Check<'_> {
         if self.config.agent.max_turns == 0 {
             return Err(self.invalid("agent", "max_turns", "must be at least 1"));
         }
+        if self.config.agent.question_timeout.is_zero() {
+            return Err(self.invalid("agent", "question_timeout", "must be positive"));
+        }
         Ok(())
     }
 

@@ -1,0 +1,112 @@
+//! `threads.add_structured_input`: the user's answer to a tool server's
+//! question (see `agent::questions` for the whole flow). The answer is
+//! checked against the question's schema before anything changes; a wrong
+//! one is refused with why, and the question stays open. An accepted one is
+//! stored, and its stream carries the rest of the run that asked.
+
+use std::time::Duration;
+
+use super::{ChatKit, ChatKitError, EventStream, Response, STREAM_BUFFER};
+use crate::agent::{NextStream, Submission};
+use crate::auth::Identity;
+use crate::protocol::{
+    ItemKind, StreamOptions, StructuredInputParams, ThreadItem, ThreadStreamEvent,
+};
+use crate::store::StoreError;
+
+/// How long an answer to a question this process does not hold waits for
+/// the thread's lock, to tell a run elsewhere from no run at all.
+const ELSEWHERE_WAIT: Duration = Duration::from_secs(1);
+
+impl ChatKit {
+    /// Protocol 4.4, for a question a tool server asked during a run.
+    pub(super) async fn structured_input(
+        &self,
+        ctx: &Identity,
+        params: StructuredInputParams,
+    ) -> Result<Response, ChatKitError> {
+        let user = ctx.user_id.as_str();
+        let most = self.sizes.max_message_chars;
+        let chars = params.input.to_string().chars().count();
+        if chars > most {
+            return Err(ChatKitError::BadRequest(format!(
+                "an answer is at most {most} characters of JSON (got {chars})"
+            )));
+        }
+        let thread = self.store.load_thread(user, &params.thread_id).await?;
+        let mut item = self
+            .store
+            .load_item(user, &thread.id, &params.item_id)
+            .await?;
+        if !matches!(&item.kind, ItemKind::StructuredInput { status, .. } if status == "pending") {
+            return Err(ChatKitError::BadRequest(format!(
+                "item {} is not a pending structured input",
+                item.id
+            )));
+        }
+        let submission = Submission::read(&params.input).map_err(ChatKitError::BadRequest)?;
+        let Some(form) = self.questions.form(user, &thread.id, &item.id) else {
+            return Err(self.not_waiting(ctx, item).await);
+        };
+        let answer = submission.answer(&form).map_err(|e| {
+            ChatKitError::BadRequest(format!(
+                "the answer was not accepted, and the question stays open: {e}"
+            ))
+        })?;
+        let Some(claimed) = self.questions.claim(user, &thread.id, &item.id) else {
+            return Err(self.not_waiting(ctx, item).await);
+        };
+        submission.apply(&mut item);
+        if let Err(e) = self.store.save_item(user, &item).await {
+            claimed.abandon();
+            return Err(e.into());
+        }
+        let (next, events, stall, guard) = NextStream::channel(STREAM_BUFFER, claimed.run());
+        for event in [
+            ThreadStreamEvent::StreamOptions {
+                stream_options: StreamOptions { allow_cancel: true },
+            },
+            ThreadStreamEvent::ItemReplaced { item },
+        ] {
+            // A fresh stream: both fit its buffer.
+            let _ = next.try_send(event);
+        }
+        if !claimed.answer(answer, next) {
+            tracing::info!(thread_id = %thread.id, "the run that asked ended as the answer came");
+        }
+        Ok(Response::Stream(EventStream {
+            events,
+            stall,
+            _cancel_on_drop: guard,
+        }))
+    }
+
+    /// The refusal of an answer to a question that no run of this process
+    /// waits for. With no run on the thread anywhere, nobody ever will (the
+    /// question timed out, its run stopped, or the server restarted): the
+    /// item is stored as skipped so the form closes. A run on another
+    /// replica holds it otherwise.
+    async fn not_waiting(&self, ctx: &Identity, mut item: ThreadItem) -> ChatKitError {
+        match self
+            .store
+            .lock_thread_within(&item.thread_id, ELSEWHERE_WAIT)
+            .await
+        {
+            Ok(_lock) => {
+                Submission::skipped().apply(&mut item);
+                if let Err(e) = self.store.save_item(&ctx.user_id, &item).await {
+                    return e.into();
+                }
+                ChatKitError::Conflict(format!(
+                    "nobody waits for the answer to item {} any more: the tool call that asked ended (no answer in time, the answer stopped, or the server restarted). The question is closed as skipped; say what you wanted in a message",
+                    item.id
+                ))
+            }
+            Err(StoreError::Busy(_)) => ChatKitError::Conflict(format!(
+                "the question in item {} waits on another server of this deployment; send the answer to that server (route each thread's requests to one server)",
+                item.id
+            )),
+            Err(e) => e.into(),
+        }
+    }
+}

@@ -1,0 +1,490 @@
+//! A tool server's questions to the user (MCP elicitation): at the tool
+//! layer (the real `fake-mcp` child asks with `ask`, and the call's
+//! elicitor answers, declines or is missing), then through the daemon over
+//! HTTP, where a question is a `structured_input` item answered by
+//! `threads.add_structured_input`.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chatkitd::mcp::{ElicitationAnswer, ElicitationRequest, Elicitor, McpManager};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+use chatkitd::config::Config;
+use chatkitd::protocol::{ItemKind, ThreadItem, Timestamp};
+use chatkitd_testkit::{FakeToolCall, Script};
+use support::{Backend, Daemon, Streamed, eventually, fake_mcp_server};
+
+async fn manager() -> Arc<McpManager> {
+    let configs = BTreeMap::from([("fake".to_owned(), fake_mcp_server())]);
+    let mcp = McpManager::configure(&configs, std::path::Path::new("."), 64 * 1024);
+    assert!(!mcp.tools_for("alice").await.is_empty());
+    mcp
+}
+
+const ASK: &str = r#"{"message": "Which color?", "schema": {"type": "object", "properties": {"color": {"type": "string", "enum": ["red", "blue"]}}, "required": ["color"]}}"#;
+
+#[tokio::test]
+async fn a_question_reaches_the_calls_elicitor_and_its_answer_the_server() {
+    let mcp = manager().await;
+    let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    let elicitor: Elicitor = Arc::new(move |request: ElicitationRequest| {
+        seen.lock().expect("asked").push(request);
+        Box::pin(async {
+            let mut content = serde_json::Map::new();
+            content.insert("color".into(), json!("blue"));
+            ElicitationAnswer::Accept(content)
+        })
+    });
+    let answered = mcp
+        .call_asking("alice", "ask", ASK, None, Some(elicitor))
+        .await;
+    assert!(!answered.is_error, "{}", answered.output);
+    let reply: Value = serde_json::from_str(&answered.output).expect("JSON");
+    assert_eq!(
+        reply,
+        json!({"action": "accept", "content": {"color": "blue"}})
+    );
+    let asked = asked.lock().expect("asked").clone();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].message, "Which color?");
+    assert_eq!(
+        asked[0].schema["properties"]["color"]["enum"],
+        json!(["red", "blue"])
+    );
+
+    // Declined by the user; and with no elicitor, declined by chatkitd.
+    let decline: Elicitor = Arc::new(|_| Box::pin(async { ElicitationAnswer::Decline }));
+    let declined = mcp
+        .call_asking("alice", "ask", ASK, None, Some(decline))
+        .await;
+    assert!(
+        declined.output.contains("\"decline\""),
+        "{}",
+        declined.output
+    );
+    let unasked = mcp.call("alice", "ask", ASK).await;
+    assert!(unasked.output.contains("\"decline\""), "{}", unasked.output);
+    mcp.shutdown().await;
+}
+
+/// The daemon's default (development) user.
+const USER: &str = "dev";
+
+/// A form with each kind of question: a choice, a bounded whole number, a
+/// yes/no.
+fn form_call(call_id: &str) -> Script {
+    let arguments = json!({
+        "message": "A few details, please.",
+        "schema": {
+            "type": "object",
+            "properties": {
+                "color": {"type": "string", "title": "Color", "enum": ["red", "blue"]},
+                "age": {"type": "integer", "title": "Age", "minimum": 0, "maximum": 150},
+                "subscribe": {"type": "boolean", "title": "Subscribe"}
+            },
+            "required": ["color"]
+        }
+    });
+    Script::ToolCalls {
+        calls: vec![FakeToolCall::new(call_id, "ask", arguments.to_string())],
+    }
+}
+
+async fn daemon(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Daemon {
+    let mut server = fake_mcp_server();
+    // Shorter than the user takes to answer below: the question's time
+    // does not count against the call.
+    server.call_timeout = Duration::from_secs(1);
+    Daemon::start_with(backend, move |config| {
+        config.mcp_servers.insert("fake".into(), server);
+        tweak(config);
+    })
+    .await
+}
+
+/// The structured input item a stream showed.
+fn question_of(streamed: &Streamed) -> Value {
+    streamed
+        .done_items()
+        .into_iter()
+        .find(|i| i["type"] == "structured_input")
+        .unwrap_or_else(|| panic!("a question in {:?}", streamed.types()))
+}
+
+fn answer_body(thread_id: &str, item_id: &str, input: Value) -> Value {
+    json!({"type": "threads.add_structured_input", "params": {
+        "thread_id": thread_id, "item_id": item_id, "input": input
+    }})
+}
+
+/// What the tool returned to the model in the newest model request.
+fn tool_output(daemon: &Daemon) -> Value {
+    let requests = daemon.llm.stream_requests();
+    let last = requests.last().expect("a model request");
+    let content = last
+        .messages()
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "tool")
+        .and_then(|m| m["content"].as_str())
+        .expect("a tool result")
+        .to_owned();
+    serde_json::from_str(&content).unwrap_or(Value::String(content))
+}
+
+async fn stored_question(daemon: &Daemon, thread_id: &str, item_id: &str) -> Value {
+    let items = daemon.stored_values(USER, thread_id).await;
+    items
+        .into_iter()
+        .find(|i| i["id"] == item_id)
+        .expect("the question is stored")
+}
+
+async fn a_question_is_answered_and_the_call_goes_on(backend: Backend) {
+    let daemon = daemon(backend, |_| {}).await;
+    daemon.llm.push(form_call("call_1"));
+    daemon.llm.push(Script::text(["Thanks, noted."]));
+    let (thread_id, asked) = daemon.create_thread("sign me up").await;
+    let question = question_of(&asked);
+    let item_id = question["id"].as_str().expect("id").to_owned();
+    assert_eq!(question["status"], "pending");
+    // One question per field (in the schema's key order, as the server's
+    // SDK sends it), the server's message leading the first.
+    let inputs = question["inputs"].as_array().expect("inputs");
+    let ids: Vec<&str> = inputs.iter().filter_map(|q| q["id"].as_str()).collect();
+    assert_eq!(ids, ["age", "color", "subscribe"]);
+    assert_eq!(inputs[0]["type"], "freeform");
+    assert_eq!(inputs[0]["question"], "A few details, please.\n\nAge");
+    assert_eq!(inputs[0]["description"], "a whole number, from 0 to 150");
+    assert_eq!(inputs[1]["type"], "multiple_choice");
+    assert_eq!(inputs[1]["options"][1]["value"], "blue");
+    assert_eq!(inputs[2]["options"][0]["value"], "yes");
+    // The stream ended on the question: no answer yet, no error.
+    assert!(
+        asked.answer().is_none() && asked.error().is_none(),
+        "{:?}",
+        asked.types()
+    );
+    assert_eq!(daemon.llm.stream_requests().len(), 1);
+
+    // The thread waits for the answer: a message is refused at once.
+    let started = Instant::now();
+    let (status, refused) = daemon
+        .post(support::add_message_body(&thread_id, "hello?"))
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(
+        refused.to_string().contains("waiting for your answer"),
+        "{refused}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    // A wrong answer is refused with why, and the question stays open.
+    let (status, refused) = daemon
+        .post(answer_body(
+            &thread_id,
+            &item_id,
+            json!({"answers": {
+                "color": {"values": ["blue"]}, "age": {"values": ["200"]}
+            }}),
+        ))
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused.to_string().contains("Age"), "{refused}");
+    let (status, refused) = daemon
+        .post(answer_body(
+            &thread_id,
+            &item_id,
+            json!({"answers": {"age": {"values": ["7"]}}}),
+        ))
+        .await;
+    assert_eq!(status, 400, "a required answer is missing: {refused}");
+    for malformed in [
+        json!({"status": "maybe"}),
+        json!({"answers": {"color": "blue"}}),
+    ] {
+        let (status, refused) = daemon
+            .post(answer_body(&thread_id, &item_id, malformed))
+            .await;
+        assert_eq!(status, 400, "{refused}");
+    }
+    assert_eq!(
+        stored_question(&daemon, &thread_id, &item_id).await["status"],
+        "pending"
+    );
+
+    // Answered after longer than the call's own timeout.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let answered = daemon
+        .stream(answer_body(
+            &thread_id,
+            &item_id,
+            json!({"answers": {
+                "color": {"values": ["blue"]},
+                "age": {"values": ["42"]},
+                "subscribe": {"values": ["yes"]}
+            }}),
+        ))
+        .await;
+    let types = answered.types();
+    assert_eq!(
+        types[..2],
+        ["stream_options", "thread.item.replaced"],
+        "{types:?}"
+    );
+    let replaced = &answered.events[1]["item"];
+    assert_eq!(replaced["status"], "answered");
+    assert_eq!(
+        replaced["inputs"][1]["answer"],
+        json!({"values": ["blue"], "skipped": false})
+    );
+    // The rest of the run streams to the client that answered.
+    assert_eq!(answered.answer().as_deref(), Some("Thanks, noted."));
+    assert_eq!(
+        tool_output(&daemon),
+        json!({"action": "accept", "content": {"color": "blue", "age": 42, "subscribe": true}})
+    );
+    let stored = stored_question(&daemon, &thread_id, &item_id).await;
+    assert_eq!(&stored, replaced);
+
+    // Answered once: again is refused; the thread takes messages again.
+    let (status, _) = daemon
+        .post(answer_body(
+            &thread_id,
+            &item_id,
+            json!({"status": "skipped"}),
+        ))
+        .await;
+    assert_eq!(status, 400);
+    daemon.llm.push(Script::text(["Hello again."]));
+    let next = daemon.add_message(&thread_id, "hello").await;
+    assert_eq!(next.answer().as_deref(), Some("Hello again."));
+    daemon.stop().await;
+}
+
+async fn a_skipped_question_is_declined(backend: Backend) {
+    let daemon = daemon(backend, |_| {}).await;
+    daemon.llm.push(form_call("call_1"));
+    daemon.llm.push(Script::text(["Fine, skipped."]));
+    let (thread_id, asked) = daemon.create_thread("sign me up").await;
+    let item_id = question_of(&asked)["id"].as_str().expect("id").to_owned();
+    let skipped = daemon
+        .stream(answer_body(
+            &thread_id,
+            &item_id,
+            json!({"status": "skipped"}),
+        ))
+        .await;
+    let replaced = &skipped.events[1]["item"];
+    assert_eq!(replaced["status"], "skipped");
+    assert_eq!(
+        replaced["inputs"][1]["answer"],
+        json!({"values": [], "skipped": true})
+    );
+    assert_eq!(skipped.answer().as_deref(), Some("Fine, skipped."));
+    assert_eq!(tool_output(&daemon)["action"], "decline");
+    daemon.stop().await;
+}
+
+both_backends!(
+    a_question_is_answered_and_the_call_goes_on,
+    a_skipped_question_is_declined,
+);
+
+/// Nobody answers within `question_timeout`: the call is told `cancel`,
+/// the item closes as skipped, the model answers unseen and that answer is
+/// stored; a late answer is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_question_expires_and_the_run_finishes() {
+    let daemon = daemon(Backend::Sqlite, |config| {
+        config.agent.question_timeout = Duration::from_millis(700);
+    })
+    .await;
+    daemon.llm.push(form_call("call_1"));
+    daemon.llm.push(Script::text(["No answer; moving on."]));
+    let (thread_id, asked) = daemon.create_thread("sign me up").await;
+    let item_id = question_of(&asked)["id"].as_str().expect("id").to_owned();
+    let finished = eventually(Duration::from_secs(10), || async {
+        daemon
+            .stored_values(USER, &thread_id)
+            .await
+            .iter()
+            .any(|i| i["type"] == "assistant_message")
+    })
+    .await;
+    assert!(finished, "the run finished after the question expired");
+    assert_eq!(tool_output(&daemon)["action"], "cancel");
+    let question = stored_question(&daemon, &thread_id, &item_id).await;
+    assert_eq!(question["status"], "skipped");
+    let (status, refused) = daemon
+        .post(answer_body(
+            &thread_id,
+            &item_id,
+            json!({"answers": {"color": {"values": ["red"]}}}),
+        ))
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    daemon.stop().await;
+}
+
+/// A pending question no run waits for (its daemon restarted): the answer
+/// is refused with why, and the question closes as skipped. Another user
+/// cannot even see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_nobody_waits_for_is_closed_not_answered() {
+    let daemon = daemon(Backend::Sqlite, |_| {}).await;
+    daemon.llm.push(Script::text(["Hi."]));
+    let (thread_id, _) = daemon.create_thread("hello").await;
+    let orphan = ThreadItem {
+        id: "msg_orphan".into(),
+        thread_id: thread_id.clone(),
+        created_at: Timestamp::now(),
+        kind: ItemKind::StructuredInput {
+            status: "pending".into(),
+            inputs: vec![json!({"type": "freeform", "id": "name", "question": "Name?"})],
+        },
+    };
+    let store = daemon.store().await;
+    chatkitd::store::Store::add_item(&store, USER, &orphan)
+        .await
+        .expect("stored");
+    store.close().await;
+
+    let (status, refused) = daemon
+        .post(answer_body(
+            &thread_id,
+            "msg_orphan",
+            json!({"answers": {"name": {"values": ["Ann"]}}}),
+        ))
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(refused.to_string().contains("nobody waits"), "{refused}");
+    let closed = stored_question(&daemon, &thread_id, "msg_orphan").await;
+    assert_eq!(closed["status"], "skipped");
+    assert_eq!(
+        closed["inputs"][0]["answer"],
+        json!({"values": [], "skipped": true})
+    );
+
+    let (status, _) = daemon
+        .post(answer_body("thr_nope", "msg_orphan", json!({})))
+        .await;
+    assert_eq!(status, 404);
+    daemon.stop().await;
+}
+
+/// `@modelcontextprotocol/server-everything`, run with `npx` at a pinned
+/// version (`.ci/run` puts it in npm's cache first).
+const EVERYTHING: &str = "@modelcontextprotocol/server-everything@2026.8.31";
+
+/// The third-party server-everything over stdio: it lists its elicitation
+/// tool only to clients that declare the capability; its form (strings with
+/// formats, bounded numbers, enums of three spellings, a multiple choice)
+/// is asked as structured input, answered once and skipped once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_everything_asks_and_is_answered_then_skipped() {
+    let toml = format!(
+        "[mcp_servers.everything]\ncommand = \"npx\"\nargs = [\"-y\", \"{EVERYTHING}\", \"stdio\"]\n\
+         startup_timeout = \"90s\"\ncall_timeout = \"60s\"\n"
+    );
+    let server = Config::from_toml(&toml, "everything.toml", ".".into(), &|_| None)
+        .expect("valid")
+        .mcp_servers["everything"]
+        .clone();
+    let daemon = Daemon::start_with(Backend::Sqlite, |config| {
+        config.mcp_servers.insert("everything".into(), server);
+    })
+    .await;
+    let trigger = || Script::ToolCalls {
+        calls: vec![FakeToolCall::new(
+            "call_ask",
+            "trigger-elicitation-request",
+            "{}",
+        )],
+    };
+    daemon.llm.push(trigger());
+    daemon.llm.push(Script::text(["Got your details."]));
+    let (thread_id, asked) = daemon.create_thread("ask me").await;
+    let offered = daemon.llm.stream_requests()[0].tool_names();
+    assert!(
+        offered.iter().any(|t| t == "trigger-elicitation-request"),
+        "{offered:?}"
+    );
+    let question = question_of(&asked);
+    let item_id = question["id"].as_str().expect("id").to_owned();
+    let by_id = |id: &str| {
+        question["inputs"]
+            .as_array()
+            .expect("inputs")
+            .iter()
+            .find(|q| q["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} in {question}"))
+    };
+    assert_eq!(by_id("check")["type"], "multiple_choice");
+    assert_eq!(by_id("titledMultipleSelectEnum")["multiple"], true);
+    assert_eq!(by_id("legacyTitledEnum")["options"][1]["label"], "Dogs");
+    assert_eq!(by_id("email")["type"], "freeform");
+
+    // A malformed email is refused before the server sees anything.
+    let (status, refused) = daemon
+        .post(answer_body(
+            &thread_id,
+            &item_id,
+            json!({"answers": {
+                "name": {"values": ["Ann Smith"]}, "email": {"values": ["not-an-email"]}
+            }}),
+        ))
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    let answered = daemon
+        .stream(answer_body(
+            &thread_id,
+            &item_id,
+            json!({"answers": {
+                "name": {"values": ["Ann Smith"]},
+                "check": {"values": ["yes"]},
+                "email": {"values": ["ann@example.com"]},
+                "integer": {"values": ["7"]},
+                "titledMultipleSelectEnum": {"values": ["fish-1", "fish-3"]}
+            }}),
+        ))
+        .await;
+    assert_eq!(
+        answered.answer().as_deref(),
+        Some("Got your details."),
+        "{:?}",
+        answered.types()
+    );
+    let output = tool_output(&daemon).to_string();
+    for shown in [
+        "User provided the requested information",
+        "Name: Ann Smith",
+        "Agreed to terms: true",
+        "Email: ann@example.com",
+        "Favorite Integer: 7",
+    ] {
+        assert!(output.contains(shown), "{shown} in {output}");
+    }
+
+    daemon.llm.push(trigger());
+    daemon.llm.push(Script::text(["Skipped."]));
+    let asked = daemon.add_message(&thread_id, "ask me again").await;
+    let item_id = question_of(&asked)["id"].as_str().expect("id").to_owned();
+    let skipped = daemon
+        .stream(answer_body(
+            &thread_id,
+            &item_id,
+            json!({"status": "skipped"}),
+        ))
+        .await;
+    assert_eq!(skipped.answer().as_deref(), Some("Skipped."));
+    let output = tool_output(&daemon).to_string();
+    assert!(output.contains("User declined"), "{output}");
+    daemon.stop().await;
+}
