@@ -311,6 +311,55 @@ async fn chat_shows_a_tool_call_then_the_answer() {
     assert!(types.iter().any(|t| t == "workflow"), "{types:?}");
 }
 
+/// A tool server's question in the terminal: each question is shown with
+/// its choices numbered, a refused answer is said and the form asked again,
+/// and the accepted answer goes to the tool, whose call goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_asks_a_tool_servers_question_and_sends_the_answer() {
+    let llm = FakeLlm::start().await;
+    let setup = Setup::new(&llm.base_url(), true);
+    let arguments = serde_json::json!({
+        "message": "Your order",
+        "schema": {"type": "object", "properties": {
+            "size": {"type": "string", "enum": ["small", "large"]},
+            "count": {"type": "integer", "minimum": 1, "maximum": 5}
+        }, "required": ["size"]}
+    });
+    llm.push(Script::tool_call("call_1", "ask", &arguments.to_string()));
+    llm.push(Script::text(["Ordered."]));
+
+    // count 9 is refused, then the form is asked again: large, 2.
+    let output = setup
+        .run(
+            &["chat"],
+            "order please
+9
+2
+2
+2
+",
+        )
+        .await;
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert!(output.status.success(), "{stderr}");
+    assert!(stdout.contains("? Your order"), "{stdout}");
+    assert!(stdout.contains("1) small  2) large"), "{stdout}");
+    assert!(stderr.contains("not accepted"), "{stderr}");
+    assert_eq!(stdout.lines().last(), Some("Ordered."), "{stdout}");
+    let asked = llm.stream_requests();
+    let result = asked[1]
+        .messages()
+        .iter()
+        .find(|m| m["role"] == "tool")
+        .and_then(|m| m["content"].as_str())
+        .expect("the tool's result")
+        .to_owned();
+    assert!(
+        result.contains(r#""count":2"#) && result.contains(r#""size":"large""#),
+        "{result}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_mid_answer_stops_it_and_keeps_the_partial_answer() {
     let llm = FakeLlm::start().await;

@@ -488,3 +488,103 @@ async fn server_everything_asks_and_is_answered_then_skipped() {
     assert!(output.contains("User declined"), "{output}");
     daemon.stop().await;
 }
+
+/// Two replicas on one Postgres database: a question waits in the replica
+/// whose run asked it. The other replica refuses the answer with a 409 that
+/// says so, and changes nothing; the replica that asked takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_reaching_another_replica_is_refused_with_why() {
+    let first = daemon(Backend::Postgres, |_| {}).await;
+    let second = Daemon::start_replica(&first).await;
+    first.llm.push(form_call("call_1"));
+    first.llm.push(Script::text(["Thanks."]));
+    let (thread_id, asked) = first.create_thread("sign me up").await;
+    let item_id = question_of(&asked)["id"].as_str().expect("id").to_owned();
+    let answer = json!({"answers": {"color": {"values": ["red"]}}});
+
+    let started = Instant::now();
+    let (status, refused) = second
+        .post(answer_body(&thread_id, &item_id, answer.clone()))
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(refused.to_string().contains("another server"), "{refused}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        stored_question(&first, &thread_id, &item_id).await["status"],
+        "pending"
+    );
+
+    let answered = first
+        .stream(answer_body(&thread_id, &item_id, answer))
+        .await;
+    assert_eq!(answered.answer().as_deref(), Some("Thanks."));
+    assert_eq!(tool_output(&first)["content"], json!({"color": "red"}));
+    second.stop().await;
+    first.stop().await;
+}
+
+/// Three calls of one step ask at once: one question is shown at a time,
+/// each answer's stream shows the next question, and the last one carries
+/// the model's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn questions_of_concurrent_calls_are_asked_one_at_a_time() {
+    let daemon = daemon(Backend::Sqlite, |config| {
+        if let Some(fake) = config.mcp_servers.get_mut("fake") {
+            fake.max_instances = 3;
+        }
+    })
+    .await;
+    let ask = |n: usize| {
+        FakeToolCall::new(
+            format!("call_{n}"),
+            "ask",
+            json!({"message": format!("Question {n}"), "schema": {"type": "object", "properties": {
+                "ok": {"type": "boolean"}
+            }}})
+            .to_string(),
+        )
+    };
+    daemon.llm.push(Script::ToolCalls {
+        calls: (1..=3).map(ask).collect(),
+    });
+    daemon.llm.push(Script::text(["All three answered."]));
+    let (thread_id, mut streamed) = daemon.create_thread("ask thrice").await;
+    let mut asked = Vec::new();
+    for _ in 0..3 {
+        let question = question_of(&streamed);
+        let text = question["inputs"][0]["question"]
+            .as_str()
+            .expect("text")
+            .to_owned();
+        asked.push(text.lines().next().unwrap_or_default().to_owned());
+        let item_id = question["id"].as_str().expect("id").to_owned();
+        streamed = daemon
+            .stream(answer_body(
+                &thread_id,
+                &item_id,
+                json!({"answers": {"ok": {"values": ["yes"]}}}),
+            ))
+            .await;
+        assert_eq!(streamed.types()[1], "thread.item.replaced");
+    }
+    asked.sort();
+    assert_eq!(asked, ["Question 1", "Question 2", "Question 3"]);
+    assert_eq!(streamed.answer().as_deref(), Some("All three answered."));
+    let requests = daemon.llm.stream_requests();
+    let results: Vec<&Value> = requests[1]
+        .messages()
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .collect();
+    assert_eq!(results.len(), 3);
+    for result in results {
+        assert!(
+            result["content"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("\"ok\":true"),
+            "{result}"
+        );
+    }
+    daemon.stop().await;
+}

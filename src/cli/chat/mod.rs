@@ -17,27 +17,34 @@
 //! - An answer that ends on an approval card asks `approve? [y/N]`; the next
 //!   line (typed or piped) answers it, `y` or `yes` approving, anything else
 //!   denying, and the answer goes on as the ChatKit UI's buttons would.
+//! - An answer that ends on a tool server's question asks each of its
+//!   questions in turn ([`questions`]); the answers go as the UI's form
+//!   would, a refused one is said and the form asked again, and the answer
+//!   goes on.
 //!
 //! Here: the session (thread, history, turn loop). Reading lines and
 //! interrupts is in [`input`], turning events into terminal text in
 //! [`render`].
 
 mod input;
+mod questions;
 mod render;
 
 use std::io::{IsTerminal, Write};
 
 use input::{Interrupts, read_lines};
-use render::{PendingCard, Render};
+use questions::{Typed, question_lines, read_answer};
+use render::{Pending, PendingCard, PendingQuestion, Render};
 
 use super::{CliError, Glyphs};
 use crate::agent::user_text;
 use crate::app::App;
 use crate::auth::Identity;
-use crate::chatkit::Response;
+use crate::chatkit::{ChatKitError, Response};
 use crate::protocol::{
-    ActionParams, CustomAction, IdKind, ItemKind, Request, ThreadInputParams, ThreadItem,
-    ThreadMetadata, ThreadStatus, Timestamp, UserContent, UserMessageInput, new_id,
+    ActionParams, CustomAction, IdKind, ItemKind, Request, StructuredInputParams,
+    ThreadInputParams, ThreadItem, ThreadMetadata, ThreadStatus, Timestamp, UserContent,
+    UserMessageInput, new_id,
 };
 use crate::store::{Store, StoreError};
 use crate::widgets::{APPROVE, DENY, plain_text};
@@ -215,26 +222,24 @@ impl Session<'_> {
             if text.is_empty() {
                 continue;
             }
-            let (mut end, mut card) = self.turn(text).await?;
-            while let (TurnEnd::Answered, Some(pending)) = (&end, card.take()) {
-                if self.interactive {
-                    let mut out = std::io::stdout().lock();
-                    out.write_all(b"approve? [y/N] ")?;
-                    out.flush()?;
-                }
-                let answer = tokio::select! {
-                    line = lines.recv() => line,
-                    () = self.interrupts.next() => None,
-                };
-                let Some(Ok(answer)) = answer else {
-                    // No answer: the card stays pending for the ChatKit UI.
-                    if self.interactive {
-                        end_prompt()?;
+            let (mut end, mut waiting) = self.turn(text).await?;
+            while let (TurnEnd::Answered, Some(pending)) = (&end, waiting.take()) {
+                let next = match pending {
+                    Pending::Card(card) => {
+                        let Some(answer) = self.prompt(&mut lines, "approve? [y/N] ").await? else {
+                            // No answer: the card stays pending for the ChatKit UI.
+                            return Ok(ChatEnd::Finished);
+                        };
+                        let approve = matches!(answer.trim().to_lowercase().as_str(), "y" | "yes");
+                        self.settle(card, approve).await?
                     }
-                    return Ok(ChatEnd::Finished);
+                    Pending::Question(question) => match self.ask(&mut lines, &question).await? {
+                        Some(next) => next,
+                        // No answer: the question waits for the ChatKit UI.
+                        None => return Ok(ChatEnd::Finished),
+                    },
                 };
-                let approve = matches!(answer.trim().to_lowercase().as_str(), "y" | "yes");
-                (end, card) = self.settle(pending, approve).await?;
+                (end, waiting) = next;
             }
             match end {
                 TurnEnd::Answered => {}
@@ -244,12 +249,87 @@ impl Session<'_> {
         }
     }
 
+    /// Shows `prompt` (in a terminal) and reads the next line; `None` at
+    /// the end of input or on Ctrl-C.
+    async fn prompt(
+        &mut self,
+        lines: &mut tokio::sync::mpsc::Receiver<std::io::Result<String>>,
+        prompt: &str,
+    ) -> Result<Option<String>, CliError> {
+        if self.interactive {
+            let mut out = std::io::stdout().lock();
+            out.write_all(prompt.as_bytes())?;
+            out.flush()?;
+        }
+        let line = tokio::select! {
+            line = lines.recv() => line,
+            () = self.interrupts.next() => None,
+        };
+        match line {
+            Some(Ok(line)) => Ok(Some(line)),
+            Some(Err(e)) => Err(e.into()),
+            None => {
+                if self.interactive {
+                    end_prompt()?;
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Asks a tool server's questions one by one and sends the answers
+    /// (`/skip` skips the form); a refused answer is said and the form asked
+    /// again. `None` when the input ended first.
+    async fn ask(
+        &mut self,
+        lines: &mut tokio::sync::mpsc::Receiver<std::io::Result<String>>,
+        question: &PendingQuestion,
+    ) -> Result<Option<(TurnEnd, Option<Pending>)>, CliError> {
+        loop {
+            let mut answers = serde_json::Map::new();
+            let mut status = "answered";
+            for input in &question.inputs {
+                for line in question_lines(input) {
+                    println!("{line}");
+                }
+                let Some(line) = self.prompt(lines, "answer (empty skips): ").await? else {
+                    return Ok(None);
+                };
+                match read_answer(input, &line) {
+                    Typed::SkipForm => {
+                        status = "skipped";
+                        break;
+                    }
+                    Typed::Answer(answer) => {
+                        let id = input["id"].as_str().unwrap_or_default().to_owned();
+                        answers.insert(id, answer);
+                    }
+                }
+            }
+            let request = Request::ThreadsAddStructuredInput(StructuredInputParams {
+                thread_id: self.thread_id.clone(),
+                item_id: question.item_id.clone(),
+                input: serde_json::json!({"status": status, "answers": answers}),
+            });
+            match self.send(request).await? {
+                Err(ChatKitError::BadRequest(why)) if status == "answered" => {
+                    eprintln!("not accepted: {why}");
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(Some((TurnEnd::Answered, None)));
+                }
+                Ok(next) => return Ok(Some(next)),
+            }
+        }
+    }
+
     /// Answers an approval card as its Approve or Deny button would.
     async fn settle(
         &mut self,
         card: PendingCard,
         approve: bool,
-    ) -> Result<(TurnEnd, Option<PendingCard>), CliError> {
+    ) -> Result<(TurnEnd, Option<Pending>), CliError> {
         let kind = if approve { APPROVE } else { DENY };
         let request = Request::ThreadsCustomAction(ActionParams {
             thread_id: self.thread_id.clone(),
@@ -264,7 +344,7 @@ impl Session<'_> {
 
     /// Sends one message and renders its answer; returns how it ended and
     /// the approval card it ended on, if any.
-    async fn turn(&mut self, text: &str) -> Result<(TurnEnd, Option<PendingCard>), CliError> {
+    async fn turn(&mut self, text: &str) -> Result<(TurnEnd, Option<Pending>), CliError> {
         let request = Request::ThreadsAddUserMessage(ThreadInputParams {
             thread_id: Some(self.thread_id.clone()),
             input: UserMessageInput {
@@ -279,21 +359,31 @@ impl Session<'_> {
         self.stream(request).await
     }
 
-    /// Sends a streaming request and renders its events.
-    async fn stream(
+    /// Sends a streaming request and renders its events; a refusal is
+    /// said on stderr.
+    async fn stream(&mut self, request: Request) -> Result<(TurnEnd, Option<Pending>), CliError> {
+        match self.send(request).await? {
+            Ok(ended) => Ok(ended),
+            Err(e) => {
+                eprintln!("error: {e}");
+                Ok((TurnEnd::Answered, None))
+            }
+        }
+    }
+
+    /// Sends a streaming request and renders its events, or returns its
+    /// refusal.
+    async fn send(
         &mut self,
         request: Request,
-    ) -> Result<(TurnEnd, Option<PendingCard>), CliError> {
+    ) -> Result<Result<(TurnEnd, Option<Pending>), ChatKitError>, CliError> {
         let mut stream = match self.app.chatkit().handle(&self.ctx, request).await {
             Ok(Response::Stream(stream)) => {
                 self.sent += 1;
                 stream
             }
-            Ok(Response::Json(_)) => return Ok((TurnEnd::Answered, None)),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Ok((TurnEnd::Answered, None));
-            }
+            Ok(Response::Json(_)) => return Ok(Ok((TurnEnd::Answered, None))),
+            Err(e) => return Ok(Err(e)),
         };
         let mut render = Render::new(std::io::stdout(), self.glyphs);
         loop {
@@ -305,7 +395,7 @@ impl Session<'_> {
                     drop(stream);
                     render.end_line()?;
                     eprintln!("(stopped; the answer so far is kept)");
-                    return Ok((TurnEnd::Interrupted, None));
+                    return Ok(Ok((TurnEnd::Interrupted, None)));
                 }
                 event = stream.events.recv() => event,
             };
@@ -315,7 +405,7 @@ impl Session<'_> {
             }
         }
         render.end_line()?;
-        Ok((TurnEnd::Answered, render.take_approval()))
+        Ok(Ok((TurnEnd::Answered, render.take_pending())))
     }
 }
 

@@ -8,7 +8,8 @@
 //! line stays open for the outcome; once complete, the content's first line
 //! ends the task line and the rest goes on one line under it. A widget shows
 //! as its text, each line marked as part of a card (buttons as `[label]`);
-//! an approval card is remembered for the session to ask about. Nothing here
+//! an approval card, or a tool server's question, is remembered for the
+//! session to ask about. Nothing here
 //! reads stdin or knows the session.
 
 use std::collections::HashMap;
@@ -35,6 +36,21 @@ pub(super) struct PendingCard {
     pub(super) payload: Value,
 }
 
+/// A tool server's question the user has not answered: its item's id and
+/// its questions.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct PendingQuestion {
+    pub(super) item_id: String,
+    pub(super) inputs: Vec<Value>,
+}
+
+/// What an answer ended on that waits for the user.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Pending {
+    Card(PendingCard),
+    Question(PendingQuestion),
+}
+
 /// A task being shown.
 struct ShownTask {
     name: String,
@@ -51,6 +67,8 @@ pub(super) struct Render<W: Write> {
     tasks: HashMap<(String, usize), ShownTask>,
     /// The last approval card shown with its buttons.
     approval: Option<PendingCard>,
+    /// The question the answer ended on.
+    question: Option<PendingQuestion>,
 }
 
 impl<W: Write> Render<W> {
@@ -62,6 +80,7 @@ impl<W: Write> Render<W> {
             open_task: None,
             tasks: HashMap::new(),
             approval: None,
+            question: None,
         }
     }
 
@@ -84,6 +103,13 @@ impl<W: Write> Render<W> {
                     self.end_line()?;
                     let url = image.get("url").and_then(Value::as_str).unwrap_or_default();
                     writeln!(self.out, "  {} image: {url}", self.glyphs.tool)?;
+                }
+                ItemKind::StructuredInput { status, inputs } if status == "pending" => {
+                    self.end_line()?;
+                    self.question = Some(PendingQuestion {
+                        item_id: item.id.clone(),
+                        inputs: inputs.clone(),
+                    });
                 }
                 ItemKind::ClientToolCall(call) if call.status == ClientToolCallStatus::Pending => {
                     self.end_line()?;
@@ -211,7 +237,7 @@ impl<W: Write> Render<W> {
     }
 
     /// A widget as text, each line marked; an approval card's buttons are
-    /// remembered for [`Render::take_approval`].
+    /// remembered for [`Render::take_pending`].
     fn widget(&mut self, id: &str, widget: &Value) -> std::io::Result<()> {
         self.end_line()?;
         let text = plain_text(widget);
@@ -236,9 +262,13 @@ impl<W: Write> Render<W> {
         Ok(())
     }
 
-    /// The approval card this answer ended on, if any.
-    pub(super) fn take_approval(&mut self) -> Option<PendingCard> {
-        self.approval.take()
+    /// What this answer ended on that waits for the user: a tool server's
+    /// question (the answer stops there), else an approval card.
+    pub(super) fn take_pending(&mut self) -> Option<Pending> {
+        match self.question.take() {
+            Some(question) => Some(Pending::Question(question)),
+            None => self.approval.take().map(Pending::Card),
+        }
     }
 
     /// Ends the current line, if one is open.
@@ -418,10 +448,12 @@ mod tests {
         render
             .event(ThreadStreamEvent::ItemDone { item })
             .expect("written");
-        let pending = render.take_approval().expect("an approval card");
+        let Some(Pending::Card(pending)) = render.take_pending() else {
+            panic!("an approval card");
+        };
         assert_eq!(pending.widget_id, "msg_card");
         assert_eq!(pending.payload, serde_json::json!({"call_ids": ["c1"]}));
-        assert_eq!(render.take_approval(), None);
+        assert_eq!(render.take_pending(), None);
         let text = String::from_utf8(out).expect("utf-8");
         assert_eq!(
             text,
