@@ -81,6 +81,7 @@ pub struct Metrics {
     pub tool_calls: Family<ToolLabels, Counter>,
     pub tool_latency: Histograms<ToolLatencyLabels>,
     pub approvals: Family<ApprovalLabels, Counter>,
+    pub questions: Family<ApprovalLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -136,6 +137,12 @@ impl Metrics {
             "Approval cards: asked, then approved, denied, expired (the conversation moved on) or unchanged (a repeated click)",
             approvals.clone(),
         );
+        let questions = Family::<ApprovalLabels, Counter>::default();
+        registry.register(
+            "questions",
+            "Tool servers' questions to users: asked, then answered, skipped, expired (no answer in time) or abandoned (the thread was deleted)",
+            questions.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -145,7 +152,18 @@ impl Metrics {
             tool_calls,
             tool_latency,
             approvals,
+            questions,
         }
+    }
+
+    /// Counts one event of a tool server's question: `asked`, `answered`,
+    /// `skipped`, `expired` or `abandoned`.
+    pub fn question(&self, event: &'static str) {
+        self.questions
+            .get_or_create(&ApprovalLabels {
+                event: event.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts one approval event: `asked`, `approved`, `denied`, `expired`

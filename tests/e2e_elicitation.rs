@@ -264,6 +264,12 @@ async fn a_question_is_answered_and_the_call_goes_on(backend: Backend) {
     daemon.llm.push(Script::text(["Hello again."]));
     let next = daemon.add_message(&thread_id, "hello").await;
     assert_eq!(next.answer().as_deref(), Some("Hello again."));
+    let (status, metrics) = daemon.get("/metrics").await;
+    assert_eq!(status, 200);
+    for event in ["asked", "answered"] {
+        let line = format!("chatkitd_questions_total{{event=\"{event}\"}}");
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
     daemon.stop().await;
 }
 
@@ -586,5 +592,33 @@ async fn questions_of_concurrent_calls_are_asked_one_at_a_time() {
             "{result}"
         );
     }
+    daemon.stop().await;
+}
+
+/// A thread deleted while its question waits: the call is told `cancel` at
+/// once, so the run ends and frees the user's only run slot, instead of
+/// holding it until the question expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_thread_ends_its_question() {
+    let daemon = daemon(Backend::Sqlite, |config| {
+        config.limits.max_concurrent_runs_per_user = 1;
+    })
+    .await;
+    daemon.llm.push(form_call("call_1"));
+    let (thread_id, asked) = daemon.create_thread("sign me up").await;
+    question_of(&asked);
+    let (status, refused) = daemon.post(support::create_body("another thread")).await;
+    assert_eq!(status, 429, "the waiting run holds the slot: {refused}");
+
+    let (status, _) = daemon
+        .post(json!({"type": "threads.delete", "params": {"thread_id": thread_id}}))
+        .await;
+    assert_eq!(status, 200);
+    daemon.llm.push(Script::text(["Hello."]));
+    let freed = eventually(Duration::from_secs(5), || async {
+        daemon.post(support::create_body("another thread")).await.0 != 429
+    })
+    .await;
+    assert!(freed, "the slot is free again");
     daemon.stop().await;
 }

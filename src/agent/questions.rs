@@ -83,6 +83,11 @@ impl Claimed {
     /// Gives the run its answer and the stream to go on with. `false` when
     /// the run is gone meanwhile.
     pub fn answer(self, answer: Answer, next: NextStream) -> bool {
+        let event = match answer.0 {
+            ElicitationAnswer::Accept(_) => "answered",
+            _ => "skipped",
+        };
+        crate::metrics::get().question(event);
         self.reply
             .send(Reply {
                 answer: answer.0,
@@ -132,6 +137,28 @@ impl Questions {
             run: taken.run,
             reply: taken.reply,
         })
+    }
+
+    /// Ends the questions of `user`'s deleted `thread_id`: their calls are
+    /// told `cancel` at once rather than holding their instances, the
+    /// thread's lock and the user's run slot until they expire.
+    pub fn abandon_thread(&self, user: &str, thread_id: &str) {
+        let abandoned: Vec<Open> = {
+            let mut open = self.lock();
+            let ids: Vec<String> = open
+                .iter()
+                .filter(|(_, o)| o.user == user && o.thread_id == thread_id)
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.iter().filter_map(|id| open.remove(id)).collect()
+        };
+        for question in abandoned {
+            crate::metrics::get().question("abandoned");
+            let _ = question.reply.send(Reply {
+                answer: ElicitationAnswer::Cancel,
+                next: None,
+            });
+        }
     }
 
     /// Removes a question nobody answered; `false` if it was claimed first.
@@ -306,6 +333,7 @@ impl Run<'_> {
                 },
             );
             tracing::info!(server = %asked.request.server, item_id = %item.id, "a tool server asks the user; waiting for the answer");
+            crate::metrics::get().question("asked");
             let message = asked.request.message.clone();
             asking.open = Some(Shown {
                 item,
@@ -345,6 +373,7 @@ impl Run<'_> {
                     return Ok(None);
                 }
                 tracing::info!(item_id = %shown.item.id, timeout = ?self.agent.config.question_timeout, "nobody answered a tool server's question in time; the call is told");
+                crate::metrics::get().question("expired");
                 let mut item = shown.item.clone();
                 Submission::skipped().apply(&mut item);
                 let user = self.input.identity.user_id.clone();
@@ -404,6 +433,44 @@ mod tests {
             schema: serde_json::Value::Null,
         };
         question_item("thr_1", &request, &form)
+    }
+
+    #[tokio::test]
+    async fn a_step_holds_a_bounded_queue_of_questions() {
+        let (tx, mut rx) = channel();
+        let mut asking = Asking::new(Arc::default());
+        let request = ElicitationRequest {
+            server: "s".into(),
+            message: "?".into(),
+            schema: json!({"type": "object", "properties": {}}),
+        };
+        // The channel itself takes QUEUE; the next is answered at once.
+        let ask = asker(0, tx);
+        let mut waiting = Vec::new();
+        for _ in 0..QUEUE {
+            waiting.push(tokio::spawn(ask(request.clone())));
+        }
+        tokio::task::yield_now().await;
+        while rx.len() < QUEUE {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(ask(request.clone()).await, ElicitationAnswer::Cancel);
+        // Queued past QUEUE by the step: answered at once too.
+        while let Ok(asked) = rx.try_recv() {
+            asking.queue(asked);
+        }
+        let (reply, answer) = oneshot::channel();
+        asking.queue(Asked {
+            index: 1,
+            request,
+            reply,
+        });
+        assert_eq!(answer.await.ok(), Some(ElicitationAnswer::Cancel));
+        // The queued ones are cancelled when the step ends.
+        drop(asking);
+        for waiter in waiting {
+            assert_eq!(waiter.await.ok(), Some(ElicitationAnswer::Cancel));
+        }
     }
 
     #[test]

@@ -162,6 +162,7 @@ impl ChatKit {
         if !self.store.delete_thread(&ctx.user_id, thread_id).await? {
             return Err(ChatKitError::NotFound(format!("thread {thread_id}")));
         }
+        self.questions.abandon_thread(&ctx.user_id, thread_id);
         self.attachments().forget(&files).await;
         Ok(Response::Json("{}".to_owned()))
     }
