@@ -325,7 +325,7 @@ async fn chat_asks_a_tool_servers_question_and_sends_the_answer() {
             "count": {"type": "integer", "minimum": 1, "maximum": 5}
         }, "required": ["size"]}
     });
-    llm.push(Script::tool_call("call_1", "ask", &arguments.to_string()));
+    llm.push(Script::tool_call("call_1", "ask", arguments.to_string()));
     llm.push(Script::text(["Ordered."]));
 
     // count 9 is refused, then the form is asked again: large, 2.
