@@ -699,20 +699,9 @@ async fn uploads_no_message_used_are_swept() {
     );
 }
 
-/// `@modelcontextprotocol/server-everything`, run with `npx` at a pinned
-/// version (`.ci/run` puts it in npm's cache first).
-const EVERYTHING: &str = "@modelcontextprotocol/server-everything@2026.8.31";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_third_party_servers_image_and_links_reach_the_model_as_such() {
-    let toml = format!(
-        "[mcp_servers.everything]\ncommand = \"npx\"\nargs = [\"-y\", \"{EVERYTHING}\", \"stdio\"]\n\
-         startup_timeout = \"90s\"\ncall_timeout = \"60s\"\n"
-    );
-    let server = Config::from_toml(&toml, "everything.toml", ".".into(), &|_| None)
-        .expect("valid")
-        .mcp_servers["everything"]
-        .clone();
+    let server = support::server_everything();
     let daemon = daemon(Backend::Sqlite, |config| {
         config.mcp_servers.insert("everything".into(), server);
     })

@@ -122,19 +122,25 @@ fn answer_body(thread_id: &str, item_id: &str, input: Value) -> Value {
     }})
 }
 
-/// What the tool returned to the model in the newest model request.
-fn tool_output(daemon: &Daemon) -> Value {
-    let requests = daemon.llm.stream_requests();
-    let last = requests.last().expect("a model request");
-    let content = last
-        .messages()
-        .iter()
-        .rev()
-        .find(|m| m["role"] == "tool")
-        .and_then(|m| m["content"].as_str())
-        .expect("a tool result")
-        .to_owned();
-    serde_json::from_str(&content).unwrap_or(Value::String(content))
+/// Skips the whole form of question `item_id`: the answer's stream.
+async fn skip(daemon: &Daemon, thread_id: &str, item_id: &str) -> Streamed {
+    let skipped = json!({"status": "skipped"});
+    daemon
+        .stream(answer_body(thread_id, item_id, skipped))
+        .await
+}
+
+/// Posts an answer that must be refused with `status`; returns the refusal.
+async fn refusal(
+    daemon: &Daemon,
+    thread_id: &str,
+    item_id: &str,
+    input: Value,
+    status: u16,
+) -> String {
+    let (got, refused) = daemon.post(answer_body(thread_id, item_id, input)).await;
+    assert_eq!(got, status, "{refused}");
+    refused.to_string()
 }
 
 async fn stored_question(daemon: &Daemon, thread_id: &str, item_id: &str) -> Value {
@@ -185,33 +191,17 @@ async fn a_question_is_answered_and_the_call_goes_on(backend: Backend) {
     assert!(started.elapsed() < Duration::from_secs(2));
 
     // A wrong answer is refused with why, and the question stays open.
-    let (status, refused) = daemon
-        .post(answer_body(
-            &thread_id,
-            &item_id,
-            json!({"answers": {
-                "color": {"values": ["blue"]}, "age": {"values": ["200"]}
-            }}),
-        ))
-        .await;
-    assert_eq!(status, 400, "{refused}");
-    assert!(refused.to_string().contains("Age"), "{refused}");
-    let (status, refused) = daemon
-        .post(answer_body(
-            &thread_id,
-            &item_id,
-            json!({"answers": {"age": {"values": ["7"]}}}),
-        ))
-        .await;
-    assert_eq!(status, 400, "a required answer is missing: {refused}");
+    let wrong = json!({"answers": {"color": {"values": ["blue"]}, "age": {"values": ["200"]}}});
+    let refused = refusal(&daemon, &thread_id, &item_id, wrong, 400).await;
+    assert!(refused.contains("Age"), "{refused}");
+    // A required answer is missing.
+    let missing = json!({"answers": {"age": {"values": ["7"]}}});
+    refusal(&daemon, &thread_id, &item_id, missing, 400).await;
     for malformed in [
         json!({"status": "maybe"}),
         json!({"answers": {"color": "blue"}}),
     ] {
-        let (status, refused) = daemon
-            .post(answer_body(&thread_id, &item_id, malformed))
-            .await;
-        assert_eq!(status, 400, "{refused}");
+        refusal(&daemon, &thread_id, &item_id, malformed, 400).await;
     }
     assert_eq!(
         stored_question(&daemon, &thread_id, &item_id).await["status"],
@@ -246,21 +236,21 @@ async fn a_question_is_answered_and_the_call_goes_on(backend: Backend) {
     // The rest of the run streams to the client that answered.
     assert_eq!(answered.answer().as_deref(), Some("Thanks, noted."));
     assert_eq!(
-        tool_output(&daemon),
+        support::last_tool_json(&daemon),
         json!({"action": "accept", "content": {"color": "blue", "age": 42, "subscribe": true}})
     );
     let stored = stored_question(&daemon, &thread_id, &item_id).await;
     assert_eq!(&stored, replaced);
 
     // Answered once: again is refused; the thread takes messages again.
-    let (status, _) = daemon
-        .post(answer_body(
-            &thread_id,
-            &item_id,
-            json!({"status": "skipped"}),
-        ))
-        .await;
-    assert_eq!(status, 400);
+    refusal(
+        &daemon,
+        &thread_id,
+        &item_id,
+        json!({"status": "skipped"}),
+        400,
+    )
+    .await;
     daemon.llm.push(Script::text(["Hello again."]));
     let next = daemon.add_message(&thread_id, "hello").await;
     assert_eq!(next.answer().as_deref(), Some("Hello again."));
@@ -279,13 +269,7 @@ async fn a_skipped_question_is_declined(backend: Backend) {
     daemon.llm.push(Script::text(["Fine, skipped."]));
     let (thread_id, asked) = daemon.create_thread("sign me up").await;
     let item_id = question_of(&asked)["id"].as_str().expect("id").to_owned();
-    let skipped = daemon
-        .stream(answer_body(
-            &thread_id,
-            &item_id,
-            json!({"status": "skipped"}),
-        ))
-        .await;
+    let skipped = skip(&daemon, &thread_id, &item_id).await;
     let replaced = &skipped.events[1]["item"];
     assert_eq!(replaced["status"], "skipped");
     assert_eq!(
@@ -293,7 +277,7 @@ async fn a_skipped_question_is_declined(backend: Backend) {
         json!({"values": [], "skipped": true})
     );
     assert_eq!(skipped.answer().as_deref(), Some("Fine, skipped."));
-    assert_eq!(tool_output(&daemon)["action"], "decline");
+    assert_eq!(support::last_tool_json(&daemon)["action"], "decline");
     daemon.stop().await;
 }
 
@@ -324,17 +308,11 @@ async fn an_unanswered_question_expires_and_the_run_finishes() {
     })
     .await;
     assert!(finished, "the run finished after the question expired");
-    assert_eq!(tool_output(&daemon)["action"], "cancel");
+    assert_eq!(support::last_tool_json(&daemon)["action"], "cancel");
     let question = stored_question(&daemon, &thread_id, &item_id).await;
     assert_eq!(question["status"], "skipped");
-    let (status, refused) = daemon
-        .post(answer_body(
-            &thread_id,
-            &item_id,
-            json!({"answers": {"color": {"values": ["red"]}}}),
-        ))
-        .await;
-    assert_eq!(status, 400, "{refused}");
+    let late = json!({"answers": {"color": {"values": ["red"]}}});
+    refusal(&daemon, &thread_id, &item_id, late, 400).await;
     daemon.stop().await;
 }
 
@@ -361,15 +339,9 @@ async fn a_question_nobody_waits_for_is_closed_not_answered() {
         .expect("stored");
     store.close().await;
 
-    let (status, refused) = daemon
-        .post(answer_body(
-            &thread_id,
-            "msg_orphan",
-            json!({"answers": {"name": {"values": ["Ann"]}}}),
-        ))
-        .await;
-    assert_eq!(status, 409, "{refused}");
-    assert!(refused.to_string().contains("nobody waits"), "{refused}");
+    let answer = json!({"answers": {"name": {"values": ["Ann"]}}});
+    let refused = refusal(&daemon, &thread_id, "msg_orphan", answer, 409).await;
+    assert!(refused.contains("nobody waits"), "{refused}");
     let closed = stored_question(&daemon, &thread_id, "msg_orphan").await;
     assert_eq!(closed["status"], "skipped");
     assert_eq!(
@@ -384,24 +356,13 @@ async fn a_question_nobody_waits_for_is_closed_not_answered() {
     daemon.stop().await;
 }
 
-/// `@modelcontextprotocol/server-everything`, run with `npx` at a pinned
-/// version (`.ci/run` puts it in npm's cache first).
-const EVERYTHING: &str = "@modelcontextprotocol/server-everything@2026.8.31";
-
 /// The third-party server-everything over stdio: it lists its elicitation
 /// tool only to clients that declare the capability; its form (strings with
 /// formats, bounded numbers, enums of three spellings, a multiple choice)
 /// is asked as structured input, answered once and skipped once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_everything_asks_and_is_answered_then_skipped() {
-    let toml = format!(
-        "[mcp_servers.everything]\ncommand = \"npx\"\nargs = [\"-y\", \"{EVERYTHING}\", \"stdio\"]\n\
-         startup_timeout = \"90s\"\ncall_timeout = \"60s\"\n"
-    );
-    let server = Config::from_toml(&toml, "everything.toml", ".".into(), &|_| None)
-        .expect("valid")
-        .mcp_servers["everything"]
-        .clone();
+    let server = support::server_everything();
     let daemon = Daemon::start_with(Backend::Sqlite, |config| {
         config.mcp_servers.insert("everything".into(), server);
     })
@@ -438,16 +399,10 @@ async fn server_everything_asks_and_is_answered_then_skipped() {
     assert_eq!(by_id("email")["type"], "freeform");
 
     // A malformed email is refused before the server sees anything.
-    let (status, refused) = daemon
-        .post(answer_body(
-            &thread_id,
-            &item_id,
-            json!({"answers": {
-                "name": {"values": ["Ann Smith"]}, "email": {"values": ["not-an-email"]}
-            }}),
-        ))
-        .await;
-    assert_eq!(status, 400, "{refused}");
+    let malformed = json!({"answers": {
+        "name": {"values": ["Ann Smith"]}, "email": {"values": ["not-an-email"]}
+    }});
+    refusal(&daemon, &thread_id, &item_id, malformed, 400).await;
     let answered = daemon
         .stream(answer_body(
             &thread_id,
@@ -467,7 +422,7 @@ async fn server_everything_asks_and_is_answered_then_skipped() {
         "{:?}",
         answered.types()
     );
-    let output = tool_output(&daemon).to_string();
+    let output = support::last_tool_json(&daemon).to_string();
     for shown in [
         "User provided the requested information",
         "Name: Ann Smith",
@@ -482,15 +437,9 @@ async fn server_everything_asks_and_is_answered_then_skipped() {
     daemon.llm.push(Script::text(["Skipped."]));
     let asked = daemon.add_message(&thread_id, "ask me again").await;
     let item_id = question_of(&asked)["id"].as_str().expect("id").to_owned();
-    let skipped = daemon
-        .stream(answer_body(
-            &thread_id,
-            &item_id,
-            json!({"status": "skipped"}),
-        ))
-        .await;
+    let skipped = skip(&daemon, &thread_id, &item_id).await;
     assert_eq!(skipped.answer().as_deref(), Some("Skipped."));
-    let output = tool_output(&daemon).to_string();
+    let output = support::last_tool_json(&daemon).to_string();
     assert!(output.contains("User declined"), "{output}");
     daemon.stop().await;
 }
@@ -509,11 +458,8 @@ async fn an_answer_reaching_another_replica_is_refused_with_why() {
     let answer = json!({"answers": {"color": {"values": ["red"]}}});
 
     let started = Instant::now();
-    let (status, refused) = second
-        .post(answer_body(&thread_id, &item_id, answer.clone()))
-        .await;
-    assert_eq!(status, 409, "{refused}");
-    assert!(refused.to_string().contains("another server"), "{refused}");
+    let refused = refusal(&second, &thread_id, &item_id, answer.clone(), 409).await;
+    assert!(refused.contains("another server"), "{refused}");
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(
         stored_question(&first, &thread_id, &item_id).await["status"],
@@ -524,7 +470,10 @@ async fn an_answer_reaching_another_replica_is_refused_with_why() {
         .stream(answer_body(&thread_id, &item_id, answer))
         .await;
     assert_eq!(answered.answer().as_deref(), Some("Thanks."));
-    assert_eq!(tool_output(&first)["content"], json!({"color": "red"}));
+    assert_eq!(
+        support::last_tool_json(&first)["content"],
+        json!({"color": "red"})
+    );
     second.stop().await;
     first.stop().await;
 }

@@ -131,18 +131,6 @@ async fn assert_refused(daemon: &Daemon, token: &str, cases: &[(Value, &str)]) {
     }
 }
 
-/// The JSON of the last tool result the model read.
-fn last_tool_json(daemon: &Daemon) -> Value {
-    let messages = last_messages(daemon);
-    let content = messages
-        .iter()
-        .rev()
-        .find(|m| m["role"] == "tool")
-        .and_then(|m| m["content"].as_str())
-        .expect("a tool result");
-    serde_json::from_str(content).unwrap_or(Value::String(content.to_owned()))
-}
-
 /// The visible items of a thread, as `token`'s bearer lists them.
 async fn items_as(daemon: &Daemon, token: &str, thread: &str) -> Vec<Value> {
     let (status, page) = daemon
@@ -230,7 +218,9 @@ async fn a_listing_is_a_widget_whose_buttons_complete_tasks_in_place(backend: Ba
     // The model still read the tool's text, and the widget came after the
     // tool activity, before the answer.
     assert_eq!(
-        last_tool_json(&daemon)["tasks"].as_array().map(Vec::len),
+        support::last_tool_json(&daemon)["tasks"]
+            .as_array()
+            .map(Vec::len),
         Some(2)
     );
     let kinds: Vec<Value> = listed
@@ -528,7 +518,7 @@ async fn a_denied_delete_keeps_the_task_and_the_model_is_told(backend: Backend) 
     );
     assert_eq!(denied.answer().as_deref(), Some("OK, I kept it."));
     assert_eq!(
-        last_tool_json(&daemon),
+        support::last_tool_json(&daemon),
         Value::String(chatkitd::agent::DENIED.to_owned())
     );
 
@@ -569,7 +559,10 @@ async fn a_denied_delete_keeps_the_task_and_the_model_is_told(backend: Backend) 
     daemon
         .stream_as(&alice, add_message_body(&thread, "list"))
         .await;
-    assert_eq!(last_tool_json(&daemon)["tasks"][0]["id"], ids[0].as_str());
+    assert_eq!(
+        support::last_tool_json(&daemon)["tasks"][0]["id"],
+        ids[0].as_str()
+    );
     daemon.stop().await;
 }
 
@@ -618,7 +611,7 @@ async fn approval_after_a_restart_runs_the_call_and_the_answer_streams() {
         "the call shows as activity"
     );
     assert_eq!(approved.answer().as_deref(), Some("Deleted it."));
-    assert_eq!(last_tool_json(&second), json!({"deleted": ids[0]}));
+    assert_eq!(support::last_tool_json(&second), json!({"deleted": ids[0]}));
     // The model's history pairs the call with its result.
     let messages = last_messages(&second);
     let asked_at = messages
@@ -632,7 +625,7 @@ async fn approval_after_a_restart_runs_the_call_and_the_answer_streams() {
     second
         .stream_as(&alice, add_message_body(&thread, "list"))
         .await;
-    assert_eq!(last_tool_json(&second)["tasks"], json!([]));
+    assert_eq!(support::last_tool_json(&second)["tasks"], json!([]));
     second.stop().await;
     first.stop().await;
 }
@@ -813,7 +806,10 @@ async fn a_card_the_conversation_moved_past_runs_nothing() {
     daemon
         .stream_as(&alice, add_message_body(&thread, "list"))
         .await;
-    assert_eq!(last_tool_json(&daemon)["tasks"][0]["id"], ids[0].as_str());
+    assert_eq!(
+        support::last_tool_json(&daemon)["tasks"][0]["id"],
+        ids[0].as_str()
+    );
 
     // Malformed settlements are refused before anything runs.
     let refusals = [
@@ -870,7 +866,7 @@ async fn a_widget_that_does_not_render_leaves_the_plain_activity() {
         listed.raw
     );
     assert!(listed.done_items().iter().any(|i| i["type"] == "workflow"));
-    assert_eq!(last_tool_json(&daemon)["tasks"][0]["title"], "one");
+    assert_eq!(support::last_tool_json(&daemon)["tasks"][0]["title"], "one");
     assert!(
         support::eventually(std::time::Duration::from_secs(5), || async {
             daemon.log().contains("did not render")

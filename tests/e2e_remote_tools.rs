@@ -305,11 +305,7 @@ async fn server_everything_over_streamable_http() {
         .expect("a free port")
         .port();
     let mut server = tokio::process::Command::new("npx")
-        .args([
-            "-y",
-            "@modelcontextprotocol/server-everything@2026.8.31",
-            "streamableHttp",
-        ])
+        .args(["-y", support::EVERYTHING, "streamableHttp"])
         .env("PORT", port.to_string())
         .process_group(0)
         .stdout(std::process::Stdio::null())

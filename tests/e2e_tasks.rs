@@ -40,22 +40,6 @@ fn call(id: &str, name: &str, args: Value) -> Script {
     }
 }
 
-/// The JSON a tool returned, from the last model request.
-fn last_tool_json(daemon: &Daemon) -> Value {
-    let requests = daemon.llm.stream_requests();
-    let content = requests
-        .last()
-        .expect("request")
-        .messages()
-        .iter()
-        .rev()
-        .find(|m| m["role"] == "tool")
-        .and_then(|m| m["content"].as_str())
-        .expect("a tool result")
-        .to_owned();
-    serde_json::from_str(&content).unwrap_or(Value::String(content))
-}
-
 async fn add_task_buy_milk(backend: Backend) {
     let shared = tempfile::tempdir().expect("temp dir");
     let db = shared.path().join("tasks.db");
@@ -85,7 +69,7 @@ async fn add_task_buy_milk(backend: Backend) {
         .expect("props");
     assert!(!properties.contains_key("user_id"), "{properties:?}");
     assert!(properties.contains_key("title"));
-    let created = last_tool_json(&alice);
+    let created = support::last_tool_json(&alice);
     assert_eq!(created["title"], "buy milk");
     assert_eq!(created["status"], "open");
 
@@ -112,7 +96,7 @@ async fn add_task_buy_milk(backend: Backend) {
         replayed,
         ["system", "user", "assistant", "tool", "assistant", "user"]
     );
-    let listed = last_tool_json(&alice);
+    let listed = support::last_tool_json(&alice);
     assert_eq!(listed["tasks"].as_array().map(Vec::len), Some(1));
     assert_eq!(listed["tasks"][0]["title"], "buy milk");
 
@@ -122,13 +106,13 @@ async fn add_task_buy_milk(backend: Backend) {
         .push(call("c3", "list_tasks", json!({"status": "all"})));
     bob.llm.push(Script::text(["None."]));
     bob.create_thread("my tasks?").await;
-    assert_eq!(last_tool_json(&bob), json!({"tasks": []}));
+    assert_eq!(support::last_tool_json(&bob), json!({"tasks": []}));
     let task_id = created["id"].as_str().expect("task id").to_owned();
     bob.llm
         .push(call("c4", "complete_task", json!({"task_id": task_id})));
     bob.llm.push(Script::text(["Cannot."]));
     bob.create_thread("complete it").await;
-    let refused = last_tool_json(&bob);
+    let refused = support::last_tool_json(&bob);
     assert!(
         refused
             .as_str()

@@ -19,8 +19,8 @@ mod streams;
 // Each test binary uses its own part of the harness.
 #[allow(unused_imports)]
 pub use process::{
-    chatkitd_command, children_of, fake_mcp_server, fake_mcp_server_toml, process_alive,
-    serve_chatkitd, terminate, workspace_bin,
+    EVERYTHING, chatkitd_command, children_of, fake_mcp_server, fake_mcp_server_toml,
+    process_alive, serve_chatkitd, server_everything, terminate, workspace_bin,
 };
 #[allow(unused_imports)]
 pub use streams::{Streamed, post_at, stream_at};
@@ -673,4 +673,21 @@ impl Daemon {
     pub async fn create_thread_as(&self, token: &str, text: &str) -> (String, Streamed) {
         created(self.stream_as(token, create_body(text)).await)
     }
+}
+
+/// What a tool returned to the model in the newest model request: its
+/// JSON, or its text as a JSON string.
+pub fn last_tool_json(daemon: &Daemon) -> Value {
+    let requests = daemon.llm.stream_requests();
+    let content = requests
+        .last()
+        .expect("request")
+        .messages()
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "tool")
+        .and_then(|m| m["content"].as_str())
+        .expect("a tool result")
+        .to_owned();
+    serde_json::from_str(&content).unwrap_or(Value::String(content))
 }

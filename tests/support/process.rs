@@ -80,6 +80,22 @@ pub fn fake_mcp_server() -> chatkitd::config::McpServerConfig {
     config.mcp_servers["fake"].clone()
 }
 
+/// `@modelcontextprotocol/server-everything`, run with `npx` at a pinned
+/// version (`.ci/run` puts it in npm's cache first).
+pub const EVERYTHING: &str = "@modelcontextprotocol/server-everything@2026.8.31";
+
+/// The `[mcp_servers.everything]` table of server-everything over stdio,
+/// as the daemon reads it (npx's first start can be slow).
+pub fn server_everything() -> chatkitd::config::McpServerConfig {
+    let text = format!(
+        "[mcp_servers.everything]\ncommand = \"npx\"\nargs = [\"-y\", \"{EVERYTHING}\", \"stdio\"]\n\
+         startup_timeout = \"90s\"\ncall_timeout = \"60s\"\n"
+    );
+    let config = Config::from_toml(&text, "everything.toml", PathBuf::from("."), &|_| None)
+        .expect("server-everything config is valid");
+    config.mcp_servers["everything"].clone()
+}
+
 /// A `chatkitd serve` child logging (as text, at info) to `log`, started
 /// on `config`, which must listen on port 0: returns the child once it is
 /// listening, and the address it took (read from its log, so no port is
