@@ -571,3 +571,45 @@ async fn deleting_a_thread_ends_its_question() {
     assert!(freed, "the slot is free again");
     daemon.stop().await;
 }
+
+/// The server stops waiting for the user (a deadline of its own): its call
+/// ends while the question is open. The question is closed as skipped, the
+/// run goes on (unseen: its stream ended on the question) and stores the
+/// model's answer, and a late answer is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_stops_asking_closes_its_question() {
+    let daemon = daemon(Backend::Sqlite, |_| {}).await;
+    let arguments = json!({
+        "message": "Quick, which?",
+        "schema": {"type": "object", "properties": {"ok": {"type": "boolean"}}},
+        "give_up_after_ms": 300
+    });
+    daemon.llm.push(Script::ToolCalls {
+        calls: vec![FakeToolCall::new("call_1", "ask", arguments.to_string())],
+    });
+    daemon.llm.push(Script::text(["It stopped waiting."]));
+    let (thread_id, asked) = daemon.create_thread("ask quickly").await;
+    let item_id = question_of(&asked)["id"].as_str().expect("id").to_owned();
+    let finished = eventually(Duration::from_secs(10), || async {
+        daemon
+            .stored_values(USER, &thread_id)
+            .await
+            .iter()
+            .any(|i| i["type"] == "assistant_message")
+    })
+    .await;
+    assert!(finished, "the run went on once the call ended");
+    assert_eq!(
+        support::last_tool_json(&daemon),
+        Value::String("gave up waiting for the user".into())
+    );
+    let closed = stored_question(&daemon, &thread_id, &item_id).await;
+    assert_eq!(closed["status"], "skipped");
+    let late = json!({"answers": {"ok": {"values": ["yes"]}}});
+    refusal(&daemon, &thread_id, &item_id, late, 400).await;
+    // The thread is free again.
+    daemon.llm.push(Script::text(["Hi."]));
+    let next = daemon.add_message(&thread_id, "hello").await;
+    assert_eq!(next.answer().as_deref(), Some("Hi."));
+    daemon.stop().await;
+}

@@ -15,6 +15,7 @@
 
 mod actions;
 mod approvals;
+mod asking;
 mod choices;
 mod draft;
 mod elicit;

@@ -13,8 +13,8 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 
+use super::asking::{self, Asking};
 use super::media::tool_images;
-use super::questions::{self, Asking};
 use super::records::{StoredImage, ToolRecord, WidgetSource};
 use super::run::{Run, Stop};
 use crate::llm::{ChatMessage, ToolCall};
@@ -257,7 +257,7 @@ impl Run<'_> {
         let (progress_tx, mut progress_rx) =
             mpsc::channel::<(usize, ToolProgress)>(PROGRESS_BUFFER);
         // Questions the servers ask the user, one shown at a time.
-        let (ask_tx, mut ask_rx) = questions::channel();
+        let (ask_tx, mut ask_rx) = asking::channel();
         let mut asking = Asking::new(self.input.questions.clone());
         let mut pending: FuturesUnordered<_> = calls
             .iter()
@@ -270,7 +270,7 @@ impl Run<'_> {
                 let report: ProgressReporter = Arc::new(move |progress| {
                     let _ = progress_tx.try_send((index, progress));
                 });
-                let elicitor = questions::asker(index, ask_tx.clone());
+                let elicitor = asking::asker(index, ask_tx.clone());
                 async move {
                     let name = &call.function.name;
                     let outcome = match mcp {
@@ -318,6 +318,10 @@ impl Run<'_> {
             let Some((index, outcome)) = finished else {
                 break;
             };
+            // A call that ended while asking leaves no question behind.
+            self.call_ended_asking(&mut asking, index).await?;
+            self.ask_next_of(&mut asking, &workflow.id, calls, &mut tasks)
+                .await?;
             let call = &calls[index];
             tracing::info!(
                 server = %outcome.server,

@@ -121,7 +121,8 @@ impl Fake {
                 "ask",
                 "Asks the user.",
                 object(
-                    json!({"message": {"type": "string"}, "schema": {"type": "object"}}),
+                    json!({"message": {"type": "string"}, "schema": {"type": "object"},
+                           "give_up_after_ms": {"type": "integer"}}),
                     &["message"],
                 ),
             ),
@@ -276,14 +277,27 @@ impl ServerHandler for Fake {
                 let schema = serde_json::from_value(schema)
                     .map_err(|e| ErrorData::invalid_params(e.to_string(), None))?;
                 let message = args.get("message").and_then(Value::as_str).unwrap_or("?");
-                let asked = context
-                    .peer
-                    .create_elicitation(ElicitRequestParams::FormElicitationParams {
-                        meta: None,
-                        message: message.to_owned(),
-                        requested_schema: schema,
-                    })
-                    .await;
+                let asking =
+                    context
+                        .peer
+                        .create_elicitation(ElicitRequestParams::FormElicitationParams {
+                            meta: None,
+                            message: message.to_owned(),
+                            requested_schema: schema,
+                        });
+                // `give_up_after_ms`: stop waiting for the user, as a server
+                // with a deadline of its own would.
+                let asked = match args.get("give_up_after_ms").and_then(Value::as_u64) {
+                    Some(ms) => {
+                        match tokio::time::timeout(std::time::Duration::from_millis(ms), asking)
+                            .await
+                        {
+                            Ok(asked) => asked,
+                            Err(_) => return Ok(text("gave up waiting for the user")),
+                        }
+                    }
+                    None => asking.await,
+                };
                 match asked {
                     Ok(answer) => text(
                         json!({"action": answer.action, "content": answer.content}).to_string(),
