@@ -197,9 +197,15 @@ async fn a_question_is_answered_and_the_call_goes_on(backend: Backend) {
     // A required answer is missing.
     let missing = json!({"answers": {"age": {"values": ["7"]}}});
     refusal(&daemon, &thread_id, &item_id, missing, 400).await;
+    // Past max_message_chars of JSON: refused before it is read.
+    let huge = json!({"answers": {"color": {"values": ["x".repeat(200_000)]}}});
+    let refused = refusal(&daemon, &thread_id, &item_id, huge, 400).await;
+    assert!(refused.contains("at most"), "{refused}");
     for malformed in [
         json!({"status": "maybe"}),
         json!({"answers": {"color": "blue"}}),
+        json!({"answers": {"color": {"values": "blue"}}}),
+        json!("answered"),
     ] {
         refusal(&daemon, &thread_id, &item_id, malformed, 400).await;
     }

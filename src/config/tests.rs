@@ -201,6 +201,22 @@ fn server_limits_have_defaults_and_must_be_positive() {
 }
 
 #[test]
+fn questions_wait_ten_minutes_unless_told_and_never_zero() {
+    let config = load("", &[]).expect("defaults");
+    assert_eq!(config.agent.question_timeout, Duration::from_secs(600));
+    let config = load("[agent]\nquestion_timeout = \"90s\"\n", &[]).expect("valid");
+    assert_eq!(config.agent.question_timeout, Duration::from_secs(90));
+    let err = load("[agent]\nquestion_timeout = \"0s\"\n", &[]).expect_err("zero");
+    assert!(
+        err.to_string()
+            .contains("`agent.question_timeout`: must be positive"),
+        "{err}"
+    );
+    let err = load("[agent]\nquestion_timeout = 600\n", &[]).expect_err("a number");
+    assert!(err.to_string().contains("question_timeout"), "{err}");
+}
+
+#[test]
 fn errors_deep_in_the_file_name_their_line() {
     let head = "[llm]\nmodel = \"m\"\n\n# tools\n[mcp_servers.x]\ncommand = \"x\"\n";
     let err = load(&format!("{head}min_idle = 9\n"), &[]).expect_err("too many");
