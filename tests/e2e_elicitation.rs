@@ -122,6 +122,18 @@ fn answer_body(thread_id: &str, item_id: &str, input: Value) -> Value {
     }})
 }
 
+/// Waits (up to 10 s) until a run nobody watches has stored its answer.
+async fn answer_stored(daemon: &Daemon, thread_id: &str) -> bool {
+    eventually(Duration::from_secs(10), || async {
+        daemon
+            .stored_values(USER, thread_id)
+            .await
+            .iter()
+            .any(|i| i["type"] == "assistant_message")
+    })
+    .await
+}
+
 /// Skips the whole form of question `item_id`: the answer's stream.
 async fn skip(daemon: &Daemon, thread_id: &str, item_id: &str) -> Streamed {
     let skipped = json!({"status": "skipped"});
@@ -305,14 +317,7 @@ async fn an_unanswered_question_expires_and_the_run_finishes() {
     daemon.llm.push(Script::text(["No answer; moving on."]));
     let (thread_id, asked) = daemon.create_thread("sign me up").await;
     let item_id = question_of(&asked)["id"].as_str().expect("id").to_owned();
-    let finished = eventually(Duration::from_secs(10), || async {
-        daemon
-            .stored_values(USER, &thread_id)
-            .await
-            .iter()
-            .any(|i| i["type"] == "assistant_message")
-    })
-    .await;
+    let finished = answer_stored(&daemon, &thread_id).await;
     assert!(finished, "the run finished after the question expired");
     assert_eq!(support::last_tool_json(&daemon)["action"], "cancel");
     let question = stored_question(&daemon, &thread_id, &item_id).await;
@@ -596,14 +601,7 @@ async fn a_call_that_stops_asking_closes_its_question() {
     daemon.llm.push(Script::text(["It stopped waiting."]));
     let (thread_id, asked) = daemon.create_thread("ask quickly").await;
     let item_id = question_of(&asked)["id"].as_str().expect("id").to_owned();
-    let finished = eventually(Duration::from_secs(10), || async {
-        daemon
-            .stored_values(USER, &thread_id)
-            .await
-            .iter()
-            .any(|i| i["type"] == "assistant_message")
-    })
-    .await;
+    let finished = answer_stored(&daemon, &thread_id).await;
     assert!(finished, "the run went on once the call ended");
     assert_eq!(
         support::last_tool_json(&daemon),
