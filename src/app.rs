@@ -211,10 +211,10 @@ impl App {
             rate: RateLimiter::new(limits.requests_per_minute_per_user, limits.burst).map(Arc::new),
             max_body_bytes: self.config.server.max_body_bytes,
             body_read_timeout: self.config.server.body_read_timeout,
-            max_upload_bytes: self.config.attachments.max_bytes,
-            uploads: Arc::new(tokio::sync::Semaphore::new(
-                self.config.attachments.max_concurrent_uploads,
-            )),
+            attachments: http::AttachmentLimits::new(
+                &self.config.attachments,
+                self.config.server.stream_write_timeout,
+            ),
         };
         let router = http::router(
             state,

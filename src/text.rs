@@ -1,7 +1,8 @@
 //! Cutting text short: one rule for where a cut falls (never inside a
 //! character) and how it is marked, for everything the daemon shortens:
 //! tool output the model reads, task summaries the UI shows, titles, the
-//! terminal's lines, log fields.
+//! terminal's lines, log fields. And showing text as it is inside Markdown:
+//! a code block whose fence nothing in the text can close.
 //!
 //! Nothing here knows who reads the text; callers choose the limit and the
 //! marker.
@@ -45,6 +46,17 @@ pub fn cut_bytes_marked(text: &str, max_bytes: usize) -> Cow<'_, str> {
     ))
 }
 
+/// `text` as a fenced Markdown code block with `info` (a language, or
+/// empty) on its opening line. The fence is a run of backticks longer than
+/// any inside `text` (at least three), so no line of `text` can close it
+/// (CommonMark: a closing fence is at least as long as the opening one):
+/// whatever `text` holds, it is shown as text, never read as Markdown.
+pub fn code_block(info: &str, text: &str) -> String {
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest.max(2) + 1);
+    format!("{fence}{info}\n{text}\n{fence}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +80,23 @@ mod tests {
             cut_bytes_marked("héllo wörld", 3),
             "h\u{e9}\n[output truncated: 3 of 13 bytes shown]"
         );
+    }
+
+    #[test]
+    fn code_blocks_are_fenced_longer_than_any_backticks_inside() {
+        assert_eq!(code_block("json", "{}"), "```json\n{}\n```");
+        assert_eq!(code_block("", "a `b` c"), "```\na `b` c\n```");
+        assert_eq!(
+            code_block("json", "{\"x\":\"```\\n# injected\"}"),
+            "````json\n{\"x\":\"```\\n# injected\"}\n````"
+        );
+        let hostile = "x\n```\n# heading\n``````\n[link](https://example.com)";
+        let block = code_block("", hostile);
+        assert!(block.starts_with("```````\n"), "{block}");
+        assert!(block.ends_with("\n```````"), "{block}");
+        // No line inside is as long a run of backticks as the fence.
+        let inner = &block["```````\n".len()..block.len() - "\n```````".len()];
+        assert_eq!(inner, hostile);
+        assert!(inner.lines().all(|line| !line.starts_with("```````")));
     }
 }

@@ -332,8 +332,9 @@ async fn previews_refuse_tampering_expiry_and_other_users(backend: Backend) {
             .0,
         400
     );
+    // A path id no server could have issued is refused before any look-up.
     let traversal = format!("{}/attachments/..%2F..%2Fetc%2Fpasswd/preview", daemon.url);
-    assert_eq!(fetch(&traversal, Some(&token("ann"))).await.0, 404);
+    assert_eq!(fetch(&traversal, Some(&token("ann"))).await.0, 400);
 }
 
 async fn another_users_attachment_is_not_found_anywhere(backend: Backend) {
@@ -440,6 +441,11 @@ async fn limits_refuse_before_any_bytes_are_stored(backend: Backend) {
             .contains("announced as"),
         "{body}"
     );
+    // One byte more than announced is over the size it was allowed: 413.
+    let mut longer = png();
+    longer.push(0);
+    let (status, body) = upload(&url, "dot.png", "image/png", longer).await;
+    assert_eq!(status, 413, "{body}");
     let mut not_png = b"<html>".to_vec();
     not_png.resize(png().len(), b' ');
     let (status, body) = upload(&url, "dot.png", "image/png", not_png).await;

@@ -266,7 +266,7 @@ async fn a_question_is_answered_and_the_call_goes_on(backend: Backend) {
         &thread_id,
         &item_id,
         json!({"status": "skipped"}),
-        400,
+        409,
     )
     .await;
     daemon.llm.push(Script::text(["Hello again."]));
@@ -299,9 +299,46 @@ async fn a_skipped_question_is_declined(backend: Backend) {
     daemon.stop().await;
 }
 
+/// The same answer sent twice at once (a double click, two tabs): exactly
+/// one is taken, the tool gets it, the other is refused with 409 and
+/// changes nothing, and the question stays stored as answered, never
+/// skipped. Several rounds, since the two race differently each time.
+async fn a_double_answer_is_taken_once_and_stays_answered(backend: Backend) {
+    let daemon = daemon(backend, |_| {}).await;
+    for round in 0..6 {
+        daemon.llm.push(form_call(&format!("call_{round}")));
+        daemon.llm.push(Script::text(["Thanks, noted."]));
+        let (thread_id, asked) = daemon.create_thread("sign me up").await;
+        let item_id = question_of(&asked)["id"].as_str().expect("id").to_owned();
+        let answer = json!({"answers": {"color": {"values": ["red"]}}});
+        let body = answer_body(&thread_id, &item_id, answer);
+        let (first, second) = tokio::join!(daemon.post(body.clone()), daemon.post(body));
+        let mut statuses = [first.0, second.0];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 409], "round {round}: {first:?} {second:?}");
+        let refused = if first.0 == 409 { &first.1 } else { &second.1 };
+        assert!(
+            refused["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("already closed")),
+            "{refused}"
+        );
+        assert!(answer_stored(&daemon, &thread_id).await, "round {round}");
+        assert_eq!(
+            support::last_tool_json(&daemon),
+            json!({"action": "accept", "content": {"color": "red"}})
+        );
+        // Read once the run is over: nothing wrote the question after it.
+        let stored = stored_question(&daemon, &thread_id, &item_id).await;
+        assert_eq!(stored["status"], "answered", "round {round}: {stored}");
+    }
+    daemon.stop().await;
+}
+
 both_backends!(
     a_question_is_answered_and_the_call_goes_on,
     a_skipped_question_is_declined,
+    a_double_answer_is_taken_once_and_stays_answered,
 );
 
 /// Nobody answers within `question_timeout`: the call is told `cancel`,
@@ -323,7 +360,7 @@ async fn an_unanswered_question_expires_and_the_run_finishes() {
     let question = stored_question(&daemon, &thread_id, &item_id).await;
     assert_eq!(question["status"], "skipped");
     let late = json!({"answers": {"color": {"values": ["red"]}}});
-    refusal(&daemon, &thread_id, &item_id, late, 400).await;
+    refusal(&daemon, &thread_id, &item_id, late, 409).await;
     daemon.stop().await;
 }
 
@@ -610,7 +647,7 @@ async fn a_call_that_stops_asking_closes_its_question() {
     let closed = stored_question(&daemon, &thread_id, &item_id).await;
     assert_eq!(closed["status"], "skipped");
     let late = json!({"answers": {"ok": {"values": ["yes"]}}});
-    refusal(&daemon, &thread_id, &item_id, late, 400).await;
+    refusal(&daemon, &thread_id, &item_id, late, 409).await;
     // The thread is free again.
     daemon.llm.push(Script::text(["Hi."]));
     let next = daemon.add_message(&thread_id, "hello").await;

@@ -287,6 +287,7 @@ async fn a_listing_is_a_widget_whose_buttons_complete_tasks_in_place(backend: Ba
         told.contains("complete_task") && told.contains(&ids[0]),
         "{told}"
     );
+    let (bobs_thread, bobs_ids) = add_tasks(&daemon, &bob, &["bob's task"]).await;
     let model_calls = daemon.llm.stream_requests().len();
 
     // A tool error: sync is a 422 with the tool's words, streaming an error event.
@@ -325,6 +326,31 @@ async fn a_listing_is_a_widget_whose_buttons_complete_tasks_in_place(backend: Ba
         failed.raw
     );
 
+    // While the widget still offers the button: a payload that is not the
+    // tool's arguments is refused, and Alice cannot name Bob as the
+    // payload's user (identity is injected: his task is not hers).
+    assert_refused(
+        &daemon,
+        &alice,
+        &[(
+            sync_action(&thread, Some(&widget_id), "tasks.complete", json!([1])),
+            "must be a JSON object",
+        )],
+    )
+    .await;
+    let (status, answer) = daemon
+        .post_as(
+            &alice,
+            sync_action(
+                &thread,
+                Some(&widget_id),
+                "tasks.complete",
+                json!({"task_id": bobs_ids[0], "user_id": "bob"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 422, "{answer}");
+
     // Done on "call Ann", sync: the updated item comes back and is stored.
     let (status, body) = daemon
         .post_as(
@@ -362,8 +388,12 @@ async fn a_listing_is_a_widget_whose_buttons_complete_tasks_in_place(backend: Ba
             "offers no \"tasks.explain\" action",
         ),
         (
-            sync_action(&thread, None, "tasks.complete", json!([1])),
-            "must be a JSON object",
+            sync_action(&thread, None, "tasks.complete", json!({"task_id": ids[0]})),
+            "must name the widget that offers it in `item_id`",
+        ),
+        (
+            stream_action(&thread, None, "tasks.complete", json!({"task_id": ids[0]})),
+            "must name the widget that offers it in `item_id`",
         ),
         (
             sync_action(&thread, None, "tool.approve", json!({})),
@@ -391,20 +421,6 @@ async fn a_listing_is_a_widget_whose_buttons_complete_tasks_in_place(backend: Ba
     .await;
 
     // Bob: Alice's thread, or Alice's widget from his own thread, is not found.
-    let (bobs_thread, bobs_ids) = add_tasks(&daemon, &bob, &["bob's task"]).await;
-    // Nor can Alice name Bob as the payload's user: identity is injected.
-    let (status, answer) = daemon
-        .post_as(
-            &alice,
-            sync_action(
-                &thread,
-                None,
-                "tasks.complete",
-                json!({"task_id": bobs_ids[0], "user_id": "bob"}),
-            ),
-        )
-        .await;
-    assert_eq!(status, 422, "{answer}");
     for body in [
         sync_action(
             &thread,

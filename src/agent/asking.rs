@@ -20,6 +20,7 @@ use super::tools::{TaskState, task};
 use crate::llm::ToolCall;
 use crate::mcp::{ElicitationAnswer, ElicitationRequest, Elicitor};
 use crate::protocol::{IdKind, ItemKind, Task, ThreadItem, ThreadStreamEvent, Timestamp, new_id};
+use crate::store::StoreError;
 
 /// Questions of one step waiting to be asked; more are answered `cancel`.
 const QUEUE: usize = 8;
@@ -270,8 +271,15 @@ impl Run<'_> {
         let mut item = shown.item.clone();
         Submission::skipped().apply(&mut item);
         let user = self.input.identity.user_id.clone();
-        if let Err(e) = self.agent.store.save_item(&user, &item).await {
-            tracing::error!(error = %e, item_id = %item.id, "could not store an unanswered question as skipped");
+        match self.agent.store.save_item(&user, &item).await {
+            Ok(()) => {}
+            // Its thread was deleted meanwhile: nothing left to close.
+            Err(StoreError::NotFound(_)) => {
+                tracing::info!(item_id = %item.id, "a question's thread was deleted before it closed");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, item_id = %item.id, "could not store an unanswered question as skipped");
+            }
         }
         true
     }

@@ -25,6 +25,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +40,21 @@ use crate::mcp::ElicitationAnswer;
 #[derive(Debug, Default)]
 pub struct Questions {
     open: std::sync::Mutex<HashMap<String, Open>>,
+    /// Questions answered lately, so a second answer (a double click, two
+    /// tabs) is told it came too late rather than taken for one nobody
+    /// waits for; kept [`ANSWERED_KEPT`].
+    answered: std::sync::Mutex<HashMap<String, Answered>>,
+}
+
+/// How long an answered question is remembered as answered.
+const ANSWERED_KEPT: Duration = Duration::from_secs(600);
+
+/// Whose question was answered, and when.
+#[derive(Debug)]
+struct Answered {
+    user: String,
+    thread_id: String,
+    at: Instant,
 }
 
 /// A question waiting for its answer.
@@ -121,16 +137,42 @@ impl Questions {
     }
 
     /// Takes `user`'s question `item_id` to answer it, if it still waits.
+    /// Only the first of several answers gets it; the others then find it
+    /// [answered](Questions::was_answered).
     pub fn claim(&self, user: &str, thread_id: &str, item_id: &str) -> Option<Claimed> {
         let mut open = self.lock();
         let mine = open
             .get(item_id)
             .is_some_and(|o| o.user == user && o.thread_id == thread_id);
-        let taken = open.remove(item_id).filter(|_| mine)?;
+        if !mine {
+            return None;
+        }
+        let taken = open.remove(item_id)?;
+        let mut answered = self.answered.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        answered.retain(|_, a| now.duration_since(a.at) < ANSWERED_KEPT);
+        answered.insert(
+            item_id.to_owned(),
+            Answered {
+                user: taken.user,
+                thread_id: taken.thread_id,
+                at: now,
+            },
+        );
         Some(Claimed {
             run: taken.run,
             reply: taken.reply,
         })
+    }
+
+    /// Whether `user`'s question `item_id` was claimed by an answer here
+    /// lately (within ten minutes).
+    pub fn was_answered(&self, user: &str, thread_id: &str, item_id: &str) -> bool {
+        self.answered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(item_id)
+            .is_some_and(|a| a.user == user && a.thread_id == thread_id)
     }
 
     /// Ends the questions of `user`'s deleted `thread_id`: their calls are

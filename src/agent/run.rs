@@ -367,7 +367,19 @@ impl<'a> Run<'a> {
     }
 
     pub(super) async fn fail_store(&mut self, error: StoreError) -> Result<(), Stop> {
-        tracing::error!(thread_id = %self.input.thread.id, error = %error, "store failed during a run");
+        match &error {
+            // The user deleted the thread while its run went on (a tool
+            // server's question waiting, say): expected, nothing is lost.
+            StoreError::NotFound(_) => tracing::info!(
+                thread_id = %self.input.thread.id,
+                "the thread was deleted during its run; the run ends"
+            ),
+            _ => tracing::error!(
+                thread_id = %self.input.thread.id,
+                error = %error,
+                "store failed during a run"
+            ),
+        }
         self.draft = None;
         self.emit(ThreadStreamEvent::stream_error()).await?;
         Err(Stop::Failed)

@@ -23,7 +23,7 @@ use crate::protocol::{
     CustomTask, IdKind, ItemKind, ItemUpdate, Task, TaskStatus, ThreadItem, ThreadStreamEvent,
     Timestamp, Workflow, WorkflowSummary, new_id,
 };
-use crate::text::cut_chars;
+use crate::text::{code_block, cut_chars};
 
 /// Longest arguments or output text a task shows.
 const MAX_TASK_TEXT: usize = 400;
@@ -64,7 +64,7 @@ pub(super) fn task(call: &ToolCall, state: TaskState<'_>) -> Task {
             let summary = cut_chars(output, MAX_TASK_TEXT, "…");
             (
                 TaskStatus::Complete,
-                format!("{verdict} in {seconds:.1}s\n\n```\n{summary}\n```"),
+                format!("{verdict} in {seconds:.1}s\n\n{}", code_block("", &summary)),
             )
         }
     };
@@ -105,8 +105,8 @@ fn running_content(arguments: &str) -> String {
         arguments
     };
     format!(
-        "arguments:\n```json\n{}\n```",
-        cut_chars(arguments, MAX_TASK_TEXT, "…")
+        "arguments:\n{}",
+        code_block("json", &cut_chars(arguments, MAX_TASK_TEXT, "…"))
     )
 }
 
@@ -438,52 +438,4 @@ fn refused(name: &str, client_tool: bool) -> ToolOutcome {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn call(arguments: &str) -> ToolCall {
-        ToolCall::function("c1", "add_task", arguments)
-    }
-
-    #[test]
-    fn tasks_show_the_arguments_then_the_outcome() {
-        let running = task(&call(r#"{"title":"buy milk"}"#), TaskState::Running);
-        assert_eq!(
-            serde_json::to_value(&running).expect("json"),
-            json!({
-                "type": "custom",
-                "status_indicator": "loading",
-                "title": "add_task",
-                "icon": "bolt",
-                "content": "arguments:\n```json\n{\"title\":\"buy milk\"}\n```",
-            })
-        );
-        assert_eq!(
-            task(&call("  "), TaskState::Running).content(),
-            Some("arguments:\n```json\n{}\n```")
-        );
-        let done = task(
-            &call("{}"),
-            TaskState::Done {
-                output: "{\"id\":1}",
-                is_error: false,
-                seconds: 0.21,
-            },
-        );
-        assert_eq!(done.status_indicator(), TaskStatus::Complete);
-        assert_eq!(done.content(), Some("done in 0.2s\n\n```\n{\"id\":1}\n```"));
-    }
-
-    #[test]
-    fn long_texts_are_cut_with_a_mark() {
-        let long = format!(r#"{{"text":"{}"}}"#, "x".repeat(1000));
-        let content = running_content(&long);
-        let shown = content
-            .strip_prefix("arguments:\n```json\n")
-            .and_then(|c| c.strip_suffix("\n```"))
-            .expect("the arguments block");
-        assert_eq!(shown.chars().count(), MAX_TASK_TEXT + 1);
-        assert!(shown.ends_with('…'));
-    }
-}
+mod tests;

@@ -35,6 +35,11 @@ impl Files {
         tokio::fs::rename(&partial, self.path(id)).await
     }
 
+    /// The file of `id`, opened to be read a chunk at a time.
+    pub(super) async fn open(&self, id: &str) -> std::io::Result<tokio::fs::File> {
+        tokio::fs::File::open(self.path(id)).await
+    }
+
     pub(super) async fn read(&self, id: &str) -> std::io::Result<Vec<u8>> {
         tokio::fs::read(self.path(id)).await
     }

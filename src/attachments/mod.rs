@@ -7,7 +7,8 @@
 //! need no bearer, gives a message its attachments, reads them for the model
 //! (`model.rs`), deletes them with their thread and sweeps uploads no message
 //! used (`lifecycle.rs`). Bytes live in the store or in a directory
-//! (`files.rs`); URLs are signed by `signing.rs`.
+//! (`files.rs`) and previews are read from either a chunk at a time
+//! (`preview.rs`); URLs are signed by `signing.rs`.
 //!
 //! It knows the store's attachment records, the file system and the
 //! configuration; it does not know HTTP, the model's wire format or the agent.
@@ -15,6 +16,7 @@
 mod files;
 mod lifecycle;
 mod model;
+mod preview;
 mod signing;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +26,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 pub use model::ForModel;
+pub use preview::{CHUNK_READS, PREVIEW_CHUNK, Preview, PreviewBytes};
 pub use signing::{Purpose, SignatureError, Signer};
 
 use crate::config::{AttachmentStorage, AttachmentsConfig, ModelInput, base_mime};
@@ -67,6 +70,15 @@ pub enum Access<'a> {
     Signed { expires: i64, signature: &'a str },
 }
 
+/// An upload the service waits for: its announced size and its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedUpload {
+    /// The size announced at `attachments.create`, which the body must have.
+    pub size: u64,
+    /// The user it belongs to (whom a signed URL speaks for).
+    pub owner: String,
+}
+
 /// The attachment service of one daemon.
 pub struct Attachments {
     config: AttachmentsConfig,
@@ -77,6 +89,8 @@ pub struct Attachments {
     public_url: OnceLock<String>,
     /// `{[server] path}/attachments`: where the upload and preview routes live.
     route: String,
+    /// Turns at reading a preview's chunk ([`preview::CHUNK_READS`]).
+    chunk_reads: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Attachments {
@@ -127,6 +141,7 @@ impl Attachments {
             files,
             public_url,
             route: format!("{}/attachments", endpoint.trim_end_matches('/')),
+            chunk_reads: Arc::new(tokio::sync::Semaphore::new(preview::CHUNK_READS)),
         }
     }
 
@@ -306,7 +321,16 @@ impl Attachments {
     ) -> Result<Attachment, AttachmentError> {
         let record = self.expect_upload(id, access).await?;
         let name = &record.attachment.name;
-        if bytes.len() as u64 != record.size {
+        // More than announced is over the size the upload was allowed (413,
+        // as a body over the limit); less is a broken upload (400).
+        if bytes.len() as u64 > record.size {
+            return Err(AttachmentError::TooLarge(format!(
+                "{name} was announced as {} bytes but {} arrived",
+                record.size,
+                bytes.len()
+            )));
+        }
+        if (bytes.len() as u64) < record.size {
             return Err(AttachmentError::Invalid(format!(
                 "{name} was announced as {} bytes but {} arrived",
                 record.size,
@@ -332,9 +356,18 @@ impl Attachments {
     }
 
     /// Checks, before any byte is read, that `access` may upload `id` and
-    /// that it is still waiting for its bytes; returns the size to expect.
-    pub async fn check_upload(&self, id: &str, access: Access<'_>) -> Result<u64, AttachmentError> {
-        Ok(self.expect_upload(id, access).await?.size)
+    /// that it is still waiting for its bytes; returns the size to expect
+    /// and whose upload it is.
+    pub async fn check_upload(
+        &self,
+        id: &str,
+        access: Access<'_>,
+    ) -> Result<ExpectedUpload, AttachmentError> {
+        let record = self.expect_upload(id, access).await?;
+        Ok(ExpectedUpload {
+            size: record.size,
+            owner: record.owner,
+        })
     }
 
     async fn expect_upload(
@@ -347,20 +380,6 @@ impl Attachments {
             return Err(AttachmentError::AlreadyUploaded(id.to_owned()));
         }
         Ok(record)
-    }
-
-    /// An image's type and bytes for a signed preview URL.
-    pub async fn preview(
-        &self,
-        id: &str,
-        access: Access<'_>,
-    ) -> Result<(String, Vec<u8>), AttachmentError> {
-        let record = self.authorized(id, access, Purpose::Preview).await?;
-        if record.attachment.kind != AttachmentKind::Image || !record.uploaded {
-            return Err(AttachmentError::NotFound(id.to_owned()));
-        }
-        let bytes = self.bytes(&record.owner, id).await?;
-        Ok((record.attachment.mime_type, bytes))
     }
 
     /// The bytes of an uploaded attachment.

@@ -254,8 +254,19 @@ impl JwtVerifier {
         let token = bearer_token(authorization.ok_or(AuthError::Missing)?)?;
         // Parsing the header refuses `alg: none` (no such algorithm here) and
         // anything that is not three base64url parts.
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Malformed(e.to_string()))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|e| {
+            tracing::debug!(error = %e, "a token's header could not be read");
+            AuthError::Malformed(malformed(&e).to_owned())
+        })?;
+        // RFC 7515 §4.1.11: a recipient must refuse a token whose `crit`
+        // names an extension it does not understand, and this one
+        // understands none.
+        if header.crit.is_some() {
+            return Err(AuthError::Rejected(
+                "its header marks extensions critical (`crit`) that this server does not understand"
+                    .to_owned(),
+            ));
+        }
         let key = match &self.keys {
             Keys::Static(key) => key.clone(),
             Keys::Jwks(jwks) => jwks.key(header.kid.as_deref()).await?,
@@ -302,13 +313,16 @@ impl JwtVerifier {
             None => validation.validate_aud = false,
         }
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
-            .map_err(|e| AuthError::Rejected(describe(&e)))?;
+            .map_err(|e| {
+                tracing::debug!(error = %e, "a token was refused");
+                AuthError::Rejected(describe(&e, token))
+            })?;
         let claims = data.claims;
         let user_id = match claims.get(&self.user_claim) {
-            Some(Value::String(user)) if !user.trim().is_empty() => user.clone(),
+            Some(Value::String(user)) if is_user_id(user) => user.clone(),
             _ => {
                 return Err(AuthError::Rejected(format!(
-                    "the token has no usable `{}` claim",
+                    "the token has no usable `{}` claim (a user id is 1 to {MAX_USER_ID_LEN} bytes of text without control characters)",
                     self.user_claim
                 )));
             }
@@ -322,6 +336,17 @@ impl JwtVerifier {
     }
 }
 
+/// The longest user id a token may carry: every store row and tool call is
+/// keyed by it, so it is bounded like any other key.
+pub const MAX_USER_ID_LEN: usize = 256;
+
+/// Whether `user` can be a user id: not blank, at most [`MAX_USER_ID_LEN`]
+/// bytes, and no control characters (a NUL cannot be stored in Postgres
+/// text, and a newline would forge log lines).
+pub fn is_user_id(user: &str) -> bool {
+    !user.trim().is_empty() && user.len() <= MAX_USER_ID_LEN && !user.chars().any(char::is_control)
+}
+
 /// The token of `Bearer <token>` (the scheme is case-insensitive).
 fn bearer_token(header: &str) -> Result<&str, AuthError> {
     let header = header.trim();
@@ -332,8 +357,22 @@ fn bearer_token(header: &str) -> Result<&str, AuthError> {
     Ok(token.trim())
 }
 
-/// A short reason for a refused token, without echoing the token.
-fn describe(error: &jsonwebtoken::errors::Error) -> String {
+/// What is wrong with a token whose header cannot be read, in words that
+/// do not change with the library (its detail is logged at debug).
+fn malformed(error: &jsonwebtoken::errors::Error) -> &'static str {
+    use jsonwebtoken::errors::ErrorKind;
+    match error.kind() {
+        ErrorKind::InvalidToken => "it is not three base64url parts separated by dots",
+        ErrorKind::Base64(_) => "its header is not base64url",
+        _ => "its header is not a JSON object naming a known `alg`",
+    }
+}
+
+/// A short reason for a refused token, without echoing the token or naming
+/// the library's types (its detail is logged at debug). `token` has been
+/// verified when the error is about a claim, so its claims may be read to
+/// say whether a required one is missing or unreadable.
+fn describe(error: &jsonwebtoken::errors::Error, token: &str) -> String {
     use jsonwebtoken::errors::ErrorKind;
     match error.kind() {
         ErrorKind::ExpiredSignature => "it has expired".to_owned(),
@@ -341,11 +380,38 @@ fn describe(error: &jsonwebtoken::errors::Error) -> String {
         ErrorKind::InvalidSignature => "its signature does not verify".to_owned(),
         ErrorKind::InvalidIssuer => "wrong issuer".to_owned(),
         ErrorKind::InvalidAudience => "wrong audience".to_owned(),
+        ErrorKind::InvalidSubject => "wrong subject".to_owned(),
         ErrorKind::InvalidAlgorithm => "its algorithm does not match the key".to_owned(),
+        ErrorKind::MissingRequiredClaim(claim) if has_claim(token, claim) => unreadable(claim),
         ErrorKind::MissingRequiredClaim(claim) => format!("the `{claim}` claim is missing"),
-        other => format!("{other:?}"),
+        ErrorKind::InvalidClaimFormat(claim) => unreadable(claim),
+        ErrorKind::InvalidToken => "it is not three base64url parts separated by dots".to_owned(),
+        ErrorKind::Base64(_) => "a part of it is not base64url".to_owned(),
+        ErrorKind::Json(_) | ErrorKind::Utf8(_) => "its claims are not a JSON object".to_owned(),
+        _ => "it cannot be verified with this server's keys".to_owned(),
     }
 }
+
+/// Why a present claim was not accepted: `exp` and `nbf` are NumericDates,
+/// and the library reads any other required claim as a string.
+fn unreadable(claim: &str) -> String {
+    match claim {
+        "exp" | "nbf" => format!(
+            "the `{claim}` claim is not a NumericDate (seconds since 1970, from 0 to 2^64 - 1)"
+        ),
+        _ => format!("the `{claim}` claim is not of the expected type"),
+    }
+}
+
+/// Whether the token's claims hold `claim` at all (read without
+/// verification: called only once the signature has been verified).
+fn has_claim(token: &str, claim: &str) -> bool {
+    jsonwebtoken::dangerous::insecure_decode_claims::<Map<String, Value>>(token)
+        .is_ok_and(|claims| claims.contains_key(claim))
+}
+
+#[cfg(test)]
+mod token_tests;
 
 #[cfg(test)]
 mod tests {
@@ -358,5 +424,16 @@ mod tests {
         assert_eq!(bearer_token("Basic abc"), Err(AuthError::Missing));
         assert_eq!(bearer_token("Bearer "), Err(AuthError::Missing));
         assert_eq!(bearer_token("abc"), Err(AuthError::Missing));
+    }
+
+    #[test]
+    fn user_ids_are_bounded_text_without_controls() {
+        assert!(is_user_id("alice"));
+        assert!(is_user_id("auth0|5f7c8ec7c33c6c004bbafe82"));
+        assert!(is_user_id(&"u".repeat(MAX_USER_ID_LEN)));
+        for bad in ["", "  ", "al\0ice", "al\nice", "\u{1b}[31m", "a\u{7f}"] {
+            assert!(!is_user_id(bad), "{bad:?}");
+        }
+        assert!(!is_user_id(&"u".repeat(MAX_USER_ID_LEN + 1)));
     }
 }

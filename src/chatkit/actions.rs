@@ -1,12 +1,15 @@
 //! Widget actions: `threads.custom_action` (streaming) and
 //! `threads.sync_custom_action` (one JSON document).
 //!
-//! The thread and the sending widget are loaded for the caller first, so
-//! another user's ids are not found, and an action the widget does not offer,
-//! or a type nobody configured, is refused before anything runs. Then:
+//! A payload longer than `[limits] max_message_chars` characters of JSON is
+//! refused before anything else. The thread and the sending widget are
+//! loaded for the caller first, so another user's ids are not found, and an
+//! action the widget does not offer, or a type nobody configured, is refused
+//! before anything runs. Then:
 //!
-//! - a type bound to a tool runs it and replaces the widget in place
-//!   (`thread.item.replaced` when streaming, `updated_item` when sync),
+//! - a type bound to a tool must name the widget that sends it (`item_id`),
+//!   one that offers the action; it runs the tool and replaces the widget in
+//!   place (`thread.item.replaced` when streaming, `updated_item` when sync),
 //!   without the run lock, so it works while an answer streams;
 //! - a type handed to the agent is stored as a hidden item saying what it
 //!   means, and the agent answers it in the stream;
@@ -32,8 +35,9 @@ impl ChatKit {
         sync: bool,
     ) -> Result<Response, ChatKitError> {
         let user = ctx.user_id.as_str();
-        let thread = self.store.load_thread(user, &params.thread_id).await?;
         let kind = params.action.kind.as_str();
+        self.check_payload(kind, &params.action.payload)?;
+        let thread = self.store.load_thread(user, &params.thread_id).await?;
         let sender = match &params.item_id {
             Some(item_id) => Some(self.store.load_item(user, &thread.id, item_id).await?),
             None => None,
@@ -67,6 +71,13 @@ impl ChatKit {
         }
         let payload = &params.action.payload;
         let (server, tool) = match action {
+            // Without its widget, nothing would say the action was offered:
+            // any configured tool could be called with any payload.
+            Action::Tool { tool, .. } if sender.is_none() => {
+                return Err(ChatKitError::BadRequest(format!(
+                    "a {kind:?} action calls the {tool} tool, so it must name the widget that offers it in `item_id`"
+                )));
+            }
             Action::Tool { server, tool } => (server.as_str(), tool.as_str()),
             _ if sync => {
                 return Err(ChatKitError::BadRequest(format!(
@@ -145,6 +156,19 @@ impl ChatKit {
             )),
             Err(ActionError::Store(e)) => Err(e.into()),
         }
+    }
+
+    /// Refuses a payload of more than `max_message_chars` characters of
+    /// JSON, before anything is loaded or stored.
+    fn check_payload(&self, kind: &str, payload: &Value) -> Result<(), ChatKitError> {
+        let most = self.sizes.max_message_chars;
+        let chars = payload.to_string().chars().count();
+        if chars > most {
+            return Err(ChatKitError::BadRequest(format!(
+                "the payload of a {kind:?} action is at most {most} characters of JSON (got {chars})"
+            )));
+        }
+        Ok(())
     }
 
     /// Stores an action handed to the agent as what it means, and starts

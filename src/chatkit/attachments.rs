@@ -4,7 +4,7 @@
 //! files, and preview URLs signed afresh whenever items are read.
 
 use super::{ChatKit, ChatKitError, Response, json};
-use crate::attachments::{Access, AttachmentError, Attachments};
+use crate::attachments::{Access, AttachmentError, Attachments, ExpectedUpload, Preview};
 use crate::auth::Identity;
 use crate::protocol::{
     Attachment, AttachmentCreateParams, ItemKind, Page, ThreadItem, UserMessageInput,
@@ -77,13 +77,13 @@ impl ChatKit {
 
     /// Refuses an upload before its body is read: a URL or a caller that
     /// may not upload `id`, or an attachment already uploaded. Returns the
-    /// size the upload must have.
+    /// size the upload must have and whose upload it is.
     pub async fn check_upload(
         &self,
         caller: Option<&Identity>,
         signed: Option<Signed<'_>>,
         id: &str,
-    ) -> Result<u64, ChatKitError> {
+    ) -> Result<ExpectedUpload, ChatKitError> {
         let access = access(caller, signed)?;
         Ok(self.attachments().check_upload(id, access).await?)
     }
@@ -102,14 +102,14 @@ impl ChatKit {
         serde_json::to_string(&attachment).map_err(|e| ChatKitError::Internal(e.to_string()))
     }
 
-    /// An image attachment's type and bytes, for its signed preview URL
-    /// (or its owner).
+    /// An image attachment's preview, for its signed preview URL (or its
+    /// owner): its type, size and owner, its bytes read a chunk at a time.
     pub async fn preview_attachment(
         &self,
         caller: Option<&Identity>,
         signed: Option<Signed<'_>>,
         id: &str,
-    ) -> Result<(String, Vec<u8>), ChatKitError> {
+    ) -> Result<Preview, ChatKitError> {
         let access = access(caller, signed)?;
         Ok(self.attachments().preview(id, access).await?)
     }

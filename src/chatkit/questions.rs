@@ -38,23 +38,29 @@ impl ChatKit {
             .store
             .load_item(user, &thread.id, &params.item_id)
             .await?;
-        if !matches!(&item.kind, ItemKind::StructuredInput { status, .. } if status == "pending") {
-            return Err(ChatKitError::BadRequest(format!(
-                "item {} is not a pending structured input",
-                item.id
-            )));
+        match &item.kind {
+            ItemKind::StructuredInput { .. } if is_pending(&item) => {}
+            ItemKind::StructuredInput { .. } => return Err(already_answered(&item.id)),
+            _ => {
+                return Err(ChatKitError::BadRequest(format!(
+                    "item {} is not a pending structured input",
+                    item.id
+                )));
+            }
         }
         let submission = Submission::read(&params.input).map_err(ChatKitError::BadRequest)?;
         let Some(form) = self.questions.form(user, &thread.id, &item.id) else {
-            return Err(self.not_waiting(ctx, item).await);
+            return Err(self.unclaimed(ctx, item).await);
         };
         let answer = submission.answer(&form).map_err(|e| {
             ChatKitError::BadRequest(format!(
                 "the answer was not accepted, and the question stays open: {e}"
             ))
         })?;
+        // The one point where answers (and the question's timeout) race:
+        // exactly one claims the question, and only that one stores it.
         let Some(claimed) = self.questions.claim(user, &thread.id, &item.id) else {
-            return Err(self.not_waiting(ctx, item).await);
+            return Err(self.unclaimed(ctx, item).await);
         };
         submission.apply(&mut item);
         if let Err(e) = self.store.save_item(user, &item).await {
@@ -81,18 +87,44 @@ impl ChatKit {
         }))
     }
 
+    /// The refusal of an answer that could not claim its question: another
+    /// answer did, here, or no run of this process waits for it. It changes
+    /// nothing of the first answer's.
+    async fn unclaimed(&self, ctx: &Identity, item: ThreadItem) -> ChatKitError {
+        if self
+            .questions
+            .was_answered(&ctx.user_id, &item.thread_id, &item.id)
+        {
+            return already_answered(&item.id);
+        }
+        self.not_waiting(ctx, item).await
+    }
+
     /// The refusal of an answer to a question that no run of this process
     /// waits for. With no run on the thread anywhere, nobody ever will (the
     /// question timed out, its run stopped, or the server restarted): the
-    /// item is stored as skipped so the form closes. A run on another
-    /// replica holds it otherwise.
-    async fn not_waiting(&self, ctx: &Identity, mut item: ThreadItem) -> ChatKitError {
+    /// item is stored as skipped so the form closes, unless, read again
+    /// under the thread's lock, it is no longer pending (an answer or the
+    /// timeout closed it meanwhile). A run on another replica holds it
+    /// otherwise.
+    async fn not_waiting(&self, ctx: &Identity, item: ThreadItem) -> ChatKitError {
         match self
             .store
             .lock_thread_within(&item.thread_id, ELSEWHERE_WAIT)
             .await
         {
             Ok(_lock) => {
+                let mut item = match self
+                    .store
+                    .load_item(&ctx.user_id, &item.thread_id, &item.id)
+                    .await
+                {
+                    Ok(item) => item,
+                    Err(e) => return e.into(),
+                };
+                if !is_pending(&item) {
+                    return already_answered(&item.id);
+                }
                 Submission::skipped().apply(&mut item);
                 if let Err(e) = self.store.save_item(&ctx.user_id, &item).await {
                     return e.into();
@@ -109,4 +141,17 @@ impl ChatKit {
             Err(e) => e.into(),
         }
     }
+}
+
+/// Whether `item` is a question still waiting for its answer.
+fn is_pending(item: &ThreadItem) -> bool {
+    matches!(&item.kind, ItemKind::StructuredInput { status, .. } if status == "pending")
+}
+
+/// The refusal of an answer to a question already closed, most often the
+/// second of two answers sent at once.
+fn already_answered(item_id: &str) -> ChatKitError {
+    ChatKitError::Conflict(format!(
+        "the question in item {item_id} is already closed (answered, skipped or expired); this answer changed nothing"
+    ))
 }

@@ -18,7 +18,7 @@ use crate::protocol::{
     ThreadMetadata, ThreadStatus, ThreadStreamEvent, Timestamp, UserContent, UserMessage,
     UserMessageInput, new_id, text,
 };
-use crate::store::{Appended, PageRequest, RunLock, StoreError};
+use crate::store::{Appended, PageRequest, RunLock};
 
 /// How long a run cancelled by shutdown waits to tell its client why.
 const SHUTDOWN_NOTICE_WAIT: Duration = Duration::from_millis(500);
@@ -68,10 +68,14 @@ impl ChatKit {
         let attachments = self
             .message_attachments(ctx, &input, Some(thread_id))
             .await?;
+        // The thread's owner is checked before the lock is waited for: a
+        // request for someone else's thread is not found at once, without
+        // queueing on that thread's lock or learning that it is busy.
+        self.store.load_thread(&ctx.user_id, thread_id).await?;
         let slot = self.run_slot(ctx)?;
-        // The lock comes first: the thread's status is then read, and the
-        // message written, with the history read back, in one store call
-        // under it (one statement on Postgres).
+        // Under the lock, the thread's status is read again, and the message
+        // written with the history read back, in one store call (one
+        // statement on Postgres).
         let lock = self.lock_own_thread(ctx, thread_id).await?;
         let item = user_item(thread_id, input, attachments);
         let appended = self
@@ -87,23 +91,17 @@ impl ChatKit {
         Ok(self.start_run(ctx, thread, (lock, slot), Some(history), first, None))
     }
 
-    /// The run lock of a thread named by a request, taken before its owner
-    /// is checked. A thread that stays busy beyond the lock timeout is
-    /// reported busy only to its owner; anyone else learns it is not found.
+    /// The run lock of a thread the caller was found to own (callers load
+    /// the thread first, scoped to the caller: nobody waits on, or learns
+    /// the state of, another user's thread). A thread that stays busy
+    /// beyond the lock timeout is refused as busy.
     pub(super) async fn lock_own_thread(
         &self,
         ctx: &Identity,
         thread_id: &str,
     ) -> Result<RunLock, ChatKitError> {
         self.no_open_question(ctx, thread_id)?;
-        match self.store.lock_thread(thread_id).await {
-            Ok(lock) => Ok(lock),
-            Err(busy @ StoreError::Busy(_)) => {
-                self.store.load_thread(&ctx.user_id, thread_id).await?;
-                Err(busy.into())
-            }
-            Err(other) => Err(other.into()),
-        }
+        Ok(self.store.lock_thread(thread_id).await?)
     }
 
     pub(super) async fn retry(
@@ -112,9 +110,8 @@ impl ChatKit {
         params: RetryParams,
     ) -> Result<Response, ChatKitError> {
         let thread = self.open_thread(ctx, &params.thread_id).await?;
-        self.no_open_question(ctx, &thread.id)?;
         let slot = self.run_slot(ctx)?;
-        let lock = self.store.lock_thread(&thread.id).await?;
+        let lock = self.lock_own_thread(ctx, &thread.id).await?;
         let item = self
             .store
             .load_item(&ctx.user_id, &thread.id, &params.item_id)
@@ -148,9 +145,8 @@ impl ChatKit {
             )));
         }
         let thread = self.open_thread(ctx, thread_id).await?;
-        self.no_open_question(ctx, &thread.id)?;
         let slot = self.run_slot(ctx)?;
-        let lock = self.store.lock_thread(&thread.id).await?;
+        let lock = self.lock_own_thread(ctx, &thread.id).await?;
         let newest = PageRequest {
             limit: 1,
             order: crate::protocol::Order::Desc,
@@ -248,6 +244,7 @@ impl ChatKit {
         let span = tracing::info_span!("run", thread_id = %input.thread.id);
         let run = async move {
             // Held until the run has persisted everything, cancellation included.
+            let lost = lock.lost();
             let _lock = lock;
             let _slot = slot;
             for event in first {
@@ -262,7 +259,24 @@ impl ChatKit {
                 }
             }
             let thread_id = input.thread.id.clone();
-            let outcome = agent.run(input, &sink, &run_cancel).await;
+            // A lock lost to another replica stops the run where it is: it
+            // is dropped, so it writes nothing more, and the client is told.
+            let outcome = tokio::select! {
+                outcome = agent.run(input, &sink, &run_cancel) => outcome,
+                () = lost.cancelled() => {
+                    tracing::warn!(%thread_id, "run stopped: this replica lost the thread's run lock to another");
+                    let _ = sink
+                        .send_within(
+                            ThreadStreamEvent::custom_error(
+                                "This answer was stopped: another server took over the conversation. Reload it to see where it stands.",
+                                true,
+                            ),
+                            SHUTDOWN_NOTICE_WAIT,
+                        )
+                        .await;
+                    return;
+                }
+            };
             match outcome {
                 RunOutcome::Completed => tracing::debug!(%thread_id, "run completed"),
                 RunOutcome::Failed => tracing::info!(%thread_id, "run ended with an error event"),

@@ -51,6 +51,19 @@ pub struct AttachmentsConfig {
     /// Uploads whose bytes the daemon holds at once (each up to
     /// `max_bytes`); more get 429.
     pub max_concurrent_uploads: usize,
+    /// Uploads one user may have in progress at once; more get 429.
+    pub max_concurrent_uploads_per_user: usize,
+    /// Longest pause between two parts of an upload's body; a longer one
+    /// ends the upload with 408 and frees its slot.
+    #[serde(with = "humantime_serde")]
+    pub upload_idle_timeout: Duration,
+    /// The least average rate of an upload's body once
+    /// `upload_idle_timeout` has passed (0: none); slower ones get 408.
+    pub upload_min_bytes_per_second: u64,
+    /// Previews streaming at once; more get 429.
+    pub max_concurrent_previews: usize,
+    /// Previews of one user's images streaming at once; more get 429.
+    pub max_concurrent_previews_per_user: usize,
     /// MIME types users may attach; `type/*` matches a whole family.
     pub allowed_mime_types: Vec<String>,
     /// Types sent to the model as the chat-completions `file` input (for
@@ -91,6 +104,11 @@ impl Default for AttachmentsConfig {
             max_bytes: 10 * 1024 * 1024,
             max_per_message: 10,
             max_concurrent_uploads: 16,
+            max_concurrent_uploads_per_user: 4,
+            upload_idle_timeout: Duration::from_secs(10),
+            upload_min_bytes_per_second: 1024,
+            max_concurrent_previews: 64,
+            max_concurrent_previews_per_user: 16,
             allowed_mime_types: [
                 "image/png",
                 "image/jpeg",
@@ -204,13 +222,27 @@ pub(super) fn validate(config: &Config, document: &Document<'_>) -> Result<(), C
     if attachments.max_per_message == 0 {
         return Err(invalid("max_per_message", "must be at least 1".to_owned()));
     }
-    if attachments.max_concurrent_uploads == 0 {
-        return Err(invalid(
-            "max_concurrent_uploads",
-            "must be at least 1".to_owned(),
-        ));
+    for (key, value) in [
+        ("max_concurrent_uploads", attachments.max_concurrent_uploads),
+        (
+            "max_concurrent_uploads_per_user",
+            attachments.max_concurrent_uploads_per_user,
+        ),
+        (
+            "max_concurrent_previews",
+            attachments.max_concurrent_previews,
+        ),
+        (
+            "max_concurrent_previews_per_user",
+            attachments.max_concurrent_previews_per_user,
+        ),
+    ] {
+        if value == 0 {
+            return Err(invalid(key, "must be at least 1".to_owned()));
+        }
     }
     for (key, value) in [
+        ("upload_idle_timeout", attachments.upload_idle_timeout),
         ("upload_ttl", attachments.upload_ttl),
         ("preview_ttl", attachments.preview_ttl),
         ("unused_ttl", attachments.unused_ttl),
@@ -319,6 +351,22 @@ mod tests {
             (
                 "max_per_message = 0",
                 "agent.toml:2: `attachments.max_per_message`: must be at least 1",
+            ),
+            (
+                "max_concurrent_uploads_per_user = 0",
+                "agent.toml:2: `attachments.max_concurrent_uploads_per_user`: must be at least 1",
+            ),
+            (
+                "max_concurrent_previews = 0",
+                "agent.toml:2: `attachments.max_concurrent_previews`: must be at least 1",
+            ),
+            (
+                "max_concurrent_previews_per_user = 0",
+                "agent.toml:2: `attachments.max_concurrent_previews_per_user`: must be at least 1",
+            ),
+            (
+                "upload_idle_timeout = \"0s\"",
+                "agent.toml:2: `attachments.upload_idle_timeout`: must not be 0",
             ),
             (
                 "unused_ttl = \"0s\"",

@@ -198,8 +198,12 @@ impl Check<'_> {
     fn auth(&self) -> Result<(), ConfigError> {
         let auth = &self.config.auth;
         if auth.mode == AuthMode::None {
-            if auth.dev_user.trim().is_empty() {
-                return Err(self.invalid("auth", "dev_user", "must not be empty"));
+            if !crate::auth::is_user_id(&auth.dev_user) {
+                return Err(self.invalid(
+                    "auth",
+                    "dev_user",
+                    "must be 1 to 256 bytes of text without control characters",
+                ));
             }
             return Ok(());
         }

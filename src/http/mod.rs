@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::{get, post};
 use tracing::Instrument;
 
+pub use attachments::AttachmentLimits;
 pub use error::ApiError;
 
 use crate::auth::Authenticator;
@@ -41,16 +42,15 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Time for a whole request body to arrive; slower ones get 408.
     pub body_read_timeout: std::time::Duration,
-    /// Largest attachment upload (`[attachments] max_bytes`).
-    pub max_upload_bytes: u64,
-    /// Uploads whose bodies may be held at once
-    /// (`[attachments] max_concurrent_uploads`).
-    pub uploads: Arc<tokio::sync::Semaphore>,
+    /// The attachment routes' limits: uploads and previews at once, an
+    /// upload's pace, a preview reader's stall.
+    pub attachments: AttachmentLimits,
 }
 
 /// The router: the ChatKit endpoint at `path` with its attachment routes
 /// under `{path}/attachments`, `/healthz` and `/readyz`, with CORS for the
-/// configured browser origins (none: no CORS headers).
+/// configured browser origins (none: no CORS headers). Every error it
+/// answers is JSON ([`error::json_errors`]), an unknown path's 404 too.
 pub fn router(state: AppState, path: &str, cors_origins: &[String]) -> Router {
     let attachments = format!("{}/attachments", path.trim_end_matches('/'));
     let router = Router::new()
@@ -70,6 +70,9 @@ pub fn router(state: AppState, path: &str, cors_origins: &[String]) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .fallback(unknown_route)
+        // Last, so that it sees every route's answer and the fallback's.
+        .layer(axum::middleware::from_fn(error::json_errors))
         .with_state(state);
     match cors(cors_origins) {
         Some(cors) => router.layer(cors),
@@ -164,7 +167,7 @@ async fn answer(
     )
     .await
     .map_err(|_| ApiError::body_timeout(state.body_read_timeout))??;
-    let request = Request::parse(&body).map_err(ApiError::from)?;
+    let request = Request::parse(&body).map_err(|e| ApiError::unparsed(e, &body))?;
     *kind = request.type_name();
     tracing::Span::current().record("kind", *kind);
     tracing::debug!("chatkit request");
@@ -202,9 +205,14 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
         if too_big {
             ApiError::too_large(limit)
         } else {
-            ApiError::bad_request(format!("could not read the request body: {e}"))
+            tracing::debug!(error = %e, "a request body could not be read");
+            ApiError::bad_request("the request body could not be read to its end")
         }
     })
+}
+
+async fn unknown_route() -> ApiError {
+    ApiError::unknown_route()
 }
 
 async fn healthz() -> impl IntoResponse {

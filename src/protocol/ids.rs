@@ -1,8 +1,16 @@
-//! Identifier generation: the reference's `<prefix>_<hex>` shape with more randomness.
+//! Identifiers: generation, in the reference's `<prefix>_<hex>` shape with more
+//! randomness, and the check every id a client sends passes first.
 //!
 //! The reference uses 8 hex characters (32 bits), which collide within a busy
 //! store; chatkitd uses 24 (96 bits) so ids are unique per store, not only per
 //! thread.
+//!
+//! Every id chatkitd issues is made of ASCII letters, digits, `_` and `-`
+//! (see [`is_id`]). A client's id outside that alphabet names nothing that
+//! can exist, so it is refused where the request is read, before any store,
+//! lock or file work: a NUL or a control character never reaches a
+//! database (Postgres refuses NUL in text, and a refused statement must not
+//! be a way to disturb other users' work), and both stores answer alike.
 
 use rand::RngCore;
 
@@ -39,9 +47,48 @@ pub fn new_id(kind: IdKind) -> String {
     format!("{}_{}", kind.prefix(), hex::encode(bytes))
 }
 
+/// The longest id a client may send. Issued ids are under 40 bytes; the
+/// margin leaves room for other prefixes without admitting megabyte keys.
+pub const MAX_ID_LEN: usize = 128;
+
+/// Whether `id` could be an id chatkitd issued: 1 to [`MAX_ID_LEN`] ASCII
+/// letters, digits, `_` or `-`.
+pub fn is_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn issued_ids_pass_and_hostile_strings_do_not() {
+        for kind in [IdKind::Thread, IdKind::Attachment, IdKind::SdkHiddenContext] {
+            assert!(is_id(&new_id(kind)));
+        }
+        assert!(is_id("thr_missing_abc123"));
+        assert!(is_id(&format!("shcx_{}", new_id(IdKind::Message))));
+        for hostile in [
+            "",
+            "thr_\0",
+            "thr_\u{0}",
+            "thr\nx",
+            "thr x",
+            "thr_\u{7f}",
+            "thr_é",
+            "../etc/passwd",
+            "thr_%00",
+            "thr'; DROP TABLE threads; --",
+        ] {
+            assert!(!is_id(hostile), "{hostile:?}");
+        }
+        assert!(is_id(&"a".repeat(MAX_ID_LEN)));
+        assert!(!is_id(&"a".repeat(MAX_ID_LEN + 1)));
+    }
 
     #[test]
     fn ids_have_prefix_and_are_distinct() {

@@ -16,9 +16,10 @@ mod tasks;
 pub mod text;
 mod thread;
 mod timestamp;
+mod unique_keys;
 
 pub use events::{ItemUpdate, StreamErrorCode, StreamOptions, ThreadStreamEvent};
-pub use ids::{IdKind, new_id};
+pub use ids::{IdKind, MAX_ID_LEN, is_id, new_id};
 pub use items::{
     Annotation, AssistantContent, AssistantMessage, Attachment, AttachmentKind, ClientToolCall,
     ClientToolCallStatus, InferenceOptions, ItemKind, ThreadItem, ToolChoice, UserContent,

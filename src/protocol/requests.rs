@@ -3,13 +3,21 @@
 //! Parsing is strict where the reference is (a missing `params`, a wrong JSON
 //! type, a value outside a literal set are errors) and tolerant where it is
 //! (unknown fields are ignored). Errors say which request and which field.
+//!
+//! Two checks go further, because a body is the attacker's first tool: a
+//! key written twice in one object is refused (a parser that keeps the last
+//! one lets `{"type":"threads.list","type":"threads.delete"}` mean whatever
+//! the reader's parser decides), and every id a request names must be one
+//! chatkitd could have issued ([`is_id`]), before anything uses it.
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use thiserror::Error;
 
+use super::ids::{MAX_ID_LEN, is_id};
 use super::items::{InferenceOptions, UserContent};
+use super::unique_keys::UniqueKeys;
 
 /// Declares every request type once: its variant, its params type and its
 /// `type` literal. The enum, [`REQUEST_TYPES`], parsing and
@@ -79,12 +87,19 @@ pub enum RequestError {
     MissingParams(&'static str),
     #[error("invalid params for {kind}: {message}")]
     InvalidParams { kind: &'static str, message: String },
+    #[error(
+        "invalid params for {kind}: `{field}` is not an id this server issues (1 to {MAX_ID_LEN} letters, digits, `_` or `-`)"
+    )]
+    InvalidId {
+        kind: &'static str,
+        field: &'static str,
+    },
 }
 
 impl Request {
     /// Parses a raw request body.
     pub fn parse(body: &[u8]) -> Result<Request, RequestError> {
-        let value: Value =
+        let UniqueKeys(value) =
             serde_json::from_slice(body).map_err(|e| RequestError::InvalidJson(e.to_string()))?;
         let Value::Object(mut envelope) = value else {
             return Err(RequestError::NotAnObject);
@@ -101,7 +116,67 @@ impl Request {
             Some(Value::Null) | None => return Err(RequestError::MissingParams(kind)),
             Some(params) => params,
         };
-        Request::from_params(kind, params)
+        let request = Request::from_params(kind, params)?;
+        request.check_ids()?;
+        Ok(request)
+    }
+
+    /// Refuses any id the request names that chatkitd cannot have issued.
+    fn check_ids(&self) -> Result<(), RequestError> {
+        let kind = self.type_name();
+        let check = |field: &'static str, id: &str| {
+            if is_id(id) {
+                Ok(())
+            } else {
+                Err(RequestError::InvalidId { kind, field })
+            }
+        };
+        let input_attachments = |input: &UserMessageInput| {
+            input
+                .attachments
+                .iter()
+                .try_for_each(|id| check("input.attachments", id))
+        };
+        match self {
+            // A missing `thread_id` on `add_user_message` is the dispatcher's
+            // error to name.
+            Request::ThreadsCreate(p) | Request::ThreadsAddUserMessage(p) => {
+                if let Some(id) = &p.thread_id {
+                    check("thread_id", id)?;
+                }
+                input_attachments(&p.input)
+            }
+            Request::ThreadsAddClientToolOutput(p) => check("thread_id", &p.thread_id),
+            Request::ThreadsAddStructuredInput(p) => {
+                check("thread_id", &p.thread_id)?;
+                check("item_id", &p.item_id)
+            }
+            Request::ThreadsRetryAfterItem(p) => {
+                check("thread_id", &p.thread_id)?;
+                check("item_id", &p.item_id)
+            }
+            Request::ThreadsCustomAction(p) | Request::ThreadsSyncCustomAction(p) => {
+                check("thread_id", &p.thread_id)?;
+                p.item_id
+                    .as_deref()
+                    .map_or(Ok(()), |id| check("item_id", id))
+            }
+            Request::ThreadsGetById(p) | Request::ThreadsDelete(p) => {
+                check("thread_id", &p.thread_id)
+            }
+            Request::ThreadsList(p) => p.after.as_deref().map_or(Ok(()), |id| check("after", id)),
+            Request::ThreadsUpdate(p) => check("thread_id", &p.thread_id),
+            Request::ItemsList(p) => {
+                check("thread_id", &p.thread_id)?;
+                p.after.as_deref().map_or(Ok(()), |id| check("after", id))
+            }
+            Request::ItemsFeedback(p) => {
+                check("thread_id", &p.thread_id)?;
+                p.item_ids.iter().try_for_each(|id| check("item_ids", id))
+            }
+            Request::AttachmentsDelete(p) => check("attachment_id", &p.attachment_id),
+            Request::AttachmentsCreate(_) | Request::InputTranscribe(_) => Ok(()),
+        }
     }
 
     /// Whether the answer is an event stream rather than one JSON document.
@@ -310,6 +385,84 @@ mod tests {
             .expect_err("number is not a string");
         assert!(err.to_string().contains("threads.get_by_id"), "{err}");
         assert!(parse(r#"{"type":"threads.list","params":{"order":"sideways"}}"#).is_err());
+    }
+
+    #[test]
+    fn a_key_written_twice_is_refused_at_any_depth() {
+        let twice = parse(r#"{"type":"threads.list","type":"threads.delete","params":{}}"#);
+        assert!(
+            matches!(&twice, Err(RequestError::InvalidJson(m)) if m.contains("\"type\" appears twice")),
+            "{twice:?}"
+        );
+        let nested = parse(
+            r#"{"type":"threads.get_by_id","params":{"thread_id":"thr_a","thread_id":"thr_b"}}"#,
+        );
+        assert!(
+            matches!(nested, Err(RequestError::InvalidJson(_))),
+            "{nested:?}"
+        );
+        let deep = parse(r#"{"type":"threads.list","params":{"x":[{"a":1,"a":2}]}}"#);
+        assert!(
+            matches!(deep, Err(RequestError::InvalidJson(_))),
+            "{deep:?}"
+        );
+        // Numbers, nulls and nesting read as before.
+        assert!(parse(r#"{"type":"threads.list","params":{"limit":5,"after":null,"x":[1.5,-2,{"y":true}]}}"#).is_ok());
+    }
+
+    #[test]
+    fn every_id_a_request_names_is_checked() {
+        let bad = [r#""thr_\u0000""#, r#""a b""#, r#""thr\n""#, r#""""#];
+        let long = format!("\"{}\"", "t".repeat(MAX_ID_LEN + 1));
+        let input = r#"{"content":[],"attachments":[],"inference_options":{}}"#;
+        for id in bad.iter().copied().chain([long.as_str()]) {
+            let bodies = [
+                format!(r#"{{"type":"threads.get_by_id","params":{{"thread_id":{id}}}}}"#),
+                format!(r#"{{"type":"threads.delete","params":{{"thread_id":{id}}}}}"#),
+                format!(r#"{{"type":"threads.update","params":{{"thread_id":{id},"title":"t"}}}}"#),
+                format!(r#"{{"type":"threads.list","params":{{"after":{id}}}}}"#),
+                format!(r#"{{"type":"items.list","params":{{"thread_id":"thr_1","after":{id}}}}}"#),
+                format!(
+                    r#"{{"type":"items.feedback","params":{{"thread_id":"thr_1","item_ids":["msg_1",{id}],"kind":"positive"}}}}"#
+                ),
+                format!(
+                    r#"{{"type":"threads.add_user_message","params":{{"thread_id":{id},"input":{input}}}}}"#
+                ),
+                format!(
+                    r#"{{"type":"threads.create","params":{{"input":{{"content":[],"attachments":[{id}],"inference_options":{{}}}}}}}}"#
+                ),
+                format!(
+                    r#"{{"type":"threads.retry_after_item","params":{{"thread_id":"thr_1","item_id":{id}}}}}"#
+                ),
+                format!(
+                    r#"{{"type":"threads.add_structured_input","params":{{"thread_id":"thr_1","item_id":{id},"input":{{}}}}}}"#
+                ),
+                format!(
+                    r#"{{"type":"threads.add_client_tool_output","params":{{"thread_id":{id},"result":1}}}}"#
+                ),
+                format!(
+                    r#"{{"type":"threads.custom_action","params":{{"thread_id":"thr_1","item_id":{id},"action":{{"type":"a"}}}}}}"#
+                ),
+                format!(r#"{{"type":"attachments.delete","params":{{"attachment_id":{id}}}}}"#),
+            ];
+            for body in bodies {
+                let parsed = parse(&body);
+                assert!(
+                    matches!(parsed, Err(RequestError::InvalidId { .. })),
+                    "{body}: {parsed:?}"
+                );
+            }
+        }
+        let message = RequestError::InvalidId {
+            kind: "items.list",
+            field: "after",
+        }
+        .to_string();
+        assert!(message.contains("`after` is not an id"), "{message}");
+        assert!(
+            parse(r#"{"type":"threads.get_by_id","params":{"thread_id":"thr_missing_1-a"}}"#)
+                .is_ok()
+        );
     }
 
     #[test]

@@ -17,8 +17,18 @@
 //! [`RETRY_EVERY`].
 //!
 //! Should the session's connection fail, every lock it held is gone with
-//! it: the task reconnects at the next command and takes them back, and
-//! says so at error level for any another replica took meanwhile.
+//! it. The task notices at its next statement, or within [`HEARTBEAT`]
+//! while it holds any lock (it pings an idle session), reconnects at once
+//! and takes them back. A lock another replica took meanwhile is *lost*:
+//! its guard's [`AdvisoryGuard::lost`] token is cancelled, and the run
+//! holding it stops before it writes again, so two runs never go on
+//! together on one thread. A statement the database refuses (not a broken
+//! connection) fails only the requests it carried: a batch is retried one
+//! by one, so one bad id cannot fail another user's request or drop the
+//! session.
+//!
+//! The file stays whole past 500 lines because it is one concept: the
+//! session's task, whose commands, batching and recovery share its state.
 //!
 //! Commands that queue up while a statement runs are sent together (one
 //! statement over an array of ids), so a burst of a thousand new
@@ -42,6 +52,14 @@ pub const CHANNEL: &str = "chatkitd_run_unlocked";
 /// How often a waiter tries again without being notified.
 pub const RETRY_EVERY: Duration = Duration::from_millis(250);
 
+/// How long a session holding locks stays idle before it checks that its
+/// connection is alive: the longest a lost session goes unnoticed.
+pub const HEARTBEAT: Duration = Duration::from_millis(250);
+
+/// The session's `application_name`, so operators (and tests) can find it
+/// in `pg_stat_activity`.
+pub const APPLICATION_NAME: &str = "chatkitd run locks";
+
 const TRY_LOCK: &str = "SELECT pg_try_advisory_lock(hashtextextended($1, 0))";
 /// One answer per thread id of `$1`, in its order.
 const TRY_LOCKS: &str = "SELECT pg_try_advisory_lock(hashtextextended(t, 0)) \
@@ -51,10 +69,14 @@ const TRY_LOCKS: &str = "SELECT pg_try_advisory_lock(hashtextextended(t, 0)) \
 const UNLOCKS: &str = "SELECT pg_notify('chatkitd_run_unlocked', ''), \
      (SELECT count(pg_advisory_unlock(hashtextextended(t, 0))) FROM unnest($1::text[]) AS u(t))";
 
+/// A take's answer: the lock's lost signal when it was taken, `None` when
+/// another replica holds it.
+type Taken = StoreResult<Option<CancellationToken>>;
+
 enum Command {
     TryLock {
         thread_id: String,
-        reply: oneshot::Sender<StoreResult<bool>>,
+        reply: oneshot::Sender<Taken>,
     },
     Unlock {
         thread_id: String,
@@ -86,7 +108,7 @@ impl std::fmt::Debug for Command {
 impl LockSession {
     /// Opens the session's two connections to the database at `url`.
     pub async fn start(url: &str) -> StoreResult<LockSession> {
-        let connection = PgConnection::connect(url).await?;
+        let connection = connect(url).await?;
         let mut listener = PgListener::connect(url).await?;
         listener.listen(CHANNEL).await?;
         let released = Arc::new(Notify::new());
@@ -100,7 +122,15 @@ impl LockSession {
     /// Takes the advisory lock of a thread, waiting up to `timeout` while
     /// another replica holds it.
     pub async fn acquire(&self, thread_id: &str, timeout: Duration) -> StoreResult<AdvisoryGuard> {
+        // Postgres text cannot hold NUL: such an id names no thread, and
+        // never reaches the session's statements.
+        if thread_id.contains('\0') {
+            return Err(StoreError::NotFound(format!("thread {thread_id:?}")));
+        }
         let deadline = Instant::now() + timeout;
+        // A take that found the session's connection broken is tried once
+        // more on the session that replaced it.
+        let mut retried = false;
         loop {
             // Listening before trying: a release between the two still wakes us.
             let released = self.released.notified();
@@ -113,10 +143,18 @@ impl LockSession {
                     reply,
                 })
                 .map_err(|_| session_closed())?;
-            if answer.await.map_err(|_| session_closed())?? {
+            let taken = match answer.await.map_err(|_| session_closed())? {
+                Err(StoreError::Unavailable(_)) if !retried => {
+                    retried = true;
+                    continue;
+                }
+                taken => taken?,
+            };
+            if let Some(lost) = taken {
                 return Ok(AdvisoryGuard {
                     commands: self.commands.clone(),
                     thread_id: thread_id.to_owned(),
+                    lost,
                 });
             }
             let now = Instant::now();
@@ -146,6 +184,16 @@ fn session_closed() -> StoreError {
 pub struct AdvisoryGuard {
     commands: mpsc::UnboundedSender<Command>,
     thread_id: String,
+    lost: CancellationToken,
+}
+
+impl AdvisoryGuard {
+    /// Cancelled if the session lost this lock to another replica (its
+    /// connection failed, and another replica took the thread before the
+    /// session could take it back): the holder must stop writing.
+    pub fn lost(&self) -> CancellationToken {
+        self.lost.clone()
+    }
 }
 
 impl Drop for AdvisoryGuard {
@@ -159,9 +207,18 @@ impl Drop for AdvisoryGuard {
 /// Most commands taken from the queue at once.
 const BATCH: usize = 256;
 
-/// The locks the session holds, with how many times each is taken (session
-/// advisory locks count: each take needs its release).
-type Held = HashMap<String, u32>;
+/// The locks the session holds, by thread id.
+type Held = HashMap<String, HeldLock>;
+
+/// One lock the session holds.
+#[derive(Debug)]
+struct HeldLock {
+    /// How many times it is taken (session advisory locks count: each take
+    /// needs its release).
+    count: u32,
+    /// Cancelled when the lock is lost to another replica.
+    lost: CancellationToken,
+}
 
 /// Runs the session's commands in order on its connection. Commands that
 /// queued up meanwhile go together: a run of takes (or of releases) is one
@@ -176,7 +233,21 @@ async fn serve(
     let _stop_listening = stop.drop_guard();
     let mut connection = Some(connection);
     let mut held = Held::new();
-    while let Some(first) = commands.recv().await {
+    loop {
+        // An idle session holding locks checks its connection now and then,
+        // so a lost one is noticed, and its locks taken back, at once.
+        let first = if held.is_empty() {
+            commands.recv().await
+        } else {
+            match tokio::time::timeout(HEARTBEAT, commands.recv()).await {
+                Ok(command) => command,
+                Err(_) => {
+                    connection = heartbeat(connection, &url, &mut held).await;
+                    continue;
+                }
+            }
+        };
+        let Some(first) = first else { break };
         let mut batch = vec![first];
         while batch.len() < BATCH {
             match commands.try_recv() {
@@ -187,7 +258,7 @@ async fn serve(
         let mut batch = batch.into_iter().peekable();
         while let Some(command) = batch.next() {
             if connection.is_none() {
-                connection = reconnect(&url, &held).await;
+                connection = reconnect(&url, &mut held).await;
             }
             match command {
                 Command::TryLock { thread_id, reply } => {
@@ -198,6 +269,9 @@ async fn serve(
                         }
                     }
                     connection = try_locks(connection, takes, &mut held).await;
+                    if connection.is_none() {
+                        connection = reconnect(&url, &mut held).await;
+                    }
                 }
                 Command::Unlock { thread_id } => {
                     let mut releases = vec![thread_id];
@@ -208,6 +282,9 @@ async fn serve(
                     }
                     releases.retain(|thread_id| release(&mut held, thread_id));
                     connection = unlock(connection, &releases).await;
+                    if connection.is_none() {
+                        connection = reconnect(&url, &mut held).await;
+                    }
                 }
                 Command::Close { done } => {
                     if let Some(conn) = connection.take() {
@@ -228,8 +305,8 @@ async fn serve(
 /// session was lost meanwhile, or it was released already).
 fn release(held: &mut Held, thread_id: &str) -> bool {
     match held.get_mut(thread_id) {
-        Some(count) if *count > 1 => {
-            *count -= 1;
+        Some(lock) if lock.count > 1 => {
+            lock.count -= 1;
             true
         }
         Some(_) => {
@@ -243,9 +320,11 @@ fn release(held: &mut Held, thread_id: &str) -> bool {
 /// Tries to take each lock, answers each requester, and releases at once
 /// the locks whose requester gave up meanwhile. `None` if the connection
 /// failed: every requester then gets the error, and the session starts over.
+/// A statement the database refused (the connection being fine) is tried
+/// again for each lock alone, so only the request that caused it fails.
 async fn try_locks(
     connection: Option<PgConnection>,
-    takes: Vec<(String, oneshot::Sender<StoreResult<bool>>)>,
+    takes: Vec<(String, oneshot::Sender<Taken>)>,
     held: &mut Held,
 ) -> Option<PgConnection> {
     let Some(mut conn) = connection else {
@@ -257,38 +336,78 @@ async fn try_locks(
         return None;
     };
     let ids: Vec<String> = takes.iter().map(|(id, _)| id.clone()).collect();
-    let taken = match sqlx::query_scalar::<_, bool>(TRY_LOCKS)
+    let mut outcome = sqlx::query_scalar::<_, bool>(TRY_LOCKS)
         .bind(&ids)
         .fetch_all(&mut conn)
-        .await
+        .await;
+    // The server's last word before it closes a connection (an operator's
+    // `pg_terminate_backend`, a shutdown) is a database error too: only a
+    // connection that still answers has merely refused the statement.
+    if let Err(sqlx::Error::Database(refused)) = &outcome
+        && let Err(e) = conn.ping().await
     {
-        Ok(taken) if taken.len() == ids.len() => taken,
-        outcome => {
-            let reason = match outcome {
-                Err(e) => e.to_string(),
-                Ok(_) => "an answer per thread was expected".to_owned(),
-            };
-            // Whatever broke, the locks may be gone with the session: start
-            // over, and take them back, at the next command.
-            for (_, reply) in takes {
-                let _ = reply.send(Err(StoreError::Unavailable(format!(
-                    "the run lock session failed: {reason}"
-                ))));
+        let reason = format!("{refused} ({e})");
+        outcome = Err(sqlx::Error::Protocol(reason));
+    }
+    let answers: Vec<Result<bool, String>> = match outcome {
+        Ok(taken) if taken.len() == ids.len() => taken.into_iter().map(Ok).collect(),
+        Err(sqlx::Error::Database(e)) if ids.len() > 1 => {
+            tracing::warn!(error = %e, locks = ids.len(), "a batch of run lock takes was refused; taking them one by one");
+            let mut answers = Vec::with_capacity(ids.len());
+            for id in &ids {
+                match sqlx::query_scalar::<_, bool>(TRY_LOCK)
+                    .bind(id)
+                    .fetch_one(&mut conn)
+                    .await
+                {
+                    Ok(taken) => answers.push(Ok(taken)),
+                    Err(sqlx::Error::Database(e)) if conn.ping().await.is_ok() => {
+                        answers.push(Err(e.to_string()));
+                    }
+                    Err(e) => return fail_all(takes, &e.to_string()),
+                }
             }
-            return None;
+            answers
         }
+        Err(sqlx::Error::Database(e)) => vec![Err(e.to_string())],
+        Err(e) => return fail_all(takes, &e.to_string()),
+        Ok(_) => return fail_all(takes, "an answer per thread was expected"),
     };
     let mut abandoned = Vec::new();
-    for ((thread_id, reply), taken) in takes.into_iter().zip(taken) {
-        if taken {
-            *held.entry(thread_id.clone()).or_insert(0) += 1;
-        }
+    for ((thread_id, reply), answer) in takes.into_iter().zip(answers) {
+        let answer = match answer {
+            Ok(true) => {
+                let lock = held.entry(thread_id.clone()).or_insert_with(|| HeldLock {
+                    count: 0,
+                    lost: CancellationToken::new(),
+                });
+                lock.count += 1;
+                Ok(Some(lock.lost.clone()))
+            }
+            Ok(false) => Ok(None),
+            Err(reason) => Err(StoreError::Unavailable(format!(
+                "the run lock was refused: {reason}"
+            ))),
+        };
+        let taken = matches!(answer, Ok(Some(_)));
         // The requester gave up meanwhile: nobody will release it.
-        if reply.send(Ok(taken)).is_err() && taken && release(held, &thread_id) {
+        if reply.send(answer).is_err() && taken && release(held, &thread_id) {
             abandoned.push(thread_id);
         }
     }
     unlock(Some(conn), &abandoned).await
+}
+
+/// Answers every take with the session's failure; the session starts over.
+fn fail_all(takes: Vec<(String, oneshot::Sender<Taken>)>, reason: &str) -> Option<PgConnection> {
+    // Whatever broke, the locks may be gone with the session: they are
+    // taken back by the reconnection that follows.
+    for (_, reply) in takes {
+        let _ = reply.send(Err(StoreError::Unavailable(format!(
+            "the run lock session failed: {reason}"
+        ))));
+    }
+    None
 }
 
 /// Releases these locks and announces each; `None` if the connection failed
@@ -311,33 +430,82 @@ async fn unlock(connection: Option<PgConnection>, thread_ids: &[String]) -> Opti
     }
 }
 
-/// A new session that holds again the locks of `held`.
-async fn reconnect(url: &str, held: &Held) -> Option<PgConnection> {
-    let mut conn = match PgConnection::connect(url).await {
+/// Checks an idle session's connection; a failed one is replaced at once.
+async fn heartbeat(
+    connection: Option<PgConnection>,
+    url: &str,
+    held: &mut Held,
+) -> Option<PgConnection> {
+    if let Some(mut conn) = connection {
+        match conn.ping().await {
+            Ok(()) => return Some(conn),
+            Err(e) => {
+                tracing::warn!(error = %e, locks = held.len(), "the run lock session's connection failed")
+            }
+        }
+    }
+    reconnect(url, held).await
+}
+
+/// Opens the session's connection, named for `pg_stat_activity`.
+async fn connect(url: &str) -> Result<PgConnection, sqlx::Error> {
+    let options = url
+        .parse::<sqlx::postgres::PgConnectOptions>()?
+        .application_name(APPLICATION_NAME);
+    PgConnection::connect_with(&options).await
+}
+
+/// A new session that holds again the locks of `held`. A lock another
+/// replica took meanwhile is lost: it leaves `held`, and its holder is told
+/// to stop. `None` (everything still held, to be taken back at the next
+/// attempt) if the database cannot be reached.
+async fn reconnect(url: &str, held: &mut Held) -> Option<PgConnection> {
+    let mut conn = match connect(url).await {
         Ok(conn) => conn,
         Err(e) => {
             tracing::error!(error = %e, "the run lock session cannot reconnect");
             return None;
         }
     };
-    for thread_id in held.keys() {
-        match sqlx::query_scalar::<_, bool>(TRY_LOCK)
-            .bind(thread_id)
-            .fetch_one(&mut conn)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => tracing::error!(
-                %thread_id,
-                "the run lock session was lost and another replica took this thread's lock: two runs may overlap on it"
-            ),
-            Err(e) => {
-                tracing::error!(error = %e, "the run lock session cannot take its locks back");
-                return None;
+    let mut lost = Vec::new();
+    for (thread_id, lock) in held.iter() {
+        let mut taken = true;
+        // A reentrant take counts: take it back as many times as held.
+        for _ in 0..lock.count {
+            match sqlx::query_scalar::<_, bool>(TRY_LOCK)
+                .bind(thread_id)
+                .fetch_one(&mut conn)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    taken = false;
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the run lock session cannot take its locks back");
+                    return None;
+                }
             }
         }
+        if !taken {
+            lost.push(thread_id.clone());
+        }
     }
-    tracing::warn!(locks = held.len(), "the run lock session reconnected");
+    for thread_id in &lost {
+        if let Some(lock) = held.remove(thread_id) {
+            tracing::warn!(
+                %thread_id,
+                "the run lock session was lost and another replica took this thread: its run here stops"
+            );
+            lock.lost.cancel();
+        }
+    }
+    tracing::warn!(
+        locks = held.len(),
+        lost = lost.len(),
+        "the run lock session reconnected"
+    );
     Some(conn)
 }
 

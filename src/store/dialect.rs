@@ -70,6 +70,18 @@ impl Dialect {
         }
     }
 
+    /// `len` bytes of a `bytea` / blob column from byte `from` (1-based),
+    /// both bound as 64-bit integers: Postgres' `substring` wants `integer`
+    /// positions, SQLite's `substr` counts bytes on a blob.
+    pub fn bytes_slice(self, column: &str, from: usize, len: usize) -> String {
+        match self {
+            Dialect::Postgres => {
+                format!("substring({column} FROM ${from}::integer FOR ${len}::integer)")
+            }
+            Dialect::Sqlite => format!("substr({column}, ${from}, ${len})"),
+        }
+    }
+
     /// The statement that opens a transaction which reads and then writes.
     /// SQLite's default `BEGIN` is deferred: it takes the write lock only at
     /// the first write, and if another writer committed since the read, that

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::OwnedMutexGuard;
+use tokio_util::sync::CancellationToken;
 
 use super::advisory::AdvisoryGuard;
 use super::{StoreError, StoreResult};
@@ -85,5 +86,15 @@ impl RunLock {
             _remote: remote,
             _local: local,
         }
+    }
+
+    /// Cancelled if the lock is lost to another replica while held (the
+    /// replica's lock session failed and another replica took the thread
+    /// before it was taken back); the holder must stop writing. Never
+    /// cancelled for an in-process lock alone.
+    pub fn lost(&self) -> CancellationToken {
+        self._remote
+            .as_ref()
+            .map_or_else(CancellationToken::new, AdvisoryGuard::lost)
     }
 }

@@ -15,7 +15,10 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod attachments;
 mod clients;
+mod ids;
 mod limits;
 mod model;
+mod requests;
 mod tools;

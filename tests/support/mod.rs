@@ -599,6 +599,19 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// Reads `response` whole.
+    pub async fn read(response: reqwest::Response) -> Answer {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body");
+        Answer {
+            status,
+            headers,
+            json: serde_json::from_str(&text).unwrap_or(Value::Null),
+            text,
+        }
+    }
+
     /// A header's value as text ("" when absent).
     pub fn header(&self, name: &str) -> String {
         self.headers
@@ -633,16 +646,7 @@ impl Daemon {
         if let Some(authorization) = authorization {
             request = request.header("authorization", authorization);
         }
-        let response = request.send().await.expect("request sent");
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let text = response.text().await.expect("body");
-        Answer {
-            status,
-            headers,
-            json: serde_json::from_str(&text).unwrap_or(Value::Null),
-            text,
-        }
+        Answer::read(request.send().await.expect("request sent")).await
     }
 
     /// Like [`Daemon::stream`], with `Authorization: Bearer <token>`.

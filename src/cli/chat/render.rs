@@ -288,191 +288,53 @@ fn task_title(task: &Task) -> String {
 
 /// Markdown as terminal lines: code fences and blank lines are dropped, the
 /// text of every other line is kept (trimmed), so a code block reads as its
-/// contents.
+/// contents. A block ends only at a fence of its own kind at least as long
+/// as the one that opened it (CommonMark), so a line of backticks inside a
+/// longer fence (see [`crate::text::code_block`]) is shown as text.
 fn terminal_lines(markdown: &str) -> Vec<&str> {
-    markdown
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with("```") && !line.starts_with("~~~"))
-        .collect()
+    let mut open: Option<(char, usize)> = None;
+    let mut lines = Vec::new();
+    for line in markdown.lines() {
+        let fence = fence_of(line);
+        match (open, fence) {
+            (None, Some((mark, length, _))) => open = Some((mark, length)),
+            (Some((mark, length)), Some((found, found_length, info)))
+                if found == mark && found_length >= length && info.is_empty() =>
+            {
+                open = None;
+            }
+            _ => {
+                let text = line.trim();
+                if !text.is_empty() {
+                    lines.push(text);
+                }
+            }
+        }
+    }
+    lines
+}
+
+/// The fence a line opens or closes: its character (`` ` `` or `~`), its
+/// length (three or more) and the text after it, trimmed; `None` for any
+/// other line. Up to three spaces may come before it, and an opening
+/// backtick fence's text may not hold a backtick.
+fn fence_of(line: &str) -> Option<(char, usize, &str)> {
+    let indent = line.len() - line.trim_start_matches(' ').len();
+    if indent > 3 {
+        return None;
+    }
+    let rest = &line[indent..];
+    let mark = rest.chars().next().filter(|c| *c == '`' || *c == '~')?;
+    let length = rest.len() - rest.trim_start_matches(mark).len();
+    if length < 3 {
+        return None;
+    }
+    let info = rest[length..].trim();
+    if mark == '`' && info.contains('`') {
+        return None;
+    }
+    Some((mark, length, info))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::{CustomTask, ThoughtTask};
-
-    fn rendered(events: Vec<ThreadStreamEvent>) -> String {
-        let mut out = Vec::new();
-        let mut render = Render::new(&mut out, Glyphs::ASCII);
-        for event in events {
-            render.event(event).expect("written");
-        }
-        render.end_line().expect("written");
-        String::from_utf8(out).expect("utf-8")
-    }
-
-    fn delta(text: &str) -> ThreadStreamEvent {
-        ThreadStreamEvent::ItemUpdated {
-            item_id: "msg_1".into(),
-            update: ItemUpdate::TextDelta {
-                content_index: 0,
-                delta: text.into(),
-            },
-        }
-    }
-
-    fn custom(name: &str, status_indicator: TaskStatus, content: &str) -> Task {
-        Task::Custom(CustomTask {
-            status_indicator,
-            title: Some(name.into()),
-            icon: Some("bolt".into()),
-            content: Some(content.into()),
-        })
-    }
-
-    /// A call starting, with its arguments in a JSON block as the agent shows them.
-    fn added(index: usize, name: &str, arguments: &str) -> ThreadStreamEvent {
-        let content = format!("arguments:\n```json\n{arguments}\n```");
-        ThreadStreamEvent::ItemUpdated {
-            item_id: "wf_1".into(),
-            update: ItemUpdate::WorkflowTaskAdded {
-                task_index: index,
-                task: custom(name, TaskStatus::Loading, &content),
-            },
-        }
-    }
-
-    fn updated(index: usize, name: &str, content: &str) -> ThreadStreamEvent {
-        ThreadStreamEvent::ItemUpdated {
-            item_id: "wf_1".into(),
-            update: ItemUpdate::WorkflowTaskUpdated {
-                task_index: index,
-                task: custom(name, TaskStatus::Complete, content),
-            },
-        }
-    }
-
-    #[test]
-    fn a_tool_call_reads_on_one_line_then_the_answer() {
-        let text = rendered(vec![
-            added(0, "add_task", r#"{"title": "buy milk"}"#),
-            updated(0, "add_task", "done in 0.2s\n\n```\n{\"id\":1}\n```"),
-            delta("Added "),
-            delta("it."),
-        ]);
-        assert_eq!(
-            text,
-            "  * add_task arguments: {\"title\": \"buy milk\"} ... done in 0.2s\n    -> {\"id\":1}\nAdded it.\n"
-        );
-    }
-
-    #[test]
-    fn concurrent_calls_get_lines_of_their_own() {
-        let text = rendered(vec![
-            added(0, "a", "{}"),
-            added(1, "b", "{}"),
-            updated(1, "b", "failed in 0.1s\n\n```\nboom\n```"),
-            updated(0, "a", "done in 0.3s\n\n```\nok\n```"),
-        ]);
-        assert_eq!(
-            text,
-            "  * a arguments: {} ...\n  * b arguments: {} ... failed in 0.1s\n    -> boom\n  * a ... done in 0.3s\n    -> ok\n"
-        );
-    }
-
-    #[test]
-    fn any_task_renders_from_its_fields() {
-        let thought = Task::Thought(ThoughtTask {
-            status_indicator: TaskStatus::None,
-            title: Some("Planning".into()),
-            content: "First **check** the order.\n\nThen ship.".into(),
-        });
-        let bare = Task::Custom(CustomTask {
-            status_indicator: TaskStatus::Loading,
-            title: None,
-            icon: None,
-            content: None,
-        });
-        let mut done = bare.clone();
-        if let Task::Custom(task) = &mut done {
-            task.status_indicator = TaskStatus::Complete;
-        }
-        let event = |update| ThreadStreamEvent::ItemUpdated {
-            item_id: "wf_2".into(),
-            update,
-        };
-        let text = rendered(vec![
-            event(ItemUpdate::WorkflowTaskAdded {
-                task_index: 0,
-                task: thought,
-            }),
-            event(ItemUpdate::WorkflowTaskAdded {
-                task_index: 1,
-                task: bare,
-            }),
-            event(ItemUpdate::WorkflowTaskUpdated {
-                task_index: 1,
-                task: done,
-            }),
-        ]);
-        assert_eq!(
-            text,
-            "  * Planning First **check** the order. Then ship.\n  * tool ... done\n"
-        );
-    }
-
-    #[test]
-    fn widgets_read_as_cards_and_approval_cards_are_remembered() {
-        use crate::protocol::{ThreadItem, Timestamp};
-        use crate::widgets::{ApprovalCall, approval_card};
-        let card = approval_card(
-            &[ApprovalCall {
-                tool: "delete_task".into(),
-                server: "tasks".into(),
-                arguments: serde_json::json!({"task_id": "t1"}),
-            }],
-            &["c1".to_owned()],
-        );
-        let item = ThreadItem {
-            id: "msg_card".into(),
-            thread_id: "thr_1".into(),
-            created_at: Timestamp::now(),
-            kind: ItemKind::Widget {
-                widget: card,
-                copy_text: None,
-            },
-        };
-        let mut out = Vec::new();
-        let mut render = Render::new(&mut out, Glyphs::ASCII);
-        render
-            .event(ThreadStreamEvent::ItemDone { item })
-            .expect("written");
-        let Some(Pending::Card(pending)) = render.take_pending() else {
-            panic!("an approval card");
-        };
-        assert_eq!(pending.widget_id, "msg_card");
-        assert_eq!(pending.payload, serde_json::json!({"call_ids": ["c1"]}));
-        assert_eq!(render.take_pending(), None);
-        let text = String::from_utf8(out).expect("utf-8");
-        assert_eq!(
-            text,
-            "  | Run delete_task?\n  | **delete_task** on tasks\n  | {\n  | \"task_id\": \"t1\"\n  | }\n  | [Approve]  [Deny]\n"
-        );
-    }
-
-    #[test]
-    fn long_task_text_is_cut_to_the_line() {
-        let long = "x".repeat(500);
-        let text = rendered(vec![
-            added(0, "a", &long),
-            updated(0, "a", &format!("done in 1.0s\n\n```\n{long}\n```")),
-        ]);
-        let expected_args = format!("arguments: {}...", &"x".repeat(MAX_LINE_SHOWN - 11));
-        let expected_out = format!("{}...", "x".repeat(MAX_OUTPUT_SHOWN));
-        assert_eq!(
-            text,
-            format!("  * a {expected_args} ... done in 1.0s\n    -> {expected_out}\n")
-        );
-    }
-}
+mod tests;
