@@ -2,7 +2,9 @@
 //!
 //! Run with `cargo bench --bench scale` (`-- --quick` for the 20 s version CI
 //! runs; `-- --conversations N --seconds S` to change the load, `--burst`
-//! to start every client at once). For SQLite
+//! to start every client at once; `-- --rate-limiter` for the rate limiter's
+//! case alone). It first times the per-user rate limiter on its own with
+//! 100,000 distinct users (see [`rate_limiter`]). For SQLite
 //! and (when a PostgreSQL server can be started or `TEST_PG_URL` is set)
 //! Postgres, it starts the release `chatkitd` binary as a child process and
 //! the fake OpenAI-compatible model in this process, whose answers are 100
@@ -116,6 +118,10 @@ async fn main() {
     let subscriber = tracing_subscriber::registry().with(CountStatements.with_filter(statements));
     tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
 
+    rate_limiter();
+    if std::env::args().any(|a| a == "--rate-limiter") {
+        return;
+    }
     let options = options();
     let dir = tempfile::tempdir().expect("temp dir");
     let sqlite = format!("sqlite://{}", dir.path().join("scale.db").display());
@@ -123,6 +129,29 @@ async fn main() {
     match chatkitd_testkit::try_fresh_database().await {
         Some(url) => run_backend("postgres", &url, &options).await,
         None => println!("\n[postgres] skipped: no PostgreSQL server could be started"),
+    }
+}
+
+/// Distinct users the rate limiter's case checks.
+const LIMITED_USERS: usize = 100_000;
+
+/// The cost of one `RateLimiter::check` with [`LIMITED_USERS`] distinct users
+/// active at once, as many as a busy replica may see in a minute: each user
+/// checked once (a new bucket each), then each once more (an existing one).
+/// It prints the mean cost per check of each pass, which must not grow with
+/// the number of users.
+fn rate_limiter() {
+    let limiter = chatkitd::limits::RateLimiter::new(60, 10).expect("limited");
+    let users: Vec<String> = (0..LIMITED_USERS).map(|i| format!("user-{i}")).collect();
+    for pass in ["new users", "known users"] {
+        let started = Instant::now();
+        for user in &users {
+            std::hint::black_box(limiter.check(user)).expect("within the burst");
+        }
+        let per_check = started.elapsed().as_secs_f64() * 1e9 / LIMITED_USERS as f64;
+        println!(
+            "rate limiter, {LIMITED_USERS} distinct users, {pass}: {per_check:.0} ns per check"
+        );
     }
 }
 

@@ -4,18 +4,42 @@
 //!
 //! All are in-process: with several replicas each enforces its own share.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 /// Requests per minute per user, with bursts.
 #[derive(Debug)]
 pub struct RateLimiter {
     per_second: f64,
     burst: f64,
-    // A std mutex: only map operations, never held across an await.
-    buckets: Mutex<HashMap<String, Bucket>>,
+    /// How long an empty bucket takes to fill: a bucket left alone this
+    /// long is as full as a new one, so it can be forgotten.
+    refill: Duration,
+    // Only map and queue operations, never held across an await.
+    buckets: Mutex<Buckets>,
 }
+
+/// The buckets of the users seen lately, and the order to look at them in
+/// to forget the idle ones a few at a time: no request pays for a sweep over
+/// every user.
+#[derive(Debug, Default)]
+struct Buckets {
+    by_user: HashMap<String, Bucket>,
+    /// Every user of `by_user` once, with when it was queued, oldest first
+    /// (give or take the checks racing for the lock).
+    /// A user at the front queued at least `refill` ago is forgotten if its
+    /// bucket was not touched since then, or queued again if it was; so an
+    /// idle user's bucket goes at most two refill times after its last
+    /// request (given requests from anyone to do the looking).
+    expiry: VecDeque<(Instant, String)>,
+}
+
+/// Users looked at for expiry per check: more than the one a check can add,
+/// so the queue keeps up, and few enough that each check stays cheap.
+const EXPIRED_PER_CHECK: usize = 8;
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -27,26 +51,44 @@ impl RateLimiter {
     /// `per_minute` requests a minute on average, `burst` at once; `None`
     /// when `per_minute` is 0 (no limit).
     pub fn new(per_minute: u32, burst: u32) -> Option<RateLimiter> {
-        (per_minute > 0).then(|| RateLimiter {
-            per_second: f64::from(per_minute) / 60.0,
-            burst: f64::from(burst.max(1)),
-            buckets: Mutex::new(HashMap::new()),
+        (per_minute > 0).then(|| {
+            let per_second = f64::from(per_minute) / 60.0;
+            let burst = f64::from(burst.max(1));
+            RateLimiter {
+                per_second,
+                burst,
+                refill: Duration::from_secs_f64(burst / per_second),
+                buckets: Mutex::new(Buckets::default()),
+            }
         })
     }
 
     /// Takes one request from `user`'s bucket, or says how long to wait.
     pub fn check(&self, user: &str) -> Result<(), Duration> {
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() > 10_000 {
-            // Forget users whose buckets have refilled: they are as new.
-            let full = self.burst / self.per_second;
-            buckets.retain(|_, b| now.duration_since(b.at).as_secs_f64() < full);
+        self.check_at(user, Instant::now())
+    }
+
+    /// [`RateLimiter::check`] at `now`.
+    fn check_at(&self, user: &str, now: Instant) -> Result<(), Duration> {
+        let mut buckets = self.buckets.lock();
+        let Buckets { by_user, expiry } = &mut *buckets;
+        forget_idle(by_user, expiry, now, self.refill);
+        match by_user.get_mut(user) {
+            Some(bucket) => self.take(bucket, now),
+            None => {
+                expiry.push_back((now, user.to_owned()));
+                let bucket = by_user.entry(user.to_owned()).or_insert(Bucket {
+                    tokens: self.burst,
+                    at: now,
+                });
+                self.take(bucket, now)
+            }
         }
-        let bucket = buckets.entry(user.to_owned()).or_insert(Bucket {
-            tokens: self.burst,
-            at: now,
-        });
+    }
+
+    /// Refills `bucket` up to `now` and takes one request from it, or says
+    /// how long to wait.
+    fn take(&self, bucket: &mut Bucket, now: Instant) -> Result<(), Duration> {
         let refilled =
             bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * self.per_second;
         bucket.tokens = refilled.min(self.burst);
@@ -58,6 +100,33 @@ impl RateLimiter {
             Err(Duration::from_secs_f64(
                 (1.0 - bucket.tokens) / self.per_second,
             ))
+        }
+    }
+}
+
+/// Forgets the users at the front of `expiry` whose buckets have refilled
+/// (they are as new), at most [`EXPIRED_PER_CHECK`] of them.
+fn forget_idle(
+    by_user: &mut HashMap<String, Bucket>,
+    expiry: &mut VecDeque<(Instant, String)>,
+    now: Instant,
+    refill: Duration,
+) {
+    for _ in 0..EXPIRED_PER_CHECK {
+        match expiry.front() {
+            Some((queued, _)) if now.saturating_duration_since(*queued) >= refill => {}
+            _ => return,
+        }
+        let Some((_, user)) = expiry.pop_front() else {
+            return;
+        };
+        match by_user.get(&user) {
+            Some(bucket) if now.saturating_duration_since(bucket.at) >= refill => {
+                by_user.remove(&user);
+            }
+            // Used since it was queued: look again one refill time on.
+            Some(_) => expiry.push_back((now, user)),
+            None => {}
         }
     }
 }
@@ -104,7 +173,7 @@ impl RunSlots {
 
     /// A slot for `user`, or which cap is reached.
     pub fn try_acquire(&self, user: &str) -> Result<RunSlot, SlotRefused> {
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut running = self.running.lock();
         if self.total > 0 && running.total >= self.total {
             return Err(SlotRefused::Replica);
         }
@@ -123,7 +192,7 @@ impl RunSlots {
 
 impl Drop for RunSlot {
     fn drop(&mut self) {
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut running = self.running.lock();
         running.total = running.total.saturating_sub(1);
         if let Some(count) = running.by_user.get_mut(&self.user) {
             *count = count.saturating_sub(1);
@@ -151,6 +220,50 @@ mod tests {
         );
         assert!(limiter.check("b").is_ok(), "users are independent");
         assert!(RateLimiter::new(0, 5).is_none());
+    }
+
+    #[test]
+    fn idle_users_are_forgotten_a_few_per_check() {
+        let limiter = RateLimiter::new(60, 3).expect("limited");
+        assert_eq!(limiter.refill, Duration::from_secs(3));
+        let start = Instant::now();
+        for user in 0..100 {
+            assert!(limiter.check_at(&format!("user-{user}"), start).is_ok());
+        }
+        // A user seen again stays while the others' buckets refill.
+        let later = start + Duration::from_secs(2);
+        assert!(limiter.check_at("user-0", later).is_ok());
+        assert_eq!(limiter.buckets.lock().by_user.len(), 100);
+        // Refilled: each check forgets at most EXPIRED_PER_CHECK of them.
+        let refilled = start + Duration::from_secs(3);
+        assert!(limiter.check_at("again", refilled).is_ok());
+        assert_eq!(
+            limiter.buckets.lock().by_user.len(),
+            100 + 1 - EXPIRED_PER_CHECK + 1,
+            "user-0 is kept"
+        );
+        for _ in 0..20 {
+            let _ = limiter.check_at("again", refilled);
+        }
+        {
+            let buckets = limiter.buckets.lock();
+            let mut users: Vec<&String> = buckets.by_user.keys().collect();
+            users.sort();
+            assert_eq!(users, ["again", "user-0"]);
+            assert_eq!(buckets.expiry.len(), 2);
+        }
+        // A forgotten user comes back with a full bucket, as before.
+        for _ in 0..3 {
+            assert!(limiter.check_at("user-1", refilled).is_ok());
+        }
+        assert!(limiter.check_at("user-1", refilled).is_err());
+        // user-0, looked at again when the others went, goes one refill
+        // time after that: within two of its last request.
+        let idle = refilled + Duration::from_secs(3);
+        for _ in 0..3 {
+            let _ = limiter.check_at("again", idle);
+        }
+        assert!(!limiter.buckets.lock().by_user.contains_key("user-0"));
     }
 
     #[test]

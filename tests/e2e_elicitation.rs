@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 use chatkitd::config::Config;
-use chatkitd::protocol::{ItemKind, ThreadItem, Timestamp};
+use chatkitd::protocol::{ItemKind, ThreadItem};
 use chatkitd_testkit::{FakeToolCall, Script};
 use support::{Backend, Daemon, Streamed, eventually, fake_mcp_server};
 
@@ -95,11 +95,14 @@ fn form_call(call_id: &str) -> Script {
     }
 }
 
+/// The fake server's call timeout in [`daemon`].
+const CALL_TIMEOUT: Duration = Duration::from_secs(1);
+
 async fn daemon(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Daemon {
     let mut server = fake_mcp_server();
     // Shorter than the user takes to answer below: the question's time
     // does not count against the call.
-    server.call_timeout = Duration::from_secs(1);
+    server.call_timeout = CALL_TIMEOUT;
     Daemon::start_with(backend, move |config| {
         config.mcp_servers.insert("fake".into(), server);
         tweak(config);
@@ -168,6 +171,7 @@ async fn a_question_is_answered_and_the_call_goes_on(backend: Backend) {
     daemon.llm.push(form_call("call_1"));
     daemon.llm.push(Script::text(["Thanks, noted."]));
     let (thread_id, asked) = daemon.create_thread("sign me up").await;
+    let shown = Instant::now();
     let question = question_of(&asked);
     let item_id = question["id"].as_str().expect("id").to_owned();
     assert_eq!(question["status"], "pending");
@@ -226,8 +230,15 @@ async fn a_question_is_answered_and_the_call_goes_on(backend: Backend) {
         "pending"
     );
 
-    // Answered after longer than the call's own timeout.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Answered after longer than the call's own timeout: here the wait is
+    // the scenario (the question's time must not count against the call),
+    // so it is a wait for time itself, and only for what the refusals above
+    // have not already taken. The call began before the question was shown.
+    let past_the_timeout = CALL_TIMEOUT + CALL_TIMEOUT / 2;
+    if let Some(rest) = past_the_timeout.checked_sub(shown.elapsed()) {
+        tokio::time::sleep(rest).await;
+    }
+    assert!(shown.elapsed() > CALL_TIMEOUT);
     let answered = daemon
         .stream(answer_body(
             &thread_id,
@@ -372,15 +383,14 @@ async fn a_question_nobody_waits_for_is_closed_not_answered() {
     let daemon = daemon(Backend::Sqlite, |_| {}).await;
     daemon.llm.push(Script::text(["Hi."]));
     let (thread_id, _) = daemon.create_thread("hello").await;
-    let orphan = ThreadItem {
-        id: "msg_orphan".into(),
-        thread_id: thread_id.clone(),
-        created_at: Timestamp::now(),
-        kind: ItemKind::StructuredInput {
+    let orphan = ThreadItem::new(
+        "msg_orphan",
+        thread_id.clone(),
+        ItemKind::StructuredInput {
             status: "pending".into(),
             inputs: vec![json!({"type": "freeform", "id": "name", "question": "Name?"})],
         },
-    };
+    );
     let store = daemon.store().await;
     chatkitd::store::Store::add_item(&store, USER, &orphan)
         .await

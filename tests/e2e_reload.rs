@@ -259,7 +259,18 @@ async fn a_removed_server_finishes_the_call_in_flight_then_stops() {
     })
     .await;
     assert!(in_flight);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The call holds its instance: the pool counts it busy.
+    let holding = eventually(Duration::from_secs(10), || async {
+        let (_, metrics) = daemon.get("/metrics").await;
+        metrics.lines().any(|line| {
+            line.starts_with("chatkitd_mcp_instances{")
+                && line.contains(r#"server="busy""#)
+                && line.contains(r#"state="busy""#)
+                && line.ends_with(" 1")
+        })
+    })
+    .await;
+    assert!(holding, "the call reaches the busy server");
     edit(&config, |table| {
         table.remove("mcp_servers");
     });

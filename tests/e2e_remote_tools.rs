@@ -177,15 +177,12 @@ async fn a_restarted_server_gets_a_new_session_and_a_down_one_is_a_prompt_tool_e
     assert_ne!(first.output, second.output, "a new server process answered");
 
     server.kill().await;
-    let started = Instant::now();
-    let down = mcp.call("alice", "pid", "{}").await;
+    // Failed before its own call timeout (5 s) could fire, and not by it.
+    let down = tokio::time::timeout(Duration::from_secs(5), mcp.call("alice", "pid", "{}"))
+        .await
+        .expect("a down server fails the call before its timeout");
     assert!(down.is_error, "{}", down.output);
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "took {:?}: {}",
-        started.elapsed(),
-        down.output
-    );
+    assert!(!down.output.contains("did not answer"), "{}", down.output);
     let again = mcp.call("alice", "pid", "{}").await;
     assert!(again.is_error, "{}", again.output);
 
@@ -205,30 +202,29 @@ async fn a_restarted_server_gets_a_new_session_and_a_down_one_is_a_prompt_tool_e
 async fn a_remote_crash_mid_call_and_a_hang_are_tool_errors() {
     let mut server = HttpServer::start("127.0.0.1:0", None).await;
     let mcp = manager(remote_config(&server.url, "1s", "t")).await;
-    let started = Instant::now();
-    let hung = mcp.call("alice", "hang", "{}").await;
+    // The call timeout ended it (the message says so), and not much later
+    // than it should: the outer bound is ten times the call timeout, so a
+    // loaded machine does not fail it.
+    let hung = tokio::time::timeout(Duration::from_secs(10), mcp.call("alice", "hang", "{}"))
+        .await
+        .expect("the call timeout ends a hung call");
     assert!(hung.is_error, "{}", hung.output);
     assert!(
         hung.output.contains("did not answer within 1s"),
         "{}",
         hung.output
     );
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "{:?}",
-        started.elapsed()
-    );
     mcp.shutdown().await;
     // The crash, under a long call timeout: the call fails soon after the
     // server is gone, not at the timeout.
     let mcp = manager(remote_config(&server.url, "30s", "t")).await;
-    let started = Instant::now();
-    let crashed = mcp.call("alice", "crash", "{}").await;
+    let crashed = tokio::time::timeout(Duration::from_secs(30), mcp.call("alice", "crash", "{}"))
+        .await
+        .expect("a crash fails the call before its timeout");
     assert!(crashed.is_error, "{}", crashed.output);
     assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}: {}",
-        started.elapsed(),
+        !crashed.output.contains("did not answer"),
+        "{}",
         crashed.output
     );
     let exited = tokio::time::timeout(Duration::from_secs(5), server.child.wait())

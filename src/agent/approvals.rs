@@ -105,7 +105,7 @@ impl Run<'_> {
         let (mut widget, mut state, moved_on) = match loaded.await {
             Ok(loaded) => loaded,
             Err(StoreError::NotFound(_)) => return self.unchanged(None).await,
-            Err(e) => return self.fail_store(e).await.map(|()| false),
+            Err(e) => return Err(self.fail_store(e).await),
         };
         let Some(mut pending) = pending_approval(&state) else {
             return self.unchanged(Some(widget)).await;
@@ -135,7 +135,7 @@ impl Run<'_> {
         };
         for item in [&state, &widget] {
             if let Err(e) = store.save_item(&user, item).await {
-                return self.fail_store(e).await.map(|()| false);
+                return Err(self.fail_store(e).await);
             }
         }
         tracing::info!(%thread_id, calls = pending.calls.len(), ?verdict, "approval settled");

@@ -19,7 +19,7 @@ use super::submission::Submission;
 use super::tools::{TaskState, task};
 use crate::llm::ToolCall;
 use crate::mcp::{ElicitationAnswer, ElicitationRequest, Elicitor};
-use crate::protocol::{IdKind, ItemKind, Task, ThreadItem, ThreadStreamEvent, Timestamp, new_id};
+use crate::protocol::{IdKind, ItemKind, Task, ThreadItem, ThreadStreamEvent, new_id};
 use crate::store::StoreError;
 
 /// Questions of one step waiting to be asked; more are answered `cancel`.
@@ -296,15 +296,14 @@ fn question_item(thread_id: &str, request: &ElicitationRequest, form: &Form) -> 
         let title = first["question"].as_str().unwrap_or_default().to_owned();
         first["question"] = json!(format!("{message}\n\n{title}"));
     }
-    ThreadItem {
-        id: new_id(IdKind::Message),
-        thread_id: thread_id.to_owned(),
-        created_at: Timestamp::now(),
-        kind: ItemKind::StructuredInput {
+    ThreadItem::new(
+        new_id(IdKind::Message),
+        thread_id,
+        ItemKind::StructuredInput {
             status: "pending".to_owned(),
             inputs,
         },
-    }
+    )
 }
 
 #[cfg(test)]
@@ -344,8 +343,13 @@ mod tests {
         for _ in 0..QUEUE {
             waiting.push(tokio::spawn(ask(request.clone())));
         }
-        tokio::task::yield_now().await;
+        // Each spawned question needs one turn of this single-threaded
+        // runtime to be queued; a thousand turns without all of them queued
+        // means one is stuck, and the test fails saying so.
+        let mut turns = 0;
         while rx.len() < QUEUE {
+            assert!(turns < 1_000, "{} of {QUEUE} questions queued", rx.len());
+            turns += 1;
             tokio::task::yield_now().await;
         }
         assert_eq!(ask(request.clone()).await, ElicitationAnswer::Cancel);

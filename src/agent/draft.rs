@@ -5,7 +5,7 @@
 use super::run::{Run, Stop};
 use crate::protocol::{
     AssistantContent, AssistantMessage, IdKind, ItemKind, ItemUpdate, ThreadItem,
-    ThreadStreamEvent, Timestamp, new_id, text,
+    ThreadStreamEvent, new_id, text,
 };
 
 /// The assistant message being streamed.
@@ -24,12 +24,11 @@ impl Run<'_> {
                 .observe(self.started.elapsed().as_secs_f64());
         }
         if self.draft.is_none() {
-            let item = ThreadItem {
-                id: new_id(IdKind::Message),
-                thread_id: self.input.thread.id.clone(),
-                created_at: Timestamp::now(),
-                kind: ItemKind::AssistantMessage(AssistantMessage::default()),
-            };
+            let item = ThreadItem::new(
+                new_id(IdKind::Message),
+                self.input.thread.id.clone(),
+                ItemKind::AssistantMessage(AssistantMessage::default()),
+            );
             let item_id = item.id.clone();
             self.draft = Some(Draft {
                 item: item.clone(),
@@ -86,7 +85,7 @@ impl Run<'_> {
             .add_item(&self.input.identity.user_id, &item)
             .await
         {
-            return self.fail_store(e).await;
+            return Err(self.fail_store(e).await);
         }
         self.emit(ThreadStreamEvent::ItemUpdated {
             item_id: item.id.clone(),

@@ -263,16 +263,11 @@ mod tests {
     use super::*;
     use crate::llm::ToolCall;
     use crate::protocol::{
-        AssistantContent, AssistantMessage, InferenceOptions, Timestamp, UserContent, UserMessage,
+        AssistantContent, AssistantMessage, InferenceOptions, UserContent, UserMessage,
     };
 
     fn item(id: &str, kind: ItemKind) -> ThreadItem {
-        ThreadItem {
-            id: id.to_owned(),
-            thread_id: "thr_1".to_owned(),
-            created_at: Timestamp::now(),
-            kind,
-        }
+        ThreadItem::new(id, "thr_1", kind)
     }
 
     fn user(id: &str, text: &str) -> ThreadItem {

@@ -39,11 +39,11 @@ use crate::mcp::ElicitationAnswer;
 /// the id of their `structured_input` item.
 #[derive(Debug, Default)]
 pub struct Questions {
-    open: std::sync::Mutex<HashMap<String, Open>>,
+    open: parking_lot::Mutex<HashMap<String, Open>>,
     /// Questions answered lately, so a second answer (a double click, two
     /// tabs) is told it came too late rather than taken for one nobody
     /// waits for; kept [`ANSWERED_KEPT`].
-    answered: std::sync::Mutex<HashMap<String, Answered>>,
+    answered: parking_lot::Mutex<HashMap<String, Answered>>,
 }
 
 /// How long an answered question is remembered as answered.
@@ -117,8 +117,8 @@ impl Claimed {
 }
 
 impl Questions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Open>> {
-        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<String, Open>> {
+        self.open.lock()
     }
 
     /// Whether a question in `user`'s `thread_id` waits for its answer here.
@@ -148,7 +148,7 @@ impl Questions {
             return None;
         }
         let taken = open.remove(item_id)?;
-        let mut answered = self.answered.lock().unwrap_or_else(|p| p.into_inner());
+        let mut answered = self.answered.lock();
         let now = Instant::now();
         answered.retain(|_, a| now.duration_since(a.at) < ANSWERED_KEPT);
         answered.insert(
@@ -170,7 +170,6 @@ impl Questions {
     pub fn was_answered(&self, user: &str, thread_id: &str, item_id: &str) -> bool {
         self.answered
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .get(item_id)
             .is_some_and(|a| a.user == user && a.thread_id == thread_id)
     }

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::llm::ToolCall;
-use crate::protocol::{IdKind, ItemKind, ThreadItem, Timestamp, new_id};
+use crate::protocol::{IdKind, ItemKind, ThreadItem, new_id};
 
 /// A stored record of tool activity, tagged by `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,12 +101,11 @@ impl ToolRecord {
     pub fn into_item(self, thread_id: &str) -> ThreadItem {
         // A plain enum of strings and a bool always serializes.
         let content = serde_json::to_value(&self).unwrap_or(Value::Null);
-        ThreadItem {
-            id: new_id(IdKind::Message),
-            thread_id: thread_id.to_owned(),
-            created_at: Timestamp::now(),
-            kind: ItemKind::HiddenContextItem { content },
-        }
+        ThreadItem::new(
+            new_id(IdKind::Message),
+            thread_id,
+            ItemKind::HiddenContextItem { content },
+        )
     }
 }
 
@@ -262,12 +261,7 @@ impl UiRecord {
         };
         // Strings, options and enums of strings always serialize.
         let content = serde_json::to_value(&self).unwrap_or(Value::Null);
-        ThreadItem {
-            id,
-            thread_id: thread_id.to_owned(),
-            created_at: Timestamp::now(),
-            kind: ItemKind::HiddenContextItem { content },
-        }
+        ThreadItem::new(id, thread_id, ItemKind::HiddenContextItem { content })
     }
 }
 
@@ -336,11 +330,8 @@ mod tests {
 
     #[test]
     fn an_action_run_between_calls_and_results_is_read_after_the_results() {
-        let hidden = |id: &str, content: Value| ThreadItem {
-            id: id.to_owned(),
-            thread_id: "thr_1".to_owned(),
-            created_at: Timestamp::now(),
-            kind: ItemKind::HiddenContextItem { content },
+        let hidden = |id: &str, content: Value| {
+            ThreadItem::new(id, "thr_1", ItemKind::HiddenContextItem { content })
         };
         let run = json!({"type": "chatkitd.action_run", "action": "a", "tool": "t",
             "arguments": "{}", "output": "ok"});

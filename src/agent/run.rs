@@ -19,7 +19,7 @@ use super::{
 };
 use crate::llm::{ChatMessage, LlmError, LlmEvent, LlmStream, ToolCall, ToolDefinition, Turn};
 use crate::protocol::{
-    IdKind, ItemKind, ItemUpdate, StreamOptions, ThreadItem, ThreadStreamEvent, Timestamp, new_id,
+    IdKind, ItemKind, ItemUpdate, StreamOptions, ThreadItem, ThreadStreamEvent, new_id,
 };
 use crate::store::StoreError;
 
@@ -109,7 +109,7 @@ impl<'a> Run<'a> {
                 .await
             {
                 Ok(items) => items,
-                Err(e) => return self.fail_store(e).await,
+                Err(e) => return Err(self.fail_store(e).await),
             },
         };
         self.apply_choices(&items);
@@ -235,7 +235,7 @@ impl<'a> Run<'a> {
             _ = self.cancel.cancelled() => return Err(Stop::Cancelled),
             started = self.agent.llm.stream(messages, tools, turn) => match started {
                 Ok(stream) => stream,
-                Err(e) => return self.fail_llm(e).await.map(|()| Vec::new()),
+                Err(e) => return Err(self.fail_llm(e).await),
             },
         };
         loop {
@@ -261,8 +261,8 @@ impl<'a> Run<'a> {
                 Some(Ok(LlmEvent::Finished { .. })) => {
                     return self.finish_or_empty().await.map(|()| Vec::new());
                 }
-                Some(Err(e)) => return self.fail_llm(e).await.map(|()| Vec::new()),
-                None => return self.fail_llm(LlmError::Cut).await.map(|()| Vec::new()),
+                Some(Err(e)) => return Err(self.fail_llm(e).await),
+                None => return Err(self.fail_llm(LlmError::Cut).await),
             }
         }
     }
@@ -270,11 +270,11 @@ impl<'a> Run<'a> {
     /// A final answer: closes the message, or reports an empty one.
     pub(super) async fn finish_or_empty(&mut self) -> Result<(), Stop> {
         if self.draft.is_none() {
-            return self
+            return Err(self
                 .fail_llm(LlmError::Protocol(
                     "the model returned an empty answer".to_owned(),
                 ))
-                .await;
+                .await);
         }
         self.finish_draft().await
     }
@@ -290,14 +290,16 @@ impl<'a> Run<'a> {
     }
 
     /// A model failure: keep the partial text, tell the user, end the stream.
-    pub(super) async fn fail_llm(&mut self, error: LlmError) -> Result<(), Stop> {
+    /// Returns how the run stops.
+    pub(super) async fn fail_llm(&mut self, error: LlmError) -> Stop {
         tracing::warn!(thread_id = %self.input.thread.id, error = %error, "model call failed");
         if self
             .draft
             .as_ref()
             .is_some_and(|d| !d.text.trim().is_empty())
+            && let Err(stop) = self.finish_draft().await
         {
-            self.finish_draft().await?;
+            return stop;
         }
         let event = match &error {
             LlmError::NotConfigured(message) => {
@@ -308,8 +310,10 @@ impl<'a> Run<'a> {
                 other.is_transient(),
             ),
         };
-        self.emit(event).await?;
-        Err(Stop::Failed)
+        if let Err(stop) = self.emit(event).await {
+            return stop;
+        }
+        Stop::Failed
     }
 
     /// After a panic inside the run: store the non-blank partial answer and
@@ -366,7 +370,9 @@ impl<'a> Run<'a> {
             .await;
     }
 
-    pub(super) async fn fail_store(&mut self, error: StoreError) -> Result<(), Stop> {
+    /// A store failure: drop the partial text, end the stream. Returns how
+    /// the run stops.
+    pub(super) async fn fail_store(&mut self, error: StoreError) -> Stop {
         match &error {
             // The user deleted the thread while its run went on (a tool
             // server's question waiting, say): expected, nothing is lost.
@@ -381,8 +387,10 @@ impl<'a> Run<'a> {
             ),
         }
         self.draft = None;
-        self.emit(ThreadStreamEvent::stream_error()).await?;
-        Err(Stop::Failed)
+        if let Err(stop) = self.emit(ThreadStreamEvent::stream_error()).await {
+            return stop;
+        }
+        Stop::Failed
     }
 
     /// Sends one event. A cancellation (the stop button, or shutdown after
@@ -415,14 +423,13 @@ impl<'a> Run<'a> {
                 tracing::error!(error = %e, "could not store the result of a cancelled tool call");
             }
         }
-        let marker = ThreadItem {
-            id: new_id(IdKind::SdkHiddenContext),
-            thread_id: self.input.thread.id.clone(),
-            created_at: Timestamp::now(),
-            kind: ItemKind::SdkHiddenContext {
+        let marker = ThreadItem::new(
+            new_id(IdKind::SdkHiddenContext),
+            self.input.thread.id.clone(),
+            ItemKind::SdkHiddenContext {
                 content: CANCELLED_MARKER.to_owned(),
             },
-        };
+        );
         if let Err(e) = self.agent.store.add_item(&user, &marker).await {
             tracing::error!(error = %e, "could not store the cancellation marker");
         }

@@ -25,7 +25,7 @@ use crate::protocol::ThreadStreamEvent;
 pub struct EventSink {
     /// The stream the events go to; `None` while parked. Shared by the
     /// sink's clones, so they all follow a hand-over.
-    target: Arc<std::sync::Mutex<Option<Target>>>,
+    target: Arc<parking_lot::Mutex<Option<Target>>>,
     write_timeout: Duration,
 }
 
@@ -131,7 +131,7 @@ impl EventSink {
     ) -> (EventSink, mpsc::Receiver<ThreadStreamEvent>) {
         let (target, rx) = Target::new(capacity);
         let sink = EventSink {
-            target: Arc::new(std::sync::Mutex::new(Some(target))),
+            target: Arc::new(parking_lot::Mutex::new(Some(target))),
             write_timeout,
         };
         (sink, rx)
@@ -161,7 +161,7 @@ impl EventSink {
     /// Ends the current stream without cancelling the run: the run waits on
     /// the user, and its events are dropped until [`EventSink::resume`].
     pub fn park(&self) {
-        let target = self.target.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let target = self.target.lock().take();
         if let Some(target) = target {
             target.handed_over.store(true, Ordering::Release);
         }
@@ -169,14 +169,11 @@ impl EventSink {
 
     /// Sends the run's next events to `next`.
     pub fn resume(&self, next: NextStream) {
-        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = Some(next.target);
+        *self.target.lock() = Some(next.target);
     }
 
     fn current(&self) -> Option<Target> {
-        self.target
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.target.lock().clone()
     }
 
     /// Sends one event if the buffer has room, without waiting.

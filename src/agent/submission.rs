@@ -108,14 +108,12 @@ impl Submission {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Timestamp;
 
     fn item() -> ThreadItem {
-        ThreadItem {
-            id: "msg_1".into(),
-            thread_id: "thr_1".into(),
-            created_at: Timestamp::now(),
-            kind: ItemKind::StructuredInput {
+        ThreadItem::new(
+            "msg_1",
+            "thr_1",
+            ItemKind::StructuredInput {
                 status: "pending".into(),
                 inputs: vec![
                     json!({"type": "multiple_choice", "id": "color", "question": "color",
@@ -123,7 +121,7 @@ mod tests {
                     json!({"type": "freeform", "id": "note", "question": "note"}),
                 ],
             },
-        }
+        )
     }
 
     #[test]

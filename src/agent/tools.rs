@@ -21,7 +21,7 @@ use crate::llm::{ChatMessage, ToolCall};
 use crate::mcp::{ModelTool, ProgressReporter, ToolOutcome, ToolProgress};
 use crate::protocol::{
     CustomTask, IdKind, ItemKind, ItemUpdate, Task, TaskStatus, ThreadItem, ThreadStreamEvent,
-    Timestamp, Workflow, WorkflowSummary, new_id,
+    Workflow, WorkflowSummary, new_id,
 };
 use crate::text::{code_block, cut_chars};
 
@@ -223,11 +223,10 @@ impl Run<'_> {
         self.open_calls = calls.to_vec();
 
         let started = Instant::now();
-        let mut workflow = ThreadItem {
-            id: new_id(IdKind::Workflow),
-            thread_id: thread_id.clone(),
-            created_at: Timestamp::now(),
-            kind: ItemKind::Workflow {
+        let mut workflow = ThreadItem::new(
+            new_id(IdKind::Workflow),
+            thread_id.clone(),
+            ItemKind::Workflow {
                 workflow: Workflow {
                     kind: "custom".to_owned(),
                     tasks: Vec::new(),
@@ -235,7 +234,7 @@ impl Run<'_> {
                     expanded: false,
                 },
             },
-        };
+        );
         self.emit(ThreadStreamEvent::ItemAdded {
             item: workflow.clone(),
         })
@@ -345,7 +344,7 @@ impl Run<'_> {
                 shown.push((index, images, message));
             }
             if let Err(e) = self.agent.store.add_item(&user, &result).await {
-                return self.fail_store(e).await.map(|()| Vec::new());
+                return Err(self.fail_store(e).await);
             }
             self.open_calls.retain(|open| open.id != call.id);
             if !outcome.is_error
@@ -386,7 +385,7 @@ impl Run<'_> {
             },
         };
         if let Err(e) = self.agent.store.add_item(&user, &workflow).await {
-            return self.fail_store(e).await.map(|()| Vec::new());
+            return Err(self.fail_store(e).await);
         }
         self.emit(ThreadStreamEvent::ItemDone { item: workflow })
             .await?;
@@ -426,15 +425,7 @@ fn refused(name: &str, client_tool: bool) -> ToolOutcome {
     } else {
         format!("Error: there is no tool named {name:?}.")
     };
-    ToolOutcome {
-        output,
-        structured: None,
-        images: Vec::new(),
-        is_error: true,
-        server: String::new(),
-        tool: name.to_owned(),
-        elapsed: std::time::Duration::ZERO,
-    }
+    ToolOutcome::error("", name, output, std::time::Duration::ZERO)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use crate::llm::{ContentPart, ToolCall};
 use crate::mcp::ToolImage;
 use crate::protocol::{
     Attachment, ClientToolCall, ClientToolCallStatus, IdKind, ItemKind, ThreadItem,
-    ThreadStreamEvent, Timestamp, new_id,
+    ThreadStreamEvent, new_id,
 };
 
 impl Agent {
@@ -48,15 +48,14 @@ impl Agent {
 
 /// A widget item of `thread_id`, created now.
 pub(super) fn widget_item(thread_id: &str, widget: Value) -> ThreadItem {
-    ThreadItem {
-        id: new_id(IdKind::Message),
-        thread_id: thread_id.to_owned(),
-        created_at: Timestamp::now(),
-        kind: ItemKind::Widget {
+    ThreadItem::new(
+        new_id(IdKind::Message),
+        thread_id,
+        ItemKind::Widget {
             widget,
             copy_text: None,
         },
-    }
+    )
 }
 
 impl Run<'_> {
@@ -115,17 +114,16 @@ impl Run<'_> {
     /// Stores and streams a `generated_image` item per image a tool returned.
     pub(super) async fn show_images(&mut self, images: Vec<Attachment>) -> Result<(), Stop> {
         for image in images {
-            let item = ThreadItem {
-                id: new_id(IdKind::Message),
-                thread_id: self.input.thread.id.clone(),
-                created_at: Timestamp::now(),
-                kind: ItemKind::GeneratedImage {
+            let item = ThreadItem::new(
+                new_id(IdKind::Message),
+                self.input.thread.id.clone(),
+                ItemKind::GeneratedImage {
                     image: Some(serde_json::json!({
                         "id": image.id,
                         "url": image.preview_url.unwrap_or_default(),
                     })),
                 },
-            };
+            );
             self.store_items(&[&item]).await?;
             self.emit(ThreadStreamEvent::ItemDone { item }).await?;
         }
@@ -137,7 +135,7 @@ impl Run<'_> {
         let user = self.input.identity.user_id.clone();
         for item in items {
             if let Err(e) = self.agent.store.add_item(&user, item).await {
-                return self.fail_store(e).await;
+                return Err(self.fail_store(e).await);
             }
         }
         Ok(())
@@ -156,18 +154,17 @@ impl Run<'_> {
                 Map::new()
             }
         };
-        let item = ThreadItem {
-            id: new_id(IdKind::ToolCall),
-            thread_id: self.input.thread.id.clone(),
-            created_at: Timestamp::now(),
-            kind: ItemKind::ClientToolCall(ClientToolCall {
+        let item = ThreadItem::new(
+            new_id(IdKind::ToolCall),
+            self.input.thread.id.clone(),
+            ItemKind::ClientToolCall(ClientToolCall {
                 status: ClientToolCallStatus::Pending,
                 call_id: call.id.clone(),
                 name: call.function.name.clone(),
                 arguments: Value::Object(arguments),
                 output: None,
             }),
-        };
+        );
         self.store_items(&[&item]).await?;
         self.emit(ThreadStreamEvent::ItemDone { item }).await
     }

@@ -21,7 +21,7 @@
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::{ChatKit, ChatKitError, EventStream, Response, STREAM_BUFFER};
+use super::{ChatKit, ChatKitError, EventStream, Response, STREAM_BUFFER, at_most};
 use crate::agent::{Action, ActionError, EventSink, Settle, UiRecord, action_text};
 use crate::auth::Identity;
 use crate::protocol::{ActionParams, ItemKind, StreamOptions, ThreadItem, ThreadStreamEvent};
@@ -161,14 +161,11 @@ impl ChatKit {
     /// Refuses a payload of more than `max_message_chars` characters of
     /// JSON, before anything is loaded or stored.
     fn check_payload(&self, kind: &str, payload: &Value) -> Result<(), ChatKitError> {
-        let most = self.sizes.max_message_chars;
-        let chars = payload.to_string().chars().count();
-        if chars > most {
-            return Err(ChatKitError::BadRequest(format!(
-                "the payload of a {kind:?} action is at most {most} characters of JSON (got {chars})"
-            )));
-        }
-        Ok(())
+        at_most(
+            format_args!("the JSON payload of a {kind:?} action"),
+            payload.to_string().chars().count(),
+            self.sizes.max_message_chars,
+        )
     }
 
     /// Stores an action handed to the agent as what it means, and starts
@@ -180,13 +177,11 @@ impl ChatKit {
         kind: &str,
         text: String,
     ) -> Result<Response, ChatKitError> {
-        let most = self.sizes.max_message_chars;
-        let chars = text.chars().count();
-        if chars > most {
-            return Err(ChatKitError::BadRequest(format!(
-                "the {kind:?} action means {chars} characters; a message is at most {most}"
-            )));
-        }
+        at_most(
+            format_args!("the message a {kind:?} action means"),
+            text.chars().count(),
+            self.sizes.max_message_chars,
+        )?;
         let thread = self.open_thread(ctx, thread_id).await?;
         let slot = self.run_slot(ctx)?;
         let lock = self.lock_own_thread(ctx, &thread.id).await?;

@@ -129,7 +129,7 @@ pub struct ChatKit {
     store: Arc<dyn Store>,
     /// The agent new runs use; a configuration reload replaces it, and runs
     /// in flight finish with the one they started with.
-    agent: std::sync::RwLock<Arc<Agent>>,
+    agent: parking_lot::RwLock<Arc<Agent>>,
     runs: TaskTracker,
     /// Answers streaming at once, per user.
     slots: RunSlots,
@@ -164,7 +164,7 @@ impl ChatKit {
     ) -> ChatKit {
         ChatKit {
             store,
-            agent: std::sync::RwLock::new(agent),
+            agent: parking_lot::RwLock::new(agent),
             runs: TaskTracker::new(),
             slots,
             sizes,
@@ -176,12 +176,12 @@ impl ChatKit {
 
     /// The agent new runs use.
     pub fn agent(&self) -> Arc<Agent> {
-        self.agent.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.agent.read().clone()
     }
 
     /// Makes `agent` the one new runs use (a configuration reload).
     pub fn replace_agent(&self, agent: Arc<Agent>) {
-        *self.agent.write().unwrap_or_else(|p| p.into_inner()) = agent;
+        *self.agent.write() = agent;
     }
 
     /// Cancelled when the server shuts down, for background work that
@@ -264,11 +264,7 @@ impl ChatKit {
                 json(&threads.map(|t| Thread::from_metadata(&t, Page::default())))
             }
             Request::ThreadsUpdate(ThreadUpdateParams { thread_id, title }) => {
-                if title.chars().count() > 1000 {
-                    return Err(ChatKitError::BadRequest(
-                        "a title is at most 1000 characters".into(),
-                    ));
-                }
+                at_most("a title", title.chars().count(), 1000)?;
                 let mut thread = self.store.load_thread(user, &thread_id).await?;
                 thread.title = Some(text::scrub(&title).into_owned());
                 self.store.save_thread(user, &thread).await?;
@@ -330,6 +326,18 @@ fn page_request(
         order,
         after,
     })
+}
+
+/// Refuses `what` when its `chars` characters are more than `most`, before
+/// anything is loaded or stored: every length limit on what a request
+/// carries, in one wording.
+fn at_most(what: impl std::fmt::Display, chars: usize, most: usize) -> Result<(), ChatKitError> {
+    if chars > most {
+        return Err(ChatKitError::BadRequest(format!(
+            "{what} is at most {most} characters (got {chars})"
+        )));
+    }
+    Ok(())
 }
 
 /// Validates a requested page size: absent or 0 means the default; negative

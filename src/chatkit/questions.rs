@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::{ChatKit, ChatKitError, EventStream, Response, STREAM_BUFFER};
+use super::{ChatKit, ChatKitError, EventStream, Response, STREAM_BUFFER, at_most};
 use crate::agent::{NextStream, Submission};
 use crate::auth::Identity;
 use crate::protocol::{
@@ -26,13 +26,11 @@ impl ChatKit {
         params: StructuredInputParams,
     ) -> Result<Response, ChatKitError> {
         let user = ctx.user_id.as_str();
-        let most = self.sizes.max_message_chars;
-        let chars = params.input.to_string().chars().count();
-        if chars > most {
-            return Err(ChatKitError::BadRequest(format!(
-                "an answer is at most {most} characters of JSON (got {chars})"
-            )));
-        }
+        at_most(
+            "the JSON of an answer",
+            params.input.to_string().chars().count(),
+            self.sizes.max_message_chars,
+        )?;
         let thread = self.store.load_thread(user, &params.thread_id).await?;
         let mut item = self
             .store

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tracing::Instrument;
 
-use super::{ChatKit, ChatKitError, EventStream, Response, STREAM_BUFFER};
+use super::{ChatKit, ChatKitError, EventStream, Response, STREAM_BUFFER, at_most};
 use crate::agent::{EventSink, RunInput, RunOutcome, Settle};
 use crate::auth::Identity;
 use crate::limits::{RunSlot, SlotRefused};
@@ -137,13 +137,11 @@ impl ChatKit {
         thread_id: &str,
         result: Value,
     ) -> Result<Response, ChatKitError> {
-        let most = self.sizes.max_message_chars;
-        let chars = result.to_string().chars().count();
-        if chars > most {
-            return Err(ChatKitError::BadRequest(format!(
-                "a client tool output is at most {most} characters of JSON (got {chars})"
-            )));
-        }
+        at_most(
+            "the JSON of a client tool output",
+            result.to_string().chars().count(),
+            self.sizes.max_message_chars,
+        )?;
         let thread = self.open_thread(ctx, thread_id).await?;
         let slot = self.run_slot(ctx)?;
         let lock = self.lock_own_thread(ctx, &thread.id).await?;
@@ -319,17 +317,16 @@ fn user_item(thread_id: &str, input: UserMessageInput, attachments: Vec<Attachme
             ..attachment
         })
         .collect();
-    let mut item = ThreadItem {
-        id: new_id(IdKind::Message),
-        thread_id: thread_id.to_owned(),
-        created_at: Timestamp::now(),
-        kind: ItemKind::UserMessage(UserMessage {
+    let mut item = ThreadItem::new(
+        new_id(IdKind::Message),
+        thread_id,
+        ItemKind::UserMessage(UserMessage {
             content: input.content,
             attachments,
             quoted_text: input.quoted_text,
             inference_options: input.inference_options,
         }),
-    };
+    );
     scrub_item(&mut item);
     item
 }
@@ -348,14 +345,11 @@ impl ChatKit {
     /// Refuses a message of more than `max_message_chars` characters
     /// (attachments are checked by [`ChatKit::message_attachments`]).
     fn check_input(&self, input: &UserMessageInput) -> Result<(), ChatKitError> {
-        let most = self.sizes.max_message_chars;
-        let chars = message_chars(input);
-        if chars > most {
-            return Err(ChatKitError::BadRequest(format!(
-                "a message is at most {most} characters (got {chars}); shorten it or send it in parts"
-            )));
-        }
-        Ok(())
+        at_most(
+            "a message",
+            message_chars(input),
+            self.sizes.max_message_chars,
+        )
     }
 }
 

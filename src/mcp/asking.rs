@@ -35,7 +35,7 @@ pub(super) fn capabilities() -> ClientCapabilities {
 /// (an instance serves one call at a time) and the call's clock.
 #[derive(Default)]
 pub struct Asking {
-    elicitor: std::sync::Mutex<Option<Elicitor>>,
+    elicitor: parking_lot::Mutex<Option<Elicitor>>,
     clock: watch::Sender<Clock>,
 }
 
@@ -62,11 +62,7 @@ impl Asking {
             tracing::info!(%server, "a question to the user by URL: declined (only forms are asked)");
             return ElicitResult::new(ElicitationAction::Decline);
         };
-        let elicitor = self
-            .elicitor
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let elicitor = self.elicitor.lock().clone();
         let Some(ask) = elicitor else {
             tracing::info!(%server, "a question to the user outside a call: declined");
             return ElicitResult::new(ElicitationAction::Decline);
@@ -132,14 +128,14 @@ struct AskingGuard<'a>(&'a Asking);
 
 impl<'a> AskingGuard<'a> {
     fn set(asking: &'a Asking, elicitor: Option<Elicitor>) -> Self {
-        *asking.elicitor.lock().unwrap_or_else(|p| p.into_inner()) = elicitor;
+        *asking.elicitor.lock() = elicitor;
         AskingGuard(asking)
     }
 }
 
 impl Drop for AskingGuard<'_> {
     fn drop(&mut self) {
-        *self.0.elicitor.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.0.elicitor.lock() = None;
     }
 }
 

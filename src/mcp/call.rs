@@ -30,19 +30,16 @@ impl McpManager {
         let tools = self.tools_for(user).await;
         match tools.iter().find(|t| t.server == server && t.tool == tool) {
             Some(found) => self.call(user, &found.name, arguments).await,
-            None => ToolOutcome {
-                structured: None,
-                images: Vec::new(),
-                output: if self.servers().contains_key(server) {
+            None => ToolOutcome::error(
+                server,
+                tool,
+                if self.servers().contains_key(server) {
                     format!("Error: the {server} tool server offers no tool named {tool:?}.")
                 } else {
                     format!("Error: no tool server named {server:?} is configured.")
                 },
-                is_error: true,
-                server: server.to_owned(),
-                tool: tool.to_owned(),
-                elapsed: started.elapsed(),
-            },
+                started.elapsed(),
+            ),
         }
     }
 
@@ -99,34 +96,25 @@ impl McpManager {
         let started = Instant::now();
         let tools = self.current_tools();
         let Some(tool) = tools.iter().find(|t| t.name == name) else {
-            return ToolOutcome {
-                structured: None,
-                images: Vec::new(),
-                output: format!("Error: there is no tool named {name:?}."),
-                is_error: true,
-                server: String::new(),
-                tool: name.to_owned(),
-                elapsed: started.elapsed(),
-            };
+            return ToolOutcome::error(
+                "",
+                name,
+                format!("Error: there is no tool named {name:?}."),
+                started.elapsed(),
+            );
         };
-        let outcome = |output: String, is_error: bool| ToolOutcome {
-            structured: None,
-            images: Vec::new(),
-            output,
-            is_error,
-            server: tool.server.clone(),
-            tool: tool.tool.clone(),
-            elapsed: started.elapsed(),
+        let error = |output: String| {
+            ToolOutcome::error(&tool.server, &tool.tool, output, started.elapsed())
         };
         let Some(server) = self.servers().get(&tool.server).cloned() else {
-            return outcome(
-                format!("Error: the {} tool server is not configured.", tool.server),
-                true,
-            );
+            return error(format!(
+                "Error: the {} tool server is not configured.",
+                tool.server
+            ));
         };
         let mut arguments = match parse_arguments(arguments) {
             Ok(arguments) => arguments,
-            Err(message) => return outcome(format!("Error: {message}"), true),
+            Err(message) => return error(format!("Error: {message}")),
         };
         for (parameter, source) in &server.config.inject {
             let value = match source {
@@ -138,7 +126,7 @@ impl McpManager {
         server.make_room(user).await;
         let lease = match server.pool_for(user).lease(deadline).await {
             Ok(lease) => lease,
-            Err(e) => return outcome(format!("Error: {e}."), true),
+            Err(e) => return error(format!("Error: {e}.")),
         };
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         match lease
@@ -149,32 +137,30 @@ impl McpManager {
                 let is_error = result.is_error.unwrap_or(false);
                 let content = media::result_content(&result, self.output_limits());
                 ToolOutcome {
-                    structured: tools::result_data(&result, MAX_DATA_BYTES),
+                    output: content.text,
                     images: content.images,
-                    ..outcome(content.text, is_error)
+                    structured: tools::result_data(&result, MAX_DATA_BYTES),
+                    is_error,
+                    server: tool.server.clone(),
+                    tool: tool.tool.clone(),
+                    elapsed: started.elapsed(),
                 }
             }
-            Err(CallFailure::Timeout(after)) => outcome(
-                format!(
-                    "Error: the {} tool server did not answer within {}s; the call was cancelled.",
-                    tool.server,
-                    server
-                        .config
-                        .call_timeout
-                        .as_secs_f64()
-                        .max(after.as_secs_f64())
-                        .round()
-                ),
-                true,
-            ),
-            Err(CallFailure::Closed) => outcome(
-                format!(
-                    "Error: the {} tool server stopped during the call (it will be restarted); the tool may or may not have run.",
-                    tool.server
-                ),
-                true,
-            ),
-            Err(CallFailure::Protocol(message)) => outcome(format!("Error: {message}"), true),
+            Err(CallFailure::Timeout(after)) => error(format!(
+                "Error: the {} tool server did not answer within {}s; the call was cancelled.",
+                tool.server,
+                server
+                    .config
+                    .call_timeout
+                    .as_secs_f64()
+                    .max(after.as_secs_f64())
+                    .round()
+            )),
+            Err(CallFailure::Closed) => error(format!(
+                "Error: the {} tool server stopped during the call (it will be restarted); the tool may or may not have run.",
+                tool.server
+            )),
+            Err(CallFailure::Protocol(message)) => error(format!("Error: {message}")),
         }
     }
 }

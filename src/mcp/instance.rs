@@ -39,7 +39,7 @@ pub struct Events {
     pub server: String,
     pub tools_changed: Arc<ToolsChanged>,
     /// Calls in flight that asked for progress, by their progress token.
-    pub progress: Arc<std::sync::Mutex<HashMap<String, ProgressReporter>>>,
+    pub progress: Arc<parking_lot::Mutex<HashMap<String, ProgressReporter>>>,
     /// Who answers this instance's questions to the user: set for the
     /// length of a call (an instance serves one call at a time); without
     /// one, a question is declined.
@@ -52,13 +52,13 @@ pub struct Events {
 #[derive(Default)]
 pub struct ToolsChanged {
     pub notify: Notify,
-    peer: std::sync::Mutex<Option<Peer<RoleClient>>>,
+    peer: parking_lot::Mutex<Option<Peer<RoleClient>>>,
 }
 
 impl ToolsChanged {
     /// The session that announced the latest change, if not taken yet.
     pub fn take_peer(&self) -> Option<Peer<RoleClient>> {
-        self.peer.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.peer.lock().take()
     }
 }
 
@@ -72,11 +72,7 @@ impl ClientHandler for Events {
 
     async fn on_tool_list_changed(&self, context: NotificationContext<RoleClient>) {
         tracing::info!(server = %self.server, "the server's tool list changed");
-        *self
-            .tools_changed
-            .peer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(context.peer);
+        *self.tools_changed.peer.lock() = Some(context.peer);
         self.tools_changed.notify.notify_one();
     }
 
@@ -98,12 +94,7 @@ impl ClientHandler for Events {
         _context: NotificationContext<RoleClient>,
     ) {
         let token = token_key(&params.progress_token);
-        let reporter = self
-            .progress
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&token)
-            .cloned();
+        let reporter = self.progress.lock().get(&token).cloned();
         if let Some(report) = reporter {
             report(ToolProgress {
                 progress: params.progress,
@@ -166,10 +157,7 @@ impl Instance {
             .await?;
         let routes = self.service.service().progress.clone();
         let token = token_key(&handle.progress_token);
-        routes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(token.clone(), report);
+        routes.lock().insert(token.clone(), report);
         let _route = RouteGuard { routes, token };
         match handle.await_response().await? {
             ServerResult::CallToolResult(result) => Ok(result),
@@ -190,16 +178,13 @@ fn token_key(token: &ProgressToken) -> String {
 
 /// Removes a call's progress route when the call ends, however it ends.
 struct RouteGuard {
-    routes: Arc<std::sync::Mutex<HashMap<String, ProgressReporter>>>,
+    routes: Arc<parking_lot::Mutex<HashMap<String, ProgressReporter>>>,
     token: String,
 }
 
 impl Drop for RouteGuard {
     fn drop(&mut self) {
-        self.routes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.token);
+        self.routes.lock().remove(&self.token);
     }
 }
 

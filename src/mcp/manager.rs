@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
 
+use parking_lot::RwLock;
 use tokio_util::sync::CancellationToken;
 
 use super::media::OutputLimits;
@@ -61,10 +62,7 @@ impl McpManager {
 
     /// The configured servers now.
     pub(super) fn servers(&self) -> Arc<BTreeMap<String, Arc<Server>>> {
-        self.servers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.servers.read().clone()
     }
 
     /// Sets up the servers without starting any: each starts on first use
@@ -119,18 +117,12 @@ impl McpManager {
         if learned.into_iter().any(|l| l) {
             self.rebuild_names();
         }
-        self.model_tools
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.model_tools.read().clone()
     }
 
     /// The tools currently offered, without starting anything.
     pub fn current_tools(&self) -> Arc<Vec<ModelTool>> {
-        self.model_tools
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.model_tools.read().clone()
     }
 
     /// Whether any server is configured.
@@ -167,7 +159,7 @@ impl McpManager {
     pub(super) fn rebuild_names(&self) {
         let mut known = BTreeMap::new();
         for (name, server) in self.servers().iter() {
-            let tools = server.tools.read().unwrap_or_else(|p| p.into_inner());
+            let tools = server.tools.read();
             let Some(tools) = tools.as_ref() else {
                 continue;
             };
@@ -189,7 +181,7 @@ impl McpManager {
             known.insert(name.clone(), offered);
         }
         let named = tools::name_tools(&known);
-        *self.model_tools.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(named);
+        *self.model_tools.write() = Arc::new(named);
     }
 
     /// Stops every server: idle instances are closed gracefully (stdin

@@ -80,6 +80,26 @@ pub struct ToolOutcome {
     pub elapsed: Duration,
 }
 
+impl ToolOutcome {
+    /// An error result the model reads: `output` says what went wrong.
+    pub fn error(
+        server: impl Into<String>,
+        tool: impl Into<String>,
+        output: String,
+        elapsed: Duration,
+    ) -> Self {
+        Self {
+            output,
+            images: Vec::new(),
+            structured: None,
+            is_error: true,
+            server: server.into(),
+            tool: tool.into(),
+            elapsed,
+        }
+    }
+}
+
 /// How far a running call has got, as its server reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolProgress {

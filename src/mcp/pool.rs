@@ -21,9 +21,10 @@
 //! `min_idle` are stopped after `idle_timeout`; dead idle ones are dropped
 //! (and their process reaped) by upkeep and by the next lease.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::McpError;
@@ -154,8 +155,8 @@ impl Pool {
         })
     }
 
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Instance>> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock_idle(&self) -> parking_lot::MutexGuard<'_, Vec<Instance>> {
+        self.idle.lock()
     }
 
     /// An instance for one call, waiting until `deadline` for capacity.
@@ -281,8 +282,8 @@ impl Pool {
         drop(instance);
     }
 
-    fn lock_backoff(&self) -> std::sync::MutexGuard<'_, Backoff> {
-        self.backoff.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock_backoff(&self) -> parking_lot::MutexGuard<'_, Backoff> {
+        self.backoff.lock()
     }
 
     /// Starts instances until `min_idle` are idle (capacity permitting).

@@ -38,10 +38,7 @@ impl McpManager {
         configs: &BTreeMap<String, McpServerConfig>,
         limits: impl Into<OutputLimits>,
     ) -> Reconfigured {
-        *self
-            .output_limits
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = limits.into();
+        *self.output_limits.write() = limits.into();
         let current = self.servers();
         let mut outcome = Reconfigured::default();
         let mut next = BTreeMap::new();
@@ -83,7 +80,7 @@ impl McpManager {
                 self.watch_tool_list(server);
             }
         }
-        *self.servers.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+        *self.servers.write() = Arc::new(next);
         self.rebuild_names();
         futures::future::join_all(retiring.iter().map(|server| server.retire())).await;
         outcome
@@ -93,6 +90,6 @@ impl McpManager {
 impl McpManager {
     /// What the model may read of a result now.
     pub(super) fn output_limits(&self) -> OutputLimits {
-        *self.output_limits.read().unwrap_or_else(|p| p.into_inner())
+        *self.output_limits.read()
     }
 }

@@ -3,10 +3,11 @@
 //! per instance).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
 use std::path::Path;
 
+use parking_lot::{Mutex, RwLock};
 use rmcp::model::Tool;
 use tokio_util::sync::CancellationToken;
 
@@ -63,13 +64,7 @@ impl Server {
     /// Every pool of the server: its shared one, or its users' ones.
     pub(super) fn pools(&self) -> Vec<Arc<Pool>> {
         let mut pools: Vec<Arc<Pool>> = self.shared.iter().cloned().collect();
-        pools.extend(
-            self.per_user
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .values()
-                .cloned(),
-        );
+        pools.extend(self.per_user.lock().values().cloned());
         pools
     }
 
@@ -78,7 +73,7 @@ impl Server {
     pub(super) async fn retire(&self) {
         self.retired.cancel();
         let pools: Vec<Arc<Pool>> = {
-            let mut per_user = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
+            let mut per_user = self.per_user.lock();
             let mut pools: Vec<Arc<Pool>> = per_user.drain().map(|(_, p)| p).collect();
             pools.extend(self.shared.clone());
             pools
@@ -111,7 +106,7 @@ impl Server {
         if let Some(pool) = &self.shared {
             return pool.clone();
         }
-        let mut pools = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pools = self.per_user.lock();
         pools
             .entry(user.to_owned())
             .or_insert_with(|| {
@@ -134,7 +129,7 @@ impl Server {
             return;
         }
         let victim = {
-            let pools = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
+            let pools = self.per_user.lock();
             if pools.get(user).is_some_and(|p| p.oldest_idle().is_some()) {
                 return;
             }
@@ -167,14 +162,11 @@ impl Server {
         let lease = self.pool_for(user).lease(deadline).await?;
         let tools = lease.list_tools(self.config.call_timeout).await?;
         tracing::info!(server = %self.name, tools = tools.len(), "tool list fetched");
-        *self.tools.write().unwrap_or_else(|p| p.into_inner()) = Some(tools);
+        *self.tools.write() = Some(tools);
         Ok(())
     }
 
     pub(super) fn has_tools(&self) -> bool {
-        self.tools
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+        self.tools.read().is_some()
     }
 }

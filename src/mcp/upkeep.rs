@@ -50,7 +50,7 @@ impl McpManager {
                     {
                         Ok(Ok(tools)) => {
                             tracing::info!(server = %server.name, tools = tools.len(), "tool list refreshed");
-                            *server.tools.write().unwrap_or_else(|p| p.into_inner()) = Some(tools);
+                            *server.tools.write() = Some(tools);
                             let Some(manager) = manager.upgrade() else {
                                 return;
                             };
@@ -68,7 +68,6 @@ impl McpManager {
                 let user = server
                     .per_user
                     .lock()
-                    .unwrap_or_else(|p| p.into_inner())
                     .keys()
                     .next()
                     .cloned()
@@ -102,13 +101,12 @@ impl McpManager {
             let pools: Vec<(String, Arc<Pool>)> = server
                 .per_user
                 .lock()
-                .unwrap_or_else(|p| p.into_inner())
                 .iter()
                 .map(|(u, p)| (u.clone(), p.clone()))
                 .collect();
             for (user, pool) in pools {
                 if pool.reap().await {
-                    let mut map = server.per_user.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut map = server.per_user.lock();
                     // Only if no call took it up again meanwhile.
                     if map.get(&user).is_some_and(|p| Arc::strong_count(p) == 2) {
                         map.remove(&user);

@@ -23,6 +23,16 @@ pub struct ThreadItem {
 }
 
 impl ThreadItem {
+    /// An item of `thread_id` created now.
+    pub fn new(id: impl Into<String>, thread_id: impl Into<String>, kind: ItemKind) -> Self {
+        Self {
+            id: id.into(),
+            thread_id: thread_id.into(),
+            created_at: Timestamp::now(),
+            kind,
+        }
+    }
+
     /// Hidden items are model context: stored, never sent to the client.
     pub fn is_hidden(&self) -> bool {
         self.kind.is_hidden()

@@ -7,9 +7,10 @@
 //! no lease to expire).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::sync::OwnedMutexGuard;
 use tokio_util::sync::CancellationToken;
 
@@ -28,7 +29,7 @@ impl LocalLocks {
     /// Waits for the thread's in-process lock, up to `timeout`.
     pub async fn acquire(&self, thread_id: &str, timeout: Duration) -> StoreResult<LocalGuard> {
         let entry = {
-            let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = self.map.lock();
             map.entry(thread_id.to_owned()).or_default().clone()
         };
         let guard = match tokio::time::timeout(timeout, entry.lock_owned()).await {
@@ -46,7 +47,7 @@ impl LocalLocks {
     }
 
     fn forget_if_unused(&self, thread_id: &str) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.map.lock();
         if map
             .get(thread_id)
             .is_some_and(|e| Arc::strong_count(e) == 1)

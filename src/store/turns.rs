@@ -98,17 +98,16 @@ mod tests {
     const USER: &str = "u";
 
     fn message(thread_id: &str, text: &str) -> ThreadItem {
-        ThreadItem {
-            id: new_id(IdKind::Message),
-            thread_id: thread_id.to_owned(),
-            created_at: Timestamp::now(),
-            kind: ItemKind::UserMessage(UserMessage {
+        ThreadItem::new(
+            new_id(IdKind::Message),
+            thread_id,
+            ItemKind::UserMessage(UserMessage {
                 content: vec![UserContent::InputText { text: text.into() }],
                 attachments: Vec::new(),
                 quoted_text: None,
                 inference_options: InferenceOptions::default(),
             }),
-        }
+        )
     }
 
     fn ids(items: &[ThreadItem]) -> Vec<&str> {

@@ -172,7 +172,7 @@ fn any_task_renders_from_its_fields() {
 
 #[test]
 fn widgets_read_as_cards_and_approval_cards_are_remembered() {
-    use crate::protocol::{ThreadItem, Timestamp};
+    use crate::protocol::ThreadItem;
     use crate::widgets::{ApprovalCall, approval_card};
     let card = approval_card(
         &[ApprovalCall {
@@ -182,15 +182,14 @@ fn widgets_read_as_cards_and_approval_cards_are_remembered() {
         }],
         &["c1".to_owned()],
     );
-    let item = ThreadItem {
-        id: "msg_card".into(),
-        thread_id: "thr_1".into(),
-        created_at: Timestamp::now(),
-        kind: ItemKind::Widget {
+    let item = ThreadItem::new(
+        "msg_card",
+        "thr_1",
+        ItemKind::Widget {
             widget: card,
             copy_text: None,
         },
-    };
+    );
     let mut out = Vec::new();
     let mut render = Render::new(&mut out, Glyphs::ASCII);
     render
