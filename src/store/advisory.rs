@@ -27,7 +27,7 @@
 //! by one, so one bad id cannot fail another user's request or drop the
 //! session.
 //!
-//! The file stays whole past 500 lines because it is one concept: the
+//! Why this file stays whole past 500 lines: it is one concept, the
 //! session's task, whose commands, batching and recovery share its state.
 //!
 //! Commands that queue up while a statement runs are sent together (one
