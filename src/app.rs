@@ -13,14 +13,13 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::{Agent, Interactions};
+use crate::agent::{Agent, AgentError, AgentSpec, Services};
 use crate::attachments::Attachments;
 use crate::auth::{AuthSetupError, Authenticator};
 use crate::chatkit::{ChatKit, SizeLimits};
 use crate::config::{Config, ConfigError};
 use crate::http::{self, AppState};
 use crate::limits::{RateLimiter, RunSlots};
-use crate::llm::{LlmClient, LlmError};
 use crate::mcp::{McpManager, OutputLimits};
 use crate::metrics::{Exporter, GaugeSet};
 use crate::store::{AttachmentRecords, SqlStore, Store, StoreError, sql::SqlStoreOptions};
@@ -35,14 +34,12 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("store: {0}")]
     Store(#[from] StoreError),
-    #[error("llm: {0}")]
-    Llm(#[from] LlmError),
+    #[error(transparent)]
+    Agent(#[from] AgentError),
     #[error("auth: {0}")]
     Auth(#[from] AuthSetupError),
     #[error("attachments: {0}")]
     Attachments(String),
-    #[error("widgets: {0}")]
-    Widget(#[from] crate::widgets::WidgetError),
     #[error(
         "auth.mode = \"none\" lets anyone act as the development user, so it only listens on loopback; \
          {0} is not. Configure [auth] mode = \"jwt\", or set allow_insecure_none_auth = true if you really mean it"
@@ -75,15 +72,14 @@ impl App {
                 "[store] max_concurrent_runs is no longer used: run locks share one connection                  per replica; to cap the answers a replica streams at once, set                  [server] max_concurrent_runs"
             );
         }
-        // Templates first: a broken one is a configuration error, found
+        // The agent's own parts first (widget templates, the model client,
+        // the system prompt): a broken one is a configuration error, found
         // before anything connects or spawns.
-        let interactions = Interactions::load(&config)?;
+        let spec = AgentSpec::from_config(&config)?;
         let store = Arc::new(connect_store(&config).await?);
         if config.store.migrate_on_start {
             store.migrate().await?;
         }
-        let llm = LlmClient::new(&config.llm)?;
-        let system_prompt = config.system_prompt()?;
         // Started even with no server configured: a reload may add some.
         let mcp = McpManager::start(
             &config.mcp_servers,
@@ -104,15 +100,12 @@ impl App {
             .prepare()
             .await
             .map_err(|e| StartError::Attachments(e.to_string()))?;
-        let agent = Arc::new(Agent::new(
-            store.clone() as Arc<dyn Store>,
-            llm,
-            (!mcp.is_empty()).then(|| mcp.clone()),
-            interactions,
-            attachments.clone(),
-            system_prompt,
-            config.agent.clone(),
-        ));
+        let services = Services {
+            store: store.clone() as Arc<dyn Store>,
+            mcp: mcp.clone(),
+            attachments: attachments.clone(),
+        };
+        let agent = Arc::new(Agent::from_spec(spec, &services));
         let chatkit = Arc::new(ChatKit::new(
             store.clone() as Arc<dyn Store>,
             agent,
@@ -164,9 +157,11 @@ impl App {
             path,
             self.config.clone(),
             self.chatkit.clone(),
-            self.mcp.clone(),
-            self.store.clone() as Arc<dyn Store>,
-            self.attachments.clone(),
+            Services {
+                store: self.store.clone() as Arc<dyn Store>,
+                mcp: self.mcp.clone(),
+                attachments: self.attachments.clone(),
+            },
         ))
     }
 

@@ -5,7 +5,9 @@
 //! - [`http`]: the axum router, body limits, JSON errors with statuses, SSE framing.
 //! - [`auth`]: who is calling: JWT verification or the development user.
 //! - [`chatkit`]: dispatch of each request type onto the store and a spawned run.
-//! - [`agent`]: one run: history, the model's streamed answer, tool steps, titles.
+//! - [`agent`]: the assistant: a run (the turn loop, tool steps, titles), the transcript the model reads, work without a run.
+//! - [`elicitation`]: a tool server's question to the user as a form, answers checked, the questions waiting.
+//! - [`stream`]: the event sink a run writes into and its hand-over between client streams.
 //! - [`llm`]: the OpenAI-compatible client; the only code that speaks the model's wire format.
 //! - [`mcp`]: tool servers: spawned or remote, pooled and called with the user injected.
 //! - [`store`]: the `Store` trait and its SQL implementation (Postgres, SQLite).
@@ -28,6 +30,7 @@ pub mod auth;
 pub mod chatkit;
 pub mod cli;
 pub mod config;
+pub mod elicitation;
 pub mod http;
 pub mod limits;
 pub mod llm;
@@ -36,6 +39,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod reload;
 pub mod store;
+pub mod stream;
 pub mod text;
 pub mod tls;
 pub mod widgets;

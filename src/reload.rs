@@ -19,23 +19,18 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-use crate::agent::{Agent, Interactions};
-use crate::attachments::Attachments;
+use crate::agent::{Agent, AgentError, AgentSpec, Services};
 use crate::chatkit::ChatKit;
 use crate::config::{Config, ConfigError};
-use crate::llm::{LlmClient, LlmError};
-use crate::mcp::{McpManager, OutputLimits, Reconfigured};
-use crate::store::Store;
+use crate::mcp::{OutputLimits, Reconfigured};
 
 /// Why a reload changed nothing.
 #[derive(Debug, Error)]
 pub enum ReloadError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("widgets: {0}")]
-    Widget(#[from] crate::widgets::WidgetError),
-    #[error("llm: {0}")]
-    Llm(#[from] LlmError),
+    #[error(transparent)]
+    Agent(#[from] AgentError),
 }
 
 /// What a reload applied.
@@ -53,9 +48,9 @@ pub struct Reloader {
     /// so two reloads never interleave.
     current: tokio::sync::Mutex<Config>,
     chatkit: Arc<ChatKit>,
-    mcp: Arc<McpManager>,
-    store: Arc<dyn Store>,
-    attachments: Arc<Attachments>,
+    /// The services every agent uses; a reload reconfigures the tool
+    /// servers in place.
+    services: Services,
 }
 
 impl std::fmt::Debug for Reloader {
@@ -72,17 +67,13 @@ impl Reloader {
         path: &Path,
         current: Config,
         chatkit: Arc<ChatKit>,
-        mcp: Arc<McpManager>,
-        store: Arc<dyn Store>,
-        attachments: Arc<Attachments>,
+        services: Services,
     ) -> Reloader {
         Reloader {
             path: path.to_path_buf(),
             current: tokio::sync::Mutex::new(current),
             chatkit,
-            mcp,
-            store,
-            attachments,
+            services,
         }
     }
 
@@ -97,12 +88,7 @@ impl Reloader {
                 return Err(e);
             }
         };
-        let Prepared {
-            config,
-            interactions,
-            llm,
-            system_prompt,
-        } = prepared;
+        let Prepared { config, agent } = prepared;
         let need_restart = restart_only_changes(&current, &config);
         for section in &need_restart {
             tracing::warn!(
@@ -111,6 +97,7 @@ impl Reloader {
             );
         }
         let servers = self
+            .services
             .mcp
             .reconfigure(
                 &config.mcp_servers,
@@ -120,15 +107,7 @@ impl Reloader {
                 },
             )
             .await;
-        let agent = Agent::new(
-            self.store.clone(),
-            llm,
-            (!self.mcp.is_empty()).then(|| self.mcp.clone()),
-            interactions,
-            self.attachments.clone(),
-            system_prompt,
-            config.agent.clone(),
-        );
+        let agent = Agent::from_spec(agent, &self.services);
         self.chatkit.replace_agent(Arc::new(agent));
         tracing::info!(
             path = %self.path.display(),
@@ -159,9 +138,7 @@ impl Reloader {
 /// A new configuration, checked whole, with what it builds.
 struct Prepared {
     config: Config,
-    interactions: Interactions,
-    llm: LlmClient,
-    system_prompt: String,
+    agent: AgentSpec,
 }
 
 /// Checks the file at `path` as a reload would, without applying it: for
@@ -172,15 +149,8 @@ pub fn check(path: &Path) -> Result<Config, ReloadError> {
 
 fn prepare(path: &Path) -> Result<Prepared, ReloadError> {
     let config = Config::load(path)?;
-    let interactions = Interactions::load(&config)?;
-    let llm = LlmClient::new(&config.llm)?;
-    let system_prompt = config.system_prompt()?;
-    Ok(Prepared {
-        config,
-        interactions,
-        llm,
-        system_prompt,
-    })
+    let agent = AgentSpec::from_config(&config)?;
+    Ok(Prepared { config, agent })
 }
 
 /// The sections read at start only that differ between `old` and `new`.

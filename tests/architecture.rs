@@ -35,8 +35,14 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// The source tree checked: this crate's `src/`, or the one named by
+/// `ARCHITECTURE_SRC` (to count what these rules find in another checkout,
+/// such as an older commit's, without building it).
 fn src() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+    match std::env::var_os("ARCHITECTURE_SRC") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+    }
 }
 
 /// The files of one module: `src/NAME.rs` or everything under `src/NAME/`.
@@ -82,6 +88,8 @@ struct Collector {
     module: Vec<String>,
     /// The file's `mod` items: a path may start with one of them.
     children: Vec<String>,
+    /// Leave `#[cfg(test)]` modules out.
+    skip_tests: bool,
     named: Named,
 }
 
@@ -214,6 +222,9 @@ impl<'ast> Visit<'ast> for Collector {
     }
 
     fn visit_item_mod(&mut self, item: &'ast syn::ItemMod) {
+        if self.skip_tests && is_test_only(&item.attrs) {
+            return;
+        }
         self.module.push(item.ident.to_string());
         visit::visit_item_mod(self, item);
         self.module.pop();
@@ -226,8 +237,35 @@ fn parse(file: &Path) -> syn::File {
     syn::parse_file(&text).unwrap_or_else(|e| panic!("{}: {e}", shown(file)))
 }
 
+/// Whether `attrs` hold `#[cfg(test)]`.
+fn is_test_only(attrs: &[syn::Attribute]) -> bool {
+    attrs.iter().any(|a| {
+        a.path().is_ident("cfg")
+            && matches!(&a.meta, syn::Meta::List(list) if list.tokens.to_string() == "test")
+    })
+}
+
+/// Whether `file` is a module of tests (`tests.rs`, `…_tests.rs`), which
+/// its parent declares `#[cfg(test)]`.
+fn is_test_file(file: &Path) -> bool {
+    file.file_stem()
+        .is_some_and(|s| s == "tests" || s.to_string_lossy().ends_with("_tests"))
+}
+
 /// What `file` names: every path and string literal in its code.
 fn named(file: &Path) -> Named {
+    collect(file, false)
+}
+
+/// What `file` names outside its tests.
+fn named_outside_tests(file: &Path) -> Named {
+    if is_test_file(file) {
+        return Named::default();
+    }
+    collect(file, true)
+}
+
+fn collect(file: &Path, skip_tests: bool) -> Named {
     let syntax = parse(file);
     let children = syntax
         .items
@@ -240,6 +278,7 @@ fn named(file: &Path) -> Named {
     let mut collector = Collector {
         module: module_of(file),
         children,
+        skip_tests,
         named: Named::default(),
     };
     collector.visit_file(&syntax);
@@ -257,7 +296,7 @@ fn starts_with(path: &[String], pattern: &str) -> bool {
 /// literal that contains one of `texts`, as `path:line: what`. A path into
 /// `own` (the module's own `crate::NAME`) never counts.
 fn offending(files: &[PathBuf], own: Option<&str>, paths: &[&str], texts: &[&str]) -> Vec<String> {
-    let own = own.map(|m| format!("crate::{m}"));
+    let own = own.map(|m| format!("crate::{}", m.replace('/', "::")));
     let mut found = Vec::new();
     for file in files {
         let named = named(file);
@@ -429,6 +468,46 @@ const DOES_NOT_KNOW: &[(&str, &str, &[&str])] = &[
             "crate::chatkit",
             "rmcp",
             "async_openai",
+        ],
+    ),
+    (
+        "agent/transcript",
+        "a run, the store, the tool servers or any I/O (it is pure: see also `the_transcript_is_pure`)",
+        &[
+            "crate::agent::run",
+            "crate::store",
+            "crate::mcp",
+            "crate::attachments::Attachments",
+            "tokio",
+            "std::fs",
+        ],
+    ),
+    (
+        "elicitation",
+        "HTTP, the store, a run or the dispatcher",
+        &[
+            "crate::http",
+            "crate::store",
+            "crate::agent",
+            "crate::chatkit",
+            "axum",
+            "hyper",
+            "sqlx",
+        ],
+    ),
+    (
+        "stream",
+        "any other module but the protocol's events",
+        &[
+            "crate::agent",
+            "crate::chatkit",
+            "crate::http",
+            "crate::store",
+            "crate::llm",
+            "crate::mcp",
+            "crate::elicitation",
+            "axum",
+            "hyper",
         ],
     ),
     ("limits", "any other module", &["crate"]),
@@ -735,4 +814,198 @@ fn the_crate_map_lists_every_module() {
         unmapped.is_empty(),
         "ARCHITECTURE.md's code map leaves out {unmapped:?}"
     );
+}
+
+/// Finds `impl Run` blocks and async code.
+#[derive(Default)]
+struct Shapes {
+    /// Lines of `impl Run` (or `impl … for Run`) blocks.
+    run_impls: Vec<usize>,
+    /// Lines of `async fn`, `async` blocks and `.await`.
+    asyncs: Vec<usize>,
+}
+
+impl<'ast> Visit<'ast> for Shapes {
+    fn visit_item_impl(&mut self, item: &'ast syn::ItemImpl) {
+        if let syn::Type::Path(path) = item.self_ty.as_ref()
+            && path.path.segments.last().is_some_and(|s| s.ident == "Run")
+        {
+            self.run_impls.push(item.impl_token.span.start().line);
+        }
+        visit::visit_item_impl(self, item);
+    }
+
+    fn visit_signature(&mut self, signature: &'ast syn::Signature) {
+        if let Some(token) = &signature.asyncness {
+            self.asyncs.push(token.span.start().line);
+        }
+        visit::visit_signature(self, signature);
+    }
+
+    fn visit_expr_await(&mut self, expr: &'ast syn::ExprAwait) {
+        self.asyncs.push(expr.await_token.span.start().line);
+        visit::visit_expr_await(self, expr);
+    }
+
+    fn visit_expr_async(&mut self, expr: &'ast syn::ExprAsync) {
+        self.asyncs.push(expr.async_token.span.start().line);
+        visit::visit_expr_async(self, expr);
+    }
+}
+
+fn shapes(file: &Path) -> Shapes {
+    let mut shapes = Shapes::default();
+    shapes.visit_file(&parse(file));
+    shapes
+}
+
+#[test]
+fn only_the_run_folder_implements_run() {
+    let run_folder = src().join("agent").join("run");
+    let mut found = 0;
+    let mut violations = Vec::new();
+    for file in rust_files(&src()) {
+        for line in shapes(&file).run_impls {
+            found += 1;
+            if !file.starts_with(&run_folder) {
+                violations.push(format!(
+                    "{}:{line}: `impl Run` outside src/agent/run/",
+                    shown(&file)
+                ));
+            }
+        }
+    }
+    assert!(found > 0, "no `impl Run` found at all");
+    assert!(violations.is_empty(), "\n{}\n", violations.join("\n"));
+}
+
+#[test]
+fn the_transcript_is_pure() {
+    let mut violations = Vec::new();
+    for file in module_files("agent/transcript") {
+        for line in shapes(&file).asyncs {
+            violations.push(format!(
+                "{}:{line}: async code in the transcript",
+                shown(&file)
+            ));
+        }
+        for (path, line) in named(&file).paths {
+            if path.last().is_some_and(|s| s == "Run") {
+                violations.push(format!("{}:{line}: names a `Run`", shown(&file)));
+            }
+        }
+    }
+    assert!(violations.is_empty(), "\n{}\n", violations.join("\n"));
+}
+
+/// The units a folder is made of, for import circles: each file beside
+/// `mod.rs` (or `lib.rs`) and each subfolder, with its files. `foo.rs` and
+/// `foo/` are one unit. The folder's `mod.rs` is its face, not a unit: it
+/// declares and re-exports its children, and they use what it defines.
+fn units(folder: &Path) -> Vec<(String, Vec<PathBuf>)> {
+    let mut units: Vec<(String, Vec<PathBuf>)> = Vec::new();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(folder)
+        .expect("readable source directory")
+        .map(|e| e.expect("directory entry").path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        let name = path
+            .file_stem()
+            .expect("a named entry")
+            .to_string_lossy()
+            .into_owned();
+        let files = if path.is_dir() {
+            rust_files(&path)
+        } else if path.extension().is_some_and(|e| e == "rs")
+            && !matches!(name.as_str(), "mod" | "lib" | "main")
+        {
+            vec![path.clone()]
+        } else {
+            continue;
+        };
+        match units.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, known)) => known.extend(files),
+            None => units.push((name, files)),
+        }
+    }
+    units
+}
+
+/// Every import circle among the units of every folder of the crate (the
+/// top-level modules are the units of `src/`), as `folder/: a ⇄ b`. Tests
+/// do not count: a test module may use the whole folder.
+fn import_circles() -> Vec<String> {
+    let mut folders = vec![src()];
+    let mut i = 0;
+    while i < folders.len() {
+        let mut inner: Vec<PathBuf> = std::fs::read_dir(&folders[i])
+            .expect("readable source directory")
+            .map(|e| e.expect("directory entry").path())
+            .filter(|p| p.is_dir())
+            .collect();
+        inner.sort();
+        folders.extend(inner);
+        i += 1;
+    }
+    let mut circles = Vec::new();
+    for folder in folders {
+        let units = units(&folder);
+        let face = module_of(&folder.join("mod.rs"));
+        // edges[a] holds b when a file of unit a names a path into unit b.
+        let edges: Vec<Vec<usize>> = units
+            .iter()
+            .enumerate()
+            .map(|(a, (_, files))| {
+                let mut to = Vec::new();
+                for file in files {
+                    for (path, _) in named_outside_tests(file).paths {
+                        if path.len() <= face.len() || path[..face.len()] != face[..] {
+                            continue;
+                        }
+                        if let Some(b) = units.iter().position(|(n, _)| *n == path[face.len()])
+                            && b != a
+                            && !to.contains(&b)
+                        {
+                            to.push(b);
+                        }
+                    }
+                }
+                to
+            })
+            .collect();
+        // A unit is in a circle with every unit it reaches that reaches it.
+        let reach = |from: usize| {
+            let mut seen = vec![false; units.len()];
+            let mut stack = edges[from].clone();
+            while let Some(n) = stack.pop() {
+                if !seen[n] {
+                    seen[n] = true;
+                    stack.extend(edges[n].iter().copied());
+                }
+            }
+            seen
+        };
+        let reached: Vec<Vec<bool>> = (0..units.len()).map(reach).collect();
+        let mut grouped = vec![false; units.len()];
+        for a in 0..units.len() {
+            if grouped[a] || !reached[a][a] {
+                continue;
+            }
+            let group: Vec<&str> = (0..units.len())
+                .filter(|&b| reached[a][b] && reached[b][a])
+                .inspect(|&b| grouped[b] = true)
+                .map(|b| units[b].0.as_str())
+                .collect();
+            circles.push(format!("{}/: {}", shown(&folder), group.join(" ⇄ ")));
+        }
+    }
+    circles
+}
+
+#[test]
+fn no_import_circles() {
+    let circles = import_circles();
+    println!("import circles: {}", circles.len());
+    assert!(circles.is_empty(), "\n{}\n", circles.join("\n"));
 }

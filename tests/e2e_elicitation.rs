@@ -40,9 +40,7 @@ async fn a_question_reaches_the_calls_elicitor_and_its_answer_the_server() {
             ElicitationAnswer::Accept(content)
         })
     });
-    let answered = mcp
-        .call_asking("alice", "ask", ASK, None, Some(elicitor))
-        .await;
+    let answered = mcp.call("alice", "ask", ASK).asking(elicitor).await;
     assert!(!answered.is_error, "{}", answered.output);
     let reply: Value = serde_json::from_str(&answered.output).expect("JSON");
     assert_eq!(
@@ -59,9 +57,7 @@ async fn a_question_reaches_the_calls_elicitor_and_its_answer_the_server() {
 
     // Declined by the user; and with no elicitor, declined by chatkitd.
     let decline: Elicitor = Arc::new(|_| Box::pin(async { ElicitationAnswer::Decline }));
-    let declined = mcp
-        .call_asking("alice", "ask", ASK, None, Some(decline))
-        .await;
+    let declined = mcp.call("alice", "ask", ASK).asking(decline).await;
     assert!(
         declined.output.contains("\"decline\""),
         "{}",

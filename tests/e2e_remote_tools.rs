@@ -346,12 +346,12 @@ async fn server_everything_over_streamable_http() {
         sink.lock().expect("reports").push(p);
     });
     let long = mcp
-        .call_reporting(
+        .call(
             "alice",
             "trigger-long-running-operation",
             r#"{"duration": 1, "steps": 3}"#,
-            Some(reporter),
         )
+        .reporting(reporter)
         .await;
     assert!(!long.is_error, "{}", long.output);
     let seen: Vec<f64> = reports

@@ -130,6 +130,28 @@ impl Interactions {
     pub fn is_client_tool(&self, name: &str) -> bool {
         self.client_tools.iter().any(|t| t.name() == name)
     }
+
+    /// The widget of a call's result, when its tool has a template and the
+    /// result has data. A template that fails is a warning: the call still
+    /// shows as tool activity and the model still reads its text.
+    pub fn render_result(&self, server: &str, tool: &str, data: Option<&Value>) -> Option<Value> {
+        let template = self.widget(server, tool)?;
+        let Some(data) = data else {
+            tracing::warn!(
+                server,
+                tool,
+                "the tool's result has no JSON data for its widget"
+            );
+            return None;
+        };
+        match template.render(data) {
+            Ok(widget) => Some(widget),
+            Err(e) => {
+                tracing::warn!(server, tool, error = %e, "the tool's widget did not render; shown as plain tool activity");
+                None
+            }
+        }
+    }
 }
 
 /// What an action handed to the agent means: its `message` rendered over

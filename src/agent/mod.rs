@@ -13,26 +13,12 @@
 //! shutdown) keeps the non-blank partial answer plus a hidden marker telling
 //! the next turn that the user stopped this one.
 
-mod actions;
-mod approvals;
-mod asking;
-mod choices;
-mod draft;
-mod elicit;
-mod history;
+mod composer;
 mod interactions;
-mod media;
-#[cfg(test)]
-mod panic_tests;
-mod questions;
-mod records;
 mod run;
-mod sink;
-mod submission;
-mod title;
-mod tools;
-mod voice;
-mod widgets;
+mod tool_action;
+mod transcript;
+mod transcription;
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
@@ -46,22 +32,18 @@ use tokio_util::sync::CancellationToken;
 use run::Run;
 
 use crate::attachments::Attachments;
+use crate::elicitation::Questions;
+use crate::stream::EventSink;
 
-pub use actions::{ActionError, ToolAction};
-pub use approvals::{DENIED, Settle};
-pub use elicit::Form;
-pub use history::build_messages;
 pub use interactions::{Action, Interactions, action_text};
-pub use media::user_text;
-pub use questions::{Claimed, Questions};
-pub use records::UiRecord;
-pub use sink::{CancelOnDrop, Disconnected, EventSink, NextStream, StallSignal};
-pub use submission::{Answer, Submission};
-pub use voice::TranscribeError;
+pub use run::{DENIED, Settle};
+pub use tool_action::{ActionError, ToolAction};
+pub use transcript::{UiRecord, build_messages, user_text};
+pub use transcription::TranscribeError;
 
 use crate::auth::Identity;
-use crate::config::AgentConfig;
-use crate::llm::LlmClient;
+use crate::config::{AgentConfig, Config, ConfigError};
+use crate::llm::{LlmClient, LlmError};
 use crate::mcp::McpManager;
 use crate::protocol::{ThreadItem, ThreadMetadata};
 use crate::store::Store;
@@ -96,6 +78,62 @@ pub struct RunInput {
     pub questions: Arc<Questions>,
 }
 
+/// Why an agent could not be built from `agent.toml`.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("widgets: {0}")]
+    Widget(#[from] crate::widgets::WidgetError),
+    #[error("llm: {0}")]
+    Llm(#[from] LlmError),
+}
+
+/// The running services every agent uses: one store, one set of tool
+/// servers and one attachment service for the daemon's life, across reloads.
+#[derive(Clone)]
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    /// The tool servers (an empty manager when none are configured).
+    pub mcp: Arc<McpManager>,
+    pub attachments: Arc<Attachments>,
+}
+
+/// An agent as `agent.toml` describes it, read and checked whole (widget
+/// templates, the model client, the system prompt) but not yet given its
+/// services: the daemon reads it before it connects anything, a reload
+/// before it changes anything, so a broken file is refused first.
+pub struct AgentSpec {
+    interactions: Interactions,
+    llm: LlmClient,
+    system_prompt: String,
+    config: AgentConfig,
+    /// Whether any tool server is configured.
+    has_tool_servers: bool,
+}
+
+impl std::fmt::Debug for AgentSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentSpec")
+            .field("name", &self.config.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentSpec {
+    /// Reads the agent of `config`: its widgets, actions and client tools,
+    /// its model client and its system prompt.
+    pub fn from_config(config: &Config) -> Result<AgentSpec, AgentError> {
+        Ok(AgentSpec {
+            interactions: Interactions::load(config)?,
+            llm: LlmClient::new(&config.llm)?,
+            system_prompt: config.system_prompt()?,
+            config: config.agent.clone(),
+            has_tool_servers: !config.mcp_servers.is_empty(),
+        })
+    }
+}
+
 /// The assistant: the model, the prompt and the limits of a run.
 pub struct Agent {
     store: Arc<dyn Store>,
@@ -127,8 +165,22 @@ pub enum RunOutcome {
 }
 
 impl Agent {
+    /// The agent `spec` describes, using `services`: the one way the daemon
+    /// and a reload build one.
+    pub fn from_spec(spec: AgentSpec, services: &Services) -> Agent {
+        Agent::new(
+            services.store.clone(),
+            spec.llm,
+            spec.has_tool_servers.then(|| services.mcp.clone()),
+            spec.interactions,
+            services.attachments.clone(),
+            spec.system_prompt,
+            spec.config,
+        )
+    }
+
     /// An agent answering with `llm` under `system_prompt`.
-    pub fn new(
+    fn new(
         store: Arc<dyn Store>,
         llm: LlmClient,
         mcp: Option<Arc<McpManager>>,

@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 
 use crate::config::{AuthConfig, AuthMode, KeySource};
+use crate::protocol::{MAX_USER_ID_LEN, is_user_id};
 use jwks::{Jwks, JwksTiming};
 
 /// The verified caller.
@@ -336,17 +337,6 @@ impl JwtVerifier {
     }
 }
 
-/// The longest user id a token may carry: every store row and tool call is
-/// keyed by it, so it is bounded like any other key.
-pub const MAX_USER_ID_LEN: usize = 256;
-
-/// Whether `user` can be a user id: not blank, at most [`MAX_USER_ID_LEN`]
-/// bytes, and no control characters (a NUL cannot be stored in Postgres
-/// text, and a newline would forge log lines).
-pub fn is_user_id(user: &str) -> bool {
-    !user.trim().is_empty() && user.len() <= MAX_USER_ID_LEN && !user.chars().any(char::is_control)
-}
-
 /// The token of `Bearer <token>` (the scheme is case-insensitive).
 fn bearer_token(header: &str) -> Result<&str, AuthError> {
     let header = header.trim();
@@ -424,16 +414,5 @@ mod tests {
         assert_eq!(bearer_token("Basic abc"), Err(AuthError::Missing));
         assert_eq!(bearer_token("Bearer "), Err(AuthError::Missing));
         assert_eq!(bearer_token("abc"), Err(AuthError::Missing));
-    }
-
-    #[test]
-    fn user_ids_are_bounded_text_without_controls() {
-        assert!(is_user_id("alice"));
-        assert!(is_user_id("auth0|5f7c8ec7c33c6c004bbafe82"));
-        assert!(is_user_id(&"u".repeat(MAX_USER_ID_LEN)));
-        for bad in ["", "  ", "al\0ice", "al\nice", "\u{1b}[31m", "a\u{7f}"] {
-            assert!(!is_user_id(bad), "{bad:?}");
-        }
-        assert!(!is_user_id(&"u".repeat(MAX_USER_ID_LEN + 1)));
     }
 }

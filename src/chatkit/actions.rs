@@ -21,10 +21,12 @@
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use super::admission::Door;
 use super::{ChatKit, ChatKitError, EventStream, Response, STREAM_BUFFER, at_most};
-use crate::agent::{Action, ActionError, EventSink, Settle, UiRecord, action_text};
+use crate::agent::{Action, ActionError, Settle, UiRecord, action_text};
 use crate::auth::Identity;
 use crate::protocol::{ActionParams, ItemKind, StreamOptions, ThreadItem, ThreadStreamEvent};
+use crate::stream::EventSink;
 use crate::widgets::offers_action;
 
 impl ChatKit {
@@ -107,17 +109,8 @@ impl ChatKit {
                         ))
                     })?,
                 };
-                let thread = self.open_thread(ctx, &thread.id).await?;
-                let slot = self.run_slot(ctx)?;
-                let lock = self.lock_own_thread(ctx, &thread.id).await?;
-                return Ok(self.start_run(
-                    ctx,
-                    thread,
-                    (lock, slot),
-                    None,
-                    Vec::new(),
-                    Some(settle),
-                ));
+                let admitted = self.admit(ctx, Door::Existing(&thread.id)).await?;
+                return Ok(self.start_run(ctx, admitted, None, Vec::new(), Some(settle)));
             }
         };
         let bound = crate::agent::ToolAction {
@@ -182,16 +175,14 @@ impl ChatKit {
             text.chars().count(),
             self.sizes.max_message_chars,
         )?;
-        let thread = self.open_thread(ctx, thread_id).await?;
-        let slot = self.run_slot(ctx)?;
-        let lock = self.lock_own_thread(ctx, &thread.id).await?;
+        let admitted = self.admit(ctx, Door::Existing(thread_id)).await?;
         let record: ThreadItem = UiRecord::Action {
             action: kind.to_owned(),
             text,
         }
-        .into_item(&thread.id);
+        .into_item(thread_id);
         self.store.add_item(&ctx.user_id, &record).await?;
-        Ok(self.start_run(ctx, thread, (lock, slot), None, Vec::new(), None))
+        Ok(self.start_run(ctx, admitted, None, Vec::new(), None))
     }
 }
 

@@ -21,16 +21,19 @@ use tokio_util::task::TaskTracker;
 
 pub use attachments::Signed;
 
-use crate::agent::{Agent, CancelOnDrop, Questions, StallSignal, TranscribeError};
+use crate::agent::{Agent, TranscribeError};
 use crate::auth::Identity;
+use crate::elicitation::Questions;
 use crate::limits::RunSlots;
 use crate::protocol::{
     FeedbackParams, ItemsListParams, ListParams, Order, Page, Request, Thread, ThreadStreamEvent,
     ThreadUpdateParams, text,
 };
 use crate::store::{PageRequest, Store, StoreError};
+use crate::stream::{CancelOnDrop, StallSignal};
 
 mod actions;
+mod admission;
 mod attachments;
 mod panics;
 mod questions;

@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use futures::FutureExt;
 
-use crate::agent::{EventSink, PANIC_MESSAGE, panic_message};
+use crate::agent::{PANIC_MESSAGE, panic_message};
 use crate::protocol::ThreadStreamEvent;
+use crate::stream::EventSink;
 
 /// How long the `error` event after a panic waits for a slow client; the
 /// task must end even if nobody reads.

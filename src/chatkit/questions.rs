@@ -1,5 +1,5 @@
 //! `threads.add_structured_input`: the user's answer to a tool server's
-//! question (see `agent::questions` for the whole flow). The answer is
+//! question (see `elicitation::waiting` for the whole flow). The answer is
 //! checked against the question's schema before anything changes; a wrong
 //! one is refused with why, and the question stays open. An accepted one is
 //! stored, and its stream carries the rest of the run that asked.
@@ -7,12 +7,13 @@
 use std::time::Duration;
 
 use super::{ChatKit, ChatKitError, EventStream, Response, STREAM_BUFFER, at_most};
-use crate::agent::{NextStream, Submission};
 use crate::auth::Identity;
+use crate::elicitation::Submission;
 use crate::protocol::{
     ItemKind, StreamOptions, StructuredInputParams, ThreadItem, ThreadStreamEvent,
 };
 use crate::store::StoreError;
+use crate::stream::NextStream;
 
 /// How long an answer to a question this process does not hold waits for
 /// the thread's lock, to tell a run elsewhere from no run at all.

@@ -1,24 +1,26 @@
 //! The requests that start a run: a new thread, a new message, a retry, a
-//! client tool's output (custom actions that start one are in `actions.rs`). Each checks and stores what it can
-//! before the first event, so a refusal is a precise error rather than a cut
-//! stream, then holds the thread's run lock and a user's run slot for the
-//! spawned run.
+//! client tool's output (custom actions that start one are in
+//! `actions.rs`), and the spawned run itself (`start_run`). Each is admitted
+//! first (`admission.rs`: the thread, a question waiting in it, a run slot,
+//! the thread's run lock), then checks and stores what it can before the
+//! first event, so a refusal is a precise error rather than a cut stream.
 
 use std::time::Duration;
 
 use serde_json::Value;
 use tracing::Instrument;
 
+use super::admission::{Admitted, Door, not_open};
 use super::{ChatKit, ChatKitError, EventStream, Response, STREAM_BUFFER, at_most};
-use crate::agent::{EventSink, RunInput, RunOutcome, Settle};
+use crate::agent::{RunInput, RunOutcome, Settle};
 use crate::auth::Identity;
-use crate::limits::{RunSlot, SlotRefused};
 use crate::protocol::{
     Attachment, ClientToolCallStatus, IdKind, ItemKind, Page, RetryParams, Thread, ThreadItem,
-    ThreadMetadata, ThreadStatus, ThreadStreamEvent, Timestamp, UserContent, UserMessage,
-    UserMessageInput, new_id, text,
+    ThreadMetadata, ThreadStreamEvent, Timestamp, UserContent, UserMessage, UserMessageInput,
+    new_id, text,
 };
-use crate::store::{Appended, PageRequest, RunLock};
+use crate::store::{Appended, PageRequest};
+use crate::stream::EventSink;
 
 /// How long a run cancelled by shutdown waits to tell its client why.
 const SHUTDOWN_NOTICE_WAIT: Duration = Duration::from_millis(500);
@@ -35,23 +37,21 @@ impl ChatKit {
             .await
             .map_err(ChatKitError::BadRequest)?;
         let attachments = self.message_attachments(ctx, &input, None).await?;
-        let slot = self.run_slot(ctx)?;
         let thread = ThreadMetadata::new(new_id(IdKind::Thread), Timestamp::now());
-        // Nobody knows the new id yet, so the lock is free; it is taken
-        // before the id is revealed to the client.
-        let lock = self.store.lock_thread(&thread.id).await?;
+        let admitted = self.admit(ctx, Door::New(thread)).await?;
+        let thread = admitted.thread();
         let item = user_item(&thread.id, input, attachments);
         self.store
-            .create_thread_with_item(&ctx.user_id, &thread, &item)
+            .create_thread_with_item(&ctx.user_id, thread, &item)
             .await?;
         self.claim_attachments(ctx, &item).await;
         let created = ThreadStreamEvent::ThreadCreated {
-            thread: Thread::from_metadata(&thread, Page::default()),
+            thread: Thread::from_metadata(thread, Page::default()),
         };
         // The run starts from what was just written, without reading it back.
         let history = Some(vec![item.clone()]);
         let first = vec![created, ThreadStreamEvent::ItemDone { item }];
-        Ok(self.start_run(ctx, thread, (lock, slot), history, first, None))
+        Ok(self.start_run(ctx, admitted, history, first, None))
     }
 
     pub(super) async fn add_user_message(
@@ -68,40 +68,25 @@ impl ChatKit {
         let attachments = self
             .message_attachments(ctx, &input, Some(thread_id))
             .await?;
-        // The thread's owner is checked before the lock is waited for: a
-        // request for someone else's thread is not found at once, without
-        // queueing on that thread's lock or learning that it is busy.
-        self.store.load_thread(&ctx.user_id, thread_id).await?;
-        let slot = self.run_slot(ctx)?;
+        let mut admitted = self.admit(ctx, Door::Existing(thread_id)).await?;
         // Under the lock, the thread's status is read again, and the message
         // written with the history read back, in one store call (one
         // statement on Postgres).
-        let lock = self.lock_own_thread(ctx, thread_id).await?;
         let item = user_item(thread_id, input, attachments);
         let appended = self
             .store
             .append_to_open_thread(&ctx.user_id, &item, self.agent().history_limit())
             .await?;
-        let (thread, history) = match appended {
-            Appended::Added { thread, history } => (thread, history),
+        let history = match appended {
+            Appended::Added { thread, history } => {
+                admitted.refresh(thread);
+                history
+            }
             Appended::NotOpen(thread) => return Err(not_open(&thread)),
         };
         self.claim_attachments(ctx, &item).await;
         let first = vec![ThreadStreamEvent::ItemDone { item }];
-        Ok(self.start_run(ctx, thread, (lock, slot), Some(history), first, None))
-    }
-
-    /// The run lock of a thread the caller was found to own (callers load
-    /// the thread first, scoped to the caller: nobody waits on, or learns
-    /// the state of, another user's thread). A thread that stays busy
-    /// beyond the lock timeout is refused as busy.
-    pub(super) async fn lock_own_thread(
-        &self,
-        ctx: &Identity,
-        thread_id: &str,
-    ) -> Result<RunLock, ChatKitError> {
-        self.no_open_question(ctx, thread_id)?;
-        Ok(self.store.lock_thread(thread_id).await?)
+        Ok(self.start_run(ctx, admitted, Some(history), first, None))
     }
 
     pub(super) async fn retry(
@@ -109,9 +94,8 @@ impl ChatKit {
         ctx: &Identity,
         params: RetryParams,
     ) -> Result<Response, ChatKitError> {
-        let thread = self.open_thread(ctx, &params.thread_id).await?;
-        let slot = self.run_slot(ctx)?;
-        let lock = self.lock_own_thread(ctx, &thread.id).await?;
+        let admitted = self.admit(ctx, Door::Existing(&params.thread_id)).await?;
+        let thread = admitted.thread();
         let item = self
             .store
             .load_item(&ctx.user_id, &thread.id, &params.item_id)
@@ -126,7 +110,7 @@ impl ChatKit {
         self.store
             .delete_items_after(&ctx.user_id, &thread.id, &item.id)
             .await?;
-        Ok(self.start_run(ctx, thread, (lock, slot), None, Vec::new(), None))
+        Ok(self.start_run(ctx, admitted, None, Vec::new(), None))
     }
 
     /// Protocol 4.3: completes the pending client tool call that ends the
@@ -142,9 +126,8 @@ impl ChatKit {
             result.to_string().chars().count(),
             self.sizes.max_message_chars,
         )?;
-        let thread = self.open_thread(ctx, thread_id).await?;
-        let slot = self.run_slot(ctx)?;
-        let lock = self.lock_own_thread(ctx, &thread.id).await?;
+        let admitted = self.admit(ctx, Door::Existing(thread_id)).await?;
+        let thread = admitted.thread();
         let newest = PageRequest {
             limit: 1,
             order: crate::protocol::Order::Desc,
@@ -165,59 +148,14 @@ impl ChatKit {
             _ => return Err(no_pending_call(thread_id)),
         }
         self.store.save_item(&ctx.user_id, &item).await?;
-        Ok(self.start_run(ctx, thread, (lock, slot), None, Vec::new(), None))
-    }
-
-    /// One of the user's answer slots, or a refusal before anything is stored.
-    pub(super) fn run_slot(&self, ctx: &Identity) -> Result<RunSlot, ChatKitError> {
-        self.slots
-            .try_acquire(&ctx.user_id)
-            .map_err(|refused| match refused {
-                SlotRefused::User => ChatKitError::TooManyRuns(
-                    "you already have as many answers in progress as allowed; wait for one to finish"
-                        .to_owned(),
-                ),
-                SlotRefused::Replica => ChatKitError::TooManyRuns(
-                    "the server is answering as many conversations as it allows at once; try again shortly"
-                        .to_owned(),
-                ),
-            })
-    }
-
-    /// Refuses a new run on a thread whose run waits for the user's answer
-    /// to a tool server's question here: it holds the thread until answered.
-    pub(super) fn no_open_question(
-        &self,
-        ctx: &Identity,
-        thread_id: &str,
-    ) -> Result<(), ChatKitError> {
-        if self.questions.waits_in(&ctx.user_id, thread_id) {
-            return Err(ChatKitError::Conflict(format!(
-                "a tool is waiting for your answer to its question in thread {thread_id}: answer or skip it first"
-            )));
-        }
-        Ok(())
-    }
-
-    /// Loads a thread that accepts new runs.
-    pub(super) async fn open_thread(
-        &self,
-        ctx: &Identity,
-        thread_id: &str,
-    ) -> Result<ThreadMetadata, ChatKitError> {
-        let thread = self.store.load_thread(&ctx.user_id, thread_id).await?;
-        if !thread.takes_messages() {
-            return Err(not_open(&thread));
-        }
-        Ok(thread)
+        Ok(self.start_run(ctx, admitted, None, Vec::new(), None))
     }
 
     /// Spawns the run; its events follow `first` on the returned stream.
     pub(super) fn start_run(
         &self,
         ctx: &Identity,
-        thread: ThreadMetadata,
-        (lock, slot): (RunLock, RunSlot),
+        admitted: Admitted,
         history: Option<Vec<ThreadItem>>,
         first: Vec<ThreadStreamEvent>,
         settle: Option<Settle>,
@@ -226,6 +164,7 @@ impl ChatKit {
         let stall = sink.stall_signal();
         let cancel = self.shutdown.child_token();
         let agent = self.agent();
+        let (thread, held) = admitted.into_parts();
         let input = RunInput {
             identity: ctx.clone(),
             thread,
@@ -242,13 +181,12 @@ impl ChatKit {
         let span = tracing::info_span!("run", thread_id = %input.thread.id);
         let run = async move {
             // Held until the run has persisted everything, cancellation included.
-            let lost = lock.lost();
-            let _lock = lock;
-            let _slot = slot;
+            let lost = held.lost();
+            let _held = held;
             for event in first {
                 let sent = tokio::select! {
                     biased;
-                    _ = run_cancel.cancelled() => Err(crate::agent::Disconnected),
+                    _ = run_cancel.cancelled() => Err(crate::stream::Disconnected),
                     sent = sink.send(event) => sent,
                 };
                 if sent.is_err() {
@@ -382,19 +320,6 @@ fn message_chars(input: &UserMessageInput) -> usize {
         .map_or(0, |c| c.id.chars().count())
         + options.model.as_ref().map_or(0, |m| m.chars().count());
     content + input.quoted_text.as_ref().map_or(0, |q| q.chars().count()) + option_chars
-}
-
-/// The refusal of a run on a locked or closed thread, with its reason.
-fn not_open(thread: &ThreadMetadata) -> ChatKitError {
-    let reason = match &thread.status {
-        ThreadStatus::Locked { reason } | ThreadStatus::Closed { reason } => reason.as_deref(),
-        ThreadStatus::Active => None,
-    };
-    ChatKitError::Conflict(format!(
-        "thread {} does not accept messages{}",
-        thread.id,
-        reason.map(|r| format!(": {r}")).unwrap_or_default()
-    ))
 }
 
 fn no_pending_call(thread_id: &str) -> ChatKitError {

@@ -9,7 +9,6 @@ use serde::Deserialize;
 
 use super::ConfigError;
 use super::document::Document;
-use super::schema::Config;
 
 /// Where uploaded bytes are kept.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -208,14 +207,16 @@ impl AttachmentsConfig {
 }
 
 /// Checks `[attachments]`.
-pub(super) fn validate(config: &Config, document: &Document<'_>) -> Result<(), ConfigError> {
+pub(super) fn validate(
+    attachments: &AttachmentsConfig,
+    document: &Document<'_>,
+) -> Result<(), ConfigError> {
     let invalid = |key: &str, message: String| ConfigError::Invalid {
         path: document.path().to_owned(),
         line: document.key_line(&["attachments", key]),
         key: format!("attachments.{key}"),
         message,
     };
-    let attachments = &config.attachments;
     if attachments.max_bytes == 0 {
         return Err(invalid("max_bytes", "must be at least 1".to_owned()));
     }
@@ -327,6 +328,7 @@ pub(super) fn validate(config: &Config, document: &Document<'_>) -> Result<(), C
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     fn load(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml(text, "agent.toml", PathBuf::from("."), &|_| None)

@@ -5,6 +5,8 @@
 //! What parses into a typed field (addresses, store URLs, inject sources) is
 //! checked while reading the file, not here.
 
+mod interactive;
+
 use super::document::Document;
 use super::schema::{AuthMode, Config, McpServerConfig};
 use super::{ConfigError, KeySource};
@@ -25,8 +27,8 @@ pub(super) fn validate(config: &Config, document: &Document<'_>) -> Result<(), C
         check.mcp_server(name, server)?;
     }
     check.instructions()?;
-    super::attachments::validate(config, document)?;
-    super::interactive::validate(config, document)
+    super::attachments::validate(&config.attachments, document)?;
+    interactive::validate(config, document)
 }
 
 struct Check<'c> {
@@ -198,7 +200,7 @@ impl Check<'_> {
     fn auth(&self) -> Result<(), ConfigError> {
         let auth = &self.config.auth;
         if auth.mode == AuthMode::None {
-            if !crate::auth::is_user_id(&auth.dev_user) {
+            if !crate::protocol::is_user_id(&auth.dev_user) {
                 return Err(self.invalid(
                     "auth",
                     "dev_user",

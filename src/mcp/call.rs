@@ -2,6 +2,8 @@
 //! for a user, with identity injected, a deadline, and every failure turned
 //! into an error result the model reads.
 
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
 use std::time::Instant;
 
 use serde_json::{Map, Value};
@@ -13,6 +15,59 @@ use crate::config::InjectSource;
 
 /// Largest text result parsed as data for a widget.
 const MAX_DATA_BYTES: usize = 1024 * 1024;
+
+/// A tool call about to run ([`McpManager::call`]), with what its caller
+/// wants to hear while it runs; awaiting it runs it.
+#[must_use = "a call runs when awaited"]
+pub struct Call<'a> {
+    manager: &'a McpManager,
+    user: &'a str,
+    name: &'a str,
+    arguments: &'a str,
+    progress: Option<ProgressReporter>,
+    elicitor: Option<Elicitor>,
+}
+
+impl Call<'_> {
+    /// Hands the server's progress notifications for the call to `progress`.
+    pub fn reporting(mut self, progress: ProgressReporter) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// Hands the server's questions to the user (elicitation) to `elicitor`.
+    pub fn asking(mut self, elicitor: Elicitor) -> Self {
+        self.elicitor = Some(elicitor);
+        self
+    }
+}
+
+impl<'a> IntoFuture for Call<'a> {
+    type Output = ToolOutcome;
+    type IntoFuture = Pin<Box<dyn Future<Output = ToolOutcome> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let outcome = self
+                .manager
+                .call_inner(
+                    self.user,
+                    self.name,
+                    self.arguments,
+                    self.progress,
+                    self.elicitor,
+                )
+                .await;
+            crate::metrics::get().tool_call(
+                &outcome.server,
+                &outcome.tool,
+                outcome.is_error,
+                outcome.elapsed,
+            );
+            outcome
+        })
+    }
+}
 
 impl McpManager {
     /// Runs one call of `server`'s tool `tool` (its own name, not the
@@ -43,46 +98,20 @@ impl McpManager {
         }
     }
 
-    /// Runs one tool call for `user`. Never fails: every problem becomes an
-    /// error result the model reads.
-    pub async fn call(&self, user: &str, name: &str, arguments: &str) -> ToolOutcome {
-        self.call_reporting(user, name, arguments, None).await
-    }
-
-    /// [`McpManager::call`], with the server's progress notifications for
-    /// the call handed to `progress` as they come.
-    pub async fn call_reporting(
-        &self,
-        user: &str,
-        name: &str,
-        arguments: &str,
-        progress: Option<ProgressReporter>,
-    ) -> ToolOutcome {
-        self.call_asking(user, name, arguments, progress, None)
-            .await
-    }
-
-    /// [`McpManager::call_reporting`], with the server's questions to the
-    /// user (elicitation) handed to `elicitor`; without one they are
-    /// declined.
-    pub async fn call_asking(
-        &self,
-        user: &str,
-        name: &str,
-        arguments: &str,
-        progress: Option<ProgressReporter>,
-        elicitor: Option<Elicitor>,
-    ) -> ToolOutcome {
-        let outcome = self
-            .call_inner(user, name, arguments, progress, elicitor)
-            .await;
-        crate::metrics::get().tool_call(
-            &outcome.server,
-            &outcome.tool,
-            outcome.is_error,
-            outcome.elapsed,
-        );
-        outcome
+    /// One tool call of the model's tool `name` for `user`, to await.
+    /// Never fails: every problem becomes an error result the model reads.
+    /// Optional hooks: [`Call::reporting`] hands the server's progress
+    /// notifications over as they come, [`Call::asking`] its questions to
+    /// the user (declined without one).
+    pub fn call<'a>(&'a self, user: &'a str, name: &'a str, arguments: &'a str) -> Call<'a> {
+        Call {
+            manager: self,
+            user,
+            name,
+            arguments,
+            progress: None,
+            elicitor: None,
+        }
     }
 
     async fn call_inner(

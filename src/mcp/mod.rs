@@ -39,6 +39,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+pub use call::Call;
 pub use endpoint::{Endpoint, Remote};
 pub use manager::McpManager;
 pub use media::{OutputLimits, ResultContent, ToolImage, result_content};

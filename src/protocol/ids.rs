@@ -1,5 +1,6 @@
 //! Identifiers: generation, in the reference's `<prefix>_<hex>` shape with more
-//! randomness, and the check every id a client sends passes first.
+//! randomness, the check every id a client sends passes first, and what a
+//! user id (a token's subject, `[auth] dev_user`) may be ([`is_user_id`]).
 //!
 //! The reference uses 8 hex characters (32 bits), which collide within a busy
 //! store; chatkitd uses 24 (96 bits) so ids are unique per store, not only per
@@ -61,6 +62,17 @@ pub fn is_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// The longest user id a token may carry: every store row and tool call is
+/// keyed by it, so it is bounded like any other key.
+pub const MAX_USER_ID_LEN: usize = 256;
+
+/// Whether `user` can be a user id: not blank, at most [`MAX_USER_ID_LEN`]
+/// bytes, and no control characters (a NUL cannot be stored in Postgres
+/// text, and a newline would forge log lines).
+pub fn is_user_id(user: &str) -> bool {
+    !user.trim().is_empty() && user.len() <= MAX_USER_ID_LEN && !user.chars().any(char::is_control)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,5 +109,16 @@ mod tests {
         assert!(a.starts_with("thr_") && a.len() == 4 + 24, "{a}");
         assert_ne!(a, b);
         assert!(new_id(IdKind::SdkHiddenContext).starts_with("shcx_"));
+    }
+
+    #[test]
+    fn user_ids_are_bounded_text_without_controls() {
+        assert!(is_user_id("alice"));
+        assert!(is_user_id("auth0|5f7c8ec7c33c6c004bbafe82"));
+        assert!(is_user_id(&"u".repeat(MAX_USER_ID_LEN)));
+        for bad in ["", "  ", "al\0ice", "al\nice", "\u{1b}[31m", "a\u{7f}"] {
+            assert!(!is_user_id(bad), "{bad:?}");
+        }
+        assert!(!is_user_id(&"u".repeat(MAX_USER_ID_LEN + 1)));
     }
 }

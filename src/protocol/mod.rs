@@ -19,7 +19,7 @@ mod timestamp;
 mod unique_keys;
 
 pub use events::{ItemUpdate, StreamErrorCode, StreamOptions, ThreadStreamEvent};
-pub use ids::{IdKind, MAX_ID_LEN, is_id, new_id};
+pub use ids::{IdKind, MAX_ID_LEN, MAX_USER_ID_LEN, is_id, is_user_id, new_id};
 pub use items::{
     Annotation, AssistantContent, AssistantMessage, Attachment, AttachmentKind, ClientToolCall,
     ClientToolCallStatus, InferenceOptions, ItemKind, ThreadItem, ToolChoice, UserContent,

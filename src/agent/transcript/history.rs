@@ -44,8 +44,8 @@ pub fn build_messages(
 }
 
 /// [`build_messages`] with the attachments and tool images the history
-/// names, as loaded by [`super::media::load_media`].
-pub(super) fn build_messages_with_media(
+/// names, as loaded by the run (`agent::run`).
+pub fn build_messages_with_media(
     system_prompt: &str,
     items: &[ThreadItem],
     budget: usize,

@@ -6,45 +6,14 @@
 
 use serde_json::{Map, Value};
 
-use super::Agent;
-use super::records::{UiRecord, WidgetSource};
-use super::run::{Run, Stop};
+use super::{Run, Stop};
+use crate::agent::transcript::{UiRecord, WidgetSource};
 use crate::attachments::ForModel;
 use crate::llm::{ContentPart, ToolCall};
 use crate::mcp::ToolImage;
 use crate::protocol::{
-    Attachment, ClientToolCall, ClientToolCallStatus, IdKind, ItemKind, ThreadItem,
-    ThreadStreamEvent, new_id,
+    Attachment, ClientToolCall, ClientToolCallStatus, IdKind, ItemKind, ThreadItem, new_id,
 };
-
-impl Agent {
-    /// The widget of a call's result, when its tool has a template and the
-    /// result has data. A template that fails is a warning: the call still
-    /// shows as tool activity and the model still reads its text.
-    pub(super) fn render_result(
-        &self,
-        server: &str,
-        tool: &str,
-        data: Option<&Value>,
-    ) -> Option<Value> {
-        let template = self.interactions.widget(server, tool)?;
-        let Some(data) = data else {
-            tracing::warn!(
-                server,
-                tool,
-                "the tool's result has no JSON data for its widget"
-            );
-            return None;
-        };
-        match template.render(data) {
-            Ok(widget) => Some(widget),
-            Err(e) => {
-                tracing::warn!(server, tool, error = %e, "the tool's widget did not render; shown as plain tool activity");
-                None
-            }
-        }
-    }
-}
 
 /// A widget item of `thread_id`, created now.
 pub(super) fn widget_item(thread_id: &str, widget: Value) -> ThreadItem {
@@ -73,8 +42,7 @@ impl Run<'_> {
             approval: None,
         }
         .into_item(&thread_id);
-        self.store_items(&[&item, &state]).await?;
-        self.emit(ThreadStreamEvent::ItemDone { item }).await
+        self.publish(item, &[&state]).await
     }
 
     /// Keeps the images of a tool's result as attachments of the thread:
@@ -124,19 +92,7 @@ impl Run<'_> {
                     })),
                 },
             );
-            self.store_items(&[&item]).await?;
-            self.emit(ThreadStreamEvent::ItemDone { item }).await?;
-        }
-        Ok(())
-    }
-
-    /// Stores items in order; a store failure ends the run.
-    pub(super) async fn store_items(&mut self, items: &[&ThreadItem]) -> Result<(), Stop> {
-        let user = self.input.identity.user_id.clone();
-        for item in items {
-            if let Err(e) = self.agent.store.add_item(&user, item).await {
-                return Err(self.fail_store(e).await);
-            }
+            self.publish(item, &[]).await?;
         }
         Ok(())
     }
@@ -165,7 +121,6 @@ impl Run<'_> {
                 output: None,
             }),
         );
-        self.store_items(&[&item]).await?;
-        self.emit(ThreadStreamEvent::ItemDone { item }).await
+        self.publish(item, &[]).await
     }
 }

@@ -1,51 +1,67 @@
-//! One run in progress: the turn loop (model answer, tool steps, again
-//! until the model answers in text or the turns run out), failures, and what
-//! a cancelled run stores. The streamed text is in `draft.rs`, the tool step
-//! in `tools.rs`, titles in `title.rs`.
+//! One run in progress, and the only place `impl Run` appears: the turn
+//! loop (model answer, tool steps, again until the model answers in text or
+//! the turns run out: here); failures, and what a cancelled or panicked run
+//! keeps (`failures.rs`); the streamed message (`draft.rs`); the tool step and its tasks
+//! (`tools.rs`), a tool server's question parking the step (`asking.rs`),
+//! approval cards (`approvals.rs`); what a step shows besides text: widgets,
+//! images, client tool calls (`outputs.rs`); titles (`title.rs`); the
+//! composer's choices applied (`choices.rs`).
+//!
+//! Every item a run shows goes out through [`Run::publish`]: stored first,
+//! then sent as `thread.item.done`, so what a client saw is in the store.
+
+mod approvals;
+mod asking;
+mod choices;
+mod draft;
+mod failures;
+mod outputs;
+#[cfg(test)]
+mod panic_tests;
+mod tasks;
+mod title;
+mod tools;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use super::draft::{Draft, finished_item};
-use super::history::build_messages_with_media;
-use super::media::load_media;
-use super::records::ToolRecord;
-use super::title::TITLE_WAIT;
-use super::tools::Step;
-use super::{
-    Agent, CANCELLED_MARKER, Disconnected, EventSink, PANIC_MESSAGE, RunInput, RunOutcome,
-};
+use self::draft::Draft;
+use self::title::TITLE_WAIT;
+use self::tools::Step;
+use super::transcript::{Media, build_messages_with_media, named_attachments};
+use super::{Agent, RunInput, RunOutcome};
+use crate::attachments::Attachments;
 use crate::llm::{ChatMessage, LlmError, LlmEvent, LlmStream, ToolCall, ToolDefinition, Turn};
-use crate::protocol::{
-    IdKind, ItemKind, ItemUpdate, StreamOptions, ThreadItem, ThreadStreamEvent, new_id,
-};
-use crate::store::StoreError;
+use crate::protocol::{ItemKind, ItemUpdate, StreamOptions, ThreadItem, ThreadStreamEvent};
+use crate::stream::{Disconnected, EventSink};
+
+pub use approvals::{DENIED, Settle};
 
 /// The state of one run in progress.
 pub(super) struct Run<'a> {
-    pub(super) agent: &'a Agent,
-    pub(super) input: RunInput,
-    pub(super) sink: &'a EventSink,
-    pub(super) cancel: &'a CancellationToken,
-    pub(super) draft: Option<Draft>,
+    agent: &'a Agent,
+    input: RunInput,
+    sink: &'a EventSink,
+    cancel: &'a CancellationToken,
+    draft: Option<Draft>,
     /// Tool calls stored as asked for whose results are not stored yet; a
     /// cancelled run stores a result for each, so history never holds a call
     /// without its result.
-    pub(super) open_calls: Vec<ToolCall>,
+    open_calls: Vec<ToolCall>,
     /// For the time-to-first-token metric.
-    pub(super) started: Instant,
-    pub(super) first_token_seen: bool,
+    started: Instant,
+    first_token_seen: bool,
     /// The model the user picked for this turn (`inference_options.model`).
-    pub(super) model: Option<String>,
+    model: Option<String>,
     /// The tool the user asked for (`inference_options.tool_choice`):
     /// required of the turn's first model call only.
-    pub(super) forced_tool: Option<String>,
+    forced_tool: Option<String>,
 }
 
 /// Why a run stopped early.
-pub(super) enum Stop {
+enum Stop {
     Cancelled,
     Failed,
 }
@@ -87,7 +103,7 @@ impl<'a> Run<'a> {
         }
     }
 
-    pub(super) async fn answer(&mut self) -> Result<(), Stop> {
+    async fn answer(&mut self) -> Result<(), Stop> {
         self.emit(ThreadStreamEvent::StreamOptions {
             stream_options: StreamOptions { allow_cancel: true },
         })
@@ -154,7 +170,7 @@ impl<'a> Run<'a> {
 
     /// The system prompt with `{{user.id}}`, `{{user.name}}` and
     /// `{{user.email}}` filled in (empty when the token has no such claim).
-    pub(super) fn system_prompt(&self) -> String {
+    fn system_prompt(&self) -> String {
         let prompt = &self.agent.system_prompt;
         if !prompt.contains("{{user.") {
             return prompt.clone();
@@ -173,7 +189,7 @@ impl<'a> Run<'a> {
 
     /// Model calls until a final answer: each answer that asks for tools runs
     /// them and goes back to the model with the results, up to `max_turns`.
-    pub(super) async fn agent_loop(&mut self, mut messages: Vec<ChatMessage>) -> Result<(), Stop> {
+    async fn agent_loop(&mut self, mut messages: Vec<ChatMessage>) -> Result<(), Stop> {
         let tools = match &self.agent.mcp {
             Some(mcp) => mcp.tools_for(&self.input.identity.user_id).await,
             None => Arc::new(Vec::new()),
@@ -220,7 +236,7 @@ impl<'a> Run<'a> {
 
     /// Streams one model answer into an assistant message; returns the tool
     /// calls the model asked for (none for a final answer).
-    pub(super) async fn stream_answer(
+    async fn stream_answer(
         &mut self,
         messages: &[ChatMessage],
         tools: &[ToolDefinition],
@@ -268,7 +284,7 @@ impl<'a> Run<'a> {
     }
 
     /// A final answer: closes the message, or reports an empty one.
-    pub(super) async fn finish_or_empty(&mut self) -> Result<(), Stop> {
+    async fn finish_or_empty(&mut self) -> Result<(), Stop> {
         if self.draft.is_none() {
             return Err(self
                 .fail_llm(LlmError::Protocol(
@@ -280,7 +296,7 @@ impl<'a> Run<'a> {
     }
 
     /// The model kept asking for tools: say so instead of ending in silence.
-    pub(super) async fn out_of_turns(&mut self) -> Result<(), Stop> {
+    async fn out_of_turns(&mut self) -> Result<(), Stop> {
         let turns = self.agent.config.max_turns;
         self.push_text(format!(
             "I stopped after {turns} steps without reaching an answer. Tell me to continue if you want me to go on."
@@ -289,149 +305,84 @@ impl<'a> Run<'a> {
         self.finish_draft().await
     }
 
-    /// A model failure: keep the partial text, tell the user, end the stream.
-    /// Returns how the run stops.
-    pub(super) async fn fail_llm(&mut self, error: LlmError) -> Stop {
-        tracing::warn!(thread_id = %self.input.thread.id, error = %error, "model call failed");
-        if self
-            .draft
-            .as_ref()
-            .is_some_and(|d| !d.text.trim().is_empty())
-            && let Err(stop) = self.finish_draft().await
-        {
-            return stop;
-        }
-        let event = match &error {
-            LlmError::NotConfigured(message) => {
-                ThreadStreamEvent::custom_error(message.clone(), false)
+    /// Stores items in order; a store failure ends the run.
+    async fn store(&mut self, items: &[&ThreadItem]) -> Result<(), Stop> {
+        for item in items {
+            if let Err(e) = self
+                .agent
+                .store
+                .add_item(&self.input.identity.user_id, item)
+                .await
+            {
+                return Err(self.fail_store(e).await);
             }
-            other => ThreadStreamEvent::custom_error(
-                format!("The assistant could not answer: {other}."),
-                other.is_transient(),
-            ),
-        };
-        if let Err(stop) = self.emit(event).await {
-            return stop;
         }
-        Stop::Failed
+        Ok(())
     }
 
-    /// After a panic inside the run: store the non-blank partial answer and
-    /// a result for every open tool call before anything is sent (the
-    /// stream may be gone), then close the message and end the stream with
-    /// an `error` event if the client still listens.
-    pub(super) async fn fail_panicked(&mut self, panic: &str) {
-        tracing::error!(thread_id = %self.input.thread.id, panic, "a run panicked; what it wrote is kept");
-        let user = self.input.identity.user_id.clone();
-        let mut stored = None;
-        if let Some(draft) = self.draft.take().filter(|d| !d.text.trim().is_empty()) {
-            let item = finished_item(draft);
-            match self.agent.store.add_item(&user, &item).await {
-                Ok(()) => stored = Some(item),
-                Err(e) => {
-                    tracing::error!(error = %e, "could not store the partial answer of a failed run")
-                }
-            }
-        }
-        for call in std::mem::take(&mut self.open_calls) {
-            let result = ToolRecord::result(
-                &call,
-                "The server failed before this call finished; it may or may not have run.",
-                true,
-            )
-            .into_item(&self.input.thread.id);
-            if let Err(e) = self.agent.store.add_item(&user, &result).await {
-                tracing::error!(error = %e, "could not store the result of an interrupted tool call");
-            }
-        }
-        if let Some(item) = stored {
-            let part = match &item.kind {
-                ItemKind::AssistantMessage(message) => message.content.first().cloned(),
-                _ => None,
-            };
-            let done = ThreadStreamEvent::ItemUpdated {
+    /// Shows a finished item, the one way a run does: stores it, then the
+    /// hidden `records` that go with it (a widget's state), then sends it
+    /// ([`Run::announce`]). What a client saw is therefore in the store, and
+    /// a send that fails (the client left) loses nothing. A store failure
+    /// ends the run before anything is sent.
+    async fn publish(&mut self, item: ThreadItem, records: &[&ThreadItem]) -> Result<(), Stop> {
+        let mut all = Vec::with_capacity(records.len() + 1);
+        all.push(&item);
+        all.extend_from_slice(records);
+        self.store(&all).await?;
+        self.announce(item).await
+    }
+
+    /// Sends a stored item: an assistant message's `content_part.done`
+    /// first, then `thread.item.done`.
+    async fn announce(&self, item: ThreadItem) -> Result<(), Stop> {
+        if let ItemKind::AssistantMessage(message) = &item.kind {
+            self.emit(ThreadStreamEvent::ItemUpdated {
                 item_id: item.id.clone(),
                 update: ItemUpdate::ContentPartDone {
                     content_index: 0,
-                    content: part.unwrap_or_default(),
+                    content: message.content.first().cloned().unwrap_or_default(),
                 },
-            };
-            if self.emit(done).await.is_err()
-                || self
-                    .emit(ThreadStreamEvent::ItemDone { item })
-                    .await
-                    .is_err()
-            {
-                return;
-            }
+            })
+            .await?;
         }
-        let _ = self
-            .emit(ThreadStreamEvent::custom_error(PANIC_MESSAGE, true))
-            .await;
-    }
-
-    /// A store failure: drop the partial text, end the stream. Returns how
-    /// the run stops.
-    pub(super) async fn fail_store(&mut self, error: StoreError) -> Stop {
-        match &error {
-            // The user deleted the thread while its run went on (a tool
-            // server's question waiting, say): expected, nothing is lost.
-            StoreError::NotFound(_) => tracing::info!(
-                thread_id = %self.input.thread.id,
-                "the thread was deleted during its run; the run ends"
-            ),
-            _ => tracing::error!(
-                thread_id = %self.input.thread.id,
-                error = %error,
-                "store failed during a run"
-            ),
-        }
-        self.draft = None;
-        if let Err(stop) = self.emit(ThreadStreamEvent::stream_error()).await {
-            return stop;
-        }
-        Stop::Failed
+        self.emit(ThreadStreamEvent::ItemDone { item }).await
     }
 
     /// Sends one event. A cancellation (the stop button, or shutdown after
     /// its grace) interrupts a send that waits on a slow client.
-    pub(super) async fn emit(&self, event: ThreadStreamEvent) -> Result<(), Stop> {
+    async fn emit(&self, event: ThreadStreamEvent) -> Result<(), Stop> {
         tokio::select! {
             biased;
             _ = self.cancel.cancelled() => Err(Stop::Cancelled),
             sent = self.sink.send(event) => sent.map_err(Stop::from),
         }
     }
+}
 
-    /// After a cancellation: store what the user saw and the hidden marker.
-    pub(super) async fn persist_cancellation(&mut self) {
-        let user = self.input.identity.user_id.clone();
-        if let Some(draft) = self.draft.take().filter(|d| !d.text.trim().is_empty()) {
-            let item = finished_item(draft);
-            if let Err(e) = self.agent.store.add_item(&user, &item).await {
-                tracing::error!(error = %e, "could not store the partial answer of a cancelled run");
+/// Loads what the model reads of the attachments `items` name, newest
+/// first, until `max_history_bytes`; one that fails to load is logged and
+/// named only.
+async fn load_media(attachments: &Attachments, user: &str, items: &[ThreadItem]) -> Media {
+    let budget = usize::try_from(attachments.config().max_history_bytes).unwrap_or(usize::MAX);
+    let mut used = 0usize;
+    let mut media = Media::new();
+    for item in items.iter().rev() {
+        for attachment in named_attachments(item) {
+            if media.contains_key(&attachment.id) {
+                continue;
             }
-        }
-        for call in std::mem::take(&mut self.open_calls) {
-            let result = ToolRecord::result(
-                &call,
-                "The user stopped the conversation before this call finished; it may or may not have run.",
-                true,
-            )
-            .into_item(&self.input.thread.id);
-            if let Err(e) = self.agent.store.add_item(&user, &result).await {
-                tracing::error!(error = %e, "could not store the result of a cancelled tool call");
+            match attachments.for_model(user, &attachment).await {
+                Ok(content) if used + content.weight() <= budget => {
+                    used += content.weight();
+                    media.insert(attachment.id, content);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::info!(attachment = %attachment.id, error = %e, "attachment not shown to the model");
+                }
             }
-        }
-        let marker = ThreadItem::new(
-            new_id(IdKind::SdkHiddenContext),
-            self.input.thread.id.clone(),
-            ItemKind::SdkHiddenContext {
-                content: CANCELLED_MARKER.to_owned(),
-            },
-        );
-        if let Err(e) = self.agent.store.add_item(&user, &marker).await {
-            tracing::error!(error = %e, "could not store the cancellation marker");
         }
     }
+    media
 }

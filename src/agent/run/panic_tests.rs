@@ -9,13 +9,19 @@ use pretty_assertions::assert_eq;
 use tokio::sync::mpsc;
 
 use super::*;
+use crate::agent::{Interactions, PANIC_MESSAGE, RunInput};
 use crate::attachments::Attachments;
+use crate::auth::Identity;
+use crate::config::AgentConfig;
 use crate::config::AttachmentsConfig;
 use crate::config::LlmConfig;
+use crate::llm::LlmClient;
+use crate::protocol::ThreadMetadata;
 use crate::protocol::ThreadStreamEvent;
 use crate::protocol::{
     FeedbackKind, IdKind, ItemKind, ItemUpdate, Page, StreamOptions, ThreadItem, Timestamp, new_id,
 };
+use crate::store::Store;
 use crate::store::sql::SqlStoreOptions;
 use crate::store::{PageRequest, RunLock, SqlStore, StoreResult};
 

@@ -4,12 +4,12 @@
 //! the call it shows and replaced in place. No model call: one or two tool
 //! calls and two store writes, one of them a hidden record of what the
 //! action did, which the model reads on its next turn (see
-//! [`super::records::in_reading_order`] for where it sits in history).
+//! [`super::transcript::in_reading_order`] for where it sits in history).
 
 use serde_json::Value;
 
 use super::Agent;
-use super::records::{UiRecord, state_id};
+use super::transcript::{UiRecord, state_id};
 use crate::auth::Identity;
 use crate::protocol::{ItemKind, ThreadItem};
 use crate::store::StoreError;
@@ -118,9 +118,11 @@ impl Agent {
                 "the widget's own call failed after an action; the widget is left as it was");
             return Ok(None);
         }
-        let Some(rendered) =
-            self.render_result(&source.server, &source.tool, again.structured.as_ref())
-        else {
+        let Some(rendered) = self.interactions.render_result(
+            &source.server,
+            &source.tool,
+            again.structured.as_ref(),
+        ) else {
             return Ok(None);
         };
         widget.kind = ItemKind::Widget {

@@ -1,12 +1,11 @@
 //! The composer's choices for a turn (`inference_options`): the model the
-//! user picked from `[llm] models`, and the tool they asked for. Checked
+//! user picked from `[llm] models`, and the tool they asked for, checked
 //! when the message arrives, so a choice the server does not offer is a
-//! 400 before anything is stored; applied by the run from the stored
-//! message, so a retry answers with the same model.
+//! 400 before anything is stored. The run applies them from the stored
+//! message (`run/choices.rs`), so a retry answers with the same model.
 
 use super::Agent;
-use super::run::Run;
-use crate::protocol::{InferenceOptions, ItemKind, ThreadItem};
+use crate::protocol::InferenceOptions;
 
 /// Most names an error lists.
 const MAX_NAMES_LISTED: usize = 30;
@@ -65,32 +64,4 @@ fn listed(names: &[String]) -> String {
         text.push_str(&format!(" (and {} more)", names.len() - MAX_NAMES_LISTED));
     }
     text
-}
-
-impl Run<'_> {
-    /// Takes the turn's choices from the newest user message: its model
-    /// (while it is still offered), and its tool only when the run answers
-    /// that message itself, not when it resumes after a tool step.
-    pub(super) fn apply_choices(&mut self, items: &[ThreadItem]) {
-        let Some(index) = items
-            .iter()
-            .rposition(|i| matches!(i.kind, ItemKind::UserMessage(_)))
-        else {
-            return;
-        };
-        let ItemKind::UserMessage(message) = &items[index].kind else {
-            return;
-        };
-        let options = &message.inference_options;
-        if let Some(model) = &options.model {
-            if self.agent.llm.models().contains(model) {
-                self.model = Some(model.clone());
-            } else {
-                tracing::warn!(%model, "the message's model is no longer offered; answering with the default");
-            }
-        }
-        if index + 1 == items.len() {
-            self.forced_tool = options.tool_choice.as_ref().map(|c| c.id.clone());
-        }
-    }
 }

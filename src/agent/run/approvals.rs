@@ -12,11 +12,11 @@
 
 use serde_json::Value;
 
-use super::records::{
+use super::outputs::widget_item;
+use super::{Run, Stop};
+use crate::agent::transcript::{
     ApprovalState, PendingApproval, PendingCall, StoredCall, ToolRecord, UiRecord, state_id,
 };
-use super::run::{Run, Stop};
-use super::widgets::widget_item;
 use crate::llm::ToolCall;
 use crate::mcp::ModelTool;
 use crate::protocol::{ItemKind, Order, ThreadItem, ThreadStreamEvent};
@@ -71,9 +71,9 @@ impl Run<'_> {
             }),
         }
         .into_item(&thread_id);
-        self.store_items(&[&item, &state]).await?;
+        self.publish(item, &[&state]).await?;
         crate::metrics::get().approval("asked");
-        self.emit(ThreadStreamEvent::ItemDone { item }).await
+        Ok(())
     }
 
     /// Settles an approval card. True when the model should answer next (the
@@ -158,8 +158,7 @@ impl Run<'_> {
                     .iter()
                     .map(|call| ToolRecord::result(call, DENIED, true).into_item(&thread_id))
                     .collect();
-                self.store_items(&results.iter().collect::<Vec<_>>())
-                    .await?;
+                self.store(&results.iter().collect::<Vec<_>>()).await?;
                 Ok(true)
             }
             Verdict::Approved => {

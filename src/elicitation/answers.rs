@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::elicit::Form;
+use super::Form;
 use crate::mcp::ElicitationAnswer;
 use crate::protocol::{ItemKind, ThreadItem};
 

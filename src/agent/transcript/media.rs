@@ -1,7 +1,7 @@
-//! Media in the model's input. Before a run builds its messages, what the
-//! model reads of every attachment and tool image its history names is
-//! loaded, newest first, within `[attachments] max_history_bytes` (older ones
-//! are only named). A user message with attachments becomes a multimodal
+//! Media in the model's input. Before a run builds its messages, it loads
+//! what the model reads of every attachment and tool image its history
+//! names ([`named_attachments`]), newest first, within `[attachments]
+//! max_history_bytes` (older ones are only named). A user message with attachments becomes a multimodal
 //! message: its text, then each image, file or text file. A tool result's
 //! images follow the tool results in a user message, since chat completions
 //! take images only from users; no user message may sit between the results
@@ -12,13 +12,13 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::records::{StoredImage, ToolRecord};
-use crate::attachments::{Attachments, ForModel};
+use crate::attachments::ForModel;
 use crate::llm::{ChatMessage, ContentPart, FileData};
 use crate::protocol::{Attachment, AttachmentKind, ItemKind, ThreadItem, UserContent, UserMessage};
 
 /// What the model reads of each attachment a history names, by id; one
 /// missing is named, not shown.
-pub(super) type Media = HashMap<String, ForModel>;
+pub type Media = HashMap<String, ForModel>;
 
 /// A tool image as an attachment record, for [`Attachments::for_model`].
 fn image_attachment(image: &StoredImage) -> Attachment {
@@ -35,7 +35,7 @@ fn image_attachment(image: &StoredImage) -> Attachment {
 }
 
 /// The attachments an item names: a user message's, a tool result's images.
-fn named(item: &ThreadItem) -> Vec<Attachment> {
+pub fn named_attachments(item: &ThreadItem) -> Vec<Attachment> {
     match &item.kind {
         ItemKind::UserMessage(message) => message.attachments.clone(),
         // Only a result with images is parsed: history has many records.
@@ -49,37 +49,6 @@ fn named(item: &ThreadItem) -> Vec<Attachment> {
         }
         _ => Vec::new(),
     }
-}
-
-/// Loads what the model reads of the attachments `items` name, newest
-/// first, until `max_history_bytes`; one that fails to load is logged and
-/// named only.
-pub(super) async fn load_media(
-    attachments: &Attachments,
-    user: &str,
-    items: &[ThreadItem],
-) -> Media {
-    let budget = usize::try_from(attachments.config().max_history_bytes).unwrap_or(usize::MAX);
-    let mut used = 0usize;
-    let mut media = Media::new();
-    for item in items.iter().rev() {
-        for attachment in named(item) {
-            if media.contains_key(&attachment.id) {
-                continue;
-            }
-            match attachments.for_model(user, &attachment).await {
-                Ok(content) if used + content.weight() <= budget => {
-                    used += content.weight();
-                    media.insert(attachment.id, content);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::info!(attachment = %attachment.id, error = %e, "attachment not shown to the model");
-                }
-            }
-        }
-    }
-    media
 }
 
 /// One attachment as a part of a user message.
@@ -104,7 +73,7 @@ fn part(attachment: &Attachment, media: &Media) -> ContentPart {
 
 /// A user message as the model reads it: plain text, or its text followed
 /// by its attachments.
-pub(super) fn user_message(message: &UserMessage, media: &Media) -> ChatMessage {
+pub fn user_message(message: &UserMessage, media: &Media) -> ChatMessage {
     let text = user_text(message);
     if message.attachments.is_empty() {
         return ChatMessage::User { content: text };
@@ -115,7 +84,7 @@ pub(super) fn user_message(message: &UserMessage, media: &Media) -> ChatMessage 
 }
 
 /// The user message showing a tool result's images (`None` without any).
-pub(super) fn tool_images(
+pub fn tool_images(
     tool: &str,
     images: impl IntoIterator<Item = ContentPart>,
 ) -> Option<ChatMessage> {
@@ -131,7 +100,7 @@ pub(super) fn tool_images(
 }
 
 /// The images of a stored tool result, from the loaded media.
-pub(super) fn stored_tool_images(
+pub fn stored_tool_images(
     tool: &str,
     images: &[StoredImage],
     media: &Media,
@@ -146,7 +115,7 @@ pub(super) fn stored_tool_images(
 
 /// Moves each user message that sits between two tool results after the
 /// last of them: a step's results must follow its calls without a break.
-pub(super) fn images_after_results(messages: Vec<ChatMessage>) -> Vec<ChatMessage> {
+pub fn images_after_results(messages: Vec<ChatMessage>) -> Vec<ChatMessage> {
     let mut out: Vec<ChatMessage> = Vec::with_capacity(messages.len());
     let mut held: Vec<ChatMessage> = Vec::new();
     for message in messages {

@@ -12,14 +12,14 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::elicit::Form;
-use super::questions::{Open, Questions, Reply};
-use super::run::{Run, Stop};
-use super::submission::Submission;
-use super::tools::{TaskState, task};
+use super::tasks::{TaskState, task};
+use super::{Run, Stop};
+use crate::elicitation::Form;
+use crate::elicitation::Submission;
+use crate::elicitation::{Open, Questions, Reply};
 use crate::llm::ToolCall;
 use crate::mcp::{ElicitationAnswer, ElicitationRequest, Elicitor};
-use crate::protocol::{IdKind, ItemKind, Task, ThreadItem, ThreadStreamEvent, new_id};
+use crate::protocol::{IdKind, ItemKind, Task, ThreadItem, new_id};
 use crate::store::StoreError;
 
 /// Questions of one step waiting to be asked; more are answered `cancel`.
@@ -176,9 +176,7 @@ impl Run<'_> {
                 }
             };
             let item = question_item(&self.input.thread.id, &asked.request, &form);
-            self.store_items(&[&item]).await?;
-            self.emit(ThreadStreamEvent::ItemDone { item: item.clone() })
-                .await?;
+            self.publish(item.clone(), &[]).await?;
             let (reply, answer) = oneshot::channel();
             asking.questions.open(
                 item.id.clone(),

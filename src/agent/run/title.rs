@@ -7,8 +7,8 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use super::media::user_text;
-use super::run::{Run, Stop};
+use super::{Run, Stop};
+use crate::agent::transcript::user_text;
 use crate::llm::{ChatMessage, LlmClient, LlmError};
 use crate::protocol::{ItemKind, Page, Thread, ThreadItem, ThreadStreamEvent};
 use crate::text::cut_chars;

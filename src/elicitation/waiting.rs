@@ -3,7 +3,7 @@
 //! question (section 4.4):
 //!
 //! 1. The server's `elicitation/create` reaches the call's elicitor, which
-//!    hands it to the run's tool step (`asking.rs`).
+//!    hands it to the run's tool step (`agent/run/asking.rs`).
 //! 2. The step stores and streams a pending `structured_input` item (the
 //!    requested schema read by [`Form`]), registers the question in
 //!    [`Questions`] and *parks*: the stream ends, the call keeps its instance
@@ -21,7 +21,7 @@
 //! dispatcher says so).
 //!
 //! Here: [`Questions`], the questions waiting in this process, where a run
-//! registers each and an answer claims it. The step's side is `asking.rs`.
+//! registers each and an answer claims it. The step's side is `agent/run/asking.rs`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,10 +30,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::elicit::Form;
-use super::sink::NextStream;
-use super::submission::Answer;
+use super::Answer;
+use super::Form;
 use crate::mcp::ElicitationAnswer;
+use crate::stream::NextStream;
 
 /// The questions tool servers are asking users now, in this process, by
 /// the id of their `structured_input` item.
@@ -59,21 +59,21 @@ struct Answered {
 
 /// A question waiting for its answer.
 #[derive(Debug)]
-pub(super) struct Open {
-    pub(super) user: String,
-    pub(super) thread_id: String,
-    pub(super) form: Arc<Form>,
+pub(crate) struct Open {
+    pub(crate) user: String,
+    pub(crate) thread_id: String,
+    pub(crate) form: Arc<Form>,
     /// The run's cancellation: the answer's stream cancels the run if its
     /// client leaves.
-    pub(super) run: CancellationToken,
-    pub(super) reply: oneshot::Sender<Reply>,
+    pub(crate) run: CancellationToken,
+    pub(crate) reply: oneshot::Sender<Reply>,
 }
 
 /// The user's answer, and the stream the run goes on with.
 #[derive(Debug)]
-pub(super) struct Reply {
-    pub(super) answer: ElicitationAnswer,
-    pub(super) next: Option<NextStream>,
+pub(crate) struct Reply {
+    pub(crate) answer: ElicitationAnswer,
+    pub(crate) next: Option<NextStream>,
 }
 
 /// A question taken out of [`Questions`] to be answered: nobody else can
@@ -197,12 +197,12 @@ impl Questions {
     }
 
     /// Registers a question shown as item `item_id`.
-    pub(super) fn open(&self, item_id: String, open: Open) {
+    pub(crate) fn open(&self, item_id: String, open: Open) {
         self.lock().insert(item_id, open);
     }
 
     /// Removes a question nobody answered; `false` if it was claimed first.
-    pub(super) fn withdraw(&self, item_id: &str) -> bool {
+    pub(crate) fn withdraw(&self, item_id: &str) -> bool {
         self.lock().remove(item_id).is_some()
     }
 }

@@ -2,7 +2,7 @@
 //! each delta is sent and kept, and closing it stores the whole message
 //! before its `content_part.done` and `thread.item.done` go out.
 
-use super::run::{Run, Stop};
+use super::{Run, Stop};
 use crate::protocol::{
     AssistantContent, AssistantMessage, IdKind, ItemKind, ItemUpdate, ThreadItem,
     ThreadStreamEvent, new_id, text,
@@ -59,8 +59,9 @@ impl Run<'_> {
         .await
     }
 
-    /// Closes the streamed message: part done, stored, item done on the
-    /// wire; the message is stored before either event goes out.
+    /// Closes the streamed message: stored, then part done and item done on
+    /// the wire ([`Run::publish`]); the message is stored before either
+    /// event goes out.
     ///
     /// The reference stores the item between `content_part.done` and
     /// `thread.item.done`. Storing it first instead cannot be observed: an
@@ -74,28 +75,7 @@ impl Run<'_> {
         let Some(draft) = self.draft.take() else {
             return Ok(());
         };
-        let item = finished_item(draft);
-        let ItemKind::AssistantMessage(message) = &item.kind else {
-            return Ok(());
-        };
-        let part = message.content.first().cloned().unwrap_or_default();
-        if let Err(e) = self
-            .agent
-            .store
-            .add_item(&self.input.identity.user_id, &item)
-            .await
-        {
-            return Err(self.fail_store(e).await);
-        }
-        self.emit(ThreadStreamEvent::ItemUpdated {
-            item_id: item.id.clone(),
-            update: ItemUpdate::ContentPartDone {
-                content_index: 0,
-                content: part,
-            },
-        })
-        .await?;
-        self.emit(ThreadStreamEvent::ItemDone { item }).await
+        self.publish(finished_item(draft), &[]).await
     }
 }
 

@@ -1,10 +1,10 @@
 //! The tool step of a run: the calls the model asked for run concurrently on
 //! the MCP servers, the UI sees them as tasks of a workflow item (and a
 //! tool's widget after it), and the calls and their results are stored as
-//! hidden items ([`super::records::ToolRecord`]) so the next turn's history
+//! hidden items ([`crate::agent::transcript::ToolRecord`]) so the next turn's history
 //! replays them exactly. Calls that need approval end the step on an
 //! approval card (`approvals.rs`), a client tool call on a pending item
-//! (`widgets.rs`).
+//! (`outputs.rs`); each call shows as a task (`tasks.rs`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,114 +14,19 @@ use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 
 use super::asking::{self, Asking};
-use super::media::tool_images;
-use super::records::{StoredImage, ToolRecord, WidgetSource};
-use super::run::{Run, Stop};
+use super::tasks::{TaskState, task};
+use super::{Run, Stop};
+use crate::agent::transcript::tool_images;
+use crate::agent::transcript::{StoredImage, ToolRecord, WidgetSource};
 use crate::llm::{ChatMessage, ToolCall};
 use crate::mcp::{ModelTool, ProgressReporter, ToolOutcome, ToolProgress};
 use crate::protocol::{
-    CustomTask, IdKind, ItemKind, ItemUpdate, Task, TaskStatus, ThreadItem, ThreadStreamEvent,
-    Workflow, WorkflowSummary, new_id,
+    IdKind, ItemKind, ItemUpdate, Task, ThreadItem, ThreadStreamEvent, Workflow, WorkflowSummary,
+    new_id,
 };
-use crate::text::{code_block, cut_chars};
-
-/// Longest arguments or output text a task shows.
-const MAX_TASK_TEXT: usize = 400;
 
 /// Progress reports of one step waiting to be shown; more are dropped.
 const PROGRESS_BUFFER: usize = 64;
-
-/// A workflow task showing one call: its arguments while it runs, its verdict,
-/// time and (cut) output once done.
-pub(super) fn task(call: &ToolCall, state: TaskState<'_>) -> Task {
-    let (status_indicator, content) = match state {
-        TaskState::Running => (
-            TaskStatus::Loading,
-            running_content(&call.function.arguments),
-        ),
-        TaskState::Progress(progress) => (
-            TaskStatus::Loading,
-            format!(
-                "{}\n\n{}",
-                running_content(&call.function.arguments),
-                progress_text(progress)
-            ),
-        ),
-        TaskState::Asking(message) => (
-            TaskStatus::Loading,
-            format!(
-                "{}\n\nwaiting for your answer: {}",
-                running_content(&call.function.arguments),
-                cut_chars(message, MAX_TASK_TEXT, "…")
-            ),
-        ),
-        TaskState::Done {
-            output,
-            is_error,
-            seconds,
-        } => {
-            let verdict = if is_error { "failed" } else { "done" };
-            let summary = cut_chars(output, MAX_TASK_TEXT, "…");
-            (
-                TaskStatus::Complete,
-                format!("{verdict} in {seconds:.1}s\n\n{}", code_block("", &summary)),
-            )
-        }
-    };
-    Task::Custom(CustomTask {
-        status_indicator,
-        title: Some(call.function.name.clone()),
-        icon: Some("bolt".to_owned()),
-        content: Some(content),
-    })
-}
-
-/// A server's progress report as a task line: `3/10 (30%)`, or the count
-/// alone without a total, then its message.
-fn progress_text(progress: &ToolProgress) -> String {
-    let mut text = match progress.total {
-        Some(total) if total > 0.0 => format!(
-            "progress: {}/{} ({:.0}%)",
-            progress.progress,
-            total,
-            (progress.progress / total * 100.0).clamp(0.0, 100.0)
-        ),
-        _ => format!("progress: {}", progress.progress),
-    };
-    if let Some(message) = progress.message.as_deref().filter(|m| !m.trim().is_empty()) {
-        text.push_str(" - ");
-        text.push_str(&cut_chars(message, MAX_TASK_TEXT, "…"));
-    }
-    text
-}
-
-/// What a running task shows: the call's arguments, as the model sent them,
-/// cut to [`MAX_TASK_TEXT`] characters.
-fn running_content(arguments: &str) -> String {
-    let arguments = arguments.trim();
-    let arguments = if arguments.is_empty() {
-        "{}"
-    } else {
-        arguments
-    };
-    format!(
-        "arguments:\n{}",
-        code_block("json", &cut_chars(arguments, MAX_TASK_TEXT, "…"))
-    )
-}
-
-pub(super) enum TaskState<'a> {
-    Running,
-    /// Running, with what its server last reported.
-    Progress(&'a ToolProgress),
-    /// Waiting for the user's answer to its server's question.
-    Asking(&'a str),
-    Done {
-        output: &'a str,
-        is_error: bool,
-        seconds: f64,
-    },
-}
 
 /// What the tool step of a model answer leaves the run to do.
 pub(super) enum Step {
@@ -177,7 +82,7 @@ impl Run<'_> {
             .collect();
         if !server_calls.is_empty() {
             let record = ToolRecord::calls(&server_calls).into_item(&self.input.thread.id);
-            self.store_items(&[&record]).await?;
+            self.store(&[&record]).await?;
         }
         let results = if runnable.is_empty() {
             Vec::new()
@@ -275,7 +180,9 @@ impl Run<'_> {
                     let outcome = match mcp {
                         Some(mcp) if !client_tool => {
                             let arguments = &call.function.arguments;
-                            mcp.call_asking(&user, name, arguments, Some(report), Some(elicitor))
+                            mcp.call(&user, name, arguments)
+                                .reporting(report)
+                                .asking(elicitor)
                                 .await
                         }
                         _ => refused(name, client_tool),
@@ -343,12 +250,10 @@ impl Run<'_> {
             if let Some(message) = tool_images(&call.function.name, parts) {
                 shown.push((index, images, message));
             }
-            if let Err(e) = self.agent.store.add_item(&user, &result).await {
-                return Err(self.fail_store(e).await);
-            }
+            self.store(&[&result]).await?;
             self.open_calls.retain(|open| open.id != call.id);
             if !outcome.is_error
-                && let Some(widget) = self.agent.render_result(
+                && let Some(widget) = self.agent.interactions.render_result(
                     &outcome.server,
                     &outcome.tool,
                     outcome.structured.as_ref(),
@@ -384,11 +289,7 @@ impl Run<'_> {
                 expanded: false,
             },
         };
-        if let Err(e) = self.agent.store.add_item(&user, &workflow).await {
-            return Err(self.fail_store(e).await);
-        }
-        self.emit(ThreadStreamEvent::ItemDone { item: workflow })
-            .await?;
+        self.publish(workflow, &[]).await?;
         // In the order the model asked for the calls, after their activity.
         widgets.sort_by_key(|(index, _, _)| *index);
         for (_, widget, source) in widgets {
@@ -427,6 +328,3 @@ fn refused(name: &str, client_tool: bool) -> ToolOutcome {
     };
     ToolOutcome::error("", name, output, std::time::Duration::ZERO)
 }
-
-#[cfg(test)]
-mod tests;
