@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 use chatkitd::config::Config;
-use chatkitd::protocol::{ItemKind, ThreadItem};
+use chatkitd::protocol::{InputStatus, ItemKind, Question, ThreadItem};
 use chatkitd_testkit::{FakeToolCall, Script};
 use support::{Backend, Daemon, Streamed, eventually, fake_mcp_server};
 
@@ -383,8 +383,8 @@ async fn a_question_nobody_waits_for_is_closed_not_answered() {
         "msg_orphan",
         thread_id.clone(),
         ItemKind::StructuredInput {
-            status: "pending".into(),
-            inputs: vec![json!({"type": "freeform", "id": "name", "question": "Name?"})],
+            status: InputStatus::Pending,
+            inputs: vec![Question::freeform("name", "Name?")],
         },
     );
     let store = daemon.store().await;

@@ -27,7 +27,7 @@ use crate::elicitation::Questions;
 use crate::limits::RunSlots;
 use crate::protocol::{
     FeedbackParams, ItemsListParams, ListParams, Order, Page, Request, Thread, ThreadStreamEvent,
-    ThreadUpdateParams, text,
+    ThreadUpdateParams, scrub,
 };
 use crate::store::{PageRequest, Store, StoreError};
 use crate::stream::{CancelOnDrop, StallSignal};
@@ -36,8 +36,8 @@ mod actions;
 mod admission;
 mod attachments;
 mod panics;
-mod questions;
 mod runs;
+mod structured_input;
 
 /// Page size when a request gives none (or 0), as the reference does.
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
@@ -269,7 +269,7 @@ impl ChatKit {
             Request::ThreadsUpdate(ThreadUpdateParams { thread_id, title }) => {
                 at_most("a title", title.chars().count(), 1000)?;
                 let mut thread = self.store.load_thread(user, &thread_id).await?;
-                thread.title = Some(text::scrub(&title).into_owned());
+                thread.title = Some(scrub::scrub(&title).into_owned());
                 self.store.save_thread(user, &thread).await?;
                 json(&Thread::from_metadata(&thread, Page::default()))
             }

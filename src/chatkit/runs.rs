@@ -17,7 +17,7 @@ use crate::auth::Identity;
 use crate::protocol::{
     Attachment, ClientToolCallStatus, IdKind, ItemKind, Page, RetryParams, Thread, ThreadItem,
     ThreadMetadata, ThreadStreamEvent, Timestamp, UserContent, UserMessage, UserMessageInput,
-    new_id, text,
+    new_id, scrub,
 };
 use crate::store::{Appended, PageRequest};
 use crate::stream::EventSink;
@@ -269,10 +269,10 @@ fn user_item(thread_id: &str, input: UserMessageInput, attachments: Vec<Attachme
     item
 }
 
-/// Replaces U+0000 in an item's text (see [`text`]).
+/// Replaces U+0000 in an item's text (see [`scrub`]).
 fn scrub_item(item: &mut ThreadItem) {
     if let Ok(mut value) = serde_json::to_value(&*item) {
-        text::scrub_value(&mut value);
+        scrub::scrub_value(&mut value);
         if let Ok(clean) = serde_json::from_value(value) {
             *item = clean;
         }

@@ -1,24 +1,36 @@
-//! A user's submission of `threads.add_structured_input`: read and
-//! refused when malformed, checked against the question's schema into the
-//! answer its server reads, and recorded on the item as protocol 4.4 says.
+//! A user's submission of `threads.add_structured_input` (read and refused
+//! when malformed by the protocol's types), checked against the question's
+//! schema into the answer its server reads, and recorded on the item as
+//! protocol 4.4 says.
 
-use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
 use super::Form;
 use crate::mcp::ElicitationAnswer;
-use crate::protocol::{ItemKind, ThreadItem};
+use crate::protocol::{
+    InputStatus, ItemKind, QuestionAnswer, StructuredInputSubmission, SubmissionStatus, ThreadItem,
+};
 
 /// The user's checked answer to a question, as its server will read it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer(pub(super) ElicitationAnswer);
 
-/// A submission of `threads.add_structured_input`, read.
-#[derive(Debug)]
+/// A submission of `threads.add_structured_input`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Submission {
     /// `false` when the user skipped the whole form.
     pub answered: bool,
-    /// Question id → `{"values": [...], "skipped": bool}`.
-    pub answers: Value,
+    /// The answers by question id.
+    pub answers: BTreeMap<String, QuestionAnswer>,
+}
+
+impl From<StructuredInputSubmission> for Submission {
+    fn from(input: StructuredInputSubmission) -> Submission {
+        Submission {
+            answered: input.status == SubmissionStatus::Answered,
+            answers: input.answers,
+        }
+    }
 }
 
 impl Submission {
@@ -26,40 +38,8 @@ impl Submission {
     pub fn skipped() -> Submission {
         Submission {
             answered: false,
-            answers: json!({}),
+            answers: BTreeMap::new(),
         }
-    }
-
-    /// Reads the request's `input`: `status` (`answered`, the default, or
-    /// `skipped`) and `answers`, whose values must be strings.
-    pub fn read(input: &Value) -> Result<Submission, String> {
-        let answered = match input.get("status").and_then(Value::as_str) {
-            None | Some("answered") => true,
-            Some("skipped") => false,
-            Some(other) => {
-                return Err(format!(
-                    "`input.status` is \"answered\" or \"skipped\", not {other:?}"
-                ));
-            }
-        };
-        let answers = input.get("answers").cloned().unwrap_or(json!({}));
-        let Some(map) = answers.as_object() else {
-            return Err("`input.answers` must be an object of answers by question id".into());
-        };
-        for (id, answer) in map {
-            let strings = answer
-                .get("values")
-                .map_or(Some(true), |v| {
-                    v.as_array().map(|a| a.iter().all(Value::is_string))
-                })
-                .unwrap_or(false);
-            if !answer.is_object() || !strings {
-                return Err(format!(
-                    "the answer to {id:?} must be {{\"values\": [strings], \"skipped\": bool}}"
-                ));
-            }
-        }
-        Ok(Submission { answered, answers })
     }
 
     /// What the server is sent: the content checked against `form`, or
@@ -73,92 +53,131 @@ impl Submission {
     }
 
     /// `item` as answered (protocol 4.4): each question records its values,
-    /// or is skipped when the form was, or it has no answer or no values;
-    /// a single choice keeps its first value.
+    /// or is skipped when the form was, or it has no answer, an answer
+    /// skipped or no values; a single choice keeps its first value.
     pub fn apply(&self, item: &mut ThreadItem) {
         let ItemKind::StructuredInput { status, inputs } = &mut item.kind else {
             return;
         };
-        *status = if self.answered { "answered" } else { "skipped" }.to_owned();
-        for input in inputs.iter_mut() {
-            let id = input["id"].as_str().unwrap_or_default();
-            let answer = self.answers.get(id);
-            let skipped = answer
-                .and_then(|a| a.get("skipped"))
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            let mut values: Vec<Value> = answer
-                .and_then(|a| a.get("values"))
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            let single = input["type"] == "multiple_choice" && input["multiple"] != true;
-            if single {
+        *status = if self.answered {
+            InputStatus::Answered
+        } else {
+            InputStatus::Skipped
+        };
+        for question in inputs.iter_mut() {
+            let mut values = match self.answers.get(question.id()) {
+                Some(answer) if self.answered && !answer.skipped => answer.values.clone(),
+                _ => Vec::new(),
+            };
+            if question.is_single_choice() {
                 values.truncate(1);
             }
-            input["answer"] = if !self.answered || skipped || values.is_empty() {
-                json!({"values": [], "skipped": true})
+            question.set_answer(if values.is_empty() {
+                QuestionAnswer::skipped()
             } else {
-                json!({"values": values, "skipped": false})
-            };
+                QuestionAnswer::given(values)
+            });
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+    use crate::protocol::{ChoiceOption, Question};
 
     fn item() -> ThreadItem {
+        let options = vec![
+            ChoiceOption::new("red", "Red"),
+            ChoiceOption::new("blue", "Blue"),
+        ];
         ThreadItem::new(
             "msg_1",
             "thr_1",
             ItemKind::StructuredInput {
-                status: "pending".into(),
+                status: InputStatus::Pending,
                 inputs: vec![
-                    json!({"type": "multiple_choice", "id": "color", "question": "color",
-                           "options": [{"value": "red"}, {"value": "blue"}], "multiple": false}),
-                    json!({"type": "freeform", "id": "note", "question": "note"}),
+                    Question::multiple_choice("color", "color", options.clone(), false),
+                    Question::freeform("note", "note"),
+                    Question::multiple_choice("tones", "tones", options, true),
                 ],
             },
         )
     }
 
-    #[test]
-    fn submissions_are_recorded_as_the_protocol_says() {
-        let submission = Submission::read(&json!({
-            "answers": {"color": {"values": ["blue", "red"]}, "unknown": {"values": ["x"]}}
-        }))
-        .expect("read");
-        let mut answered = item();
-        submission.apply(&mut answered);
-        let ItemKind::StructuredInput { status, inputs } = answered.kind else {
-            panic!("a structured input");
-        };
-        assert_eq!(status, "answered");
-        assert_eq!(
-            inputs[0]["answer"],
-            json!({"values": ["blue"], "skipped": false})
-        );
-        assert_eq!(inputs[1]["answer"], json!({"values": [], "skipped": true}));
+    fn submission(input: serde_json::Value) -> Submission {
+        serde_json::from_value::<StructuredInputSubmission>(input)
+            .expect("a valid submission")
+            .into()
+    }
 
-        let skipped = Submission::read(&json!({"status": "skipped"})).expect("read");
-        let mut item = item();
-        skipped.apply(&mut item);
-        assert!(
-            matches!(item.kind, ItemKind::StructuredInput { ref status, .. } if status == "skipped")
-        );
+    /// The item's `status` and each question's `answer`, as JSON.
+    fn recorded(item: &ThreadItem) -> serde_json::Value {
+        let json = serde_json::to_value(item).expect("json");
+        let answers: Vec<_> = json
+            .get("inputs")
+            .and_then(|i| i.as_array())
+            .expect("inputs")
+            .iter()
+            .map(|q| q.get("answer").cloned())
+            .collect();
+        json!({"status": json.get("status"), "answers": answers})
     }
 
     #[test]
-    fn malformed_submissions_are_refused() {
-        for bad in [
-            json!({"status": "maybe"}),
-            json!({"answers": []}),
-            json!({"answers": {"color": "blue"}}),
-            json!({"answers": {"color": {"values": [1]}}}),
+    fn submissions_are_recorded_as_the_protocol_says() {
+        let answered = submission(json!({"answers": {
+            "color": {"values": ["blue", "red"]},
+            "tones": {"values": ["blue", "red"]},
+            "unknown": {"values": ["x"]}
+        }}));
+        assert!(answered.answered);
+        let mut item = item();
+        answered.apply(&mut item);
+        assert_eq!(
+            recorded(&item),
+            json!({"status": "answered", "answers": [
+                {"values": ["blue"], "skipped": false},
+                {"values": [], "skipped": true},
+                {"values": ["blue", "red"], "skipped": false}
+            ]})
+        );
+
+        // A skipped answer records no values, whatever it carries.
+        let mut item = self::item();
+        submission(json!({"answers": {"color": {"values": ["red"], "skipped": true}}}))
+            .apply(&mut item);
+        assert_eq!(
+            recorded(&item),
+            json!({"status": "answered", "answers": [
+                {"values": [], "skipped": true},
+                {"values": [], "skipped": true},
+                {"values": [], "skipped": true}
+            ]})
+        );
+
+        for skipped in [
+            submission(json!({"status": "skipped",
+            "answers": {"color": {"values": ["red"]}}})),
+            Submission::skipped(),
         ] {
-            assert!(Submission::read(&bad).is_err(), "{bad}");
+            assert!(!skipped.answered);
+            let mut item = self::item();
+            skipped.apply(&mut item);
+            let none = json!({"values": [], "skipped": true});
+            assert_eq!(
+                recorded(&item),
+                json!({"status": "skipped", "answers": [none, none, none]})
+            );
         }
+    }
+
+    #[test]
+    fn another_kind_of_item_is_left_alone() {
+        let mut item = ThreadItem::new("msg_1", "thr_1", ItemKind::EndOfTurn);
+        Submission::skipped().apply(&mut item);
+        assert_eq!(item.kind, ItemKind::EndOfTurn);
     }
 }

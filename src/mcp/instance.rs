@@ -26,9 +26,9 @@ use rmcp::{ClientHandler, RoleClient, ServiceError, ServiceExt};
 use serde_json::{Map, Value};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
-use super::asking::{Asking, capabilities};
 use super::endpoint::{Endpoint, Remote};
 use super::process::{self, Launch, ProcessGuard};
+use super::user_questions::{Asking, capabilities};
 use super::{Elicitor, McpError, ProgressReporter, ToolProgress};
 
 /// Receives the server's notifications: a changed tool list wakes the
@@ -77,7 +77,7 @@ impl ClientHandler for Events {
     }
 
     /// An `elicitation/create` goes to the call running on this instance
-    /// (`asking.rs`).
+    /// (`user_questions.rs`).
     async fn create_elicitation(
         &self,
         request: ElicitRequestParams,

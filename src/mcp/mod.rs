@@ -22,7 +22,6 @@
 //! processes; it knows nothing of ChatKit, the store or the model's wire
 //! format.
 
-pub mod asking;
 mod call;
 mod endpoint;
 pub mod instance;
@@ -34,6 +33,7 @@ mod reload;
 mod server;
 pub mod tools;
 mod upkeep;
+pub mod user_questions;
 
 use std::time::Duration;
 

@@ -1,14 +1,16 @@
 //! Thread items: what a thread holds, user and assistant messages first.
 //!
 //! Items are stored whole (as this JSON), so every field the reference defines
-//! survives a reload. Tasks and workflows are typed (see [`super::tasks`]); the
-//! kinds chatkitd does not build itself yet (widgets, generated images,
-//! structured input) keep their inner objects as opaque JSON: they are relayed
-//! and stored, never interpreted.
+//! survives a reload. Tasks and workflows are typed (see [`super::tasks`]), and
+//! so are the questions of structured input (see [`super::structured`]). A
+//! widget's tree and a generated image keep their inner objects as JSON,
+//! relayed and stored as they are (the `widgets` module reads a card's text
+//! and actions out of its tree).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::structured::{InputStatus, Question};
 use super::tasks::{Task, WorkflowSummary};
 use super::timestamp::Timestamp;
 
@@ -61,9 +63,9 @@ pub enum ItemKind {
         image: Option<Value>,
     },
     StructuredInput {
-        #[serde(default = "pending")]
-        status: String,
-        inputs: Vec<Value>,
+        #[serde(default)]
+        status: InputStatus,
+        inputs: Vec<Question>,
     },
     Task {
         task: Task,
@@ -78,10 +80,6 @@ pub enum ItemKind {
     SdkHiddenContext {
         content: String,
     },
-}
-
-fn pending() -> String {
-    "pending".to_owned()
 }
 
 impl ItemKind {

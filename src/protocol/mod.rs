@@ -12,8 +12,9 @@ mod items;
 #[cfg(test)]
 mod request_properties;
 mod requests;
+pub mod scrub;
+mod structured;
 mod tasks;
-pub mod text;
 mod thread;
 mod timestamp;
 mod unique_keys;
@@ -28,8 +29,12 @@ pub use items::{
 pub use requests::{
     ActionParams, AttachmentCreateParams, AttachmentDeleteParams, ClientToolOutputParams,
     CustomAction, FeedbackKind, FeedbackParams, ItemsListParams, ListParams, Order, REQUEST_TYPES,
-    Request, RequestError, RetryParams, StructuredInputParams, ThreadIdParams, ThreadInputParams,
-    ThreadUpdateParams, TranscribeParams, UserMessageInput,
+    Request, RequestError, RetryParams, ThreadIdParams, ThreadInputParams, ThreadUpdateParams,
+    TranscribeParams, UserMessageInput,
+};
+pub use structured::{
+    ChoiceOption, InputStatus, Question, QuestionAnswer, StructuredInputParams,
+    StructuredInputSubmission, SubmissionStatus,
 };
 pub use tasks::{
     CustomTask, FileTask, ImageTask, Task, TaskStatus, ThoughtTask, WebSearchTask, WorkflowSummary,

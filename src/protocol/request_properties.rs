@@ -95,9 +95,14 @@ proptest! {
                 prop_assert!(matches!(parsed, Err(RequestError::MissingParams(_))), "{parsed:?}");
             }
             (Value::String(_), Some(_)) => {
-                // Typed or refused with a reason, never anything else.
+                // Typed or refused with a reason (a shape, or an id outside
+                // the alphabet ids are issued in), never anything else.
                 prop_assert!(
-                    matches!(parsed, Ok(_) | Err(RequestError::InvalidParams { .. })),
+                    matches!(
+                        parsed,
+                        Ok(_)
+                            | Err(RequestError::InvalidParams { .. } | RequestError::InvalidId { .. })
+                    ),
                     "{parsed:?}"
                 );
             }

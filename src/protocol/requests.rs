@@ -2,7 +2,8 @@
 //!
 //! Parsing is strict where the reference is (a missing `params`, a wrong JSON
 //! type, a value outside a literal set are errors) and tolerant where it is
-//! (unknown fields are ignored). Errors say which request and which field.
+//! (unknown fields are ignored). Errors say which request and which field
+//! (its path in `params`, as `input.answers.q1.values[0]`).
 //!
 //! Two checks go further, because a body is the attacker's first tool: a
 //! key written twice in one object is refused (a parser that keeps the last
@@ -17,6 +18,7 @@ use thiserror::Error;
 
 use super::ids::{MAX_ID_LEN, is_id};
 use super::items::{InferenceOptions, UserContent};
+use super::structured::StructuredInputParams;
 use super::unique_keys::UniqueKeys;
 
 /// Declares every request type once: its variant, its params type and its
@@ -200,9 +202,15 @@ fn params_of<T: DeserializeOwned>(kind: &'static str, params: Value) -> Result<T
             message: "`params` must be a JSON object".to_owned(),
         });
     }
-    serde_json::from_value(params).map_err(|e| RequestError::InvalidParams {
-        kind,
-        message: e.to_string(),
+    // The path says where in `params` the error is (`input.answers.x`).
+    serde_path_to_error::deserialize(params).map_err(|e| {
+        let path = e.path().to_string();
+        let error = e.into_inner();
+        let message = match path.as_str() {
+            "." => error.to_string(),
+            path => format!("`{path}`: {error}"),
+        };
+        RequestError::InvalidParams { kind, message }
     })
 }
 
@@ -229,14 +237,6 @@ pub struct ThreadInputParams {
 pub struct ClientToolOutputParams {
     pub thread_id: String,
     pub result: Value,
-}
-
-/// Params of `threads.add_structured_input`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct StructuredInputParams {
-    pub thread_id: String,
-    pub item_id: String,
-    pub input: Value,
 }
 
 /// Params of `threads.retry_after_item`.

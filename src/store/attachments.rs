@@ -139,7 +139,7 @@ impl AttachmentRecords for SqlStore {
              VALUES ($1, $2, NULL, $3, $4, FALSE, {})",
             self.dialect.json_param(5)
         );
-        let _writer = self.write_turn().await;
+        let _writer = self.sqlite_writer().await;
         query(&text)
             .bind(record.attachment.id.clone())
             .bind(record.owner.clone())
@@ -161,7 +161,7 @@ impl AttachmentRecords for SqlStore {
     }
 
     async fn set_uploaded(&self, user: &str, id: &str, bytes: Option<&[u8]>) -> StoreResult<bool> {
-        let _writer = self.write_turn().await;
+        let _writer = self.sqlite_writer().await;
         let mut conn = self.pool.acquire().await?;
         let done = query(
             "UPDATE attachments SET uploaded = TRUE, bytes = $3 \
@@ -232,7 +232,7 @@ impl AttachmentRecords for SqlStore {
     }
 
     async fn claim_attachment(&self, user: &str, id: &str, thread_id: &str) -> StoreResult<bool> {
-        let _writer = self.write_turn().await;
+        let _writer = self.sqlite_writer().await;
         let done = query(
             "UPDATE attachments SET thread_id = $3 \
              WHERE id = $1 AND user_id = $2 AND (thread_id IS NULL OR thread_id = $3) \
@@ -247,7 +247,7 @@ impl AttachmentRecords for SqlStore {
     }
 
     async fn delete_attachment(&self, user: &str, id: &str) -> StoreResult<bool> {
-        let _writer = self.write_turn().await;
+        let _writer = self.sqlite_writer().await;
         let done = query("DELETE FROM attachments WHERE id = $1 AND user_id = $2")
             .bind(id.to_owned())
             .bind(user.to_owned())
@@ -267,7 +267,7 @@ impl AttachmentRecords for SqlStore {
     }
 
     async fn sweep_unused(&self, before_unix: i64, limit: u32) -> StoreResult<Vec<String>> {
-        let _writer = self.write_turn().await;
+        let _writer = self.sqlite_writer().await;
         // `RETURNING` runs on both (SQLite since 3.35).
         Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(
             "DELETE FROM attachments WHERE id IN (SELECT id FROM attachments \

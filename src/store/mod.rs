@@ -10,7 +10,7 @@
 //!
 //! Files: `sql.rs` (the implementation), `queries.rs` (its SQL texts),
 //! `rows.rs` (what threads and items are stored as, and read back from),
-//! `turns.rs` (the writes of a turn done together with another write or a
+//! `combined.rs` (writes done together with another write or a
 //! read),
 //! `attachments.rs` (attachment records and their bytes),
 //! `dialect.rs` (what differs between the databases), `locks.rs` (one run per
@@ -20,13 +20,13 @@
 
 mod advisory;
 mod attachments;
+mod combined;
 mod dialect;
 mod locks;
 mod queries;
 mod rows;
 pub mod schema;
 pub mod sql;
-mod turns;
 
 use async_trait::async_trait;
 use thiserror::Error;

@@ -7,7 +7,7 @@ use sqlx::Row;
 use sqlx::any::{AnyArguments, AnyRow};
 
 use super::{StoreError, StoreResult};
-use crate::protocol::{ThreadItem, ThreadMetadata, text};
+use crate::protocol::{ThreadItem, ThreadMetadata, scrub};
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, AnyArguments>;
 
@@ -63,7 +63,7 @@ pub(super) fn thread_body(thread: &ThreadMetadata) -> String {
     let mut body = thread.clone();
     body.title = None;
     let mut value = serde_json::to_value(&body).unwrap_or_default();
-    text::scrub_value(&mut value);
+    scrub::scrub_value(&mut value);
     value.to_string()
 }
 
@@ -74,12 +74,12 @@ pub(super) fn item_body(item: &ThreadItem) -> StoreResult<String> {
     };
     let body = serde_json::to_string(item).map_err(corrupt)?;
     // Callers scrub U+0000 where text enters; this catches the rest, so a
-    // write never fails on Postgres for it (see protocol::text).
+    // write never fails on Postgres for it (see protocol::scrub).
     if !body.contains("\\u0000") {
         return Ok(body);
     }
     let mut value: serde_json::Value = serde_json::from_str(&body).map_err(corrupt)?;
-    text::scrub_value(&mut value);
+    scrub::scrub_value(&mut value);
     serde_json::to_string(&value).map_err(corrupt)
 }
 

@@ -104,9 +104,9 @@ impl SqlStore {
         })
     }
 
-    /// This connection's turn to write (SQLite; `None` on Postgres, whose
+    /// The one writer SQLite admits, waited for (`None` on Postgres, whose
     /// writers do not exclude each other).
-    pub(super) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+    pub(super) async fn sqlite_writer(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         match &self.writer {
             Some(writer) => Some(writer.lock().await),
             None => None,
@@ -210,7 +210,7 @@ impl Store for SqlStore {
     }
 
     async fn create_thread(&self, user: &str, thread: &ThreadMetadata) -> StoreResult<()> {
-        let _writer = self.write_turn().await;
+        let _writer = self.sqlite_writer().await;
         bind_thread(query(&self.sql.insert_thread), user, thread)
             .execute(&self.pool)
             .await?;
@@ -237,7 +237,7 @@ impl Store for SqlStore {
     }
 
     async fn save_thread(&self, user: &str, thread: &ThreadMetadata) -> StoreResult<()> {
-        let _writer = self.write_turn().await;
+        let _writer = self.sqlite_writer().await;
         let done = query(&self.sql.update_thread)
             .bind(&thread.id)
             .bind(user)
@@ -257,7 +257,7 @@ impl Store for SqlStore {
         thread_id: &str,
         title: &str,
     ) -> StoreResult<bool> {
-        let _writer = self.write_turn().await;
+        let _writer = self.sqlite_writer().await;
         let done = query(&self.sql.set_title)
             .bind(thread_id)
             .bind(user)
@@ -290,7 +290,7 @@ impl Store for SqlStore {
     }
 
     async fn delete_thread(&self, user: &str, thread_id: &str) -> StoreResult<bool> {
-        let _writer = self.write_turn().await;
+        let _writer = self.sqlite_writer().await;
         // Items and feedback go with the thread (ON DELETE CASCADE).
         let done = query(&self.sql.delete_thread)
             .bind(thread_id)
@@ -390,7 +390,7 @@ impl Store for SqlStore {
         thread_id: &str,
         item_id: &str,
     ) -> StoreResult<u64> {
-        let _writer = self.write_turn().await;
+        let _writer = self.sqlite_writer().await;
         let seq: i64 = sqlx::query_scalar(AssertSqlSafe(self.sql.item_seq.as_str()))
             .bind(item_id)
             .bind(thread_id)
@@ -414,7 +414,7 @@ impl Store for SqlStore {
         item_ids: &[String],
         kind: FeedbackKind,
     ) -> StoreResult<()> {
-        let _writer = self.write_turn().await;
+        let _writer = self.sqlite_writer().await;
         self.require_thread(user, thread_id).await?;
         let mut tx = self
             .pool
@@ -467,7 +467,7 @@ impl Store for SqlStore {
 
 impl SqlStore {
     async fn write_item(&self, sql: &str, user: &str, item: &ThreadItem) -> StoreResult<()> {
-        let _writer = self.write_turn().await;
+        let _writer = self.sqlite_writer().await;
         let done = bind_item(query(sql), user, item)?
             .execute(&self.pool)
             .await?;

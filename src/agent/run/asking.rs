@@ -1,5 +1,5 @@
 //! A tool step's side of the questions its calls' servers ask the user
-//! (see `questions.rs` for the whole flow): each call's elicitor hands its
+//! (see `elicitation/waiting.rs` for the whole flow): each call's elicitor hands its
 //! questions to the step ([`asker`]); the step shows one at a time as a
 //! pending `structured_input` item and parks its stream, then gives the
 //! call its answer and the run the answer's stream, or closes the question
@@ -8,7 +8,6 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -19,7 +18,7 @@ use crate::elicitation::Submission;
 use crate::elicitation::{Open, Questions, Reply};
 use crate::llm::ToolCall;
 use crate::mcp::{ElicitationAnswer, ElicitationRequest, Elicitor};
-use crate::protocol::{IdKind, ItemKind, Task, ThreadItem, new_id};
+use crate::protocol::{IdKind, InputStatus, ItemKind, Task, ThreadItem, new_id};
 use crate::store::StoreError;
 
 /// Questions of one step waiting to be asked; more are answered `cancel`.
@@ -140,7 +139,7 @@ impl Drop for Asking {
 
 impl Run<'_> {
     /// Shows the next queued question of a step's calls, with its call's
-    /// task saying what it waits for, then parks the stream (`questions.rs`).
+    /// task saying what it waits for, then parks the stream (`crate::stream`).
     pub(super) async fn ask_next_of(
         &mut self,
         asking: &mut Asking,
@@ -291,14 +290,14 @@ fn question_item(thread_id: &str, request: &ElicitationRequest, form: &Form) -> 
     if let Some(first) = inputs.first_mut()
         && !message.is_empty()
     {
-        let title = first["question"].as_str().unwrap_or_default().to_owned();
-        first["question"] = json!(format!("{message}\n\n{title}"));
+        let led = format!("{message}\n\n{}", first.question());
+        first.set_question(led);
     }
     ThreadItem::new(
         new_id(IdKind::Message),
         thread_id,
         ItemKind::StructuredInput {
-            status: "pending".to_owned(),
+            status: InputStatus::Pending,
             inputs,
         },
     )
@@ -306,7 +305,10 @@ fn question_item(thread_id: &str, request: &ElicitationRequest, form: &Form) -> 
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+    use crate::protocol::Question;
 
     fn item() -> ThreadItem {
         let form = Form::from_schema(&json!({
@@ -371,11 +373,32 @@ mod tests {
 
     #[test]
     fn the_message_leads_the_first_question() {
-        let ItemKind::StructuredInput { status, inputs } = item().kind else {
+        let item = item();
+        let mut json = serde_json::to_value(&item).expect("json");
+        if let Some(object) = json.as_object_mut() {
+            object.retain(|key, _| matches!(key.as_str(), "type" | "status" | "inputs"));
+        }
+        assert_eq!(
+            json,
+            json!({"type": "structured_input", "status": "pending", "inputs": [
+                {"type": "multiple_choice", "id": "color", "question": "Pick one\n\ncolor",
+                 "options": [{"value": "red", "label": "red"}, {"value": "blue", "label": "blue"}],
+                 "multiple": false},
+                {"type": "freeform", "id": "note", "question": "note"}
+            ]})
+        );
+        // With no message, the questions are the form's own.
+        let request = ElicitationRequest {
+            server: "s".into(),
+            message: "  ".into(),
+            schema: serde_json::Value::Null,
+        };
+        let form =
+            Form::from_schema(&json!({"properties": {"note": {"type": "string"}}})).expect("form");
+        let ItemKind::StructuredInput { inputs, .. } = question_item("thr_1", &request, &form).kind
+        else {
             panic!("a structured input");
         };
-        assert_eq!(status, "pending");
-        assert_eq!(inputs[0]["question"], "Pick one\n\ncolor");
-        assert_eq!(inputs[1]["question"], "note");
+        assert_eq!(inputs, [Question::freeform("note", "note")]);
     }
 }

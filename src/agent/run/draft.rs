@@ -5,7 +5,7 @@
 use super::{Run, Stop};
 use crate::protocol::{
     AssistantContent, AssistantMessage, IdKind, ItemKind, ItemUpdate, ThreadItem,
-    ThreadStreamEvent, new_id, text,
+    ThreadStreamEvent, new_id, scrub,
 };
 
 /// The assistant message being streamed.
@@ -16,7 +16,7 @@ pub(super) struct Draft {
 
 impl Run<'_> {
     pub(super) async fn push_text(&mut self, mut delta: String) -> Result<(), Stop> {
-        text::scrub_in_place(&mut delta);
+        scrub::scrub_in_place(&mut delta);
         if !self.first_token_seen {
             self.first_token_seen = true;
             crate::metrics::get()

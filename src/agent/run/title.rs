@@ -38,7 +38,7 @@ pub async fn generate(llm: &LlmClient, first_message: &str) -> Result<Option<Str
 
 /// Keeps the first line, without quotes, a `Title:` prefix or a final period.
 fn clean(answer: &str) -> Option<String> {
-    let answer = crate::protocol::text::scrub(answer);
+    let answer = crate::protocol::scrub::scrub(answer);
     let line = answer.lines().map(str::trim).find(|l| !l.is_empty())?;
     let line = line
         .strip_prefix("Title:")

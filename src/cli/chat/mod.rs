@@ -18,7 +18,7 @@
 //!   line (typed or piped) answers it, `y` or `yes` approving, anything else
 //!   denying, and the answer goes on as the ChatKit UI's buttons would.
 //! - An answer that ends on a tool server's question asks each of its
-//!   questions in turn ([`questions`]); the answers go as the UI's form
+//!   questions in turn ([`prompts`]); the answers go as the UI's form
 //!   would, a refused one is said and the form asked again, and the answer
 //!   goes on.
 //!
@@ -27,13 +27,14 @@
 //! [`render`].
 
 mod input;
-mod questions;
+mod prompts;
 mod render;
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 
 use input::{Interrupts, read_lines};
-use questions::{Typed, question_lines, read_answer};
+use prompts::{Typed, question_lines, read_answer};
 use render::{Pending, PendingCard, PendingQuestion, Render};
 
 use super::{CliError, Glyphs};
@@ -43,8 +44,8 @@ use crate::auth::Identity;
 use crate::chatkit::{ChatKitError, Response};
 use crate::protocol::{
     ActionParams, CustomAction, IdKind, ItemKind, Request, StructuredInputParams,
-    ThreadInputParams, ThreadItem, ThreadMetadata, ThreadStatus, Timestamp, UserContent,
-    UserMessageInput, new_id,
+    StructuredInputSubmission, SubmissionStatus, ThreadInputParams, ThreadItem, ThreadMetadata,
+    ThreadStatus, Timestamp, UserContent, UserMessageInput, new_id,
 };
 use crate::store::{Store, StoreError};
 use crate::widgets::{APPROVE, DENY, plain_text};
@@ -286,8 +287,8 @@ impl Session<'_> {
         question: &PendingQuestion,
     ) -> Result<Option<(TurnEnd, Option<Pending>)>, CliError> {
         loop {
-            let mut answers = serde_json::Map::new();
-            let mut status = "answered";
+            let mut answers = BTreeMap::new();
+            let mut status = SubmissionStatus::Answered;
             for input in &question.inputs {
                 for line in question_lines(input) {
                     println!("{line}");
@@ -297,22 +298,21 @@ impl Session<'_> {
                 };
                 match read_answer(input, &line) {
                     Typed::SkipForm => {
-                        status = "skipped";
+                        status = SubmissionStatus::Skipped;
                         break;
                     }
                     Typed::Answer(answer) => {
-                        let id = input["id"].as_str().unwrap_or_default().to_owned();
-                        answers.insert(id, answer);
+                        answers.insert(input.id().to_owned(), answer);
                     }
                 }
             }
             let request = Request::ThreadsAddStructuredInput(StructuredInputParams {
                 thread_id: self.thread_id.clone(),
                 item_id: question.item_id.clone(),
-                input: serde_json::json!({"status": status, "answers": answers}),
+                input: StructuredInputSubmission { status, answers },
             });
             match self.send(request).await? {
-                Err(ChatKitError::BadRequest(why)) if status == "answered" => {
+                Err(ChatKitError::BadRequest(why)) if status == SubmissionStatus::Answered => {
                     eprintln!("not accepted: {why}");
                 }
                 Err(e) => {

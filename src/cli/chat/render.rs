@@ -19,7 +19,8 @@ use serde_json::Value;
 
 use crate::cli::{Glyphs, one_line};
 use crate::protocol::{
-    ClientToolCallStatus, ItemKind, ItemUpdate, Task, TaskStatus, ThreadStreamEvent,
+    ClientToolCallStatus, InputStatus, ItemKind, ItemUpdate, Question, Task, TaskStatus,
+    ThreadStreamEvent,
 };
 use crate::widgets::{APPROVE, offered_actions, plain_text};
 
@@ -41,7 +42,7 @@ pub(super) struct PendingCard {
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct PendingQuestion {
     pub(super) item_id: String,
-    pub(super) inputs: Vec<Value>,
+    pub(super) inputs: Vec<Question>,
 }
 
 /// What an answer ended on that waits for the user.
@@ -104,7 +105,10 @@ impl<W: Write> Render<W> {
                     let url = image.get("url").and_then(Value::as_str).unwrap_or_default();
                     writeln!(self.out, "  {} image: {url}", self.glyphs.tool)?;
                 }
-                ItemKind::StructuredInput { status, inputs } if status == "pending" => {
+                ItemKind::StructuredInput {
+                    status: InputStatus::Pending,
+                    inputs,
+                } => {
                     self.end_line()?;
                     self.question = Some(PendingQuestion {
                         item_id: item.id.clone(),

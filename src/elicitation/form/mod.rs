@@ -12,9 +12,13 @@
 //!
 //! Reading and checking live together: the question a field kind becomes
 //! and the check of its answer must agree kind by kind. The tests are in
-//! `elicit/tests.rs`.
+//! `form/tests.rs`.
+
+use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
+
+use crate::protocol::{ChoiceOption, Question, QuestionAnswer};
 
 /// Most fields one form asks.
 const MAX_FIELDS: usize = 32;
@@ -108,24 +112,22 @@ impl Form {
 
     /// The questions of a `structured_input` item, one per field, ids being
     /// the field names.
-    pub fn questions(&self) -> Vec<Value> {
+    pub fn questions(&self) -> Vec<Question> {
         self.fields.iter().map(Field::question).collect()
     }
 
-    /// The content to send for a submission's `answers` (question id →
-    /// `{"values": [...], "skipped": bool}`), checked against the schema.
-    pub fn content(&self, answers: &Value) -> Result<Map<String, Value>, String> {
+    /// The content to send for a submission's answers by question id,
+    /// checked against the schema.
+    pub fn content(
+        &self,
+        answers: &BTreeMap<String, QuestionAnswer>,
+    ) -> Result<Map<String, Value>, String> {
         let mut content = Map::new();
         for field in &self.fields {
             let answer = answers.get(&field.name);
-            let skipped = answer
-                .and_then(|a| a.get("skipped"))
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
+            let skipped = answer.is_some_and(|a| a.skipped);
             let values: Vec<&str> = answer
-                .and_then(|a| a.get("values"))
-                .and_then(Value::as_array)
-                .map(|v| v.iter().filter_map(Value::as_str).collect())
+                .map(|a| a.values.iter().map(String::as_str).collect())
                 .unwrap_or_default();
             if skipped || values.is_empty() || values == [""] {
                 if field.required {
@@ -253,7 +255,7 @@ fn kind(property: &Value) -> Result<Kind, String> {
 }
 
 impl Field {
-    fn question(&self) -> Value {
+    fn question(&self) -> Question {
         let constraints = self.constraints();
         let description = match (&self.description, constraints.is_empty()) {
             (Some(d), true) => Some(d.clone()),
@@ -261,32 +263,24 @@ impl Field {
             (None, false) => Some(constraints),
             (None, true) => None,
         };
-        let options = |pairs: &[(String, String)]| -> Vec<Value> {
-            pairs
-                .iter()
-                .map(|(value, label)| json!({"value": value, "label": label}))
-                .collect()
-        };
-        let mut question = match &self.kind {
+        let (id, title) = (self.name.clone(), self.title.clone());
+        let question = match &self.kind {
             Kind::Choice {
-                options: pairs,
-                multiple,
-                ..
+                options, multiple, ..
             } => {
-                json!({"type": "multiple_choice", "options": options(pairs), "multiple": multiple})
+                let options = options
+                    .iter()
+                    .map(|(value, label)| ChoiceOption::new(value, label))
+                    .collect();
+                Question::multiple_choice(id, title, options, *multiple)
             }
-            Kind::Boolean => json!({"type": "multiple_choice", "options": options(&[
-                (YES.to_owned(), "Yes".to_owned()),
-                (NO.to_owned(), "No".to_owned()),
-            ]), "multiple": false}),
-            Kind::Text { .. } | Kind::Number { .. } => json!({"type": "freeform"}),
+            Kind::Boolean => {
+                let options = vec![ChoiceOption::new(YES, "Yes"), ChoiceOption::new(NO, "No")];
+                Question::multiple_choice(id, title, options, false)
+            }
+            Kind::Text { .. } | Kind::Number { .. } => Question::freeform(id, title),
         };
-        question["id"] = json!(self.name);
-        question["question"] = json!(self.title);
-        if let Some(description) = description {
-            question["description"] = json!(description);
-        }
-        question
+        question.with_description(description)
     }
 
     /// The constraints a freeform answer is checked against, as words.

@@ -3,15 +3,14 @@
 
 use super::*;
 
-fn answers(pairs: &[(&str, &[&str])]) -> Value {
-    let mut map = Map::new();
-    for (id, values) in pairs {
-        map.insert(
-            (*id).to_owned(),
-            json!({"values": values, "skipped": false}),
-        );
-    }
-    Value::Object(map)
+fn answers(pairs: &[(&str, &[&str])]) -> BTreeMap<String, QuestionAnswer> {
+    pairs
+        .iter()
+        .map(|(id, values)| {
+            let values = values.iter().map(|v| (*v).to_owned()).collect();
+            ((*id).to_owned(), QuestionAnswer::given(values))
+        })
+        .collect()
 }
 
 #[test]
@@ -19,37 +18,37 @@ fn each_field_type_becomes_its_question() {
     let form = Form::from_schema(&json!({
         "type": "object",
         "properties": {
-            "color": {"type": "string", "enum": ["r", "g"], "enumNames": ["Red", "Green"]},
-            "agree": {"type": "boolean", "title": "Agree?"},
-            "name": {"type": "string", "minLength": 2, "description": "Your name"},
             "age": {"type": "integer", "minimum": 1, "maximum": 120},
+            "agree": {"type": "boolean", "title": "Agree?"},
+            "color": {"type": "string", "enum": ["r", "g"], "enumNames": ["Red", "Green"]},
+            "name": {"type": "string", "minLength": 2, "description": "Your name"},
             "tools": {"type": "array", "items": {"enum": ["a", "b", "c"]}, "maxItems": 2}
         },
         "required": ["name"]
     }))
     .expect("a valid schema");
-    let questions = form.questions();
-    let by_id = |id: &str| {
-        questions
-            .iter()
-            .find(|q| q["id"] == id)
-            .cloned()
-            .expect("question")
-    };
-    assert_eq!(by_id("color")["type"], "multiple_choice");
+    // The questions on the wire, as the item carries them, one per field in
+    // the schema's key order.
+    let questions = serde_json::to_value(form.questions()).expect("json");
     assert_eq!(
-        by_id("color")["options"][1],
-        json!({"value": "g", "label": "Green"})
+        questions,
+        json!([
+            {"type": "freeform", "id": "age", "question": "age",
+             "description": "a whole number, from 1 to 120"},
+            {"type": "multiple_choice", "id": "agree", "question": "Agree?",
+             "options": [{"value": "yes", "label": "Yes"}, {"value": "no", "label": "No"}],
+             "multiple": false},
+            {"type": "multiple_choice", "id": "color", "question": "color",
+             "options": [{"value": "r", "label": "Red"}, {"value": "g", "label": "Green"}],
+             "multiple": false},
+            {"type": "freeform", "id": "name", "question": "name",
+             "description": "Your name (at least 2 characters)"},
+            {"type": "multiple_choice", "id": "tools", "question": "tools",
+             "options": [{"value": "a", "label": "a"}, {"value": "b", "label": "b"},
+                         {"value": "c", "label": "c"}],
+             "multiple": true}
+        ])
     );
-    assert_eq!(by_id("agree")["question"], "Agree?");
-    assert_eq!(by_id("agree")["options"][0]["value"], "yes");
-    assert_eq!(by_id("name")["type"], "freeform");
-    assert_eq!(
-        by_id("name")["description"],
-        "Your name (at least 2 characters)"
-    );
-    assert_eq!(by_id("age")["description"], "a whole number, from 1 to 120");
-    assert_eq!(by_id("tools")["multiple"], true);
 }
 
 #[test]
@@ -123,9 +122,6 @@ fn schemas_elicitation_cannot_ask_are_refused() {
     );
     let long = json!({"type": "object", "properties": {"x": {"type": "string", "title": "t".repeat(5000)}}});
     let form = Form::from_schema(&long).expect("asked");
-    let question = form.questions()[0]["question"]
-        .as_str()
-        .expect("text")
-        .to_owned();
-    assert_eq!(question.chars().count(), MAX_TEXT + 1);
+    let questions = form.questions();
+    assert_eq!(questions[0].question().chars().count(), MAX_TEXT + 1);
 }

@@ -1,4 +1,4 @@
-//! The writes of a turn that go with another write or a read, on one round
+//! Writes combined with another write or a read, on one round
 //! trip where the database allows: a new thread with its first message, and
 //! a message with the thread it goes to (whose status decides whether it is
 //! taken) and the history its run reads. Postgres does each in one
@@ -19,7 +19,7 @@ impl SqlStore {
         thread: &ThreadMetadata,
         item: &ThreadItem,
     ) -> StoreResult<()> {
-        let _writer = self.write_turn().await;
+        let _writer = self.sqlite_writer().await;
         if let Some(sql) = &self.sql.insert_thread_with_item {
             let both = bind_thread(query(sql), user, thread)
                 .bind(&item.id)

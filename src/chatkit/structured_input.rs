@@ -10,7 +10,7 @@ use super::{ChatKit, ChatKitError, EventStream, Response, STREAM_BUFFER, at_most
 use crate::auth::Identity;
 use crate::elicitation::Submission;
 use crate::protocol::{
-    ItemKind, StreamOptions, StructuredInputParams, ThreadItem, ThreadStreamEvent,
+    InputStatus, ItemKind, StreamOptions, StructuredInputParams, ThreadItem, ThreadStreamEvent,
 };
 use crate::store::StoreError;
 use crate::stream::NextStream;
@@ -27,9 +27,11 @@ impl ChatKit {
         params: StructuredInputParams,
     ) -> Result<Response, ChatKitError> {
         let user = ctx.user_id.as_str();
+        let json = serde_json::to_string(&params.input)
+            .map_err(|e| ChatKitError::Internal(e.to_string()))?;
         at_most(
             "the JSON of an answer",
-            params.input.to_string().chars().count(),
+            json.chars().count(),
             self.sizes.max_message_chars,
         )?;
         let thread = self.store.load_thread(user, &params.thread_id).await?;
@@ -47,7 +49,7 @@ impl ChatKit {
                 )));
             }
         }
-        let submission = Submission::read(&params.input).map_err(ChatKitError::BadRequest)?;
+        let submission = Submission::from(params.input);
         let Some(form) = self.questions.form(user, &thread.id, &item.id) else {
             return Err(self.unclaimed(ctx, item).await);
         };
@@ -144,7 +146,13 @@ impl ChatKit {
 
 /// Whether `item` is a question still waiting for its answer.
 fn is_pending(item: &ThreadItem) -> bool {
-    matches!(&item.kind, ItemKind::StructuredInput { status, .. } if status == "pending")
+    matches!(
+        &item.kind,
+        ItemKind::StructuredInput {
+            status: InputStatus::Pending,
+            ..
+        }
+    )
 }
 
 /// The refusal of an answer to a question already closed, most often the
