@@ -60,7 +60,7 @@ fn shown(path: &Path) -> String {
     format!("src/{}", path.strip_prefix(src()).unwrap_or(path).display())
 }
 
-/// The module a file is: `src/agent/run.rs` is `crate::agent::run`,
+/// The module a file is: `src/agent/run/draft.rs` is `crate::agent::run::draft`,
 /// `src/agent/mod.rs` is `crate::agent`.
 fn module_of(file: &Path) -> Vec<String> {
     let relative = file.strip_prefix(src()).expect("a file under src/");
