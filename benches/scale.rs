@@ -7,7 +7,7 @@
 //! 100,000 distinct users (see [`rate_limiter`]). For SQLite
 //! and (when a PostgreSQL server can be started or `TEST_PG_URL` is set)
 //! Postgres, it starts the release `chatkitd` binary as a child process and
-//! the fake OpenAI-compatible model in this process, whose answers are 100
+//! the fake OpenAI-compatible model in a process of its own, whose answers are 100
 //! chunks 50 ms apart (a 5 s answer, like a real model's). Then every one of
 //! N clients (1,000) sends `threads.create` in a loop, each answer read
 //! whole. The clients start spread evenly over one answer's time, as users
@@ -23,7 +23,18 @@
 //! - the daemon's resident memory before, at its peak, and per conversation;
 //! - the SQL statements one `threads.create` turn and one
 //!   `threads.add_user_message` turn execute, counted from sqlx's own
-//!   statement log on a daemon run in this process.
+//!   statement log on a daemon run in this process;
+//! - the floor a relay can reach: first, the same clients under the same
+//!   load ask the model for the same answers through nginx (one process,
+//!   `proxy_buffering off`; skipped when nginx is not installed), a relay
+//!   that parses nothing. The model runs in a process of its own (this
+//!   binary, run again) for nginx and chatkitd alike, so the CPU seconds of
+//!   nginx, of chatkitd and of the model, read from `/proc/PID/stat` over
+//!   each run, are divided by the chunks streamed: CPU per streamed chunk,
+//!   and chatkitd's as a multiple of nginx's and of the model's. On
+//!   Postgres, chatkitd's is also given with the database server's CPU
+//!   over the run (all its processes, found from a backend's parent) added,
+//!   and the database's CPU per answer.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -108,8 +119,15 @@ impl<S: tracing::Subscriber> Layer<S> for CountStatements {
     }
 }
 
+/// Set in the environment of this benchmark's own binary, run again as the
+/// fake model's process: the address it serves on.
+const MODEL_PROCESS: &str = "CHATKITD_SCALE_MODEL_PROCESS";
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
+    if let Some(addr) = std::env::var_os(MODEL_PROCESS) {
+        return serve_model(&addr.to_string_lossy()).await;
+    }
     chatkitd::tls::install_crypto_provider();
     // The clients' sockets and the fake model's: far more than 1,024.
     chatkitd::http::serve::raise_open_files_limit();
@@ -123,11 +141,13 @@ async fn main() {
         return;
     }
     let options = options();
+    let model = ModelProcess::start();
+    let floor = relay_floor(&model, &options).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let sqlite = format!("sqlite://{}", dir.path().join("scale.db").display());
-    run_backend("sqlite", &sqlite, &options).await;
+    run_backend("sqlite", &sqlite, &model, floor, &options).await;
     match chatkitd_testkit::try_fresh_database().await {
-        Some(url) => run_backend("postgres", &url, &options).await,
+        Some(url) => run_backend("postgres", &url, &model, floor, &options).await,
         None => println!("\n[postgres] skipped: no PostgreSQL server could be started"),
     }
 }
@@ -155,7 +175,13 @@ fn rate_limiter() {
     }
 }
 
-async fn run_backend(name: &str, store_url: &str, options: &Options) {
+async fn run_backend(
+    name: &str,
+    store_url: &str,
+    model: &ModelProcess,
+    floor: Option<f64>,
+    options: &Options,
+) {
     let llm = FakeLlm::start().await;
     llm.set_default_delay(CHUNK_DELAY);
     let (create, add) = statements_per_turn(store_url, &llm).await;
@@ -163,10 +189,12 @@ async fn run_backend(name: &str, store_url: &str, options: &Options) {
         "\n[{name}] SQL statements per turn: threads.create {create:.1}, threads.add_user_message {add:.1}"
     );
 
+    // The load's model is the one in its own process, so that its CPU is
+    // counted apart from the daemon's and the clients'.
     let daemon = common::Child::start(
         &common::Child::this_build(),
         store_url,
-        &llm.base_url(),
+        &model.base_url(),
         None,
     )
     .await;
@@ -193,6 +221,11 @@ async fn run_backend(name: &str, store_url: &str, options: &Options) {
     }
     let rss_before = status_kib(&pid.to_string(), "VmRSS:");
     let (daemon_cpu, own_cpu) = (cpu_seconds(&pid.to_string()), cpu_seconds("self"));
+    let model_cpu = model.cpu_seconds();
+    // On Postgres the store's work runs in the database's processes: what
+    // it does for chatkitd's turns counts as chatkitd's.
+    let postmaster = postmaster_pid(store_url).await;
+    let database_cpu = postmaster.map(server_cpu_seconds);
     println!(
         "[{name}] {} conversations at once, started over {} s, then measured for {} s; answers of 100 chunks {} ms apart",
         options.conversations,
@@ -200,88 +233,21 @@ async fn run_backend(name: &str, store_url: &str, options: &Options) {
         options.duration.as_secs(),
         CHUNK_DELAY.as_millis()
     );
-    let done = Arc::new(Mutex::new(Vec::<Answered>::new()));
-    let errors = Arc::new(AtomicUsize::new(0));
-    let first_error = Arc::new(Mutex::new(None::<String>));
-    let started = Instant::now();
-    let window = (
-        started + options.ramp,
-        started + options.ramp + options.duration,
-    );
-    let mut clients = Vec::new();
-    for i in 0..options.conversations {
+    let load = drive(options, move || {
         let (http, url) = (http.clone(), url.clone());
-        let (done, errors, first_error) = (done.clone(), errors.clone(), first_error.clone());
-        let start_at = started
-            + options
-                .ramp
-                .mul_f64(i as f64 / options.conversations as f64);
-        clients.push(tokio::spawn(async move {
-            tokio::time::sleep_until(start_at.into()).await;
-            while Instant::now() < window.1 {
-                let asked = Instant::now();
-                match answer(&http, &url).await {
-                    Ok(ttft) => done.lock().await.push(Answered {
-                        asked,
-                        ended: Instant::now(),
-                        ttft,
-                    }),
-                    Err(error) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                        first_error.lock().await.get_or_insert(error);
-                        // Not a hot loop against a failing daemon.
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            }
-        }));
-    }
-    futures::future::join_all(clients).await;
-    let elapsed = started.elapsed();
+        async move { answer(&http, &url).await }
+    })
+    .await;
+    let elapsed = load.elapsed;
     let daemon_cpu = cpu_seconds(&pid.to_string()) - daemon_cpu;
     let own_cpu = cpu_seconds("self") - own_cpu;
+    let model_cpu = model.cpu_seconds() - model_cpu;
+    let database_cpu = postmaster
+        .zip(database_cpu)
+        .map(|(postmaster, before)| server_cpu_seconds(postmaster) - before);
     let rss_peak = status_kib(&pid.to_string(), "VmHWM:");
-    let errors = errors.load(Ordering::Relaxed);
-    let done = done.lock().await;
-    // The answers' work inside the window: each counts for the share of its
-    // time that fell in it, so the rate has no steps where answers end.
-    let work: f64 = done.iter().map(|a| a.share_in(window)).sum();
-    let rate = work / options.duration.as_secs_f64();
-    let mut ttfts: Vec<Duration> = done
-        .iter()
-        .filter(|a| a.asked >= window.0 && a.asked < window.1)
-        .map(|a| a.ttft)
-        .collect();
-    let ideal = options.conversations as f64 / ANSWER_TIME.as_secs_f64();
-    println!(
-        "  answers {} ({} asked in the window), errors {errors}, {rate:.1} answers/s in the window ({:.0} % of the ideal {ideal:.0}/s)",
-        done.len(),
-        ttfts.len(),
-        100.0 * rate / ideal
-    );
-    println!(
-        "  first text p50 {:.1} ms, p99 {:.1} ms",
-        ms(percentile(&mut ttfts, 50.0)),
-        ms(percentile(&mut ttfts, 99.0))
-    );
-    // The first answers of each client (asked in the window's first answer
-    // time) met cold pools and connections; the rest did not.
-    let first_round = window.0 + ANSWER_TIME;
-    let (mut first, mut later): (Vec<&Answered>, Vec<&Answered>) = done
-        .iter()
-        .filter(|a| a.asked >= window.0 && a.asked < window.1)
-        .partition(|a| a.asked < first_round);
-    let ttfts_of = |answers: &mut Vec<&Answered>| -> Vec<Duration> {
-        answers.drain(..).map(|a| a.ttft).collect()
-    };
-    let (mut first, mut later) = (ttfts_of(&mut first), ttfts_of(&mut later));
-    println!(
-        "  first text p99 of the first round {:.1} ms ({} answers), of the later ones {:.1} ms ({})",
-        ms(percentile(&mut first, 99.0)),
-        first.len(),
-        ms(percentile(&mut later, 99.0)),
-        later.len()
-    );
+    load.print(options);
+    let done = &load.done;
     println!(
         "  daemon RSS: {} MiB before, {} MiB at peak, {:.1} KiB per conversation",
         rss_before / 1024,
@@ -289,13 +255,42 @@ async fn run_backend(name: &str, store_url: &str, options: &Options) {
         rss_peak.saturating_sub(rss_before) as f64 / options.conversations as f64
     );
     println!(
-        "  CPU over {:.1} s: daemon {daemon_cpu:.1} s ({:.2} cores), clients and model {own_cpu:.1} s ({:.2} cores)",
+        "  CPU over {:.1} s: daemon {daemon_cpu:.1} s ({:.2} cores), model {model_cpu:.1} s, clients {own_cpu:.1} s ({:.2} cores)",
         elapsed.as_secs_f64(),
         daemon_cpu / elapsed.as_secs_f64(),
         own_cpu / elapsed.as_secs_f64()
     );
-    if let Some(error) = first_error.lock().await.as_ref() {
-        println!("  first error: {error}");
+    let chunks = (done.len() * CHUNKS_PER_ANSWER) as f64;
+    if let Some(database_cpu) = database_cpu {
+        println!(
+            "  Postgres (every process of the server): {database_cpu:.1} s, {:.2} ms per answer",
+            database_cpu / done.len() as f64 * 1e3
+        );
+    }
+    // chatkitd's own; and with its database's, when that runs apart.
+    let own = daemon_cpu / chunks;
+    let model_per_chunk = model_cpu / chunks;
+    let ratios = |per_chunk: f64| match floor {
+        Some(nginx) => format!(
+            " ({:.2}× nginx, {:.2}× the model)",
+            per_chunk / nginx,
+            per_chunk / model_per_chunk
+        ),
+        None => format!(" ({:.2}× the model)", per_chunk / model_per_chunk),
+    };
+    println!(
+        "  CPU per streamed chunk: the model {:.1} µs, chatkitd {:.1} µs{}",
+        model_per_chunk * 1e6,
+        own * 1e6,
+        ratios(own)
+    );
+    if let Some(database_cpu) = database_cpu {
+        let with = (daemon_cpu + database_cpu) / chunks;
+        println!(
+            "  CPU per streamed chunk, chatkitd with Postgres: {:.1} µs{}",
+            with * 1e6,
+            ratios(with)
+        );
     }
     daemon.stop().await;
 }
@@ -450,6 +445,429 @@ fn cpu_seconds(pid: &str) -> f64 {
         .map(|f| f.parse().unwrap_or(0.0))
         .collect();
     let ticks = fields.get(11).unwrap_or(&0.0) + fields.get(12).unwrap_or(&0.0);
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks / per_second.max(1.0)
+}
+
+/// Chunks of one answer: the fake model's echo of [`MESSAGE_WORDS`] words
+/// after "Hello! You said:".
+const CHUNKS_PER_ANSWER: usize = MESSAGE_WORDS + 3;
+
+/// Serves the fake model, answering [`CHUNK_DELAY`] apart, until killed:
+/// this binary run as the model's own process.
+async fn serve_model(addr: &str) {
+    let addr = addr.parse().expect("a socket address");
+    let llm = FakeLlm::start_on(addr).await.expect("the model listens");
+    llm.set_default_delay(CHUNK_DELAY);
+    std::future::pending::<()>().await;
+}
+
+/// The fake model in a process of its own (this binary, run again), so
+/// that its CPU is counted apart; killed when dropped.
+struct ModelProcess {
+    addr: std::net::SocketAddr,
+    child: std::process::Child,
+}
+
+impl ModelProcess {
+    fn start() -> ModelProcess {
+        let addr = free_address();
+        let child = std::process::Command::new(std::env::current_exe().expect("this binary"))
+            .env(MODEL_PROCESS, addr.to_string())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("the model's process starts");
+        assert!(listens(addr), "the model's process listens on {addr}");
+        ModelProcess { addr, child }
+    }
+
+    fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(&self.child.id().to_string())
+    }
+}
+
+impl Drop for ModelProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback address nothing listens on now.
+fn free_address() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("its address")
+}
+
+/// Whether something accepts connections on `addr` within 10 s.
+fn listens(addr: std::net::SocketAddr) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// nginx serving as a relay in front of the model: one process (no master,
+/// one worker's work), `proxy_buffering off`, keep-alive to the model;
+/// killed when dropped.
+struct Nginx {
+    addr: std::net::SocketAddr,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// Starts nginx in front of `model`, or says why it cannot.
+    fn start(model: &ModelProcess) -> Result<Nginx, String> {
+        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .ok_or("nginx is not installed (Debian: apt-get install nginx-light)")?;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let addr = free_address();
+        let config = format!(
+            r#"daemon off;
+master_process off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+worker_rlimit_nofile 65536;
+events {{ worker_connections 16384; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    upstream model {{ server {model}; keepalive 1024; }}
+    server {{
+        listen {addr} backlog=4096;
+        location / {{
+            proxy_pass http://model;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+}}
+"#,
+            dir = dir.path().display(),
+            model = model.addr,
+        );
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, config).expect("nginx.conf");
+        let child = std::process::Command::new(binary)
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("nginx does not start: {e}"))?;
+        let nginx = Nginx {
+            addr,
+            child,
+            _dir: dir,
+        };
+        if !listens(addr) {
+            let log =
+                std::fs::read_to_string(nginx._dir.path().join("error.log")).unwrap_or_default();
+            return Err(format!("nginx does not listen on {addr}: {log}"));
+        }
+        Ok(nginx)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The floor: the same clients and load, each asking the model for the
+/// same answer through nginx, a relay that parses nothing. Prints answers/s,
+/// first text and CPU per streamed chunk of nginx and of the model; returns
+/// nginx's CPU seconds per chunk, the figure chatkitd is compared with.
+async fn relay_floor(model: &ModelProcess, options: &Options) -> Option<f64> {
+    let nginx = match Nginx::start(model) {
+        Ok(nginx) => nginx,
+        Err(why) => {
+            println!("\n[nginx] skipped: {why}");
+            return None;
+        }
+    };
+    let url = format!("http://{}/v1/chat/completions", nginx.addr);
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(options.conversations * 2)
+        .build()
+        .expect("client");
+    for _ in 0..3 {
+        ask_model(&http, &url)
+            .await
+            .expect("a warm-up answer through nginx");
+    }
+    let pid = nginx.child.id().to_string();
+    let (nginx_cpu, model_cpu) = (cpu_seconds(&pid), model.cpu_seconds());
+    println!(
+        "\n[nginx] the same {} clients asking the model through nginx (one process, proxy_buffering off)",
+        options.conversations
+    );
+    let load = drive(options, move || {
+        let (http, url) = (http.clone(), url.clone());
+        async move { ask_model(&http, &url).await }
+    })
+    .await;
+    let nginx_cpu = cpu_seconds(&pid) - nginx_cpu;
+    let model_cpu = model.cpu_seconds() - model_cpu;
+    load.print(options);
+    let chunks = (load.done.len() * CHUNKS_PER_ANSWER) as f64;
+    println!(
+        "  CPU per streamed chunk: nginx {:.1} µs, the model {:.1} µs; nginx / the model {:.2}×",
+        nginx_cpu / chunks * 1e6,
+        model_cpu / chunks * 1e6,
+        nginx_cpu / model_cpu
+    );
+    Some(nginx_cpu / chunks)
+}
+
+/// Whether a piece of the model's stream holds a chunk with text: a
+/// `"content"` that is not empty (the first chunk carries the role and an
+/// empty content).
+fn has_text(stream: &str) -> bool {
+    stream
+        .match_indices("\"content\":\"")
+        .any(|(at, found)| !stream[at + found.len()..].starts_with('"'))
+}
+
+/// One streamed answer straight from the model's API (through whatever is
+/// at `url`): the time to its first text, or what went wrong.
+async fn ask_model(http: &reqwest::Client, url: &str) -> Result<Duration, String> {
+    let words: Vec<String> = (0..MESSAGE_WORDS).map(|i| format!("w{i}")).collect();
+    let body = json!({"model": "fake-model", "stream": true,
+        "messages": [{"role": "user", "content": words.join(" ")}]});
+    let started = Instant::now();
+    let response = http
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("HTTP {}", response.status()));
+    }
+    let mut stream = response.bytes_stream();
+    let mut ttft = None;
+    let mut tail = String::new();
+    while let Some(chunk) = stream.next().await {
+        let text =
+            String::from_utf8_lossy(&chunk.map_err(|e| format!("stream cut: {e}"))?).into_owned();
+        if ttft.is_none() && has_text(&text) {
+            ttft = Some(started.elapsed());
+        }
+        tail.push_str(&text);
+        if tail.len() > 8192 {
+            tail.drain(..tail.len() - 4096);
+        }
+    }
+    match ttft {
+        Some(ttft) if tail.contains("[DONE]") => Ok(ttft),
+        _ => Err(format!("incomplete answer: {tail}")),
+    }
+}
+
+/// What one load run got: every answer read whole, the errors, and the
+/// measured window.
+struct Load {
+    done: Vec<Answered>,
+    errors: usize,
+    first_error: Option<String>,
+    window: (Instant, Instant),
+    elapsed: Duration,
+}
+
+/// Runs the load: `options.conversations` clients, started spread over
+/// `options.ramp`, each asking `ask` for one answer after another until
+/// the measured window ends.
+async fn drive<F, Fut>(options: &Options, ask: F) -> Load
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<Duration, String>> + Send,
+{
+    let done = Arc::new(Mutex::new(Vec::<Answered>::new()));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let first_error = Arc::new(Mutex::new(None::<String>));
+    let started = Instant::now();
+    let window = (
+        started + options.ramp,
+        started + options.ramp + options.duration,
+    );
+    let mut clients = Vec::new();
+    for i in 0..options.conversations {
+        let ask = ask.clone();
+        let (done, errors, first_error) = (done.clone(), errors.clone(), first_error.clone());
+        let start_at = started
+            + options
+                .ramp
+                .mul_f64(i as f64 / options.conversations as f64);
+        clients.push(tokio::spawn(async move {
+            tokio::time::sleep_until(start_at.into()).await;
+            while Instant::now() < window.1 {
+                let asked = Instant::now();
+                match ask().await {
+                    Ok(ttft) => done.lock().await.push(Answered {
+                        asked,
+                        ended: Instant::now(),
+                        ttft,
+                    }),
+                    Err(error) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        first_error.lock().await.get_or_insert(error);
+                        // Not a hot loop against a failing server.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }));
+    }
+    futures::future::join_all(clients).await;
+    let elapsed = started.elapsed();
+    let done = std::mem::take(&mut *done.lock().await);
+    let first_error = first_error.lock().await.take();
+    Load {
+        done,
+        errors: errors.load(Ordering::Relaxed),
+        first_error,
+        window,
+        elapsed,
+    }
+}
+
+impl Load {
+    /// Answers, errors, answers per second in the window against the ideal,
+    /// and the first text of the answers asked in it.
+    fn print(&self, options: &Options) {
+        let (done, window, errors) = (&self.done, self.window, self.errors);
+        // The answers' work inside the window: each counts for the share of
+        // its time that fell in it, so the rate has no steps where answers end.
+        let work: f64 = done.iter().map(|a| a.share_in(window)).sum();
+        let rate = work / options.duration.as_secs_f64();
+        let mut ttfts: Vec<Duration> = done
+            .iter()
+            .filter(|a| a.asked >= window.0 && a.asked < window.1)
+            .map(|a| a.ttft)
+            .collect();
+        let ideal = options.conversations as f64 / ANSWER_TIME.as_secs_f64();
+        println!(
+            "  answers {} ({} asked in the window), errors {errors}, {rate:.1} answers/s in the window ({:.0} % of the ideal {ideal:.0}/s)",
+            done.len(),
+            ttfts.len(),
+            100.0 * rate / ideal
+        );
+        println!(
+            "  first text p50 {:.1} ms, p99 {:.1} ms",
+            ms(percentile(&mut ttfts, 50.0)),
+            ms(percentile(&mut ttfts, 99.0))
+        );
+        // The first answers of each client (asked in the window's first
+        // answer time) met cold pools and connections; the rest did not.
+        let first_round = window.0 + ANSWER_TIME;
+        let (mut first, mut later): (Vec<Duration>, Vec<Duration>) = (Vec::new(), Vec::new());
+        for a in done
+            .iter()
+            .filter(|a| a.asked >= window.0 && a.asked < window.1)
+        {
+            if a.asked < first_round {
+                first.push(a.ttft);
+            } else {
+                later.push(a.ttft);
+            }
+        }
+        println!(
+            "  first text p99 of the first round {:.1} ms ({} answers), of the later ones {:.1} ms ({})",
+            ms(percentile(&mut first, 99.0)),
+            first.len(),
+            ms(percentile(&mut later, 99.0)),
+            later.len()
+        );
+        if let Some(error) = &self.first_error {
+            println!("  first error: {error}");
+        }
+    }
+}
+
+/// The process id of the Postgres server at `store_url` (the parent of a
+/// backend's), or `None` for another store or a server not on this machine.
+async fn postmaster_pid(store_url: &str) -> Option<u32> {
+    if !store_url.starts_with("postgres") {
+        return None;
+    }
+    use sqlx::Connection;
+    let mut connection = sqlx::PgConnection::connect(store_url).await.ok()?;
+    let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut connection)
+        .await
+        .ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{backend}/stat")).ok()?;
+    // The parent's id is the second field after the command name.
+    let parent = stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok();
+    let _ = connection.close().await;
+    parent
+}
+
+/// CPU seconds of a Postgres server: the postmaster's own and its reaped
+/// children's (backends that ended), plus every live child's.
+fn server_cpu_seconds(postmaster: u32) -> f64 {
+    let mut total = cpu_seconds_with_children(&postmaster.to_string());
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return total;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if parent == Some(postmaster) {
+            total += cpu_seconds(pid);
+        }
+    }
+    total
+}
+
+/// CPU time of a process and of its children it has waited for
+/// (`utime`, `stime`, `cutime`, `cstime` of `/proc/PID/stat`).
+fn cpu_seconds_with_children(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<f64> = after
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    let ticks: f64 = (11..15).map(|i| fields.get(i).unwrap_or(&0.0)).sum();
     // SAFETY: sysconf has no preconditions.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     ticks / per_second.max(1.0)
