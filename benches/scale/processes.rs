@@ -10,15 +10,26 @@ pub(crate) const MODEL_PROCESS: &str = "CHATKITD_SCALE_MODEL_PROCESS";
 
 /// CPU time (user and system) a process has used, from `/proc/PID/stat`.
 pub(crate) fn cpu_seconds(pid: &str) -> f64 {
+    stat_seconds(pid, 11..13)
+}
+
+/// CPU time of a process and of its children it has waited for
+/// (`utime`, `stime`, `cutime`, `cstime` of `/proc/PID/stat`).
+fn cpu_seconds_with_children(pid: &str) -> f64 {
+    stat_seconds(pid, 11..15)
+}
+
+/// The sum of the clock-tick `fields` of `/proc/PID/stat`, counted after
+/// the command name (which is in parentheses: `utime` is the 12th field
+/// after it, index 11), in seconds; zero for a process that is gone.
+fn stat_seconds(pid: &str, fields: std::ops::Range<usize>) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses: utime is the
-    // 12th of them and stime the 13th, in clock ticks.
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<f64> = after
+    let values: Vec<f64> = after
         .split_whitespace()
         .map(|f| f.parse().unwrap_or(0.0))
         .collect();
-    let ticks = fields.get(11).unwrap_or(&0.0) + fields.get(12).unwrap_or(&0.0);
+    let ticks: f64 = fields.map(|i| values.get(i).unwrap_or(&0.0)).sum();
     // SAFETY: sysconf has no preconditions.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     ticks / per_second.max(1.0)
@@ -168,17 +179,20 @@ pub(crate) async fn postmaster_pid(store_url: &str) -> Option<u32> {
         .fetch_one(&mut connection)
         .await
         .ok()?;
-    let stat = std::fs::read_to_string(format!("/proc/{backend}/stat")).ok()?;
-    // The parent's id is the second field after the command name.
-    let parent = stat
-        .rsplit_once(')')?
+    let _ = connection.close().await;
+    parent_of(&backend.to_string())
+}
+
+/// The parent's id of process `pid`: the second field of `/proc/PID/stat`
+/// after the command name.
+fn parent_of(pid: &str) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
         .1
         .split_whitespace()
         .nth(1)?
         .parse()
-        .ok();
-    let _ = connection.close().await;
-    parent
+        .ok()
 }
 
 /// CPU seconds of a Postgres server: the postmaster's own and its reaped
@@ -196,29 +210,9 @@ pub(crate) fn server_cpu_seconds(postmaster: u32) -> f64 {
         else {
             continue;
         };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let parent = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if parent == Some(postmaster) {
+        if parent_of(pid) == Some(postmaster) {
             total += cpu_seconds(pid);
         }
     }
     total
-}
-
-/// CPU time of a process and of its children it has waited for
-/// (`utime`, `stime`, `cutime`, `cstime` of `/proc/PID/stat`).
-pub(crate) fn cpu_seconds_with_children(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<f64> = after
-        .split_whitespace()
-        .map(|f| f.parse().unwrap_or(0.0))
-        .collect();
-    let ticks: f64 = (11..15).map(|i| fields.get(i).unwrap_or(&0.0)).sum();
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    ticks / per_second.max(1.0)
 }
