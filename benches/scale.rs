@@ -35,6 +35,11 @@
 //!   Postgres, chatkitd's is also given with the database server's CPU
 //!   over the run (all its processes, found from a backend's parent) added,
 //!   and the database's CPU per answer.
+//!
+//! Why this file stays whole past 500 lines: it is one benchmark run. The
+//! load (`drive`), its report and the two relays it compares share the
+//! options, the answer readers and the window, and reading one without the
+//! others tells nothing; the processes it starts are `scale/processes.rs`.
 
 #[path = "common/mod.rs"]
 mod common;
