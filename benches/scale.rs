@@ -3,7 +3,9 @@
 //! Run with `cargo bench --bench scale` (`-- --quick` for the 20 s version CI
 //! runs; `-- --conversations N --seconds S` to change the load, `--burst`
 //! to start every client at once; `-- --rate-limiter` for the rate limiter's
-//! case alone). It first times the per-user rate limiter on its own with
+//! case alone; `-- --store sqlite` or `-- --store postgres` for one store;
+//! `-- --daemon PATH` to load another build of `chatkitd`, such as an
+//! older commit's, under the same clients, model and nginx run). It first times the per-user rate limiter on its own with
 //! 100,000 distinct users (see [`rate_limiter`]). For SQLite
 //! and (when a PostgreSQL server can be started or `TEST_PG_URL` is set)
 //! Postgres, it starts the release `chatkitd` binary as a child process and
@@ -68,6 +70,10 @@ const CHUNK_DELAY: Duration = Duration::from_millis(50);
 const ANSWER_TIME: Duration = Duration::from_millis(5000);
 
 struct Options {
+    /// `--store`: the one store to run, when given.
+    store: Option<String>,
+    /// `--daemon`: the build to load instead of this one.
+    daemon: std::path::PathBuf,
     conversations: usize,
     duration: Duration,
     /// How long the clients take to start, evenly spread: one answer's time
@@ -84,7 +90,15 @@ fn options() -> Options {
             .and_then(|v| v.parse::<u64>().ok())
     };
     let quick = args.iter().any(|a| a == "--quick");
+    let text = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     Options {
+        store: text("--store"),
+        daemon: text("--daemon").map_or_else(common::Child::this_build, Into::into),
         conversations: value("--conversations").map_or(1000, |n| n as usize),
         duration: Duration::from_secs(value("--seconds").unwrap_or(if quick { 20 } else { 60 })),
         ramp: if args.iter().any(|a| a == "--burst") {
@@ -149,10 +163,15 @@ async fn main() {
     let floor = relay_floor(&model, &options).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let sqlite = format!("sqlite://{}", dir.path().join("scale.db").display());
-    run_backend("sqlite", &sqlite, &model, floor, &options).await;
-    match chatkitd_testkit::try_fresh_database().await {
-        Some(url) => run_backend("postgres", &url, &model, floor, &options).await,
-        None => println!("\n[postgres] skipped: no PostgreSQL server could be started"),
+    let wanted = |store: &str| options.store.as_deref().is_none_or(|only| only == store);
+    if wanted("sqlite") {
+        run_backend("sqlite", &sqlite, &model, floor, &options).await;
+    }
+    if wanted("postgres") {
+        match chatkitd_testkit::try_fresh_database().await {
+            Some(url) => run_backend("postgres", &url, &model, floor, &options).await,
+            None => println!("\n[postgres] skipped: no PostgreSQL server could be started"),
+        }
     }
 }
 
@@ -195,13 +214,7 @@ async fn run_backend(
 
     // The load's model is the one in its own process, so that its CPU is
     // counted apart from the daemon's and the clients'.
-    let daemon = common::Child::start(
-        &common::Child::this_build(),
-        store_url,
-        &model.base_url(),
-        None,
-    )
-    .await;
+    let daemon = common::Child::start(&options.daemon, store_url, &model.base_url(), None).await;
     let (pid, url) = (daemon.pid, daemon.url.clone());
 
     let http = reqwest::Client::builder()
