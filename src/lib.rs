@@ -21,6 +21,7 @@
 //! - [`cli`]: the operator's terminal commands: `chat`, `tools`, `check`.
 //! - [`text`]: cutting text short, with one rule for where and how.
 //! - [`tls`]: installs rustls' crypto provider for every HTTP client.
+//! - [`signal`]: a rare signal waited on beside a busy future, polled only when it wakes.
 //! - [`widgets`]: ChatKit widgets: `.widget` templates, the approval card, widgets as text.
 
 pub mod agent;
@@ -38,6 +39,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod protocol;
 pub mod reload;
+pub mod signal;
 pub mod store;
 pub mod stream;
 pub mod text;

@@ -66,6 +66,18 @@ impl StallSignal {
     }
 }
 
+/// What became of an event offered to a stream ([`EventSink::offer`]).
+#[derive(Debug)]
+pub enum Offer {
+    /// In the stream's buffer (or dropped while the run is parked).
+    Taken,
+    /// The client is no longer listening.
+    Gone,
+    /// The buffer is full: the event, to send with a wait (boxed: the
+    /// rare case carries it, the usual ones stay small).
+    Full(Box<ThreadStreamEvent>),
+}
+
 /// The client is no longer listening (it left, or stopped reading).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Disconnected;
@@ -176,6 +188,24 @@ impl EventSink {
         self.target.lock().clone()
     }
 
+    /// Hands one event to the stream if its buffer has room, without
+    /// waiting and without arming a timer: [`Offer::Full`] gives it back for
+    /// [`EventSink::send`]. While the run is parked the event is dropped.
+    pub fn offer(&self, event: ThreadStreamEvent) -> Offer {
+        let target = self.target.lock();
+        let Some(target) = target.as_ref() else {
+            return Offer::Taken;
+        };
+        if *target.stalled.borrow() {
+            return Offer::Gone;
+        }
+        match target.tx.try_send(event) {
+            Ok(()) => Offer::Taken,
+            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Gone,
+            Err(mpsc::error::TrySendError::Full(event)) => Offer::Full(Box::new(event)),
+        }
+    }
+
     /// Sends one event if the buffer has room, without waiting.
     pub fn try_send(&self, event: ThreadStreamEvent) -> Result<(), Disconnected> {
         match self.current() {
@@ -197,17 +227,14 @@ impl EventSink {
         event: ThreadStreamEvent,
         limit: Duration,
     ) -> Result<(), Disconnected> {
+        // The usual case, a client keeping up: no timer to arm.
+        let event = match self.offer(event) {
+            Offer::Taken => return Ok(()),
+            Offer::Gone => return Err(Disconnected),
+            Offer::Full(event) => *event,
+        };
         let Some(target) = self.current() else {
             return Ok(());
-        };
-        if *target.stalled.borrow() {
-            return Err(Disconnected);
-        }
-        // The usual case, a client keeping up: no timer to arm.
-        let event = match target.tx.try_send(event) {
-            Ok(()) => return Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Disconnected),
-            Err(mpsc::error::TrySendError::Full(event)) => event,
         };
         match tokio::time::timeout(limit.min(self.write_timeout), target.tx.send(event)).await {
             Ok(sent) => sent.map_err(|_| Disconnected),

@@ -19,6 +19,7 @@ use crate::protocol::{
     ThreadMetadata, ThreadStreamEvent, Timestamp, UserContent, UserMessage, UserMessageInput,
     new_id, scrub,
 };
+use crate::signal::Signal;
 use crate::store::{Appended, PageRequest};
 use crate::stream::EventSink;
 
@@ -181,7 +182,7 @@ impl ChatKit {
         let span = tracing::info_span!("run", thread_id = %input.thread.id);
         let run = async move {
             // Held until the run has persisted everything, cancellation included.
-            let lost = held.lost();
+            let lost = Signal::cancelled(held.lost());
             let _held = held;
             for event in first {
                 let sent = tokio::select! {
@@ -199,7 +200,7 @@ impl ChatKit {
             // is dropped, so it writes nothing more, and the client is told.
             let outcome = tokio::select! {
                 outcome = agent.run(input, &sink, &run_cancel) => outcome,
-                () = lost.cancelled() => {
+                () = lost => {
                     tracing::warn!(%thread_id, "run stopped: this replica lost the thread's run lock to another");
                     let _ = sink
                         .send_within(

@@ -42,6 +42,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::signal::Signal;
 use tower::ServiceExt;
 
 /// How long connections may take to send their last bytes once the runs
@@ -176,28 +178,69 @@ async fn serve_connection(
     let io = TokioIo::new(StallGuard::new(tcp, limits.write_stall_timeout));
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
-    let mut closing = false;
+    let ends = Ends {
+        stop: &stop,
+        force: &force,
+        close: &close,
+        activity: &activity,
+        idle_timeout: limits.idle_timeout,
+    };
+    // The connection is woken for every chunk it streams; the signals that
+    // end it are polled only when one of them wakes it, not at every chunk.
+    let mut signals = Signal::new(ends.next(false));
     loop {
         tokio::select! {
+            biased;
             served = connection.as_mut() => {
                 if let Err(e) = served {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
                 return;
             }
-            _ = stop.cancelled(), if !closing => {
-                closing = true;
-                connection.as_mut().graceful_shutdown();
-            }
-            _ = activity.idle_for(limits.idle_timeout), if !closing => {
-                closing = true;
-                connection.as_mut().graceful_shutdown();
-            }
-            _ = force.cancelled() => return,
-            _ = close.cancelled() => {
-                tracing::info!("closing the connection of a client that stopped reading");
-                return;
-            }
+            end = &mut signals => match end {
+                End::WindDown => {
+                    connection.as_mut().graceful_shutdown();
+                    signals = Signal::new(ends.next(true));
+                }
+                End::Force => return,
+                End::Close => {
+                    tracing::info!("closing the connection of a client that stopped reading");
+                    return;
+                }
+            },
+        }
+    }
+}
+
+/// What ends a connection besides its client or its last response.
+#[derive(Clone, Copy)]
+struct Ends<'a> {
+    /// The daemon stops: requests in flight finish, no new ones.
+    stop: &'a CancellationToken,
+    /// The shutdown's grace is over.
+    force: &'a CancellationToken,
+    /// Its client stopped taking events.
+    close: &'a CancellationToken,
+    activity: &'a Activity,
+    idle_timeout: Duration,
+}
+
+/// Which of [`Ends`] came.
+enum End {
+    /// Stopping, or idle too long: finish what is in flight, then close.
+    WindDown,
+    Force,
+    Close,
+}
+
+impl Ends<'_> {
+    /// The next end to come; once `closing`, only a forced one.
+    async fn next(self, closing: bool) -> End {
+        tokio::select! {
+            _ = self.stop.cancelled(), if !closing => End::WindDown,
+            _ = self.activity.idle_for(self.idle_timeout), if !closing => End::WindDown,
+            _ = self.force.cancelled() => End::Force,
+            _ = self.close.cancelled() => End::Close,
         }
     }
 }

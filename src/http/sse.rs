@@ -2,9 +2,10 @@
 //! `data: <compact JSON>\n\n` per event, nothing else (no `event:`, `id:`,
 //! keepalive comments or end marker). The response ends when the run does.
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, BytesMut};
 use futures::stream;
 
 use crate::chatkit::EventStream;
@@ -12,10 +13,10 @@ use crate::protocol::ThreadStreamEvent;
 
 /// Appends one event's frame to `out`, serializing the event straight into
 /// it. The JSON is compact, so it holds no raw newline.
-fn frame_into(mut out: Vec<u8>, event: &ThreadStreamEvent) -> Vec<u8> {
+fn frame_into(out: &mut BytesMut, event: &ThreadStreamEvent) {
     let start = out.len();
     out.extend_from_slice(b"data: ");
-    if let Err(e) = serde_json::to_writer(&mut out, event) {
+    if let Err(e) = serde_json::to_writer(out.writer(), event) {
         tracing::error!(error = %e, "could not serialize an event");
         out.truncate(start);
         out.extend_from_slice(
@@ -23,8 +24,15 @@ fn frame_into(mut out: Vec<u8>, event: &ThreadStreamEvent) -> Vec<u8> {
         );
     }
     out.extend_from_slice(b"\n\n");
-    out
 }
+
+/// Room the frames of one stream are written into: each write is cut from
+/// it, so a stream allocates once per this many bytes of events, not once
+/// per event.
+const FRAME_ROOM: usize = 4 * 1024;
+
+/// Room for a typical event, so that most need no regrowth.
+const EVENT_ROOM: usize = 512;
 
 /// Most bytes of events written together: the events that are ready when
 /// the body is polled go out in one write, up to this.
@@ -38,17 +46,23 @@ const COALESCE_BYTES: usize = 16 * 1024;
 /// first events of a run, costs one write, and a lone event, like the first
 /// text, goes out at once, never held for a timer.
 pub fn response(events: EventStream) -> Response {
-    let body = stream::unfold(events, |mut events| async move {
+    let room = BytesMut::new();
+    let body = stream::unfold((events, room), |(mut events, mut room)| async move {
         let event = events.events.recv().await?;
-        // Room for a typical event, so that most need no regrowth.
-        let mut out = frame_into(Vec::with_capacity(512), &event);
-        while out.len() < COALESCE_BYTES {
+        // Cut from the stream's room while it lasts (the frames already
+        // sent keep their part of it alive until written).
+        if room.capacity() < EVENT_ROOM {
+            room = BytesMut::with_capacity(FRAME_ROOM);
+        }
+        frame_into(&mut room, &event);
+        while room.len() < COALESCE_BYTES {
             match events.events.try_recv() {
-                Ok(event) => out = frame_into(out, &event),
+                Ok(event) => frame_into(&mut room, &event),
                 Err(_) => break,
             }
         }
-        Some((Ok::<_, std::convert::Infallible>(Bytes::from(out)), events))
+        let frames = room.split().freeze();
+        Some((Ok::<_, std::convert::Infallible>(frames), (events, room)))
     });
     (
         [
@@ -70,10 +84,14 @@ pub fn response(events: EventStream) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use axum::body::Bytes;
+
     use super::*;
 
     fn frame(event: &ThreadStreamEvent) -> Bytes {
-        Bytes::from(frame_into(Vec::new(), event))
+        let mut out = BytesMut::new();
+        frame_into(&mut out, event);
+        out.freeze()
     }
 
     #[test]

@@ -64,7 +64,12 @@ impl Assembler {
         for choice in chunk.choices.unwrap_or_default() {
             if let Some(delta) = choice.delta {
                 if let Some(content) = delta.content {
-                    text.push_str(&content);
+                    // The one choice's text as it came, not copied.
+                    if text.is_empty() {
+                        text = content;
+                    } else {
+                        text.push_str(&content);
+                    }
                 }
                 for fragment in delta.tool_calls.unwrap_or_default() {
                     self.absorb(fragment).map_err(LlmError::OverLimit)?;

@@ -12,10 +12,14 @@ use std::time::Duration;
 use super::LlmError;
 use super::assemble::Assembler;
 use super::limits::{StreamLimit, StreamLimits};
-use super::sse::{SseError, SseReader};
+use super::sse::{SseError, SseEvent, SseReader};
 use super::wire::{Chunk, ToolCall};
 use bytes::Bytes;
 use futures::Stream;
+use tokio::time::{Instant, Sleep};
+
+/// No event came within the wait.
+struct Elapsed;
 
 /// Something the streamed answer produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +44,13 @@ pub(super) type Body = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> 
 pub struct LlmStream {
     chunks: SseReader<Body>,
     idle_timeout: Duration,
+    /// The wait for the next chunk, armed once per answer and moved only
+    /// when it fires: a chunk records when it came ([`LlmStream::last_read`]),
+    /// and a timer that fires before the real deadline is set to it. No
+    /// timer is armed or cleared per chunk.
+    idle: Option<Pin<Box<Sleep>>>,
+    /// When the last event (or the start of the answer) came.
+    last_read: Instant,
     assembler: Assembler,
     finished: bool,
 }
@@ -49,6 +60,8 @@ impl LlmStream {
         LlmStream {
             chunks: SseReader::new(body, limits.max_chunk_bytes()),
             idle_timeout,
+            idle: None,
+            last_read: Instant::now(),
             assembler: Assembler::new(limits),
             finished: false,
         }
@@ -67,8 +80,8 @@ impl LlmStream {
             } else {
                 self.idle_timeout
             };
-            let event = match tokio::time::timeout(wait, self.chunks.next()).await {
-                Err(_) => {
+            let event = match self.read_within(wait).await {
+                Err(Elapsed) => {
                     let timeout = LlmError::Timeout(self.idle_timeout);
                     return self.end_or(timeout);
                 }
@@ -102,6 +115,44 @@ impl LlmStream {
                 Ok(None) => {}
             }
         }
+    }
+
+    /// The next event of the body, unless none comes within `wait` of the
+    /// last one.
+    async fn read_within(
+        &mut self,
+        wait: Duration,
+    ) -> Result<Option<Result<SseEvent, SseError>>, Elapsed> {
+        let deadline = self.last_read + wait;
+        let idle = match &mut self.idle {
+            Some(idle) => {
+                // Only a deadline brought forward needs the timer moved now
+                // (once per answer: the grace after the finish_reason).
+                if deadline < idle.deadline() {
+                    idle.as_mut().reset(deadline);
+                }
+                idle
+            }
+            None => self
+                .idle
+                .insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        let read = self.chunks.next();
+        tokio::pin!(read);
+        let event = loop {
+            tokio::select! {
+                biased;
+                event = &mut read => break event,
+                () = idle.as_mut() => {
+                    if Instant::now() >= deadline {
+                        return Err(Elapsed);
+                    }
+                    idle.as_mut().reset(deadline);
+                }
+            }
+        };
+        self.last_read = Instant::now();
+        Ok(event)
     }
 
     /// The end of the chunks: the finished answer if a finish_reason came,
@@ -149,6 +200,33 @@ mod tests {
             events.push(event);
         }
         events
+    }
+
+    /// The idle timeout counts from the last chunk, not from the start:
+    /// chunks 100 ms apart go on past a 300 ms timeout, and a silence of
+    /// 600 ms after them ends the answer.
+    #[tokio::test]
+    async fn the_idle_timeout_counts_from_the_last_chunk() {
+        let body = futures::stream::unfold(0, |i| async move {
+            if i < 6 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let chunk =
+                    format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"t{i}\"}}}}]}}\n\n");
+                Some((Ok::<_, reqwest::Error>(Bytes::from(chunk)), i + 1))
+            } else {
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                None
+            }
+        });
+        let stream = LlmStream::new(
+            Box::pin(body),
+            Duration::from_millis(300),
+            StreamLimits::default(),
+        );
+        let events = drain(stream).await;
+        assert_eq!(events.len(), 7, "{events:?}");
+        assert!(matches!(&events[5], Ok(LlmEvent::Text(t)) if t == "t5"));
+        assert!(matches!(events[6], Err(LlmError::Timeout(_))), "{events:?}");
     }
 
     #[tokio::test]

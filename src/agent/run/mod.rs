@@ -35,7 +35,8 @@ use super::{Agent, RunInput, RunOutcome};
 use crate::attachments::Attachments;
 use crate::llm::{ChatMessage, LlmError, LlmEvent, LlmStream, ToolCall, ToolDefinition, Turn};
 use crate::protocol::{ItemKind, ItemUpdate, StreamOptions, ThreadItem, ThreadStreamEvent};
-use crate::stream::{Disconnected, EventSink};
+use crate::signal::Signal;
+use crate::stream::{Disconnected, EventSink, Offer};
 
 pub use approvals::{DENIED, Settle};
 
@@ -254,10 +255,14 @@ impl<'a> Run<'a> {
                 Err(e) => return Err(self.fail_llm(e).await),
             },
         };
+        // One wait on the stop button for the whole answer, not one
+        // registered and dropped per chunk.
+        let cancel = self.cancel;
+        let mut cancelled = Signal::new(cancel.cancelled());
         loop {
             let event = tokio::select! {
                 biased;
-                _ = self.cancel.cancelled() => return Err(Stop::Cancelled),
+                _ = &mut cancelled => return Err(Stop::Cancelled),
                 event = LlmStream::next(&mut stream) => event,
             };
             match event {
@@ -350,8 +355,16 @@ impl<'a> Run<'a> {
     }
 
     /// Sends one event. A cancellation (the stop button, or shutdown after
-    /// its grace) interrupts a send that waits on a slow client.
+    /// its grace) interrupts a send that waits on a slow client; a send the
+    /// stream's buffer takes at once (the usual case, a client keeping up)
+    /// does not wait, so there is nothing to interrupt, and the run sees a
+    /// cancellation at its next wait.
     async fn emit(&self, event: ThreadStreamEvent) -> Result<(), Stop> {
+        let event = match self.sink.offer(event) {
+            Offer::Taken => return Ok(()),
+            Offer::Gone => return Err(Stop::from(Disconnected)),
+            Offer::Full(event) => *event,
+        };
         tokio::select! {
             biased;
             _ = self.cancel.cancelled() => Err(Stop::Cancelled),
