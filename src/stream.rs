@@ -208,9 +208,9 @@ impl EventSink {
 
     /// Sends one event if the buffer has room, without waiting.
     pub fn try_send(&self, event: ThreadStreamEvent) -> Result<(), Disconnected> {
-        match self.current() {
-            Some(target) => target.tx.try_send(event).map_err(|_| Disconnected),
-            None => Ok(()),
+        match self.offer(event) {
+            Offer::Taken => Ok(()),
+            Offer::Gone | Offer::Full(_) => Err(Disconnected),
         }
     }
 
