@@ -16,106 +16,10 @@ use chatkitd::app::{App, connect_store};
 use chatkitd::cli::{self, chat::ChatEnd};
 use chatkitd::config::Config;
 
-/// mimalloc rather than the system allocator: a daemon's allocations are
-/// many, small and often freed on another worker thread than the one that
-/// made them. Under the 64-conversation load of `benches/latency.rs`,
-/// glibc's malloc and free took about a sixth of the process's time, and
-/// the daemon answers about a tenth more turns per second with mimalloc, for
-/// about 30 MiB more resident memory at a thousand conversations
-/// (`benches/scale.rs`).
+mod allocator;
+
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// mimalloc's options the daemon sets, as numbered in `mi_option_t`
-/// (`mimalloc.h` of the v2 sources `libmimalloc-sys` builds, whose Rust
-/// bindings name neither), each with the variable that overrides it and
-/// the value set when that variable is unset.
-///
-/// Why: by default mimalloc returns freed memory to the OS only 10 ms (and
-/// 100 ms for whole segments) after the free, and only when the same thread
-/// calls the allocator again; a worker that goes quiet after a burst keeps
-/// what it freed, and a thread that exits leaves its free pages committed.
-/// After a flood of image previews the daemon stayed at 725 MiB of a 1.1 GiB
-/// peak a minute later. Purging at once, and on a thread's exit, costs a few
-/// `madvise` calls on large frees and gives the memory back as it is freed.
-/// (A delay of a second was tried: a worker that parks for good right after
-/// a burst runs its last collect before the delay is over, and 16 uploads
-/// of 10 MiB left 137 MiB more than idle 20 s later.)
-const ALLOCATOR_OPTIONS: [(std::ffi::c_int, &str, std::ffi::c_long); 2] = [
-    // mi_option_abandoned_page_purge: purge a thread's free pages when it exits.
-    (12, "MIMALLOC_ABANDONED_PAGE_PURGE", 1),
-    // mi_option_purge_delay: purge freed memory at once (milliseconds).
-    (15, "MIMALLOC_PURGE_DELAY", 0),
-];
-
-unsafe extern "C" {
-    /// `mi_option_set` of the mimalloc linked in by `libmimalloc-sys`.
-    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
-    /// `mi_collect`: frees what other threads freed of this thread's heap,
-    /// and the pages that left empty, to the OS (with `purge_delay` 0).
-    fn mi_collect(force: bool);
-}
-
-/// How often a runtime thread that goes idle collects its heap at most.
-const COLLECT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Run by each runtime thread as it parks: at most once per
-/// [`COLLECT_EVERY`], hands what the thread's heap holds free back to the
-/// OS. A block freed on another thread than the one that allocated it
-/// (the rule for buffers of tasks that move between workers) is only
-/// reclaimed when its own thread next allocates from that page, so a worker
-/// that goes quiet after a burst kept a burst's worth of memory: 16 uploads
-/// of 10 MiB left the daemon at 300 of a 370 MiB peak 20 s later.
-fn collect_when_idle() {
-    thread_local! {
-        static LAST: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
-    }
-    LAST.with(|last| {
-        let now = std::time::Instant::now();
-        if last
-            .get()
-            .is_none_or(|at| now.duration_since(at) >= COLLECT_EVERY)
-        {
-            last.set(Some(now));
-            // SAFETY: `mi_collect` works on the calling thread's own heap.
-            unsafe { mi_collect(false) };
-        }
-    });
-}
-
-/// glibc's malloc, which SQLite allocates with, tuned to give back what
-/// SQLite freed: each `(parameter, variable that overrides it, value)`.
-///
-/// Why: glibc raises its mmap threshold to the largest block freed (up to
-/// 32 MiB), after which SQLite's copies of 10 MiB blobs were carved from the
-/// heaps of its connection threads and stayed there: 16 previews at once on
-/// SQLite took the daemon from 87 to 265 MiB. A fixed threshold keeps large
-/// blocks mapped (unmapped on free): the same flood peaked at 115 MiB.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MALLOC_OPTIONS: [(std::ffi::c_int, &str, std::ffi::c_int); 1] =
-    [(libc::M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_", 128 * 1024)];
-
-/// Sets [`ALLOCATOR_OPTIONS`] and the C allocator's `MALLOC_OPTIONS`, each
-/// unless the environment sets it; called first thing in `main`, while
-/// there is one thread.
-fn tune_allocator() {
-    for (option, variable, value) in ALLOCATOR_OPTIONS {
-        if std::env::var_os(variable).is_none() {
-            // SAFETY: `mi_option_set` stores a value in mimalloc's option
-            // table; the option numbers are those of the linked mimalloc,
-            // and no other thread runs yet.
-            unsafe { mi_option_set(option, value) };
-        }
-    }
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    for (parameter, variable, value) in MALLOC_OPTIONS {
-        if std::env::var_os(variable).is_none() {
-            // SAFETY: `mallopt` sets a parameter of glibc's malloc; no other
-            // thread allocates yet.
-            unsafe { libc::mallopt(parameter, value) };
-        }
-    }
-}
+static ALLOCATOR: allocator::Allocator = allocator::Allocator;
 
 /// Log filter of `serve` and `migrate` when `CHATKITD_LOG` is unset.
 const SERVER_LOG: &str = "info,sqlx=warn,rmcp=warn";
@@ -222,12 +126,12 @@ impl Command {
 }
 
 fn main() -> anyhow::Result<ExitCode> {
-    tune_allocator();
+    allocator::tune();
     let cli = Cli::parse();
     init_logging(cli.log_json, cli.command.default_log());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .on_thread_park(collect_when_idle)
+        .on_thread_park(allocator::collect_when_idle)
         .build()
         .context("cannot start the async runtime")?;
     let code = runtime.block_on(run(cli));
