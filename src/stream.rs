@@ -35,6 +35,10 @@ struct Target {
     tx: mpsc::Sender<ThreadStreamEvent>,
     /// Set once a send timed out: the client is gone for good, and every
     /// later send fails at once instead of waiting out the timeout again.
+    /// Read at every event, so a flag rather than the watch's lock.
+    stalled_now: Arc<AtomicBool>,
+    /// The same, for whoever holds the client's connection (a
+    /// [`StallSignal`]).
     stalled: Arc<watch::Sender<bool>>,
     /// Set when the run leaves this stream for a later one: its end is then
     /// no longer the client leaving (see [`CancelOnDrop`]).
@@ -46,6 +50,7 @@ impl Target {
         let (tx, rx) = mpsc::channel(capacity);
         let target = Target {
             tx,
+            stalled_now: Arc::new(AtomicBool::new(false)),
             stalled: Arc::new(watch::Sender::new(false)),
             handed_over: Arc::new(AtomicBool::new(false)),
         };
@@ -196,7 +201,7 @@ impl EventSink {
         let Some(target) = target.as_ref() else {
             return Offer::Taken;
         };
-        if *target.stalled.borrow() {
+        if target.stalled_now.load(Ordering::Acquire) {
             return Offer::Gone;
         }
         match target.tx.try_send(event) {
@@ -239,6 +244,7 @@ impl EventSink {
         match tokio::time::timeout(limit.min(self.write_timeout), target.tx.send(event)).await {
             Ok(sent) => sent.map_err(|_| Disconnected),
             Err(_) => {
+                target.stalled_now.store(true, Ordering::Release);
                 target.stalled.send_replace(true);
                 tracing::info!(
                     timeout = ?limit.min(self.write_timeout),
