@@ -1384,7 +1384,206 @@ async fn input_transcribe_round_trips_and_refuses_bad_audio() {
     plain.stop().await;
 }
 
+// ---------------------------------------------------------------------------
+// The model's thinking
+// ---------------------------------------------------------------------------
+
+/// The `thread.item.updated` events of one workflow, as
+/// `(update type, task index, thought)`.
+fn thought_updates(streamed: &support::Streamed, workflow_id: &str) -> Vec<(String, u64, String)> {
+    streamed
+        .events
+        .iter()
+        .filter(|e| e["type"] == "thread.item.updated" && e["item_id"] == workflow_id)
+        .map(|e| {
+            let update = &e["update"];
+            assert_eq!(update["task"]["type"], "thought", "{update}");
+            (
+                update["type"].as_str().unwrap_or_default().to_owned(),
+                update["task_index"].as_u64().unwrap_or(u64::MAX),
+                update["task"]["content"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// A reasoning model's thinking (`reasoning_content` deltas) streams as a
+/// `reasoning` workflow of thoughts, one per paragraph, closed with its
+/// duration before the answer's message starts; it is stored and listed,
+/// and not sent back to a chat-completions model on the next turn.
+async fn reasoning_streams_as_a_workflow_of_thoughts_before_the_answer(backend: Backend) {
+    let daemon = Daemon::start(backend).await;
+    daemon.llm.push(Script::Thinking {
+        field: "reasoning_content",
+        reasoning: vec![
+            "The user".to_owned(),
+            " greets me.\n".to_owned(),
+            "\nI will".to_owned(),
+            " greet back.".to_owned(),
+        ],
+        chunks: vec!["Hi".to_owned(), " there!".to_owned()],
+    });
+    let (thread_id, streamed) = daemon.create_thread("hello").await;
+    let types = streamed.types();
+    let added = &streamed.events[types
+        .iter()
+        .position(|t| t == "thread.item.added")
+        .expect("an item added")];
+    assert_eq!(added["item"]["type"], "workflow", "{}", streamed.raw);
+    assert_eq!(
+        added["item"]["workflow"],
+        json!({"type": "reasoning", "tasks": [], "expanded": false})
+    );
+    let workflow_id = added["item"]["id"].as_str().expect("an id").to_owned();
+    let update = |kind: &str, index: u64, text: &str| {
+        (format!("workflow.task.{kind}"), index, text.to_owned())
+    };
+    assert_eq!(
+        thought_updates(&streamed, &workflow_id),
+        [
+            update("added", 0, "The user"),
+            update("updated", 0, "The user greets me."),
+            update("added", 1, "I will"),
+            update("updated", 1, "I will greet back."),
+        ]
+    );
+    let done = streamed.done_items();
+    // The user's message, the thinking, then the answer.
+    assert_eq!(done.len(), 3, "{}", streamed.raw);
+    assert_eq!(done[1]["id"], workflow_id.as_str());
+    let workflow = &done[1]["workflow"];
+    assert_eq!(workflow["type"], "reasoning");
+    assert_eq!(workflow["expanded"], false);
+    assert!(workflow["summary"]["duration"].is_u64(), "{workflow}");
+    assert_eq!(
+        workflow["tasks"],
+        json!([
+            {"type": "thought", "status_indicator": "none", "content": "The user greets me."},
+            {"type": "thought", "status_indicator": "none", "content": "I will greet back."},
+        ])
+    );
+    // The workflow is done before the message is even added.
+    let workflow_done = streamed
+        .events
+        .iter()
+        .position(|e| e["type"] == "thread.item.done" && e["item"]["id"] == workflow_id.as_str())
+        .expect("the workflow done");
+    let message_added = streamed
+        .events
+        .iter()
+        .position(|e| e["type"] == "thread.item.added" && e["item"]["type"] == "assistant_message")
+        .expect("the message added");
+    assert!(workflow_done < message_added, "{}", streamed.raw);
+    assert_eq!(streamed.answer().as_deref(), Some("Hi there!"));
+
+    // Stored as sent, listed between the question and the answer.
+    let stored = daemon.stored_values(DEV_USER, &thread_id).await;
+    assert_eq!(stored, done);
+    let listed: Vec<Value> = daemon.items(&thread_id).await;
+    assert_eq!(listed, done);
+
+    // The next turn's model request leaves the thinking out.
+    daemon.add_message(&thread_id, "again").await;
+    let requests = daemon.llm.stream_requests();
+    assert_eq!(
+        requests[1].messages(),
+        [
+            chat("system", DEFAULT_SYSTEM_PROMPT),
+            chat("user", "hello"),
+            chat("assistant", "Hi there!"),
+            chat("user", "again"),
+        ]
+    );
+    daemon.stop().await;
+}
+
+/// OpenRouter's and Ollama's `reasoning` field shows the same way; with
+/// `[agent] show_reasoning = false` nothing of the thinking is shown or
+/// stored, and the answer is unchanged.
+async fn reasoning_under_its_other_name_and_show_reasoning_off(backend: Backend) {
+    let script = || Script::Thinking {
+        field: "reasoning",
+        reasoning: vec!["Short.".to_owned()],
+        chunks: vec!["Answer.".to_owned()],
+    };
+    let daemon = Daemon::start(backend).await;
+    daemon.llm.push(script());
+    let (_, streamed) = daemon.create_thread("hello").await;
+    let done = streamed.done_items();
+    assert_eq!(done[1]["workflow"]["tasks"][0]["content"], "Short.");
+    assert_eq!(streamed.answer().as_deref(), Some("Answer."));
+    daemon.stop().await;
+
+    let daemon = Daemon::start_with(backend, |config| config.agent.show_reasoning = false).await;
+    daemon.llm.push(script());
+    let (thread_id, streamed) = daemon.create_thread("hello").await;
+    assert!(
+        !streamed.raw.contains("workflow"),
+        "no thinking shown: {}",
+        streamed.raw
+    );
+    assert_eq!(streamed.answer().as_deref(), Some("Answer."));
+    let stored: Vec<String> = daemon
+        .stored_items(DEV_USER, &thread_id)
+        .await
+        .iter()
+        .map(|i| i.type_name().to_owned())
+        .collect();
+    assert_eq!(stored, ["user_message", "assistant_message"]);
+    daemon.stop().await;
+}
+
+/// A stream cut while the model thinks keeps the thinking shown so far,
+/// stored and done, then ends with an `error` event; a chunk that carries
+/// the last thought and the first text shows them in that order.
+async fn thinking_cut_short_is_kept_and_a_mixed_chunk_keeps_its_order(backend: Backend) {
+    let daemon = Daemon::start(backend).await;
+    let thought = |text: &str| {
+        json!({"choices": [{"index": 0, "delta": {"reasoning_content": text}}]}).to_string()
+    };
+    daemon.llm.push(Script::Raw {
+        events: vec![thought("Weighing"), thought(" the options")],
+    });
+    let (thread_id, streamed) = daemon.create_thread("decide").await;
+    let done = streamed.done_items();
+    assert_eq!(done.len(), 2, "{}", streamed.raw);
+    assert_eq!(
+        done[1]["workflow"]["tasks"][0]["content"],
+        "Weighing the options"
+    );
+    assert!(streamed.error().is_some(), "{}", streamed.raw);
+    assert_eq!(daemon.stored_values(DEV_USER, &thread_id).await, done);
+
+    daemon.llm.push(Script::Raw {
+        events: vec![
+            thought("Maybe."),
+            json!({"choices": [{"index": 0, "delta": {"reasoning_content": " Yes.", "content": "Yes, then."}}]}).to_string(),
+            json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}).to_string(),
+            "[DONE]".to_owned(),
+        ],
+    });
+    let streamed = daemon.add_message(&thread_id, "again").await;
+    let kinds: Vec<String> = streamed
+        .done_items()
+        .iter()
+        .map(|i| i["type"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(kinds, ["user_message", "workflow", "assistant_message"]);
+    assert_eq!(
+        streamed.done_items()[1]["workflow"]["tasks"][0]["content"],
+        "Maybe. Yes."
+    );
+    assert_eq!(streamed.answer().as_deref(), Some("Yes, then."));
+    daemon.stop().await;
+}
+
 both_backends!(
+    reasoning_streams_as_a_workflow_of_thoughts_before_the_answer,
+    reasoning_under_its_other_name_and_show_reasoning_off,
+    thinking_cut_short_is_kept_and_a_mixed_chunk_keeps_its_order,
     create_streams_the_reference_event_order_and_stores_what_it_streamed,
     control_characters_in_a_message_survive_the_round_trip,
     the_model_reads_the_real_transcript,

@@ -51,6 +51,8 @@ pub struct Glyphs {
     pub result: &'static str,
     /// Starts each line of a widget.
     pub card: &'static str,
+    /// Starts the model's thinking.
+    pub thought: &'static str,
 }
 
 impl Glyphs {
@@ -59,12 +61,14 @@ impl Glyphs {
         ellipsis: "…",
         result: "↳",
         card: "│",
+        thought: "💭",
     };
     pub const ASCII: Glyphs = Glyphs {
         tool: "*",
         ellipsis: "...",
         result: "->",
         card: "|",
+        thought: "~",
     };
 
     /// From `LC_ALL`, `LC_CTYPE` or `LANG`, the first one set.

@@ -412,6 +412,9 @@ pub struct AgentConfig {
     /// waits for an answer; the call is then told no answer came.
     #[serde(with = "humantime_serde")]
     pub question_timeout: Duration,
+    /// Show the model's thinking (reasoning deltas) as a reasoning workflow
+    /// of thoughts before its answer.
+    pub show_reasoning: bool,
 }
 
 impl Default for AgentConfig {
@@ -426,6 +429,7 @@ impl Default for AgentConfig {
             max_tool_output_bytes: 16 * 1024,
             max_tool_image_bytes: 4 * 1024 * 1024,
             question_timeout: Duration::from_secs(600),
+            show_reasoning: true,
         }
     }
 }

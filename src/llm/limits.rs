@@ -28,7 +28,7 @@ pub(super) struct StreamLimits {
     pub(super) max_tool_calls: usize,
     /// Most bytes of one call's arguments.
     pub(super) max_tool_arguments_bytes: usize,
-    /// Most bytes of the answer's text.
+    /// Most bytes of the answer's text and reasoning together.
     pub(super) max_answer_bytes: usize,
 }
 
@@ -75,7 +75,7 @@ pub enum StreamLimit {
     ToolName { max: usize },
     #[error("it wrote tool-call arguments longer than {max} bytes")]
     ToolArguments { max: usize },
-    #[error("it wrote more than {max} bytes of text")]
+    #[error("it wrote more than {max} bytes of text (reasoning included)")]
     Answer { max: usize },
     #[error("it sent one streamed chunk of more than {max} bytes")]
     Chunk { max: usize },
@@ -247,7 +247,7 @@ mod tests {
         assert!(!error.is_transient());
         assert_eq!(
             error.to_string(),
-            "the model's answer went beyond a limit of this server: it wrote more than 10 bytes of text"
+            "the model's answer went beyond a limit of this server: it wrote more than 10 bytes of text (reasoning included)"
         );
     }
 }

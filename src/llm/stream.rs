@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use super::LlmError;
-use super::assemble::Assembler;
+use super::assemble::{Assembler, Pushed};
 use super::limits::{StreamLimit, StreamLimits};
 use super::sse::{SseError, SseEvent, SseReader};
 use super::wire::{Chunk, ToolCall};
@@ -26,6 +26,9 @@ struct Elapsed;
 pub enum LlmEvent {
     /// More answer text.
     Text(String),
+    /// More of the model's thinking (`reasoning_content` or `reasoning`
+    /// deltas), which comes before the text it leads to.
+    Reasoning(String),
     /// The answer is complete. `tool_calls` holds the assembled calls when
     /// the model asked for tools.
     Finished {
@@ -52,6 +55,8 @@ pub struct LlmStream {
     /// When the last event (or the start of the answer) came.
     last_read: Instant,
     assembler: Assembler,
+    /// The text of a chunk that also carried reasoning, returned after it.
+    queued: Option<String>,
     finished: bool,
 }
 
@@ -63,12 +68,16 @@ impl LlmStream {
             idle: None,
             last_read: Instant::now(),
             assembler: Assembler::new(limits),
+            queued: None,
             finished: false,
         }
     }
 
     /// The next event; `None` after `Finished` or an error.
     pub async fn next(&mut self) -> Option<Result<LlmEvent, LlmError>> {
+        if let Some(text) = self.queued.take() {
+            return Some(Ok(LlmEvent::Text(text)));
+        }
         if self.finished {
             return None;
         }
@@ -111,8 +120,17 @@ impl LlmStream {
             }
             match self.assembler.push(chunk) {
                 Err(error) => return self.fail(error),
-                Ok(Some(text)) => return Some(Ok(LlmEvent::Text(text))),
-                Ok(None) => {}
+                Ok(Pushed {
+                    reasoning: Some(reasoning),
+                    text,
+                }) => {
+                    self.queued = text;
+                    return Some(Ok(LlmEvent::Reasoning(reasoning)));
+                }
+                Ok(Pushed {
+                    text: Some(text), ..
+                }) => return Some(Ok(LlmEvent::Text(text))),
+                Ok(Pushed { .. }) => {}
             }
         }
     }
@@ -258,6 +276,30 @@ mod tests {
             Ok(LlmEvent::Finished { reason, tool_calls })
                 if reason == "tool_calls" && *tool_calls == vec![ToolCall::function("c", "f", "{}")]
         ));
+    }
+
+    #[tokio::test]
+    async fn reasoning_comes_before_the_text_of_its_chunk() {
+        let events = drain(stream_of(&[
+            r#"{"choices":[{"delta":{"reasoning_content":"Hmm."}}]}"#,
+            r#"{"choices":[{"delta":{"reasoning_content":" Done.","content":"Hi"}}]}"#,
+            r#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#,
+        ]))
+        .await;
+        let kinds: Vec<String> = events
+            .iter()
+            .map(|event| match event {
+                Ok(LlmEvent::Reasoning(r)) => format!("reasoning {r}"),
+                Ok(LlmEvent::Text(t)) => format!("text {t}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            kinds[..3],
+            ["reasoning Hmm.", "reasoning  Done.", "text Hi"],
+            "{events:?}"
+        );
+        assert!(matches!(events[3], Ok(LlmEvent::Finished { .. })));
     }
 
     #[tokio::test]

@@ -294,6 +294,33 @@ pub(super) struct Delta {
     pub(super) content: Option<String>,
     #[serde(default)]
     pub(super) tool_calls: Option<Vec<ToolCallDelta>>,
+    /// The model's thinking, as DeepSeek, vLLM and SGLang stream it. Read
+    /// leniently: a value that is not text is ignored, never a lost chunk.
+    #[serde(default, deserialize_with = "text_or_none")]
+    pub(super) reasoning_content: Option<String>,
+    /// The same under the name OpenRouter, Ollama and newer vLLM use.
+    #[serde(default, deserialize_with = "text_or_none")]
+    pub(super) reasoning: Option<String>,
+}
+
+impl Delta {
+    /// The thinking this delta carries, under either name; a server that
+    /// sends both sends the same text twice, so one is taken.
+    pub(super) fn take_reasoning(&mut self) -> Option<String> {
+        match self.reasoning_content.take().filter(|r| !r.is_empty()) {
+            Some(reasoning) => Some(reasoning),
+            None => self.reasoning.take().filter(|r| !r.is_empty()),
+        }
+    }
+}
+
+/// A string field that some servers fill with other shapes (an object of
+/// details, `null`): its text when it is text, else nothing.
+fn text_or_none<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    Ok(match Value::deserialize(deserializer)? {
+        Value::String(text) => Some(text),
+        _ => None,
+    })
 }
 
 /// One fragment of a streamed tool call.

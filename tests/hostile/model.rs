@@ -1,5 +1,6 @@
 //! A hostile or broken model endpoint: chunks with absurd tool-call indexes,
-//! more tool calls than allowed, arguments or text beyond their bounds. Each
+//! more tool calls than allowed, arguments, text or thinking beyond their
+//! bounds. Each
 //! ends the answer with an `error` event, keeps the text streamed before it,
 //! and leaves the daemon answering the next request as usual.
 
@@ -180,5 +181,56 @@ async fn one_huge_chunk_ends_the_answer_before_it_is_read_whole() {
         &format!("one streamed chunk of more than {bound} bytes"),
     )
     .await;
+    daemon.stop().await;
+}
+
+/// A model that thinks without end, in many small paragraphs: the answer
+/// ends at the answer's bound (reasoning counts in it), what the stream
+/// carried of the thinking stays bounded (at most 64 thoughts of at most
+/// 2,000 bytes, each sent whole when it changes), and the thinking shown is
+/// stored closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_thinking_ends_the_answer_within_its_bounds() {
+    let daemon = Daemon::binary(Backend::Sqlite, "[llm]\nmax_answer_bytes = 262144\n").await;
+    let (thread_id, _) = daemon.create_thread("warm up").await;
+    // 400 KiB of thinking: 40,000 deltas of 10 bytes, a paragraph each.
+    let events: Vec<String> = (0..40_000)
+        .map(|i| {
+            json!({"choices": [{"index": 0, "delta": {"reasoning_content": format!("t{i:05} .\n\n")}}]})
+                .to_string()
+        })
+        .chain(["[DONE]".to_owned()])
+        .collect();
+    daemon.llm.push(Script::Raw { events });
+    let streamed = daemon.add_message(&thread_id, "think hard").await;
+    let message = the_error(&streamed);
+    assert!(
+        message.contains("more than 262144 bytes of text (reasoning included)"),
+        "{message}"
+    );
+    let thoughts = streamed
+        .events
+        .iter()
+        .filter(|e| e["type"] == "thread.item.updated")
+        .count();
+    assert!(thoughts <= 64 * 2, "{thoughts} thought events");
+    assert!(
+        streamed.raw.len() < 64 * 2 * 2_200 + 64 * 1024,
+        "{} bytes streamed",
+        streamed.raw.len()
+    );
+    let stored = daemon.stored_items(USER, &thread_id).await;
+    let thinking = serde_json::to_value(&stored[3]).expect("an item serializes");
+    assert_eq!(thinking["type"], "workflow");
+    assert_eq!(
+        thinking["workflow"]["tasks"].as_array().map(Vec::len),
+        Some(64)
+    );
+
+    let next = daemon.add_message(&thread_id, "still there?").await;
+    assert_eq!(
+        next.answer().as_deref(),
+        Some("Hello! You said: still there?")
+    );
     daemon.stop().await;
 }

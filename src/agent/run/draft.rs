@@ -24,6 +24,8 @@ impl Run<'_> {
                 .observe(self.started.elapsed().as_secs_f64());
         }
         if self.draft.is_none() {
+            // The thinking that led to this text is done.
+            self.finish_thinking().await?;
             let item = ThreadItem::new(
                 new_id(IdKind::Message),
                 self.input.thread.id.clone(),

@@ -1,7 +1,7 @@
 //! How a run ends early, and what it keeps: a model failure keeps the
-//! partial answer and ends with an `error` event; a store failure drops it
+//! thinking shown and the partial answer and ends with an `error` event; a store failure drops it
 //! (it cannot be kept) and ends the stream; a panic and a cancellation keep
-//! the non-blank partial answer and a result for every open tool call, so
+//! the thinking shown, the non-blank partial answer and a result for every open tool call, so
 //! history never holds a call without its result, and a cancellation adds
 //! the hidden marker that tells the next turn the user stopped this one.
 
@@ -18,6 +18,9 @@ impl Run<'_> {
     /// Returns how the run stops.
     pub(super) async fn fail_llm(&mut self, error: LlmError) -> Stop {
         tracing::warn!(thread_id = %self.input.thread.id, error = %error, "model call failed");
+        if let Err(stop) = self.finish_thinking().await {
+            return stop;
+        }
         if self
             .draft
             .as_ref()
@@ -80,6 +83,7 @@ impl Run<'_> {
             ),
         }
         self.draft = None;
+        self.thinking = None;
         if let Err(stop) = self.emit(ThreadStreamEvent::stream_error()).await {
             return stop;
         }
@@ -113,6 +117,11 @@ impl Run<'_> {
     /// gone.
     async fn keep_interrupted(&mut self, ended: &str, unfinished: &str) -> Option<ThreadItem> {
         let user = self.input.identity.user_id.clone();
+        if let Some(thinking) = self.take_thinking()
+            && let Err(e) = self.agent.store.add_item(&user, &thinking).await
+        {
+            tracing::error!(error = %e, ended, "could not store the thinking of an interrupted run");
+        }
         let mut stored = None;
         if let Some(draft) = self.draft.take().filter(|d| !d.text.trim().is_empty()) {
             let item = finished_item(draft);

@@ -3,7 +3,8 @@
 //! the turns run out: here); failures, and what a cancelled or panicked run
 //! keeps (`failures.rs`); the streamed message (`draft.rs`); the tool step and its tasks
 //! (`tools.rs`), a tool server's question parking the step (`asking.rs`),
-//! approval cards (`approvals.rs`); what a step shows besides text: widgets,
+//! approval cards (`approvals.rs`); the model's thinking as a reasoning
+//! workflow (`thinking.rs`); what a step shows besides text: widgets,
 //! images, client tool calls (`outputs.rs`); titles (`title.rs`); the
 //! composer's choices applied (`choices.rs`).
 //!
@@ -19,6 +20,7 @@ mod outputs;
 #[cfg(test)]
 mod panic_tests;
 mod tasks;
+mod thinking;
 mod title;
 mod tools;
 
@@ -28,6 +30,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use self::draft::Draft;
+use self::thinking::Thinking;
 use self::title::TITLE_WAIT;
 use self::tools::Step;
 use super::transcript::{Media, build_messages_with_media, named_attachments};
@@ -47,6 +50,8 @@ pub(super) struct Run<'a> {
     sink: &'a EventSink,
     cancel: &'a CancellationToken,
     draft: Option<Draft>,
+    /// The model's thinking shown while it streams (`thinking.rs`).
+    thinking: Option<Thinking>,
     /// Tool calls stored as asked for whose results are not stored yet; a
     /// cancelled run stores a result for each, so history never holds a call
     /// without its result.
@@ -87,6 +92,7 @@ impl<'a> Run<'a> {
             sink,
             cancel,
             draft: None,
+            thinking: None,
             open_calls: Vec::new(),
             started,
             first_token_seen: false,
@@ -265,7 +271,11 @@ impl<'a> Run<'a> {
                 _ = &mut cancelled => return Err(Stop::Cancelled),
                 event = LlmStream::next(&mut stream) => event,
             };
+            if let Some(Ok(LlmEvent::Finished { .. })) = &event {
+                self.finish_thinking().await?;
+            }
             match event {
+                Some(Ok(LlmEvent::Reasoning(delta))) => self.push_reasoning(delta).await?,
                 Some(Ok(LlmEvent::Text(delta))) => self.push_text(delta).await?,
                 Some(Ok(LlmEvent::Finished { tool_calls, .. })) if !tool_calls.is_empty() => {
                     if tools.is_empty() {

@@ -1,5 +1,6 @@
-//! The events of one answer as terminal text: text deltas as they come, and
-//! one line per task of a workflow (a tool call, for the agent's own).
+//! The events of one answer as terminal text: text deltas as they come, the
+//! model's thinking a thought per line as it grows, and one line per task of
+//! a workflow (a tool call, for the agent's own).
 //!
 //! Tasks are rendered from their typed fields alone, so any task renders, not
 //! only the agent's: the title on the task line, the status from its
@@ -20,7 +21,7 @@ use serde_json::Value;
 use crate::cli::{Glyphs, one_line};
 use crate::protocol::{
     ClientToolCallStatus, InputStatus, ItemKind, ItemUpdate, Question, Task, TaskStatus,
-    ThreadStreamEvent,
+    ThoughtTask, ThreadStreamEvent,
 };
 use crate::widgets::{APPROVE, offered_actions, plain_text};
 
@@ -65,6 +66,9 @@ pub(super) struct Render<W: Write> {
     mid_line: bool,
     /// The task line left open for its outcome, by (workflow id, task index).
     open_task: Option<(String, usize)>,
+    /// The thought being written, by (workflow id, task index), with the
+    /// bytes of it written so far.
+    open_thought: Option<((String, usize), usize)>,
     tasks: HashMap<(String, usize), ShownTask>,
     /// The last approval card shown with its buttons.
     approval: Option<PendingCard>,
@@ -79,6 +83,7 @@ impl<W: Write> Render<W> {
             glyphs,
             mid_line: false,
             open_task: None,
+            open_thought: None,
             tasks: HashMap::new(),
             approval: None,
             question: None,
@@ -89,6 +94,14 @@ impl<W: Write> Render<W> {
         match event {
             ThreadStreamEvent::ItemUpdated { item_id, update } => match update {
                 ItemUpdate::TextDelta { delta, .. } => self.text(&delta)?,
+                ItemUpdate::WorkflowTaskAdded {
+                    task_index,
+                    task: Task::Thought(thought),
+                }
+                | ItemUpdate::WorkflowTaskUpdated {
+                    task_index,
+                    task: Task::Thought(thought),
+                } => self.thought(item_id, task_index, &thought)?,
                 ItemUpdate::WorkflowTaskAdded { task_index, task } => {
                     self.task_added(item_id, task_index, &task)?
                 }
@@ -152,12 +165,45 @@ impl<W: Write> Render<W> {
         if delta.is_empty() {
             return Ok(());
         }
-        if self.open_task.is_some() {
+        if self.open_task.is_some() || self.open_thought.is_some() {
             self.end_line()?;
         }
         self.out.write_all(delta.as_bytes())?;
         self.mid_line = !delta.ends_with('\n');
         Ok(())
+    }
+
+    /// A thought of the model's thinking, written as it grows: `  💭 text`
+    /// on a line of its own, each update adding what is new.
+    fn thought(
+        &mut self,
+        workflow: String,
+        index: usize,
+        thought: &ThoughtTask,
+    ) -> std::io::Result<()> {
+        let key = (workflow, index);
+        let content = thought.content.as_str();
+        let written = match &self.open_thought {
+            Some((open, written)) if *open == key && content.is_char_boundary(*written) => *written,
+            _ => {
+                self.end_line()?;
+                write!(self.out, "  {} ", self.glyphs.thought)?;
+                if let Some(title) = thought.title.as_deref() {
+                    write!(self.out, "{title} ")?;
+                }
+                0
+            }
+        };
+        let new = content.get(written..).unwrap_or_default();
+        // On one line: a line break, blank line or not, is one space.
+        let flat = new
+            .replace("\r\n", "\n")
+            .replace("\n\n", "\n")
+            .replace('\n', " ");
+        self.out.write_all(flat.as_bytes())?;
+        self.mid_line = true;
+        self.open_thought = Some((key, content.len()));
+        self.out.flush()
     }
 
     /// A task starts: `  ⚙ title text …`, left open for its outcome while it
@@ -282,6 +328,7 @@ impl<W: Write> Render<W> {
             self.mid_line = false;
         }
         self.open_task = None;
+        self.open_thought = None;
         self.out.flush()
     }
 }

@@ -224,6 +224,22 @@ impl Reply {
                     steps.push(Step::Send(Bytes::from(format!("data: {event}\n\n"))));
                 }
             }
+            Script::Thinking {
+                field,
+                reasoning,
+                chunks,
+            } => {
+                steps.push(self.role_chunk());
+                for delta in &reasoning {
+                    steps.push(self.chunk(json!({ field: delta }), None));
+                }
+                self.content_chunks(&mut steps, &chunks, Duration::ZERO);
+                self.finish(
+                    &mut steps,
+                    "stop",
+                    &format!("{}{}", reasoning.concat(), chunks.concat()),
+                );
+            }
         }
         self.streamed_response("text/event-stream", steps)
     }
@@ -270,6 +286,18 @@ impl Reply {
                 body,
             } => status_response(status, retry_after, body),
             Script::Text { chunks, .. } => json_response(self.text_completion(&chunks.concat())),
+            Script::Thinking {
+                field,
+                reasoning,
+                chunks,
+            } => {
+                let text = chunks.concat();
+                json_response(self.completion(
+                    json!({"role": "assistant", "content": text, field: reasoning.concat()}),
+                    "stop",
+                    &format!("{}{}", reasoning.concat(), text),
+                ))
+            }
             Script::Slow {
                 chunks,
                 first_token_delay,

@@ -105,6 +105,19 @@ pub enum Script {
         /// The content deltas sent before hanging.
         chunks: Vec<String>,
     },
+    /// Stream the model's thinking, one delta per entry of `reasoning` in the
+    /// field `field` (`reasoning_content` as DeepSeek and vLLM name it,
+    /// `reasoning` as OpenRouter and Ollama do), then these content chunks,
+    /// `finish_reason: "stop"` and `[DONE]`. Non-streaming: one completion
+    /// with the text and the reasoning in `message.<field>`.
+    Thinking {
+        /// The delta field the reasoning comes in.
+        field: &'static str,
+        /// The reasoning deltas, in order.
+        reasoning: Vec<String>,
+        /// The content deltas that follow, in order.
+        chunks: Vec<String>,
+    },
     /// Stream exactly these `data:` payloads (raw JSON text, or `[DONE]`), with
     /// no role chunk added: for the quirks of other OpenAI-compatible servers
     /// (no `index`, no first `id`, `finish_reason: ""`). Non-streaming: a 200

@@ -1,4 +1,5 @@
-//! Tests of the terminal renderer: answers, tool tasks on one line each,
+//! Tests of the terminal renderer: answers, thoughts and tool tasks on one
+//! line each,
 //! code fences read as their contents, widgets as cards, approval cards
 //! remembered for the session.
 
@@ -166,8 +167,40 @@ fn any_task_renders_from_its_fields() {
     ]);
     assert_eq!(
         text,
-        "  * Planning First **check** the order. Then ship.\n  * tool ... done\n"
+        "  ~ Planning First **check** the order. Then ship.\n  * tool ... done\n"
     );
+}
+
+#[test]
+fn thinking_grows_on_its_line_and_the_answer_starts_on_the_next() {
+    let thought = |index: usize, content: &str, added: bool| {
+        let task = Task::Thought(ThoughtTask {
+            status_indicator: TaskStatus::None,
+            title: None,
+            content: content.into(),
+        });
+        ThreadStreamEvent::ItemUpdated {
+            item_id: "wf_1".into(),
+            update: if added {
+                ItemUpdate::WorkflowTaskAdded {
+                    task_index: index,
+                    task,
+                }
+            } else {
+                ItemUpdate::WorkflowTaskUpdated {
+                    task_index: index,
+                    task,
+                }
+            },
+        }
+    };
+    let text = rendered(vec![
+        thought(0, "The user", true),
+        thought(0, "The user asks\nfor tea.", false),
+        thought(1, "Say yes.", true),
+        delta("Yes!"),
+    ]);
+    assert_eq!(text, "  ~ The user asks for tea.\n  ~ Say yes.\nYes!\n");
 }
 
 #[test]
