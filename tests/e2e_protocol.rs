@@ -1425,6 +1425,7 @@ async fn reasoning_streams_as_a_workflow_of_thoughts_before_the_answer(backend: 
             " greet back.".to_owned(),
         ],
         chunks: vec!["Hi".to_owned(), " there!".to_owned()],
+        calls: Vec::new(),
     });
     let (thread_id, streamed) = daemon.create_thread("hello").await;
     let types = streamed.types();
@@ -1508,6 +1509,7 @@ async fn reasoning_under_its_other_name_and_show_reasoning_off(backend: Backend)
         field: "reasoning",
         reasoning: vec!["Short.".to_owned()],
         chunks: vec!["Answer.".to_owned()],
+        calls: Vec::new(),
     };
     let daemon = Daemon::start(backend).await;
     daemon.llm.push(script());

@@ -1,12 +1,13 @@
 //! Tools end to end: the fake LLM asks for tools, the daemon runs them on a
 //! real MCP server child process (`fake-mcp`, which misbehaves on request),
-//! shows them as a workflow, stores them as hidden items and replays them.
+//! shows them as a workflow, stores them as hidden items and replays them;
+//! the same through the Responses API, with a reasoning model's thinking.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use chatkitd::config::{Config, McpScope};
+use chatkitd::config::{Config, LlmApi, McpScope, ReasoningEffort, ReasoningSummary};
 use chatkitd_testkit::{FakeToolCall, Script};
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
@@ -556,7 +557,212 @@ async fn the_composer_picks_the_model_and_the_tool(backend: Backend) {
     daemon.stop().await;
 }
 
+// ---------------------------------------------------------------------------
+// The Responses API
+// ---------------------------------------------------------------------------
+
+/// A daemon with the fake MCP server that asks the model through the
+/// Responses API, reasoning configured.
+async fn daemon_on_responses(backend: Backend) -> Daemon {
+    daemon_with_tools(backend, |config| {
+        config.llm.api = LlmApi::Responses;
+        config.llm.reasoning_effort = Some(ReasoningEffort::Low);
+        config.llm.reasoning_summary = Some(ReasoningSummary::Auto);
+    })
+    .await
+}
+
+/// The `type` of each input item (`role` for a message), with its text or
+/// call id: what the model is sent, in order.
+fn input_shape(input: &[Value]) -> Vec<String> {
+    input
+        .iter()
+        .map(|item| match item["type"].as_str() {
+            Some("reasoning") => format!(
+                "reasoning {}",
+                item["encrypted_content"].as_str().unwrap_or_default()
+            ),
+            Some("function_call") => {
+                format!("call {}", item["call_id"].as_str().unwrap_or_default())
+            }
+            Some("function_call_output") => {
+                format!("output {}", item["call_id"].as_str().unwrap_or_default())
+            }
+            _ => format!(
+                "{} {}",
+                item["role"].as_str().unwrap_or_default(),
+                chatkitd_testkit::fake_llm::message_text(item).unwrap_or_default()
+            ),
+        })
+        .collect()
+}
+
+/// Through the Responses API an answer thinks, calls a tool, thinks again
+/// and answers: each step's thinking shows as a reasoning workflow, the
+/// requests are stateless with reasoning asked for, the first step's
+/// encrypted reasoning goes back with its call in the second request, and
+/// both steps' reasoning go back on the next turn. Titles use it too.
+async fn responses_api_thinks_calls_tools_and_sends_its_reasoning_back(backend: Backend) {
+    let daemon = daemon_on_responses(backend).await;
+    daemon.llm.push(Script::Thinking {
+        field: "reasoning",
+        reasoning: vec!["Echo".to_owned(), " first.".to_owned()],
+        chunks: Vec::new(),
+        calls: vec![FakeToolCall::new("call_1", "echo", r#"{"text":"hi"}"#)],
+    });
+    daemon.llm.push(Script::Thinking {
+        field: "reasoning",
+        reasoning: vec!["Now answer.".to_owned()],
+        chunks: vec!["Echoed.".to_owned()],
+        calls: Vec::new(),
+    });
+    let (thread_id, streamed) = daemon.create_thread("echo hi").await;
+    assert!(streamed.error().is_none(), "{}", streamed.raw);
+    assert_eq!(streamed.answer().as_deref(), Some("Echoed."));
+    let shown: Vec<String> = streamed
+        .done_items()
+        .iter()
+        .map(|item| match item["type"].as_str() {
+            Some("workflow") => {
+                let task = &item["workflow"]["tasks"][0];
+                // A thought by its content, a tool's task by its title.
+                let shown = match task["type"].as_str() {
+                    Some("thought") => &task["content"],
+                    _ => &task["title"],
+                };
+                format!(
+                    "{} {}",
+                    item["workflow"]["type"].as_str().unwrap_or_default(),
+                    shown.as_str().unwrap_or_default()
+                )
+            }
+            other => other.unwrap_or_default().to_owned(),
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "user_message",
+            "reasoning Echo first.",
+            "custom echo",
+            "reasoning Now answer.",
+            "assistant_message"
+        ]
+    );
+
+    let requests = daemon.llm.stream_requests();
+    assert_eq!(requests.len(), 2);
+    let first = &requests[0].body;
+    assert_eq!(first["store"], false);
+    assert_eq!(
+        first["reasoning"],
+        json!({"effort": "low", "summary": "auto"})
+    );
+    assert_eq!(first["include"], json!(["reasoning.encrypted_content"]));
+    assert!(first["instructions"].is_string(), "{first}");
+    assert!(
+        first["tools"]
+            .as_array()
+            .expect("tools")
+            .iter()
+            .any(|t| t["type"] == "function" && t["name"] == "echo"),
+        "{first}"
+    );
+    assert_eq!(input_shape(requests[0].input()), ["user echo hi"]);
+    assert_eq!(
+        input_shape(requests[1].input()),
+        [
+            "user echo hi",
+            "reasoning enc:Echo first.",
+            "call call_1",
+            "output call_1"
+        ]
+    );
+    // The title came through the Responses API as well.
+    let titles = daemon.llm.unary_requests();
+    assert_eq!(titles.len(), 1);
+    assert!(titles[0].body["input"].is_array(), "{}", titles[0].body);
+
+    daemon.llm.push(Script::text(["Again."]));
+    daemon.add_message(&thread_id, "once more").await;
+    let requests = daemon.llm.stream_requests();
+    assert_eq!(
+        input_shape(requests[2].input()),
+        [
+            "user echo hi",
+            "reasoning enc:Echo first.",
+            "call call_1",
+            "output call_1",
+            "reasoning enc:Now answer.",
+            "assistant Echoed.",
+            "user once more"
+        ]
+    );
+    // What the client lists: no hidden records.
+    let listed: Vec<String> = daemon
+        .items(&thread_id)
+        .await
+        .iter()
+        .map(|i| i["type"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "user_message",
+            "workflow",
+            "workflow",
+            "workflow",
+            "assistant_message",
+            "user_message",
+            "assistant_message"
+        ]
+    );
+    daemon.stop().await;
+}
+
+/// A Responses stream that fails, or is cut, keeps the text streamed so far
+/// and ends with an `error` event; the next message is answered as usual.
+async fn responses_api_failures_keep_the_partial_answer(backend: Backend) {
+    let daemon = daemon_on_responses(backend).await;
+    let (thread_id, _) = daemon.create_thread("hello").await;
+    for (script, expected) in [
+        (
+            Script::ErrorInStream {
+                chunks: vec!["Hel".to_owned(), "lo".to_owned()],
+                message: "the GPU caught fire".to_owned(),
+            },
+            "the GPU caught fire",
+        ),
+        (
+            Script::CutAfter {
+                chunks: vec!["Hel".to_owned(), "lo".to_owned()],
+            },
+            "ended before the answer was complete",
+        ),
+    ] {
+        daemon.llm.push(script);
+        let streamed = daemon.add_message(&thread_id, "go").await;
+        let error = streamed.error().expect("an error event");
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(message.contains(expected), "{message}");
+        assert_eq!(
+            streamed.answer().as_deref(),
+            Some("Hello"),
+            "{}",
+            streamed.raw
+        );
+    }
+    let next = daemon.add_message(&thread_id, "still there?").await;
+    assert_eq!(
+        next.answer().as_deref(),
+        Some("Hello! You said: still there?")
+    );
+    daemon.stop().await;
+}
+
 both_backends!(
+    responses_api_thinks_calls_tools_and_sends_its_reasoning_back,
+    responses_api_failures_keep_the_partial_answer,
     the_composer_picks_the_model_and_the_tool,
     a_tool_call_runs_with_the_users_identity_and_replays,
     a_crashed_server_is_a_tool_error_and_is_replaced,

@@ -51,6 +51,7 @@ fn stop(tool_calls: Vec<ToolCall>) -> LlmEvent {
         }
         .to_owned(),
         tool_calls,
+        reasoning: Vec::new(),
     }
 }
 

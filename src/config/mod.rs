@@ -37,7 +37,8 @@ pub use interpolate::Env;
 use interpolate::Expansions;
 pub use schema::{
     AgentConfig, AuthConfig, AuthMode, Config, DEFAULT_OPENAI_BASE_URL, InjectSource, KeySource,
-    KeySourceError, LimitsConfig, LlmConfig, McpScope, McpServerConfig, ServerConfig, StoreConfig,
+    KeySourceError, LimitsConfig, LlmApi, LlmConfig, McpScope, McpServerConfig, ReasoningEffort,
+    ReasoningSummary, ServerConfig, StoreConfig,
 };
 pub use url::{StoreUrl, StoreUrlError, redact_url};
 

@@ -355,6 +355,46 @@ pub struct LlmConfig {
     pub transcription_api_key: Option<String>,
     /// Largest audio clip accepted, in bytes (decoded).
     pub max_audio_bytes: usize,
+    /// The API the model is asked through: chat completions, which every
+    /// OpenAI-compatible server speaks, or OpenAI's Responses API.
+    pub api: LlmApi,
+    /// How hard a reasoning model thinks (`reasoning.effort`, Responses API);
+    /// unset, the model's default and no reasoning options are sent.
+    pub reasoning_effort: Option<ReasoningEffort>,
+    /// Which summary of its thinking a reasoning model streams
+    /// (`reasoning.summary`, Responses API); unset, none is asked for.
+    pub reasoning_summary: Option<ReasoningSummary>,
+}
+
+/// `[llm] api`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LlmApi {
+    /// `POST {base_url}/chat/completions`.
+    #[default]
+    ChatCompletions,
+    /// `POST {base_url}/responses`, stateless (`store: false`).
+    Responses,
+}
+
+/// `[llm] reasoning_effort`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasoningEffort {
+    None,
+    Minimal,
+    Low,
+    Medium,
+    High,
+}
+
+/// `[llm] reasoning_summary`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasoningSummary {
+    Auto,
+    Concise,
+    Detailed,
 }
 
 impl Default for LlmConfig {
@@ -379,6 +419,9 @@ impl Default for LlmConfig {
             transcription_base_url: None,
             transcription_api_key: None,
             max_audio_bytes: 10 * 1024 * 1024,
+            api: LlmApi::ChatCompletions,
+            reasoning_effort: None,
+            reasoning_summary: None,
         }
     }
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use super::*;
 
+mod llm;
+
 fn load_in(dir: &str, text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
     let vars: Vec<(String, String)> = vars
         .iter()
@@ -482,6 +484,10 @@ fn the_model_picker_lists_the_default_and_no_twice() {
         (
             "[llm]\nmax_audio_bytes = 10\n",
             "agent.toml:2: `llm.max_audio_bytes`: must be at least 1024",
+        ),
+        (
+            "[llm]\nreasoning_summary = \"auto\"\n",
+            "agent.toml:2: `llm.reasoning_summary`: needs api = \"responses\" (chat completions stream no reasoning summary)",
         ),
     ] {
         assert_eq!(load(text, &[]).expect_err(text).to_string(), expected);

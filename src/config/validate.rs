@@ -8,7 +8,7 @@
 mod interactive;
 
 use super::document::Document;
-use super::schema::{AuthMode, Config, McpServerConfig};
+use super::schema::{AuthMode, Config, LlmApi, McpServerConfig};
 use super::{ConfigError, KeySource};
 
 /// Checks every rule; the first broken one is the error.
@@ -158,6 +158,13 @@ impl Check<'_> {
         }
         if llm.max_audio_bytes < 1024 {
             return Err(self.invalid("llm", "max_audio_bytes", "must be at least 1024"));
+        }
+        if llm.reasoning_summary.is_some() && llm.api != LlmApi::Responses {
+            return Err(self.invalid(
+                "llm",
+                "reasoning_summary",
+                "needs api = \"responses\" (chat completions stream no reasoning summary)",
+            ));
         }
         if !llm.models.is_empty() && !llm.models.contains(&llm.model) {
             return Err(self.invalid(

@@ -145,7 +145,11 @@ impl Assembler {
                 ToolCall::function(id, call.name, call.arguments)
             })
             .collect();
-        Some(LlmEvent::Finished { reason, tool_calls })
+        Some(LlmEvent::Finished {
+            reason,
+            tool_calls,
+            reasoning: Vec::new(),
+        })
     }
 
     /// Adds one tool-call fragment. Servers that omit `index` send each call

@@ -1,5 +1,5 @@
-//! [`LlmClient`]: one configured endpoint and model. Chat completions go
-//! through async-openai's tower middleware (its replayable request factory
+//! [`LlmClient`]: one configured endpoint and model. Chat completions (or
+//! Responses, `[llm] api`) go through async-openai's tower middleware (its replayable request factory
 //! and reqwest service) under our [`RetryPolicy`]; `GET /models` goes to
 //! reqwest directly, without retries.
 //!
@@ -18,68 +18,28 @@ use std::time::Duration;
 use async_openai::error::OpenAIError;
 use async_openai::middleware::{HttpRequestFactory, ReqwestService};
 use bytes::Bytes;
-use futures::StreamExt;
 use tower::ServiceExt;
 use tower::retry::Retry;
 
 use super::LlmError;
+use super::body::{ERROR_BODY_BYTES, api_error, read_at_most, read_json};
 use super::limits::StreamLimits;
+use super::responses::{self, ReasoningOptions};
 use super::retry::RetryPolicy;
-use super::stream::LlmStream;
+use super::stream::{Decoder, LlmStream};
 use super::wire::{
     ChatMessage, ChatRequest, Completion, ForcedFunction, ForcedTool, ModelList, StreamOptions,
     ToolDefinition, ToolKind, error_answer_message,
 };
-use crate::config::{DEFAULT_OPENAI_BASE_URL, LlmConfig};
+use crate::config::{DEFAULT_OPENAI_BASE_URL, LlmApi, LlmConfig};
 
-/// Most bytes of an error answer's body read for its message.
-const ERROR_BODY_BYTES: usize = 64 * 1024;
 /// Most bytes of a transcription answer.
 const TRANSCRIPT_BYTES: usize = 1024 * 1024;
+/// Fewest output tokens a non-streamed Responses call is given (a reasoning
+/// model thinks from the same budget).
+const MIN_RESPONSES_COMPLETION_TOKENS: u32 = 1024;
 /// Most bytes of a `GET /models` answer (a few hundred models).
 const MODEL_LIST_BYTES: usize = 4 * 1024 * 1024;
-
-/// An error status as [`LlmError::Api`], with the start of its body.
-async fn api_error(response: reqwest::Response) -> LlmError {
-    LlmError::Api {
-        status: response.status().as_u16(),
-        message: match read_at_most(response, ERROR_BODY_BYTES).await {
-            Ok(Some(body)) => String::from_utf8_lossy(&body).into_owned(),
-            Ok(None) | Err(_) => String::new(),
-        },
-    }
-}
-
-/// A successful answer's JSON body, at most `max` bytes, as `T`; `what`
-/// names it in errors.
-async fn read_json<T: serde::de::DeserializeOwned>(
-    response: reqwest::Response,
-    max: usize,
-    what: &str,
-) -> Result<T, LlmError> {
-    let body = read_at_most(response, max)
-        .await
-        .map_err(|e| LlmError::Protocol(format!("the {what} could not be read: {e}")))?
-        .ok_or_else(|| LlmError::Protocol(format!("the {what} is longer than {max} bytes")))?;
-    serde_json::from_slice(&body).map_err(|e| LlmError::Protocol(format!("not a {what}: {e}")))
-}
-
-/// A whole response body, or `None` as soon as it passes `max` bytes.
-async fn read_at_most(
-    response: reqwest::Response,
-    max: usize,
-) -> Result<Option<Vec<u8>>, reqwest::Error> {
-    let mut body = Vec::new();
-    let mut reads = response.bytes_stream();
-    while let Some(read) = reads.next().await {
-        let read = read?;
-        if body.len() + read.len() > max {
-            return Ok(None);
-        }
-        body.extend_from_slice(&read);
-    }
-    Ok(Some(body))
-}
 
 /// The choices of one answer besides its messages and tools.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -101,6 +61,12 @@ pub struct LlmClient {
     base_url: String,
     /// `{base_url}/chat/completions`, parsed once rather than per request.
     chat_url: reqwest::Url,
+    /// `{base_url}/responses`.
+    responses_url: reqwest::Url,
+    /// `[llm] api`.
+    api: LlmApi,
+    /// `[llm] reasoning_effort` and `reasoning_summary`, when either is set.
+    reasoning: Option<ReasoningOptions>,
     /// Never empty when set.
     api_key: Option<String>,
     model: String,
@@ -149,10 +115,18 @@ impl LlmClient {
             ReqwestService::new(http.clone()),
         );
         let base_url = config.base_url.trim_end_matches('/').to_owned();
-        let chat_url =
-            reqwest::Url::parse(&format!("{base_url}/chat/completions")).map_err(|e| {
+        let url = |path: &str| {
+            reqwest::Url::parse(&format!("{base_url}/{path}")).map_err(|e| {
                 LlmError::NotConfigured(format!("[llm] base_url {base_url:?} is not a URL: {e}"))
-            })?;
+            })
+        };
+        let chat_url = url("chat/completions")?;
+        let responses_url = url("responses")?;
+        let reasoning = (config.reasoning_effort.is_some() || config.reasoning_summary.is_some())
+            .then_some(ReasoningOptions {
+                effort: config.reasoning_effort,
+                summary: config.reasoning_summary,
+            });
         let transcriber = match &config.transcription_model {
             Some(model) => {
                 let base = config
@@ -182,6 +156,9 @@ impl LlmClient {
         Ok(LlmClient {
             transcriber,
             chat_url,
+            responses_url,
+            api: config.api,
+            reasoning,
             service,
             http,
             missing_key: config.api_key.is_none() && base_url == DEFAULT_OPENAI_BASE_URL,
@@ -238,31 +215,53 @@ impl LlmClient {
         turn: Turn<'_>,
     ) -> Result<LlmStream, LlmError> {
         self.check_configured()?;
-        // Only a tool that is offered can be required.
-        let tool_choice = turn
-            .tool_choice
-            .filter(|name| tools.iter().any(|t| t.name() == *name))
-            .map(|name| ForcedTool {
-                kind: ToolKind::Function,
-                function: ForcedFunction { name },
-            });
-        let request = ChatRequest {
-            model: turn.model.unwrap_or(&self.model),
-            messages,
-            stream: true,
-            temperature: self.temperature,
-            max_tokens: self.max_tokens,
-            tools,
-            tool_choice,
-            stream_options: self.stream_usage.then_some(StreamOptions {
-                include_usage: true,
-            }),
+        let model = turn.model.unwrap_or(&self.model);
+        let response = match self.api {
+            LlmApi::ChatCompletions => {
+                // Only a tool that is offered can be required.
+                let tool_choice = turn
+                    .tool_choice
+                    .filter(|name| tools.iter().any(|t| t.name() == *name))
+                    .map(|name| ForcedTool {
+                        kind: ToolKind::Function,
+                        function: ForcedFunction { name },
+                    });
+                let request = ChatRequest {
+                    model,
+                    messages,
+                    stream: true,
+                    temperature: self.temperature,
+                    max_tokens: self.max_tokens,
+                    tools,
+                    tool_choice,
+                    stream_options: self.stream_usage.then_some(StreamOptions {
+                        include_usage: true,
+                    }),
+                    reasoning_effort: self.reasoning.and_then(|r| r.effort),
+                };
+                self.send(&self.chat_url, &request).await?
+            }
+            LlmApi::Responses => {
+                let body = responses::request_body(
+                    messages,
+                    tools,
+                    responses::Options {
+                        model,
+                        stream: true,
+                        temperature: self.temperature,
+                        max_output_tokens: self.max_tokens,
+                        tool_choice: turn.tool_choice,
+                        reasoning: self.reasoning,
+                    },
+                );
+                self.send(&self.responses_url, &body).await?
+            }
         };
-        let response = self.send(&request).await?;
         Ok(LlmStream::new(
             Box::pin(response.bytes_stream()),
             self.idle_timeout,
             self.limits,
+            Decoder::new(self.api, self.limits),
         ))
     }
 
@@ -273,17 +272,39 @@ impl LlmClient {
         max_tokens: u32,
     ) -> Result<String, LlmError> {
         self.check_configured()?;
-        let request = ChatRequest {
-            model: &self.model,
-            messages,
-            stream: false,
-            temperature: self.temperature,
-            max_tokens: Some(max_tokens),
-            tools: &[],
-            tool_choice: None,
-            stream_options: None,
+        let response = match self.api {
+            LlmApi::ChatCompletions => {
+                let request = ChatRequest {
+                    model: &self.model,
+                    messages,
+                    stream: false,
+                    temperature: self.temperature,
+                    max_tokens: Some(max_tokens),
+                    tools: &[],
+                    tool_choice: None,
+                    stream_options: None,
+                    reasoning_effort: None,
+                };
+                self.send(&self.chat_url, &request).await?
+            }
+            LlmApi::Responses => {
+                let body = responses::request_body(
+                    messages,
+                    &[],
+                    responses::Options {
+                        model: &self.model,
+                        stream: false,
+                        temperature: self.temperature,
+                        // A reasoning model spends its thinking from the same
+                        // budget: a title's few tokens would all go there.
+                        max_output_tokens: Some(max_tokens.max(MIN_RESPONSES_COMPLETION_TOKENS)),
+                        tool_choice: None,
+                        reasoning: None,
+                    },
+                );
+                self.send(&self.responses_url, &body).await?
+            }
         };
-        let response = self.send(&request).await?;
         let max = self.limits.max_chunk_bytes();
         let body = tokio::time::timeout(self.request_timeout, read_at_most(response, max))
             .await
@@ -292,6 +313,9 @@ impl LlmClient {
             .ok_or_else(|| {
                 LlmError::Protocol(format!("the completion is longer than {max} bytes"))
             })?;
+        if self.api == LlmApi::Responses {
+            return responses::completion_text(&body);
+        }
         let completion: Completion = serde_json::from_slice(&body)
             .map_err(|e| LlmError::Protocol(format!("not a completion: {e}")))?;
         if let Some(usage) = &completion.usage {
@@ -304,16 +328,20 @@ impl LlmClient {
             .ok_or_else(|| LlmError::Protocol("the completion has no message content".to_owned()))
     }
 
-    /// Posts a chat request, retrying as [`RetryPolicy`] says, until an
+    /// Posts a request to `url`, retrying as [`RetryPolicy`] says, until an
     /// answer's headers arrive within the request timeout. An error status
     /// is [`LlmError::Api`] with the message of its (bounded) body.
-    async fn send(&self, request: &ChatRequest<'_>) -> Result<reqwest::Response, LlmError> {
+    async fn send(
+        &self,
+        url: &reqwest::Url,
+        request: &impl serde::Serialize,
+    ) -> Result<reqwest::Response, LlmError> {
         let mut body = Vec::with_capacity(4096);
         serde_json::to_writer(&mut body, request)
             .map_err(|e| LlmError::Protocol(format!("the request cannot be written: {e}")))?;
         let body = Bytes::from(body);
         let http = self.http.clone();
-        let url = self.chat_url.clone();
+        let url = url.clone();
         let key = self.api_key.clone();
         // Rebuilt for every attempt; the body bytes are shared, not copied.
         let factory = HttpRequestFactory::new(move || {

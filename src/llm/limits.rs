@@ -143,6 +143,7 @@ mod tests {
             Some(LlmEvent::Finished {
                 reason: "tool_calls".to_owned(),
                 tool_calls: vec![ToolCall::function("c", "f", "{}")],
+                reasoning: Vec::new(),
             })
         );
     }
@@ -212,6 +213,7 @@ mod tests {
             Some(LlmEvent::Finished {
                 reason: "tool_calls".to_owned(),
                 tool_calls: vec![ToolCall::function("a", "f", r#"{"a":12}"#)],
+                reasoning: Vec::new(),
             })
         );
 

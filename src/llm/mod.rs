@@ -1,5 +1,5 @@
 //! The LLM client: streaming chat completions against any OpenAI-compatible
-//! server, in our own tolerant types, sent through async-openai's tower
+//! server (or OpenAI's Responses API), in our own tolerant types, sent through async-openai's tower
 //! middleware and read by our own bounded event reader.
 //!
 //! Only this module speaks the LLM wire format: messages, tool definitions
@@ -17,7 +17,11 @@
 //! - `sse`: the server-sent events of a streamed answer, read within a bound.
 //! - `assemble`: the assembler of chunks into events.
 //! - `limits`: the bounds of one answer, and [`StreamLimit`].
+//! - `responses`: OpenAI's Responses API (`[llm] api = "responses"`): the
+//!   request built from the same messages, its events read into the same
+//!   events, within the same bounds.
 //! - `client`: [`LlmClient`], the endpoint's configuration and calls.
+//! - `body`: answer bodies read within a bound.
 //! - `retry`: the retry policy of the HTTP service.
 //!
 //! Architecture invariant: nothing here knows ChatKit, the store or MCP;
@@ -30,8 +34,10 @@ use async_openai::error::OpenAIError;
 use thiserror::Error;
 
 mod assemble;
+mod body;
 mod client;
 mod limits;
+mod responses;
 mod retry;
 mod sse;
 mod stream;

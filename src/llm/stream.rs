@@ -12,8 +12,10 @@ use std::time::Duration;
 use super::LlmError;
 use super::assemble::{Assembler, Pushed};
 use super::limits::{StreamLimit, StreamLimits};
+use super::responses;
 use super::sse::{SseError, SseEvent, SseReader};
 use super::wire::{Chunk, ToolCall};
+use crate::config::LlmApi;
 use bytes::Bytes;
 use futures::Stream;
 use tokio::time::{Instant, Sleep};
@@ -34,6 +36,9 @@ pub enum LlmEvent {
     Finished {
         reason: String,
         tool_calls: Vec<ToolCall>,
+        /// The answer's reasoning items (Responses API), opaque, to send back
+        /// before its tool calls and on later turns; none in chat completions.
+        reasoning: Vec<serde_json::Value>,
     },
 }
 
@@ -54,20 +59,79 @@ pub struct LlmStream {
     idle: Option<Pin<Box<Sleep>>>,
     /// When the last event (or the start of the answer) came.
     last_read: Instant,
-    assembler: Assembler,
+    decoder: Decoder,
     /// The text of a chunk that also carried reasoning, returned after it.
     queued: Option<String>,
     finished: bool,
 }
 
+/// How the events of a stream are read: chat-completions chunks, or the
+/// Responses API's events.
+#[derive(Debug)]
+pub(super) enum Decoder {
+    Chat(Assembler),
+    Responses(responses::Decoder),
+}
+
+impl Decoder {
+    /// The decoder of `api`'s stream, within `limits`.
+    pub(super) fn new(api: LlmApi, limits: StreamLimits) -> Decoder {
+        match api {
+            LlmApi::ChatCompletions => Decoder::Chat(Assembler::new(limits)),
+            LlmApi::Responses => Decoder::Responses(responses::Decoder::new(limits)),
+        }
+    }
+
+    /// Reads one event's data: what it carried for the answer.
+    fn push(&mut self, data: &str) -> Result<Pushed, LlmError> {
+        match self {
+            Decoder::Chat(assembler) => {
+                let chunk = match serde_json::from_str::<Chunk>(data) {
+                    Ok(chunk) => chunk,
+                    // One chunk that is not even our tolerant shape: skip it. A
+                    // broken stream still shows as a missing finish_reason.
+                    Err(e) => {
+                        tracing::warn!(error = %e, chunk = %crate::text::cut_chars(data, 200, "…"), "skipping an unreadable chunk");
+                        return Ok(Pushed::default());
+                    }
+                };
+                if let Some(usage) = &chunk.usage {
+                    usage.record();
+                }
+                assembler.push(chunk)
+            }
+            Decoder::Responses(decoder) => decoder.push(data),
+        }
+    }
+
+    fn has_finish_reason(&self) -> bool {
+        match self {
+            Decoder::Chat(assembler) => assembler.has_finish_reason(),
+            Decoder::Responses(decoder) => decoder.has_finish_reason(),
+        }
+    }
+
+    fn finish(&mut self) -> Option<LlmEvent> {
+        match self {
+            Decoder::Chat(assembler) => assembler.finish(),
+            Decoder::Responses(decoder) => decoder.finish(),
+        }
+    }
+}
+
 impl LlmStream {
-    pub(super) fn new(body: Body, idle_timeout: Duration, limits: StreamLimits) -> Self {
+    pub(super) fn new(
+        body: Body,
+        idle_timeout: Duration,
+        limits: StreamLimits,
+        decoder: Decoder,
+    ) -> Self {
         LlmStream {
             chunks: SseReader::new(body, limits.max_chunk_bytes()),
             idle_timeout,
             idle: None,
             last_read: Instant::now(),
-            assembler: Assembler::new(limits),
+            decoder,
             queued: None,
             finished: false,
         }
@@ -84,7 +148,7 @@ impl LlmStream {
         loop {
             // After a finish_reason only `[DONE]` or trailing usage should come;
             // a server that then keeps the stream open is not waited for long.
-            let wait = if self.assembler.has_finish_reason() {
+            let wait = if self.decoder.has_finish_reason() {
                 AFTER_FINISH_GRACE
             } else {
                 self.idle_timeout
@@ -106,19 +170,7 @@ impl LlmStream {
             if event.kind == "keepalive" {
                 continue;
             }
-            let chunk = match serde_json::from_str::<Chunk>(&event.data) {
-                Ok(chunk) => chunk,
-                // One chunk that is not even our tolerant shape: skip it. A
-                // broken stream still shows as a missing finish_reason.
-                Err(e) => {
-                    tracing::warn!(error = %e, chunk = %crate::text::cut_chars(&event.data, 200, "…"), "skipping an unreadable chunk");
-                    continue;
-                }
-            };
-            if let Some(usage) = &chunk.usage {
-                usage.record();
-            }
-            match self.assembler.push(chunk) {
+            match self.decoder.push(&event.data) {
                 Err(error) => return self.fail(error),
                 Ok(Pushed {
                     reasoning: Some(reasoning),
@@ -177,7 +229,7 @@ impl LlmStream {
     /// else `error`.
     fn end_or(&mut self, error: LlmError) -> Option<Result<LlmEvent, LlmError>> {
         self.finished = true;
-        Some(self.assembler.finish().ok_or(error))
+        Some(self.decoder.finish().ok_or(error))
     }
 
     fn fail(&mut self, error: LlmError) -> Option<Result<LlmEvent, LlmError>> {
@@ -209,6 +261,7 @@ mod tests {
             Box::pin(futures::stream::iter(reads)),
             Duration::from_secs(5),
             StreamLimits::default(),
+            Decoder::new(LlmApi::ChatCompletions, StreamLimits::default()),
         )
     }
 
@@ -240,6 +293,7 @@ mod tests {
             Box::pin(body),
             Duration::from_millis(300),
             StreamLimits::default(),
+            Decoder::new(LlmApi::ChatCompletions, StreamLimits::default()),
         );
         let events = drain(stream).await;
         assert_eq!(events.len(), 7, "{events:?}");
@@ -273,7 +327,7 @@ mod tests {
         assert_eq!(events.len(), 1, "{events:?}");
         assert!(matches!(
             &events[0],
-            Ok(LlmEvent::Finished { reason, tool_calls })
+            Ok(LlmEvent::Finished { reason, tool_calls, .. })
                 if reason == "tool_calls" && *tool_calls == vec![ToolCall::function("c", "f", "{}")]
         ));
     }

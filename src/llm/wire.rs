@@ -35,6 +35,26 @@ pub enum ChatMessage {
         tool_call_id: String,
         content: String,
     },
+    /// The reasoning items of one model answer as the Responses API returned
+    /// them (opaque, their encrypted content included), sent back before
+    /// what they led to. Chat completions take none: requests leave them out
+    /// ([`without_reasoning`]).
+    #[serde(skip)]
+    Reasoning {
+        items: Vec<Value>,
+    },
+}
+
+/// Serializes messages for chat completions, which have no reasoning items.
+pub(super) fn without_reasoning<S: serde::Serializer>(
+    messages: &&[ChatMessage],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(
+        messages
+            .iter()
+            .filter(|m| !matches!(m, ChatMessage::Reasoning { .. })),
+    )
 }
 
 impl ChatMessage {
@@ -68,6 +88,9 @@ impl ChatMessage {
                         .sum::<usize>()
             }
             ChatMessage::Tool { content, .. } => content.len(),
+            // A model reads the reasoning of the turn in progress and drops
+            // earlier turns', so it costs the history next to nothing.
+            ChatMessage::Reasoning { .. } => 0,
         };
         bytes / 4 + 4
     }
@@ -208,12 +231,19 @@ impl ToolDefinition {
     pub fn name(&self) -> &str {
         &self.function.name
     }
+
+    /// Its description and JSON Schema, for the Responses API's flatter
+    /// shape of a function tool.
+    pub(super) fn described(&self) -> (&str, &Value) {
+        (&self.function.description, &self.function.parameters)
+    }
 }
 
 /// The request body we send (`byot`: our own type, not the crate's).
 #[derive(Debug, Serialize)]
 pub(super) struct ChatRequest<'a> {
     pub(super) model: &'a str,
+    #[serde(serialize_with = "without_reasoning")]
     pub(super) messages: &'a [ChatMessage],
     pub(super) stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -228,6 +258,9 @@ pub(super) struct ChatRequest<'a> {
     pub(super) tool_choice: Option<ForcedTool<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) stream_options: Option<StreamOptions>,
+    /// `[llm] reasoning_effort`, which OpenAI's chat completions take too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) reasoning_effort: Option<crate::config::ReasoningEffort>,
 }
 
 /// `tool_choice` naming one function.
@@ -417,76 +450,4 @@ fn readable_models<'de, D: Deserializer<'de>>(
 }
 
 #[cfg(test)]
-mod tests {
-    use pretty_assertions::assert_eq;
-    use serde_json::json;
-
-    use super::*;
-
-    #[test]
-    fn a_tool_definition_is_a_typed_function_entry() {
-        let definition = ToolDefinition::new(
-            "add_task",
-            "Adds a task.",
-            json!({"type": "object", "properties": {"title": {"type": "string"}}}),
-        );
-        assert_eq!(
-            serde_json::to_value(&definition).expect("serializes"),
-            json!({
-                "type": "function",
-                "function": {
-                    "name": "add_task",
-                    "description": "Adds a task.",
-                    "parameters": {"type": "object", "properties": {"title": {"type": "string"}}},
-                }
-            })
-        );
-    }
-
-    #[test]
-    fn a_tool_call_serializes_as_a_function_call_and_reads_back() {
-        let call = ToolCall::function("call_1", "lookup", r#"{"q":1}"#);
-        let value = serde_json::to_value(&call).expect("serializes");
-        assert_eq!(
-            value,
-            json!({"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{\"q\":1}"}})
-        );
-        assert_eq!(
-            serde_json::from_value::<ToolCall>(value).expect("reads back"),
-            call
-        );
-        let other =
-            json!({"id": "c", "type": "retrieval", "function": {"name": "f", "arguments": ""}});
-        assert!(serde_json::from_value::<ToolCall>(other).is_err());
-    }
-
-    #[test]
-    fn an_assistant_message_with_calls_omits_empty_content() {
-        let message = ChatMessage::Assistant {
-            content: None,
-            tool_calls: vec![ToolCall::function("c1", "f", "{}")],
-        };
-        assert_eq!(
-            serde_json::to_value(&message).expect("serializes"),
-            json!({"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]})
-        );
-    }
-
-    #[test]
-    fn a_model_list_skips_what_it_cannot_read() {
-        let list: ModelList = serde_json::from_value(json!({
-            "object": "list",
-            "data": [{"id": "a", "object": "model"}, {"id": 7}, "b", {"id": "c"}]
-        }))
-        .expect("parses");
-        assert_eq!(list.ids(), vec!["a", "c"]);
-        for body in [
-            json!({}),
-            json!({"data": null}),
-            json!({"data": {"id": "a"}}),
-        ] {
-            let list: ModelList = serde_json::from_value(body).expect("parses");
-            assert_eq!(list, ModelList::default());
-        }
-    }
-}
+mod tests;

@@ -234,3 +234,70 @@ async fn endless_thinking_ends_the_answer_within_its_bounds() {
     );
     daemon.stop().await;
 }
+
+/// The same bounds through the Responses API: the partial text as a
+/// `response.output_text.delta`, then `hostile` events, then a
+/// `response.completed` the daemon must not get to.
+fn responses_answer_with(hostile: Vec<Value>) -> Script {
+    let mut events = vec![
+        json!({"type": "response.output_text.delta", "output_index": 0, "content_index": 0, "delta": PARTIAL}),
+    ];
+    events.extend(hostile);
+    events.push(json!({"type": "response.completed", "response": {"status": "completed"}}));
+    Script::Raw {
+        events: events.iter().map(Value::to_string).collect(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_responses_stream_meets_the_same_bounds() {
+    let daemon = Daemon::binary(
+        Backend::Sqlite,
+        "[llm]\napi = \"responses\"\nmax_answer_bytes = 4096\nmax_tool_calls = 3\n",
+    )
+    .await;
+    let call = |index: u64| {
+        json!({"type": "response.output_item.added", "output_index": index,
+            "item": {"type": "function_call", "call_id": format!("c{index}"), "name": "add_task", "arguments": ""}})
+    };
+    let thought = json!({"type": "response.reasoning_summary_text.delta", "output_index": 0,
+        "summary_index": 0, "delta": "hmm ".repeat(100)});
+    let cases = [
+        (
+            vec![
+                json!({"type": "response.output_text.delta", "output_index": 0, "delta": "y".repeat(5000)}),
+            ],
+            "more than 4096 bytes of text".to_owned(),
+        ),
+        (
+            vec![call(u64::MAX)],
+            format!("tool-call index {}", usize::MAX),
+        ),
+        (
+            vec![call(1), call(2), call(3), call(4)],
+            "more than 3 tool calls".to_owned(),
+        ),
+    ];
+    for (hostile, expected) in cases {
+        refused(&daemon, responses_answer_with(hostile), &expected).await;
+    }
+    // Endless thinking: ended at the same bound, what was shown of it kept.
+    let (thread_id, _) = daemon.create_thread("warm up").await;
+    daemon.llm.push(responses_answer_with(
+        std::iter::repeat_n(thought, 20).collect(),
+    ));
+    let streamed = daemon.add_message(&thread_id, "think").await;
+    let message = the_error(&streamed);
+    assert!(
+        message.contains("more than 4096 bytes of text (reasoning included)"),
+        "{message}"
+    );
+    assert_eq!(streamed.answer().as_deref(), Some(PARTIAL));
+    let kinds: Vec<String> = streamed
+        .done_items()
+        .iter()
+        .map(|i| i["type"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(kinds, ["user_message", "workflow", "assistant_message"]);
+    daemon.stop().await;
+}

@@ -27,13 +27,14 @@ mod tools;
 use std::sync::Arc;
 use std::time::Instant;
 
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use self::draft::Draft;
 use self::thinking::Thinking;
 use self::title::TITLE_WAIT;
 use self::tools::Step;
-use super::transcript::{Media, build_messages_with_media, named_attachments};
+use super::transcript::{Media, ReasoningRecord, build_messages_with_media, named_attachments};
 use super::{Agent, RunInput, RunOutcome};
 use crate::attachments::Attachments;
 use crate::llm::{ChatMessage, LlmError, LlmEvent, LlmStream, ToolCall, ToolDefinition, Turn};
@@ -210,9 +211,13 @@ impl<'a> Run<'a> {
             .chain(interactions.client_tools().iter().cloned())
             .collect();
         for _ in 0..self.agent.config.max_turns {
-            let calls = self.stream_answer(&messages, &definitions).await?;
+            let (calls, reasoning) = self.stream_answer(&messages, &definitions).await?;
             if calls.is_empty() {
                 return Ok(());
+            }
+            // The model's reasoning goes back before what it led to.
+            if !reasoning.is_empty() {
+                messages.push(ChatMessage::Reasoning { items: reasoning });
             }
             // The text the model wrote before asking for tools goes with the
             // calls, as one assistant message.
@@ -242,12 +247,13 @@ impl<'a> Run<'a> {
     }
 
     /// Streams one model answer into an assistant message; returns the tool
-    /// calls the model asked for (none for a final answer).
+    /// calls the model asked for (none for a final answer) and its reasoning
+    /// items (Responses API), already stored.
     async fn stream_answer(
         &mut self,
         messages: &[ChatMessage],
         tools: &[ToolDefinition],
-    ) -> Result<Vec<ToolCall>, Stop> {
+    ) -> Result<(Vec<ToolCall>, Vec<Value>), Stop> {
         let forced = self.forced_tool.take();
         let turn = Turn {
             model: self.model.as_deref(),
@@ -271,13 +277,18 @@ impl<'a> Run<'a> {
                 _ = &mut cancelled => return Err(Stop::Cancelled),
                 event = LlmStream::next(&mut stream) => event,
             };
-            if let Some(Ok(LlmEvent::Finished { .. })) = &event {
+            if let Some(Ok(LlmEvent::Finished { reasoning, .. })) = &event {
                 self.finish_thinking().await?;
+                self.keep_reasoning(reasoning).await?;
             }
             match event {
                 Some(Ok(LlmEvent::Reasoning(delta))) => self.push_reasoning(delta).await?,
                 Some(Ok(LlmEvent::Text(delta))) => self.push_text(delta).await?,
-                Some(Ok(LlmEvent::Finished { tool_calls, .. })) if !tool_calls.is_empty() => {
+                Some(Ok(LlmEvent::Finished {
+                    tool_calls,
+                    reasoning,
+                    ..
+                })) if !tool_calls.is_empty() => {
                     if tools.is_empty() {
                         // Nothing was offered: a model misbehaving. Keep its text.
                         tracing::warn!(
@@ -285,17 +296,37 @@ impl<'a> Run<'a> {
                             "model asked for tools that were not offered"
                         );
                     } else {
-                        return Ok(tool_calls);
+                        return Ok((tool_calls, reasoning));
                     }
-                    return self.finish_or_empty().await.map(|()| Vec::new());
+                    return self
+                        .finish_or_empty()
+                        .await
+                        .map(|()| (Vec::new(), Vec::new()));
                 }
                 Some(Ok(LlmEvent::Finished { .. })) => {
-                    return self.finish_or_empty().await.map(|()| Vec::new());
+                    return self
+                        .finish_or_empty()
+                        .await
+                        .map(|()| (Vec::new(), Vec::new()));
                 }
                 Some(Err(e)) => return Err(self.fail_llm(e).await),
                 None => return Err(self.fail_llm(LlmError::Cut).await),
             }
         }
+    }
+
+    /// Stores the reasoning items of an answer (Responses API) as a hidden
+    /// record, before the message and calls they led to, so later turns
+    /// send them back.
+    async fn keep_reasoning(&mut self, items: &[Value]) -> Result<(), Stop> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let record = ReasoningRecord {
+            items: items.to_vec(),
+        }
+        .into_item(&self.input.thread.id);
+        self.store(&[&record]).await
     }
 
     /// A final answer: closes the message, or reports an empty one.

@@ -10,6 +10,8 @@
 //! and, for an approval card, which calls wait and whether they were
 //! settled; and `{"type":"chatkitd.action","action","text"}`, a widget
 //! action handed to the agent, which the model reads as the user's words.
+//! A reasoning model's encrypted reasoning items (Responses API) are kept as
+//! `{"type":"chatkitd.reasoning","items":[…]}` ([`ReasoningRecord`]).
 //! These shapes are in existing databases: field names and `type` strings
 //! must not change. How the records become chat messages lives in
 //! [`super::history`]; nothing here runs a tool.
@@ -103,6 +105,36 @@ impl ToolRecord {
         let content = serde_json::to_value(&self).unwrap_or(Value::Null);
         ThreadItem::new(
             new_id(IdKind::Message),
+            thread_id,
+            ItemKind::HiddenContextItem { content },
+        )
+    }
+}
+
+/// The reasoning items of one model answer as the Responses API returned
+/// them (opaque, encrypted), kept so that later requests send them back
+/// before what they led to: `{"type":"chatkitd.reasoning","items":[…]}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename = "chatkitd.reasoning")]
+pub struct ReasoningRecord {
+    pub items: Vec<Value>,
+}
+
+impl ReasoningRecord {
+    /// Reads a hidden item's content as this record.
+    pub fn from_content(content: &Value) -> Option<Self> {
+        if content.get("type").and_then(Value::as_str) != Some("chatkitd.reasoning") {
+            return None;
+        }
+        serde_json::from_value(content.clone()).ok()
+    }
+
+    /// The hidden item holding this record on `thread_id`.
+    pub fn into_item(self, thread_id: &str) -> ThreadItem {
+        // A list of JSON values always serializes.
+        let content = serde_json::to_value(&self).unwrap_or(Value::Null);
+        ThreadItem::new(
+            new_id(IdKind::SdkHiddenContext),
             thread_id,
             ItemKind::HiddenContextItem { content },
         )

@@ -22,6 +22,7 @@ fn finished(reason: &str, tool_calls: Vec<ToolCall>) -> Option<LlmEvent> {
     Some(LlmEvent::Finished {
         reason: reason.to_owned(),
         tool_calls,
+        reasoning: Vec::new(),
     })
 }
 

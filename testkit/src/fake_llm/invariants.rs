@@ -1,12 +1,13 @@
 //! The invariants every request chatkitd sends to the model must keep, as a
-//! strict OpenAI-compatible server would enforce them: a non-empty history,
+//! strict OpenAI-compatible server would enforce them (for the Responses
+//! API: [`check_responses_request_well_formed`]): a non-empty history,
 //! a role on every message, no tool result without its call and no call left
 //! without its result, images and files only in user messages. The fake checks them on every recorded request,
 //! streaming and non-streaming alike; see [`super::FakeLlm`].
 
 use std::collections::{HashMap, HashSet};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::RecordedRequest;
 
@@ -128,18 +129,134 @@ fn check_answers_follow_their_calls(messages: &[Value]) -> Result<(), String> {
 /// [`check_request_well_formed`], with its body; `None` if all keep it.
 pub(crate) fn first_malformed(requests: &[RecordedRequest]) -> Option<String> {
     requests.iter().enumerate().find_map(|(i, request)| {
-        check_request_well_formed(&request.body)
-            .err()
-            .map(|problem| {
-                let body = serde_json::to_string_pretty(&request.body).unwrap_or_default();
-                let kind = if request.stream {
-                    "streaming"
-                } else {
-                    "non-streaming"
-                };
-                format!("request {i} ({kind}) is malformed: {problem}\nrequest body: {body}")
-            })
+        let checked = if request.body.get("input").is_some() {
+            check_responses_request_well_formed(&request.body)
+        } else {
+            check_request_well_formed(&request.body)
+        };
+        checked.err().map(|problem| {
+            let body = serde_json::to_string_pretty(&request.body).unwrap_or_default();
+            let kind = if request.stream {
+                "streaming"
+            } else {
+                "non-streaming"
+            };
+            format!("request {i} ({kind}) is malformed: {problem}\nrequest body: {body}")
+        })
     })
+}
+
+/// Checks that a Responses API request would be accepted by OpenAI, sent
+/// statelessly as chatkitd sends it: `store: false` and no
+/// `previous_response_id`; a non-empty `input` of known item types; every
+/// `function_call_output` after the `function_call` it answers, every call
+/// answered; every reasoning item with its `encrypted_content` and followed
+/// by what it led to (not last, not a user's message); every tool a
+/// function with a name and an object schema.
+pub fn check_responses_request_well_formed(body: &Value) -> Result<(), String> {
+    if body.get("previous_response_id").is_some() {
+        return Err("`previous_response_id` is set: chatkitd sends the whole input".to_owned());
+    }
+    if body.get("store") != Some(&json!(false)) {
+        return Err(format!("`store` is {:?}, not false", body.get("store")));
+    }
+    let input = body
+        .get("input")
+        .and_then(Value::as_array)
+        .ok_or_else(|| "no `input` array".to_owned())?;
+    if input.is_empty() {
+        return Err("`input` is empty".to_owned());
+    }
+    let mut called: HashSet<&str> = HashSet::new();
+    let mut answered: HashSet<&str> = HashSet::new();
+    for (i, item) in input.iter().enumerate() {
+        let kind =
+            item.get("type")
+                .and_then(Value::as_str)
+                .unwrap_or(if item.get("role").is_some() {
+                    "message"
+                } else {
+                    ""
+                });
+        let text = |key: &str| item.get(key).and_then(Value::as_str);
+        match kind {
+            "message" => {
+                let role = text("role").unwrap_or_default();
+                if !matches!(role, "user" | "assistant" | "system" | "developer") {
+                    return Err(format!("input item {i} has role {role:?}: {item}"));
+                }
+                if !item
+                    .get("content")
+                    .is_some_and(|c| c.is_string() || c.is_array())
+                {
+                    return Err(format!("input item {i} has no content: {item}"));
+                }
+            }
+            "function_call" => {
+                let (Some(call_id), Some(_), Some(_)) =
+                    (text("call_id"), text("name"), text("arguments"))
+                else {
+                    return Err(format!(
+                        "function call {i} lacks call_id, name or arguments: {item}"
+                    ));
+                };
+                called.insert(call_id);
+            }
+            "function_call_output" => {
+                let call_id = text("call_id").unwrap_or_default();
+                if !called.contains(call_id) {
+                    return Err(format!(
+                        "function_call_output {i} answers {call_id:?}, which no earlier function_call made"
+                    ));
+                }
+                if text("output").is_none() {
+                    return Err(format!("function_call_output {i} has no text output"));
+                }
+                answered.insert(call_id);
+            }
+            "reasoning" => {
+                if text("encrypted_content").is_none() {
+                    return Err(format!(
+                        "reasoning item {i} has no encrypted_content: {item}"
+                    ));
+                }
+                let next = input.get(i + 1);
+                let follows = next.is_some_and(|n| {
+                    n.get("role").and_then(Value::as_str) != Some("user")
+                        || n.get("type").and_then(Value::as_str) == Some("reasoning")
+                });
+                if !follows {
+                    return Err(format!(
+                        "reasoning item {i} is not followed by what it led to: {item}"
+                    ));
+                }
+            }
+            other => return Err(format!("input item {i} has unknown type {other:?}: {item}")),
+        }
+    }
+    if let Some(open) = called.iter().find(|id| !answered.contains(*id)) {
+        return Err(format!(
+            "function call {open:?} has no function_call_output"
+        ));
+    }
+    for tool in body
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let named = tool.get("type") == Some(&json!("function"))
+            && tool
+                .get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty());
+        if !named || tool.pointer("/parameters/type") != Some(&json!("object")) {
+            return Err(format!(
+                "tool is not a named function with an object schema: {tool}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -228,5 +345,39 @@ mod tests {
                 .unwrap_err()
                 .contains("role")
         );
+    }
+
+    #[test]
+    fn responses_requests_are_stateless_and_pair_their_items() {
+        let input = |items: Value| json!({"model": "m", "store": false, "input": items});
+        let good = input(json!([
+            {"role": "user", "content": [{"type": "input_text", "text": "hi"}]},
+            {"type": "reasoning", "id": "rs", "summary": [], "encrypted_content": "e"},
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "ok"},
+            {"role": "assistant", "content": "done"},
+        ]));
+        assert_eq!(check_responses_request_well_formed(&good), Ok(()));
+        let bad = [
+            json!({"model": "m", "input": [{"role": "user", "content": "hi"}]}),
+            json!({"model": "m", "store": false, "previous_response_id": "r", "input": [{"role": "user", "content": "hi"}]}),
+            input(json!([])),
+            input(json!([{"type": "function_call_output", "call_id": "c9", "output": "x"}])),
+            input(
+                json!([{"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"}]),
+            ),
+            input(
+                json!([{"type": "reasoning", "id": "rs", "summary": []}, {"role": "assistant", "content": "x"}]),
+            ),
+            input(
+                json!([{"type": "reasoning", "id": "rs", "encrypted_content": "e"}, {"role": "user", "content": "x"}]),
+            ),
+        ];
+        for body in bad {
+            assert!(
+                check_responses_request_well_formed(&body).is_err(),
+                "{body}"
+            );
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! A fake OpenAI-compatible chat-completions server for tests.
 //!
-//! [`FakeLlm`] serves `POST /v1/chat/completions`, `GET /v1/models` and
+//! [`FakeLlm`] serves `POST /v1/chat/completions`, `POST /v1/responses` (the
+//! same scripts as the Responses API's events), `GET /v1/models` and
 //! `POST /v1/audio/transcriptions` (recorded raw, answered from a queue) on
 //! 127.0.0.1 with axum, speaking the real wire format (JSON completions and
 //! `text/event-stream` chunk streams ending in `data: [DONE]`), so the real
@@ -28,7 +29,7 @@ mod reply;
 mod script;
 mod server;
 
-pub use invariants::check_request_well_formed;
+pub use invariants::{check_request_well_formed, check_responses_request_well_formed};
 pub use recording::{RecordedRequest, last_user_text, message_text};
 pub use script::{FakeToolCall, Script};
 pub use server::{FakeLlm, TRANSCRIBED, TranscriptionRequest};

@@ -1,10 +1,10 @@
-//! What the fake model records of each chat-completions request
+//! What the fake model records of each request (chat completions or Responses)
 //! ([`RecordedRequest`]) and helpers reading the messages of a request body.
 //! Judging whether a request is well formed lives in `invariants`.
 
 use serde_json::Value;
 
-/// One chat-completions request as the fake received it.
+/// One chat-completions or Responses request as the fake received it.
 #[derive(Clone, Debug)]
 pub struct RecordedRequest {
     /// The JSON body; a JSON string holding the raw text if it was not JSON.
@@ -25,6 +25,15 @@ impl RecordedRequest {
             .unwrap_or(&[])
     }
 
+    /// The `input` array of a Responses API request, empty if missing.
+    pub fn input(&self) -> &[Value] {
+        self.body
+            .get("input")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
     /// The `model` field, if present.
     pub fn model(&self) -> Option<&str> {
         self.body.get("model").and_then(Value::as_str)
@@ -35,7 +44,7 @@ impl RecordedRequest {
         last_user_text(&self.body)
     }
 
-    /// Names of the functions offered in `tools`.
+    /// Names of the functions offered in `tools` (either API's shape).
     pub fn tool_names(&self) -> Vec<String> {
         self.body
             .get("tools")
@@ -43,7 +52,11 @@ impl RecordedRequest {
             .map(|tools| {
                 tools
                     .iter()
-                    .filter_map(|t| t.pointer("/function/name").and_then(Value::as_str))
+                    .filter_map(|t| {
+                        t.pointer("/function/name")
+                            .or_else(|| t.get("name"))
+                            .and_then(Value::as_str)
+                    })
                     .map(str::to_owned)
                     .collect()
             })
@@ -52,14 +65,20 @@ impl RecordedRequest {
 }
 
 /// The text of a message's `content`: the string itself, or the `text` of
-/// every `{"type":"text"}` part joined with a space. `None` if there is none.
+/// every text part (`text`; the Responses API's `input_text` and
+/// `output_text`) joined with a space. `None` if there is none.
 pub fn message_text(message: &Value) -> Option<String> {
     match message.get("content")? {
         Value::String(s) => Some(s.clone()),
         Value::Array(parts) => {
             let texts: Vec<&str> = parts
                 .iter()
-                .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
+                .filter(|p| {
+                    matches!(
+                        p.get("type").and_then(Value::as_str),
+                        Some("text" | "input_text" | "output_text")
+                    )
+                })
                 .filter_map(|p| p.get("text").and_then(Value::as_str))
                 .collect();
             Some(texts.join(" "))
@@ -68,9 +87,11 @@ pub fn message_text(message: &Value) -> Option<String> {
     }
 }
 
-/// The text of the last message with role `user` in a request body.
+/// The text of the last message with role `user` in a request body (its
+/// `messages`, or a Responses request's `input`).
 pub fn last_user_text(body: &Value) -> Option<String> {
-    body.get("messages")?
+    body.get("messages")
+        .or_else(|| body.get("input"))?
         .as_array()?
         .iter()
         .rev()

@@ -1,6 +1,6 @@
 //! How one [`Script`] plays out as an HTTP response: the chunks of a
 //! `text/event-stream` body or a JSON completion, with their ids, usage and
-//! scripted failures. Which script answers which request is decided in
+//! scripted failures (the Responses API's events and objects: `responses`). Which script answers which request is decided in
 //! `server`; the scripts themselves are defined in `script`.
 
 use std::collections::VecDeque;
@@ -13,7 +13,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{FAKE_MODEL, Script, message_text};
+use super::{FAKE_MODEL, FakeToolCall, Script, message_text};
+
+mod responses;
 
 /// Pause before a scripted abort, so hyper flushes what came before it
 /// (otherwise it may drop buffered chunks, even the headers, with the connection).
@@ -30,6 +32,7 @@ fn count_tokens(text: &str) -> u64 {
 /// The prompt's token count by [`count_tokens`], one per message without text.
 fn prompt_tokens(body: &Value) -> u64 {
     body.get("messages")
+        .or_else(|| body.get("input"))
         .and_then(Value::as_array)
         .map(|messages| {
             messages
@@ -132,6 +135,30 @@ impl Reply {
         }
     }
 
+    /// Tool calls: for call `i` a delta with its id, type and name, then its
+    /// arguments in three fragments.
+    fn call_chunks(&self, steps: &mut Vec<Step>, calls: &[FakeToolCall]) {
+        for (index, call) in calls.iter().enumerate() {
+            steps.push(self.chunk(
+                json!({"tool_calls": [{
+                    "index": index,
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": ""},
+                }]}),
+                None,
+            ));
+            for fragment in three_fragments(&call.arguments) {
+                if !fragment.is_empty() {
+                    steps.push(self.chunk(
+                        json!({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}),
+                        None,
+                    ));
+                }
+            }
+        }
+    }
+
     /// The finish chunk, the usage chunk if asked for, and `[DONE]`.
     fn finish(&self, steps: &mut Vec<Step>, finish_reason: &str, completion_text: &str) {
         steps.push(self.chunk(json!({}), Some(finish_reason)));
@@ -175,25 +202,7 @@ impl Reply {
             }
             Script::ToolCalls { calls } => {
                 steps.push(self.role_chunk());
-                for (index, call) in calls.iter().enumerate() {
-                    steps.push(self.chunk(
-                        json!({"tool_calls": [{
-                            "index": index,
-                            "id": call.id,
-                            "type": "function",
-                            "function": {"name": call.name, "arguments": ""},
-                        }]}),
-                        None,
-                    ));
-                    for fragment in three_fragments(&call.arguments) {
-                        if !fragment.is_empty() {
-                            steps.push(self.chunk(
-                                json!({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}),
-                                None,
-                            ));
-                        }
-                    }
-                }
+                self.call_chunks(&mut steps, &calls);
                 let arguments: String = calls.iter().map(|c| c.arguments.as_str()).collect();
                 self.finish(&mut steps, "tool_calls", &arguments);
             }
@@ -228,15 +237,22 @@ impl Reply {
                 field,
                 reasoning,
                 chunks,
+                calls,
             } => {
                 steps.push(self.role_chunk());
                 for delta in &reasoning {
                     steps.push(self.chunk(json!({ field: delta }), None));
                 }
                 self.content_chunks(&mut steps, &chunks, Duration::ZERO);
+                self.call_chunks(&mut steps, &calls);
+                let reason = if calls.is_empty() {
+                    "stop"
+                } else {
+                    "tool_calls"
+                };
                 self.finish(
                     &mut steps,
-                    "stop",
+                    reason,
                     &format!("{}{}", reasoning.concat(), chunks.concat()),
                 );
             }
@@ -290,6 +306,7 @@ impl Reply {
                 field,
                 reasoning,
                 chunks,
+                ..
             } => {
                 let text = chunks.concat();
                 json_response(self.completion(

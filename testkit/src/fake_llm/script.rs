@@ -108,15 +108,19 @@ pub enum Script {
     /// Stream the model's thinking, one delta per entry of `reasoning` in the
     /// field `field` (`reasoning_content` as DeepSeek and vLLM name it,
     /// `reasoning` as OpenRouter and Ollama do), then these content chunks,
-    /// `finish_reason: "stop"` and `[DONE]`. Non-streaming: one completion
-    /// with the text and the reasoning in `message.<field>`.
+    /// then these tool calls (as [`Script::ToolCalls`] streams them), and a
+    /// finish. Non-streaming: one completion with the text and the reasoning
+    /// in `message.<field>`. In the Responses API: a reasoning item whose
+    /// summary streams the reasoning, then the message, then the calls.
     Thinking {
-        /// The delta field the reasoning comes in.
+        /// The delta field the reasoning comes in (chat completions).
         field: &'static str,
         /// The reasoning deltas, in order.
         reasoning: Vec<String>,
         /// The content deltas that follow, in order.
         chunks: Vec<String>,
+        /// The tool calls that follow, indexed in order.
+        calls: Vec<FakeToolCall>,
     },
     /// Stream exactly these `data:` payloads (raw JSON text, or `[DONE]`), with
     /// no role chunk added: for the quirks of other OpenAI-compatible servers

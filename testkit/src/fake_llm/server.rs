@@ -124,6 +124,7 @@ impl FakeLlm {
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(chat_completions))
+            .route("/v1/responses", post(responses))
             .route("/v1/models", get(models))
             .route("/v1/audio/transcriptions", post(transcriptions))
             .fallback(not_found)
@@ -365,11 +366,28 @@ async fn not_found() -> Response {
     )
 }
 
+/// Which API a request came in through.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Api {
+    ChatCompletions,
+    Responses,
+}
+
 async fn chat_completions(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    answer(shared, headers, body, Api::ChatCompletions).await
+}
+
+async fn responses(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    answer(shared, headers, body, Api::Responses).await
+}
+
+/// Records a model request and answers it with the next script of its
+/// queue (the same queues for both APIs), in its API's wire format.
+async fn answer(shared: Arc<Shared>, headers: HeaderMap, body: Bytes, api: Api) -> Response {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -409,11 +427,21 @@ async fn chat_completions(
 
     let reply = Reply::new(shared.open_streams.clone(), id, &body);
     let user_text = last_user_text(&body).unwrap_or_default();
-    if stream {
-        let script = script.unwrap_or_else(|| default_stream(&user_text, default_delay));
-        reply.stream(script)
-    } else {
-        let script = script.unwrap_or_else(|| default_unary(&user_text));
-        reply.unary(script).await
+    match (stream, api) {
+        (true, Api::ChatCompletions) => {
+            reply.stream(script.unwrap_or_else(|| default_stream(&user_text, default_delay)))
+        }
+        (true, Api::Responses) => reply
+            .responses_stream(script.unwrap_or_else(|| default_stream(&user_text, default_delay))),
+        (false, Api::ChatCompletions) => {
+            reply
+                .unary(script.unwrap_or_else(|| default_unary(&user_text)))
+                .await
+        }
+        (false, Api::Responses) => {
+            reply
+                .responses_unary(script.unwrap_or_else(|| default_unary(&user_text)))
+                .await
+        }
     }
 }
