@@ -22,6 +22,12 @@
 //!   then four more messages on it, then a new thread) for a fixed time: turns
 //!   per second in each window and their median, errors, median and p99 turn
 //!   time, the daemon's resident memory.
+//!
+//! The first-token and 64-conversation scenarios run twice on each store:
+//! with the daemon asking the model through chat completions, then through
+//! the Responses API (`[llm] api = "responses"`; the direct figure then asks
+//! the fake model's `/responses`). `-- --api chat_completions` or
+//! `-- --api responses` runs one.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -116,21 +122,31 @@ async fn main() {
     let only = value("--store");
     let wanted = |store: &str| only.is_none_or(|only| only == store);
     let other_build = value("--daemon").map(std::path::PathBuf::from);
+    let only_api = value("--api");
+    let apis: Vec<&str> = ["chat_completions", "responses"]
+        .into_iter()
+        .filter(|api| only_api.is_none_or(|only| only == api))
+        .collect();
     let binary = other_build
         .clone()
         .unwrap_or_else(common::Child::this_build);
     println!("daemon: {}", binary.display());
     let dir = tempfile::tempdir().expect("temp dir");
-    if wanted("sqlite") {
-        let sqlite = format!("sqlite://{}", dir.path().join("bench.db").display());
-        run_backend("sqlite", &sqlite, &binary, other_build.is_none(), &options).await;
-    }
-    if wanted("postgres") {
-        match chatkitd_testkit::try_fresh_database().await {
-            Some(url) => {
-                run_backend("postgres", &url, &binary, other_build.is_none(), &options).await
+    for api in apis {
+        // Allocations are counted once, on the chat-completions path.
+        let count = other_build.is_none() && api == "chat_completions";
+        if wanted("sqlite") {
+            let sqlite = format!(
+                "sqlite://{}",
+                dir.path().join(format!("bench-{api}.db")).display()
+            );
+            run_backend("sqlite", &sqlite, &binary, count, api, &options).await;
+        }
+        if wanted("postgres") {
+            match chatkitd_testkit::try_fresh_database().await {
+                Some(url) => run_backend("postgres", &url, &binary, count, api, &options).await,
+                None => println!("\n[postgres] skipped: no PostgreSQL server could be started"),
             }
-            None => println!("\n[postgres] skipped: no PostgreSQL server could be started"),
         }
     }
 }
@@ -139,15 +155,24 @@ async fn main() {
 const STORE_CONNECTIONS: u32 = 32;
 
 async fn run_backend(
-    name: &str,
+    store: &str,
     store_url: &str,
     binary: &std::path::Path,
     count_allocations: bool,
+    api: &str,
     options: &Options,
 ) {
+    let name = format!("{store}, {api}");
+    let name = name.as_str();
     let llm = FakeLlm::start().await;
-    let daemon =
-        common::Child::start(binary, store_url, &llm.base_url(), Some(STORE_CONNECTIONS)).await;
+    let daemon = common::Child::start(
+        binary,
+        store_url,
+        &llm.base_url(),
+        Some(STORE_CONNECTIONS),
+        api,
+    )
+    .await;
     let url = daemon.url.clone();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(128)
@@ -161,7 +186,7 @@ async fn run_backend(
     // Warm both paths (connections, caches, prepared statements).
     let threads = create_threads(&http, &url, 32).await;
     for i in 0..50 {
-        direct_ttft(&http, &llm.base_url(), "how are you today").await;
+        direct_ttft(&http, &llm.base_url(), api, "how are you today").await;
         daemon_turn(
             &http,
             &url,
@@ -174,7 +199,7 @@ async fn run_backend(
     let mut through = Vec::with_capacity(options.samples);
     let fresh = create_threads(&http, &url, options.samples).await;
     for thread in &fresh {
-        direct.push(direct_ttft(&http, &llm.base_url(), "how are you today").await);
+        direct.push(direct_ttft(&http, &llm.base_url(), api, "how are you today").await);
         through.push(
             daemon_turn(&http, &url, thread, "how are you today")
                 .await
@@ -232,7 +257,7 @@ async fn allocations_per_event(name: &str, http: &reqwest::Client, url: &str, ll
                     assert!(turn.ok, "a turn of the allocation count failed");
                 }
                 None => {
-                    direct_ttft(http, llm, text).await;
+                    direct_ttft(http, llm, "chat_completions", text).await;
                 }
             }
         }
@@ -440,12 +465,25 @@ async fn stream_turn(http: &reqwest::Client, url: &str, body: &Value) -> (Turn, 
 }
 
 /// Time to the first content chunk from the fake LLM itself, for a message
-/// of `text`; reads the whole answer.
-async fn direct_ttft(http: &reqwest::Client, base: &str, text: &str) -> Duration {
-    let body = json!({"model": "fake-model", "stream": true, "messages": [{"role": "user", "content": text}]});
+/// of `text`, through `api`; reads the whole answer.
+async fn direct_ttft(http: &reqwest::Client, base: &str, api: &str, text: &str) -> Duration {
+    let (path, body, first_text) = if api == "responses" {
+        (
+            "responses",
+            json!({"model": "fake-model", "stream": true, "store": false,
+                "input": [{"role": "user", "content": [{"type": "input_text", "text": text}]}]}),
+            "\"delta\":\"Hello",
+        )
+    } else {
+        (
+            "chat/completions",
+            json!({"model": "fake-model", "stream": true, "messages": [{"role": "user", "content": text}]}),
+            "\"content\":\"Hello",
+        )
+    };
     let started = Instant::now();
     let response = http
-        .post(format!("{base}/chat/completions"))
+        .post(format!("{base}/{path}"))
         .json(&body)
         .send()
         .await
@@ -455,7 +493,7 @@ async fn direct_ttft(http: &reqwest::Client, base: &str, text: &str) -> Duration
     let mut first = None;
     while let Some(chunk) = stream.next().await {
         text.push_str(&String::from_utf8_lossy(&chunk.expect("llm chunk")));
-        if first.is_none() && text.contains("\"content\":\"Hello") {
+        if first.is_none() && text.contains(first_text) {
             first = Some(started.elapsed());
         }
     }

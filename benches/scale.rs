@@ -214,7 +214,14 @@ async fn run_backend(
 
     // The load's model is the one in its own process, so that its CPU is
     // counted apart from the daemon's and the clients'.
-    let daemon = common::Child::start(&options.daemon, store_url, &model.base_url(), None).await;
+    let daemon = common::Child::start(
+        &options.daemon,
+        store_url,
+        &model.base_url(),
+        None,
+        "chat_completions",
+    )
+    .await;
     let (pid, url) = (daemon.pid, daemon.url.clone());
 
     let http = reqwest::Client::builder()

@@ -539,6 +539,58 @@ async fn check_passes_on_a_good_configuration() {
     );
 }
 
+/// With `[llm] api = "responses"`, `check` also asks whether the endpoint
+/// serves `/responses`: the fake does; a server with only `/models` fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_asks_for_the_responses_route_when_it_is_used() {
+    let on_responses = |setup: &Setup| {
+        let mut text = std::fs::read_to_string(&setup.config).expect("config");
+        text.push_str("api = \"responses\"\n");
+        std::fs::write(&setup.config, text).expect("config written");
+    };
+    let llm = FakeLlm::start().await;
+    let setup = Setup::new(&llm.base_url(), false);
+    on_responses(&setup);
+    let output = setup.run(&["check"], "").await;
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("ok   llm") && l.ends_with("serves /responses")),
+        "{stdout}"
+    );
+    assert!(
+        llm.requests().is_empty(),
+        "the route check is no conversation"
+    );
+
+    // A chat-completions-only server: it lists models, has no /responses.
+    let models = axum::Router::new().route(
+        "/v1/models",
+        axum::routing::get(|| async {
+            axum::Json(json!({"object": "list", "data": [{"id": "fake-model", "object": "model"}]}))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move { axum::serve(listener, models).await });
+    let setup = Setup::new(&format!("http://{addr}/v1"), false);
+    on_responses(&setup);
+    let output = setup.run(&["check"], "").await;
+    let stdout = text(&output.stdout);
+    assert!(!output.status.success(), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("FAIL llm") && l.contains("no /responses route")),
+        "{stdout}"
+    );
+    server.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_fails_when_the_llm_is_unreachable() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0")

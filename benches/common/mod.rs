@@ -30,13 +30,15 @@ impl Child {
     }
 
     /// Starts `binary` on `store_url`, answered by the model at
-    /// `llm_base_url`, with `store_connections` query connections when given
+    /// `llm_base_url` through `api` (`[llm] api`: `chat_completions` or
+    /// `responses`), with `store_connections` query connections when given
     /// (the default otherwise), and waits until it listens.
     pub async fn start(
         binary: &Path,
         store_url: &str,
         llm_base_url: &str,
         store_connections: Option<u32>,
+        api: &str,
     ) -> Child {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("agent.toml");
@@ -52,6 +54,7 @@ url = "{store_url}"
 {connections}[llm]
 base_url = "{llm_base_url}"
 api_key = "bench"
+api = "{api}"
 [agent]
 title_generation = false
 [limits]

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use super::{CliError, redact_url};
 use crate::agent::Interactions;
 use crate::auth::{Authenticator, KeyProbe};
+use crate::config::LlmApi;
 use crate::config::{AuthMode, Config};
 use crate::llm::{LlmClient, LlmError, ModelList};
 use crate::mcp::McpManager;
@@ -401,8 +402,7 @@ async fn check_llm(config: &Config) -> Line {
         Err(other) => return fail(line, other.to_string()),
     };
     let models = models.ids();
-    let line = line.since(started);
-    if models.is_empty() {
+    let line = if models.is_empty() {
         line.detail(format!("reachable; model {:?} not checked", llm.model))
     } else if models.contains(&llm.model.as_str()) {
         line.detail(format!(
@@ -425,5 +425,25 @@ async fn check_llm(config: &Config) -> Line {
             models.len(),
             listed.join(", ")
         ))
+    };
+    if llm.api != LlmApi::Responses {
+        return line.since(started);
+    }
+    // `api = "responses"`: the route must be there too.
+    match client.serves_responses().await {
+        Ok(true) => {
+            let detail = format!("{}; serves /responses", line.detail);
+            line.since(started).detail(detail)
+        }
+        Ok(false) => fail(
+            line,
+            "no /responses route (HTTP 404): this endpoint speaks chat completions only; set [llm] api = \"chat_completions\"".to_owned(),
+        ),
+        Err(e) => Line {
+            status: Status::Warn,
+            ..line
+        }
+        .since(started)
+        .detail(format!("whether it serves /responses is unknown: {e}")),
     }
 }

@@ -46,12 +46,31 @@ fn append(all: &mut String, more: String) {
     }
 }
 
+/// A tool call being streamed.
 #[derive(Debug, Default)]
-struct PartialCall {
-    started: bool,
-    id: String,
-    name: String,
-    arguments: String,
+pub(super) struct PartialCall {
+    /// It received a fragment (chat completions count calls by this).
+    pub(super) started: bool,
+    pub(super) id: String,
+    pub(super) name: String,
+    pub(super) arguments: String,
+}
+
+/// The calls that got a name, by index, as whole calls. A call without an id
+/// gets `call_{index}`: some servers never send one, and the model needs it
+/// to pair the call with its result.
+pub(super) fn whole_calls(calls: impl Iterator<Item = (usize, PartialCall)>) -> Vec<ToolCall> {
+    calls
+        .filter(|(_, call)| !call.name.is_empty())
+        .map(|(index, call)| {
+            let id = if call.id.is_empty() {
+                format!("call_{index}")
+            } else {
+                call.id
+            };
+            ToolCall::function(id, call.name, call.arguments)
+        })
+        .collect()
 }
 
 impl Default for Assembler {
@@ -130,21 +149,7 @@ impl Assembler {
     /// finish_reason came (a cut stream).
     pub(super) fn finish(&mut self) -> Option<LlmEvent> {
         let reason = self.finish_reason.take()?;
-        let tool_calls = std::mem::take(&mut self.calls)
-            .into_iter()
-            .enumerate()
-            .filter(|(_, call)| !call.name.is_empty())
-            .map(|(i, call)| {
-                // Some servers never send an id; the model needs one to pair
-                // the call with its result.
-                let id = if call.id.is_empty() {
-                    format!("call_{i}")
-                } else {
-                    call.id
-                };
-                ToolCall::function(id, call.name, call.arguments)
-            })
-            .collect();
+        let tool_calls = whole_calls(std::mem::take(&mut self.calls).into_iter().enumerate());
         Some(LlmEvent::Finished {
             reason,
             tool_calls,

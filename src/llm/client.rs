@@ -451,6 +451,32 @@ impl LlmClient {
         read_json(response, MODEL_LIST_BYTES, "model list").await
     }
 
+    /// Whether the endpoint serves the Responses API (`POST /responses`),
+    /// asked once with a request that has no input: a server with the route
+    /// refuses it as invalid and spends nothing on it; one without answers
+    /// 404 (or 405).
+    pub async fn serves_responses(&self) -> Result<bool, LlmError> {
+        self.check_configured()?;
+        let body = serde_json::json!({"model": self.model, "input": [], "store": false});
+        let request = self
+            .http
+            .post(self.responses_url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+            .timeout(self.request_timeout);
+        let response = self.send_once(request, self.api_key.as_deref()).await?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND
+            || status == reqwest::StatusCode::METHOD_NOT_ALLOWED
+        {
+            return Ok(false);
+        }
+        if status.is_success() || status.is_client_error() {
+            return Ok(true);
+        }
+        Err(api_error(response).await)
+    }
+
     /// Sends a request once, without the retry layer, with `key` as its
     /// bearer.
     async fn send_once(

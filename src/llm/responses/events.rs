@@ -16,11 +16,10 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::llm::assemble::Pushed;
+use crate::llm::assemble::{PartialCall, Pushed, whole_calls};
 use crate::llm::limits::{
     MAX_TOOL_NAME_BYTES, StreamLimit, StreamLimits, TOOL_CALL_INDEXES, append_within,
 };
-use crate::llm::wire::ToolCall;
 use crate::llm::{LlmError, LlmEvent};
 
 use super::input::reasoning_input;
@@ -54,14 +53,6 @@ fn text_or_none<'de, D: serde::Deserializer<'de>>(
         Value::String(text) => Some(text),
         _ => None,
     })
-}
-
-/// A function call being streamed.
-#[derive(Debug, Default)]
-struct PartialCall {
-    call_id: String,
-    name: String,
-    arguments: String,
 }
 
 /// Folds the events of one streamed response.
@@ -201,7 +192,7 @@ impl Decoder {
                 let max_arguments = self.limits.max_tool_arguments_bytes;
                 let call = self.call(index)?;
                 if let Some(call_id) = text("call_id").or_else(|| text("id")) {
-                    call.call_id = call_id;
+                    call.id = call_id;
                 }
                 if let Some(name) = text("name") {
                     replace_within(&mut call.name, name, MAX_TOOL_NAME_BYTES).ok_or(
@@ -271,20 +262,12 @@ impl Decoder {
             return None;
         }
         self.completed = false;
-        let tool_calls: Vec<ToolCall> = std::mem::take(&mut self.calls)
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, call)| call.map(|c| (i, c)))
-            .filter(|(_, call)| !call.name.is_empty())
-            .map(|(i, call)| {
-                let id = if call.call_id.is_empty() {
-                    format!("call_{i}")
-                } else {
-                    call.call_id
-                };
-                ToolCall::function(id, call.name, call.arguments)
-            })
-            .collect();
+        let tool_calls = whole_calls(
+            std::mem::take(&mut self.calls)
+                .into_iter()
+                .enumerate()
+                .filter_map(|(index, call)| call.map(|call| (index, call))),
+        );
         let reason = if tool_calls.is_empty() {
             "stop"
         } else {

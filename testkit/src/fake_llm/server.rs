@@ -388,6 +388,20 @@ async fn responses(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: 
 /// Records a model request and answers it with the next script of its
 /// queue (the same queues for both APIs), in its API's wire format.
 async fn answer(shared: Arc<Shared>, headers: HeaderMap, body: Bytes, api: Api) -> Response {
+    // As the real API does, a Responses request with no input is refused
+    // before anything runs (`chatkitd check` asks this to see the route).
+    if api == Api::Responses
+        && serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|b| b.get("input").and_then(Value::as_array).map(Vec::is_empty))
+            == Some(true)
+    {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "fake LLM: `input` must not be empty",
+            "invalid_request_error",
+        );
+    }
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

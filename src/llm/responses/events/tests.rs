@@ -6,6 +6,7 @@ use pretty_assertions::assert_eq;
 use serde_json::json;
 
 use super::*;
+use crate::llm::wire::ToolCall;
 
 fn push(decoder: &mut Decoder, event: Value) -> Result<Pushed, LlmError> {
     decoder.push(&event.to_string())
