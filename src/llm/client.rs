@@ -35,6 +35,8 @@ use crate::config::{DEFAULT_OPENAI_BASE_URL, LlmApi, LlmConfig};
 
 /// Most bytes of a transcription answer.
 const TRANSCRIPT_BYTES: usize = 1024 * 1024;
+mod transcription;
+
 /// Fewest output tokens a non-streamed Responses call is given (a reasoning
 /// model thinks from the same budget).
 const MIN_RESPONSES_COMPLETION_TOKENS: u32 = 1024;
@@ -377,55 +379,6 @@ impl LlmClient {
             status: status.as_u16(),
             message: error_answer_message(&body),
         })
-    }
-
-    /// The largest audio clip [`LlmClient::transcribe`] takes, when
-    /// `[llm] transcription_model` is set.
-    pub fn max_audio_bytes(&self) -> Option<usize> {
-        self.transcriber.as_ref().map(|t| t.max_bytes)
-    }
-
-    /// Transcribes one audio clip (`POST /audio/transcriptions`, multipart,
-    /// the file named `file_name` so the service knows its format), once,
-    /// without retries: the user is waiting with the microphone button.
-    pub async fn transcribe(
-        &self,
-        audio: Vec<u8>,
-        mime_type: &str,
-        file_name: &str,
-    ) -> Result<String, LlmError> {
-        let Some(transcriber) = &self.transcriber else {
-            return Err(LlmError::NotConfigured(
-                "voice input is not enabled on this server: set [llm] transcription_model"
-                    .to_owned(),
-            ));
-        };
-        let file = reqwest::multipart::Part::bytes(audio)
-            .file_name(file_name.to_owned())
-            .mime_str(mime_type)
-            .map_err(|e| LlmError::Protocol(format!("the audio type {mime_type:?}: {e}")))?;
-        let form = reqwest::multipart::Form::new()
-            .text("model", transcriber.model.clone())
-            .text("response_format", "json")
-            .part("file", file);
-        let request = self
-            .http
-            .post(transcriber.url.clone())
-            .multipart(form)
-            .timeout(self.request_timeout);
-        let response = self
-            .send_once(request, transcriber.api_key.as_deref())
-            .await?;
-        if !response.status().is_success() {
-            return Err(api_error(response).await);
-        }
-        #[derive(serde::Deserialize)]
-        struct Transcript {
-            text: String,
-        }
-        read_json::<Transcript>(response, TRANSCRIPT_BYTES, "transcript")
-            .await
-            .map(|t| t.text)
     }
 
     /// The models the endpoint lists (`GET /models`), once, without retries:
