@@ -14,9 +14,11 @@
 
 mod attachments;
 mod document;
+mod hosted;
 mod interactive;
 mod interpolate;
 mod mcp;
+mod models;
 mod schema;
 mod url;
 mod validate;
@@ -30,15 +32,20 @@ pub use attachments::{
     AttachmentStorage, AttachmentsConfig, ImageDelivery, ModelInput, base_mime, mime_matches,
 };
 use document::Document;
+pub use hosted::{
+    FileSearch, HostedTools, ImageGeneration, ImageQuality, ImageSize, SearchContextSize,
+    UserLocation, WebSearch,
+};
 pub use interactive::{
     ActionConfig, ActionTarget, Approval, ClientToolConfig, RESERVED_ACTIONS, ToolSettings,
 };
 pub use interpolate::Env;
 use interpolate::Expansions;
+pub use models::{ModelChoice, ReasoningEffort, ReasoningSummary};
 pub use schema::{
     AgentConfig, AuthConfig, AuthMode, Config, DEFAULT_OPENAI_BASE_URL, InjectSource, KeySource,
-    KeySourceError, LimitsConfig, LlmApi, LlmConfig, McpScope, McpServerConfig, ReasoningEffort,
-    ReasoningSummary, ServerConfig, StoreConfig,
+    KeySourceError, LimitsConfig, LlmApi, LlmConfig, McpScope, McpServerConfig, ServerConfig,
+    StoreConfig,
 };
 pub use url::{StoreUrl, StoreUrlError, redact_url};
 

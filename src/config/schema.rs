@@ -14,8 +14,10 @@ use serde::{Deserialize, Deserializer};
 use thiserror::Error;
 
 use super::attachments::AttachmentsConfig;
+use super::hosted::HostedTools;
 use super::interactive::{ActionConfig, ClientToolConfig};
 pub use super::mcp::{InjectSource, McpScope, McpServerConfig};
+use super::models::{ModelChoice, ReasoningEffort, ReasoningSummary};
 use super::url::StoreUrl;
 
 /// The whole configuration.
@@ -345,7 +347,8 @@ pub struct LlmConfig {
     pub max_answer_bytes: usize,
     /// The models a user may pick in the composer (`inference_options.model`);
     /// `model` is the default and must be among them. Empty: only `model`.
-    pub models: Vec<String>,
+    /// Each may set its own reasoning options.
+    pub models: Vec<ModelChoice>,
     /// The model `input.transcribe` sends audio to (`/audio/transcriptions`);
     /// unset, voice input is not enabled.
     pub transcription_model: Option<String>,
@@ -364,6 +367,8 @@ pub struct LlmConfig {
     /// Which summary of its thinking a reasoning model streams
     /// (`reasoning.summary`, Responses API); unset, none is asked for.
     pub reasoning_summary: Option<ReasoningSummary>,
+    /// `[llm.hosted_tools]`: tools OpenAI runs itself (Responses API only).
+    pub hosted_tools: HostedTools,
 }
 
 /// `[llm] api`.
@@ -375,26 +380,6 @@ pub enum LlmApi {
     ChatCompletions,
     /// `POST {base_url}/responses`, stateless (`store: false`).
     Responses,
-}
-
-/// `[llm] reasoning_effort`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReasoningEffort {
-    None,
-    Minimal,
-    Low,
-    Medium,
-    High,
-}
-
-/// `[llm] reasoning_summary`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReasoningSummary {
-    Auto,
-    Concise,
-    Detailed,
 }
 
 impl Default for LlmConfig {
@@ -422,6 +407,7 @@ impl Default for LlmConfig {
             api: LlmApi::ChatCompletions,
             reasoning_effort: None,
             reasoning_summary: None,
+            hosted_tools: HostedTools::default(),
         }
     }
 }

@@ -132,12 +132,20 @@ impl Check<'_> {
         if llm.max_answer_bytes < 1024 {
             return Err(self.invalid("llm", "max_answer_bytes", "must be at least 1024"));
         }
-        for (i, name) in llm.models.iter().enumerate() {
+        for (i, choice) in llm.models.iter().enumerate() {
+            let name = &choice.name;
             if name.trim().is_empty() {
                 return Err(self.invalid("llm", "models", "model names must not be empty"));
             }
-            if llm.models[..i].contains(name) {
+            if llm.models[..i].iter().any(|other| other.name == *name) {
                 return Err(self.invalid("llm", "models", format!("{name:?} is listed twice")));
+            }
+            if choice.reasoning_summary.is_some() && llm.api != LlmApi::Responses {
+                return Err(self.invalid(
+                    "llm",
+                    "models",
+                    format!("{name:?} sets reasoning_summary, which needs api = \"responses\""),
+                ));
             }
         }
         if let Some(url) = &llm.transcription_base_url
@@ -166,7 +174,12 @@ impl Check<'_> {
                 "needs api = \"responses\" (chat completions stream no reasoning summary)",
             ));
         }
-        if !llm.models.is_empty() && !llm.models.contains(&llm.model) {
+        super::hosted::validate(
+            &llm.hosted_tools,
+            llm.api == LlmApi::Responses,
+            self.document,
+        )?;
+        if !llm.models.is_empty() && !llm.models.iter().any(|m| m.name == llm.model) {
             return Err(self.invalid(
                 "llm",
                 "models",

@@ -7,6 +7,7 @@
 //! here; parsing them is the caller's business once the call is complete.
 //! No I/O and no clock here; reading chunks under timeouts is `stream.rs`.
 
+use super::hosted::HostedEvent;
 use super::limits::{
     MAX_TOOL_NAME_BYTES, StreamLimit, StreamLimits, TOOL_CALL_INDEXES, append_within,
 };
@@ -34,6 +35,11 @@ pub(super) struct Pushed {
     pub(super) text: Option<String>,
     /// More of the model's thinking.
     pub(super) reasoning: Option<String>,
+    /// The thinking begins a new part (a Responses API summary part); chat
+    /// completions have none.
+    pub(super) new_part: bool,
+    /// What a hosted tool did, or a citation (Responses API).
+    pub(super) hosted: Option<HostedEvent>,
 }
 
 /// Appends `more` to `all`, moving it when `all` is still empty (the usual
@@ -130,6 +136,8 @@ impl Assembler {
         Ok(Pushed {
             text: (!text.is_empty()).then_some(text),
             reasoning: (!reasoning.is_empty()).then_some(reasoning),
+            new_part: false,
+            hosted: None,
         })
     }
 

@@ -13,6 +13,7 @@
 //! timeout between chunks is the stream's). It knows nothing of ChatKit or of
 //! the agent's turns.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_openai::error::OpenAIError;
@@ -24,7 +25,7 @@ use tower::retry::Retry;
 use super::LlmError;
 use super::body::{ERROR_BODY_BYTES, api_error, read_at_most, read_json};
 use super::limits::StreamLimits;
-use super::responses::{self, ReasoningOptions};
+use super::responses::{self, HostedRequest, ReasoningOptions};
 use super::retry::RetryPolicy;
 use super::stream::{Decoder, LlmStream};
 use super::wire::{
@@ -36,6 +37,8 @@ use crate::config::{DEFAULT_OPENAI_BASE_URL, LlmApi, LlmConfig};
 /// Most bytes of a transcription answer.
 const TRANSCRIPT_BYTES: usize = 1024 * 1024;
 mod transcription;
+
+use transcription::Transcriber;
 
 /// Fewest output tokens a non-streamed Responses call is given (a reasoning
 /// model thinks from the same budget).
@@ -69,6 +72,10 @@ pub struct LlmClient {
     api: LlmApi,
     /// `[llm] reasoning_effort` and `reasoning_summary`, when either is set.
     reasoning: Option<ReasoningOptions>,
+    /// The models of `[llm] models` with reasoning options of their own.
+    model_reasoning: Vec<(String, ReasoningOptions)>,
+    /// `[llm.hosted_tools]`, offered with every answer (Responses API).
+    hosted: Arc<HostedRequest>,
     /// Never empty when set.
     api_key: Option<String>,
     model: String,
@@ -83,16 +90,6 @@ pub struct LlmClient {
     stream_usage: bool,
     /// `input.transcribe`'s endpoint, when `[llm] transcription_model` is set.
     transcriber: Option<Transcriber>,
-}
-
-/// Where and with what audio is transcribed.
-#[derive(Clone, Debug)]
-struct Transcriber {
-    /// `{base}/audio/transcriptions`.
-    url: reqwest::Url,
-    api_key: Option<String>,
-    model: String,
-    max_bytes: usize,
 }
 
 impl std::fmt::Debug for LlmClient {
@@ -129,45 +126,33 @@ impl LlmClient {
                 effort: config.reasoning_effort,
                 summary: config.reasoning_summary,
             });
-        let transcriber = match &config.transcription_model {
-            Some(model) => {
-                let base = config
-                    .transcription_base_url
-                    .as_deref()
-                    .unwrap_or(&base_url)
-                    .trim_end_matches('/');
-                let url =
-                    reqwest::Url::parse(&format!("{base}/audio/transcriptions")).map_err(|e| {
-                        LlmError::NotConfigured(format!(
-                            "[llm] transcription_base_url {base:?} is not a URL: {e}"
-                        ))
-                    })?;
-                Some(Transcriber {
-                    url,
-                    api_key: config
-                        .transcription_api_key
-                        .clone()
-                        .or_else(|| config.api_key.clone())
-                        .filter(|k| !k.is_empty()),
-                    model: model.clone(),
-                    max_bytes: config.max_audio_bytes,
-                })
-            }
-            None => None,
-        };
+        let transcriber = Transcriber::from_config(config, &base_url)?;
         Ok(LlmClient {
             transcriber,
             chat_url,
             responses_url,
             api: config.api,
             reasoning,
+            hosted: Arc::new(HostedRequest::new(&config.hosted_tools)),
             service,
             http,
             missing_key: config.api_key.is_none() && base_url == DEFAULT_OPENAI_BASE_URL,
             base_url,
             api_key: config.api_key.clone().filter(|k| !k.is_empty()),
             model: config.model.clone(),
-            models: config.models.clone(),
+            models: config.models.iter().map(|m| m.name.clone()).collect(),
+            model_reasoning: config
+                .models
+                .iter()
+                .filter(|m| m.reasoning_effort.is_some() || m.reasoning_summary.is_some())
+                .map(|m| {
+                    let options = ReasoningOptions {
+                        effort: m.reasoning_effort.or(config.reasoning_effort),
+                        summary: m.reasoning_summary.or(config.reasoning_summary),
+                    };
+                    (m.name.clone(), options)
+                })
+                .collect(),
             temperature: config.temperature,
             max_tokens: config.max_tokens,
             request_timeout: config.request_timeout,
@@ -175,6 +160,16 @@ impl LlmClient {
             limits: StreamLimits::from_config(config),
             stream_usage: config.stream_usage,
         })
+    }
+
+    /// The reasoning options of `model`: its own from `[llm] models`, else
+    /// `[llm]`'s.
+    fn reasoning_for(&self, model: &str) -> Option<ReasoningOptions> {
+        self.model_reasoning
+            .iter()
+            .find(|(name, _)| name == model)
+            .map(|(_, options)| *options)
+            .or(self.reasoning)
     }
 
     /// The configured model name.
@@ -239,7 +234,7 @@ impl LlmClient {
                     stream_options: self.stream_usage.then_some(StreamOptions {
                         include_usage: true,
                     }),
-                    reasoning_effort: self.reasoning.and_then(|r| r.effort),
+                    reasoning_effort: self.reasoning_for(model).and_then(|r| r.effort),
                 };
                 self.send(&self.chat_url, &request).await?
             }
@@ -253,7 +248,8 @@ impl LlmClient {
                         temperature: self.temperature,
                         max_output_tokens: self.max_tokens,
                         tool_choice: turn.tool_choice,
-                        reasoning: self.reasoning,
+                        reasoning: self.reasoning_for(model),
+                        hosted: Some(&self.hosted),
                     },
                 );
                 self.send(&self.responses_url, &body).await?
@@ -302,6 +298,7 @@ impl LlmClient {
                         max_output_tokens: Some(max_tokens.max(MIN_RESPONSES_COMPLETION_TOKENS)),
                         tool_choice: None,
                         reasoning: None,
+                        hosted: None,
                     },
                 );
                 self.send(&self.responses_url, &body).await?

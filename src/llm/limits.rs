@@ -30,6 +30,12 @@ pub(super) struct StreamLimits {
     pub(super) max_tool_arguments_bytes: usize,
     /// Most bytes of the answer's text and reasoning together.
     pub(super) max_answer_bytes: usize,
+    /// Most images of one answer (hosted image generation); 0: off.
+    pub(super) max_images: usize,
+    /// Largest image, decoded.
+    pub(super) max_image_bytes: usize,
+    /// Partial images asked for per image; more are not shown.
+    pub(super) partial_images: u8,
 }
 
 /// Room for a chunk's JSON around its text and arguments.
@@ -45,15 +51,32 @@ impl StreamLimits {
             .saturating_add(self.max_tool_arguments_bytes)
             .saturating_mul(2)
             .saturating_add(CHUNK_OVERHEAD_BYTES)
+            .saturating_add(self.max_event_image_bytes())
+    }
+
+    /// Most bytes of images in one event: `response.completed` repeats
+    /// every image of the answer, base64-encoded.
+    fn max_event_image_bytes(&self) -> usize {
+        if self.max_images == 0 {
+            return 0;
+        }
+        self.max_image_bytes
+            .div_ceil(3)
+            .saturating_mul(4)
+            .saturating_mul(self.max_images)
     }
 }
 
 impl StreamLimits {
     pub(super) fn from_config(config: &LlmConfig) -> StreamLimits {
+        let images = config.hosted_tools.image_generation.as_ref();
         StreamLimits {
             max_tool_calls: config.max_tool_calls.min(TOOL_CALL_INDEXES),
             max_tool_arguments_bytes: config.max_tool_arguments_bytes,
             max_answer_bytes: config.max_answer_bytes,
+            max_images: images.map_or(0, |i| i.max_images),
+            max_image_bytes: images.map_or(0, |i| i.max_image_bytes),
+            partial_images: images.map_or(0, |i| i.partial_images),
         }
     }
 }
@@ -79,6 +102,10 @@ pub enum StreamLimit {
     Answer { max: usize },
     #[error("it sent one streamed chunk of more than {max} bytes")]
     Chunk { max: usize },
+    #[error("it generated more than {max} images in one answer")]
+    Images { max: usize },
+    #[error("it generated an image larger than {max} bytes, or one that is not base64")]
+    Image { max: usize },
 }
 
 /// Appends `more` to `text` unless the result would be longer than `max`
@@ -106,6 +133,9 @@ mod tests {
             max_tool_calls: 2,
             max_tool_arguments_bytes: 8,
             max_answer_bytes: 10,
+            max_images: 0,
+            max_image_bytes: 0,
+            partial_images: 0,
         }
     }
 

@@ -20,6 +20,8 @@
 //! - `responses`: OpenAI's Responses API (`[llm] api = "responses"`): the
 //!   request built from the same messages, its events read into the same
 //!   events, within the same bounds.
+//! - `hosted`: what OpenAI's hosted tools did as an answer streamed
+//!   ([`HostedEvent`]).
 //! - `client`: [`LlmClient`], the endpoint's configuration and calls.
 //! - `body`: answer bodies read within a bound.
 //! - `retry`: the retry policy of the HTTP service.
@@ -36,6 +38,7 @@ use thiserror::Error;
 mod assemble;
 mod body;
 mod client;
+mod hosted;
 mod limits;
 mod responses;
 mod retry;
@@ -44,6 +47,7 @@ mod stream;
 mod wire;
 
 pub use client::{LlmClient, Turn};
+pub use hosted::{Citation, HostedEvent, ImageStage, UrlSource};
 pub use limits::StreamLimit;
 pub use stream::{LlmEvent, LlmStream};
 pub use wire::{

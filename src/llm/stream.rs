@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::LlmError;
 use super::assemble::{Assembler, Pushed};
+use super::hosted::HostedEvent;
 use super::limits::{StreamLimit, StreamLimits};
 use super::responses;
 use super::sse::{SseError, SseEvent, SseReader};
@@ -29,8 +30,13 @@ pub enum LlmEvent {
     /// More answer text.
     Text(String),
     /// More of the model's thinking (`reasoning_content` or `reasoning`
-    /// deltas), which comes before the text it leads to.
-    Reasoning(String),
+    /// deltas), which comes before the text it leads to. `new_part`: it
+    /// begins a part of its own (each summary part of the Responses API
+    /// does); chat completions stream one text without parts.
+    Reasoning { delta: String, new_part: bool },
+    /// What a hosted tool did (a search, an image), or a citation in the
+    /// text so far (Responses API).
+    Hosted(HostedEvent),
     /// The answer is complete. `tool_calls` holds the assembled calls when
     /// the model asked for tools.
     Finished {
@@ -173,15 +179,22 @@ impl LlmStream {
             match self.decoder.push(&event.data) {
                 Err(error) => return self.fail(error),
                 Ok(Pushed {
-                    reasoning: Some(reasoning),
+                    reasoning: Some(delta),
                     text,
+                    new_part,
+                    ..
                 }) => {
                     self.queued = text;
-                    return Some(Ok(LlmEvent::Reasoning(reasoning)));
+                    return Some(Ok(LlmEvent::Reasoning { delta, new_part }));
                 }
                 Ok(Pushed {
                     text: Some(text), ..
                 }) => return Some(Ok(LlmEvent::Text(text))),
+                // A Responses event carries one thing: never text as well.
+                Ok(Pushed {
+                    hosted: Some(hosted),
+                    ..
+                }) => return Some(Ok(LlmEvent::Hosted(hosted))),
                 Ok(Pushed { .. }) => {}
             }
         }
@@ -343,7 +356,7 @@ mod tests {
         let kinds: Vec<String> = events
             .iter()
             .map(|event| match event {
-                Ok(LlmEvent::Reasoning(r)) => format!("reasoning {r}"),
+                Ok(LlmEvent::Reasoning { delta, .. }) => format!("reasoning {delta}"),
                 Ok(LlmEvent::Text(t)) => format!("text {t}"),
                 other => format!("{other:?}"),
             })

@@ -35,6 +35,23 @@ impl ThreadItem {
         }
     }
 
+    /// A workflow item of `kind` (`custom` or `reasoning`) on `thread_id`,
+    /// created now, with no tasks yet and collapsed.
+    pub fn new_workflow(thread_id: impl Into<String>, kind: &str) -> Self {
+        Self::new(
+            super::new_id(super::IdKind::Workflow),
+            thread_id,
+            ItemKind::Workflow {
+                workflow: Workflow {
+                    kind: kind.to_owned(),
+                    tasks: Vec::new(),
+                    summary: None,
+                    expanded: false,
+                },
+            },
+        )
+    }
+
     /// Hidden items are model context: stored, never sent to the client.
     pub fn is_hidden(&self) -> bool {
         self.kind.is_hidden()

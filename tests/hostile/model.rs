@@ -301,3 +301,58 @@ async fn a_hostile_responses_stream_meets_the_same_bounds() {
     assert_eq!(kinds, ["user_message", "workflow", "assistant_message"]);
     daemon.stop().await;
 }
+
+/// Hosted tools through the Responses API meet their bounds too: an image
+/// larger than `max_image_bytes` or not base64, more images than
+/// `max_images`, and endless citations each end the answer with its text
+/// kept, and an image never finished is not kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_hosted_tools_end_the_answer_within_their_bounds() {
+    let daemon = Daemon::binary(
+        Backend::Sqlite,
+        "[llm]\napi = \"responses\"\nmax_answer_bytes = 4096\n\n[llm.hosted_tools.image_generation]\nmax_image_bytes = 1024\nmax_images = 1\n",
+    )
+    .await;
+    let image = |id: &str, result: Option<String>| {
+        let (kind, mut item) = match &result {
+            Some(_) => (
+                "response.output_item.done",
+                json!({"type": "image_generation_call", "id": id}),
+            ),
+            None => (
+                "response.output_item.added",
+                json!({"type": "image_generation_call", "id": id}),
+            ),
+        };
+        if let Some(result) = result {
+            item["result"] = json!(result);
+        }
+        json!({"type": kind, "output_index": 1, "item": item})
+    };
+    let citation = json!({"type": "response.output_text.annotation.added", "output_index": 0,
+        "content_index": 0, "annotation": {"type": "url_citation", "start_index": 0,
+            "end_index": 2, "url": "https://example.com/", "title": "Example"}});
+    let too_big = "A".repeat(4 * 1024);
+    let cases = [
+        (
+            vec![image("ig_1", None), image("ig_1", Some(too_big))],
+            "an image larger than 1024 bytes",
+        ),
+        (
+            vec![image("ig_1", Some("%%% not base64 %%%".to_owned()))],
+            "an image larger than 1024 bytes, or one that is not base64",
+        ),
+        (
+            vec![image("ig_1", None), image("ig_2", None)],
+            "more than 1 images in one answer",
+        ),
+        (
+            std::iter::repeat_n(citation, 100).collect(),
+            "more than 4096 bytes of text",
+        ),
+    ];
+    for (hostile, expected) in cases {
+        refused(&daemon, responses_answer_with(hostile), expected).await;
+    }
+    daemon.stop().await;
+}

@@ -4,7 +4,7 @@
 
 use super::{Run, Stop};
 use crate::protocol::{
-    AssistantContent, AssistantMessage, IdKind, ItemKind, ItemUpdate, ThreadItem,
+    Annotation, AssistantContent, AssistantMessage, IdKind, ItemKind, ItemUpdate, ThreadItem,
     ThreadStreamEvent, new_id, scrub,
 };
 
@@ -12,6 +12,8 @@ use crate::protocol::{
 pub(super) struct Draft {
     pub(super) item: ThreadItem,
     pub(super) text: String,
+    /// Citations of the text (hosted searches), in the order they came.
+    pub(super) annotations: Vec<Annotation>,
 }
 
 impl Run<'_> {
@@ -24,8 +26,9 @@ impl Run<'_> {
                 .observe(self.started.elapsed().as_secs_f64());
         }
         if self.draft.is_none() {
-            // The thinking that led to this text is done.
+            // The thinking and searching that led to this text are done.
             self.finish_thinking().await?;
+            self.finish_searches().await?;
             let item = ThreadItem::new(
                 new_id(IdKind::Message),
                 self.input.thread.id.clone(),
@@ -35,6 +38,7 @@ impl Run<'_> {
             self.draft = Some(Draft {
                 item: item.clone(),
                 text: String::new(),
+                annotations: Vec::new(),
             });
             self.emit(ThreadStreamEvent::ItemAdded { item }).await?;
             self.emit(ThreadStreamEvent::ItemUpdated {
@@ -85,7 +89,10 @@ impl Run<'_> {
 pub(super) fn finished_item(draft: Draft) -> ThreadItem {
     let mut item = draft.item;
     item.kind = ItemKind::AssistantMessage(AssistantMessage {
-        content: vec![AssistantContent::text(draft.text)],
+        content: vec![AssistantContent {
+            annotations: draft.annotations,
+            text: draft.text,
+        }],
     });
     item
 }

@@ -1,5 +1,6 @@
 //! How a run ends early, and what it keeps: a model failure keeps the
-//! thinking shown and the partial answer and ends with an `error` event; a store failure drops it
+//! thinking and searches shown and the partial answer (an image not done is
+//! removed) and ends with an `error` event; a store failure drops it
 //! (it cannot be kept) and ends the stream; a panic and a cancellation keep
 //! the thinking shown, the non-blank partial answer and a result for every open tool call, so
 //! history never holds a call without its result, and a cancellation adds
@@ -19,6 +20,12 @@ impl Run<'_> {
     pub(super) async fn fail_llm(&mut self, error: LlmError) -> Stop {
         tracing::warn!(thread_id = %self.input.thread.id, error = %error, "model call failed");
         if let Err(stop) = self.finish_thinking().await {
+            return stop;
+        }
+        if let Err(stop) = self.finish_searches().await {
+            return stop;
+        }
+        if let Err(stop) = self.drop_drawing().await {
             return stop;
         }
         if self
@@ -84,6 +91,8 @@ impl Run<'_> {
         }
         self.draft = None;
         self.thinking = None;
+        self.searches = None;
+        self.drawing = None;
         if let Err(stop) = self.emit(ThreadStreamEvent::stream_error()).await {
             return stop;
         }
@@ -117,10 +126,13 @@ impl Run<'_> {
     /// gone.
     async fn keep_interrupted(&mut self, ended: &str, unfinished: &str) -> Option<ThreadItem> {
         let user = self.input.identity.user_id.clone();
-        if let Some(thinking) = self.take_thinking()
-            && let Err(e) = self.agent.store.add_item(&user, &thinking).await
+        for shown in [self.take_thinking(), self.take_searches()]
+            .into_iter()
+            .flatten()
         {
-            tracing::error!(error = %e, ended, "could not store the thinking of an interrupted run");
+            if let Err(e) = self.agent.store.add_item(&user, &shown).await {
+                tracing::error!(error = %e, ended, "could not store the thinking or searches of an interrupted run");
+            }
         }
         let mut stored = None;
         if let Some(draft) = self.draft.take().filter(|d| !d.text.trim().is_empty()) {

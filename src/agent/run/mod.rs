@@ -16,6 +16,7 @@ mod asking;
 mod choices;
 mod draft;
 mod failures;
+mod hosted;
 mod outputs;
 #[cfg(test)]
 mod panic_tests;
@@ -31,6 +32,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use self::draft::Draft;
+use self::hosted::{Drawing, Searches};
 use self::thinking::Thinking;
 use self::title::TITLE_WAIT;
 use self::tools::Step;
@@ -53,6 +55,10 @@ pub(super) struct Run<'a> {
     draft: Option<Draft>,
     /// The model's thinking shown while it streams (`thinking.rs`).
     thinking: Option<Thinking>,
+    /// The hosted searches shown while the answer streams (`hosted.rs`).
+    searches: Option<Searches>,
+    /// The image the hosted image tool is drawing (`hosted.rs`).
+    drawing: Option<Drawing>,
     /// Tool calls stored as asked for whose results are not stored yet; a
     /// cancelled run stores a result for each, so history never holds a call
     /// without its result.
@@ -94,6 +100,8 @@ impl<'a> Run<'a> {
             cancel,
             draft: None,
             thinking: None,
+            searches: None,
+            drawing: None,
             open_calls: Vec::new(),
             started,
             first_token_seen: false,
@@ -279,10 +287,15 @@ impl<'a> Run<'a> {
             };
             if let Some(Ok(LlmEvent::Finished { reasoning, .. })) = &event {
                 self.finish_thinking().await?;
+                self.finish_searches().await?;
+                self.drop_drawing().await?;
                 self.keep_reasoning(reasoning).await?;
             }
             match event {
-                Some(Ok(LlmEvent::Reasoning(delta))) => self.push_reasoning(delta).await?,
+                Some(Ok(LlmEvent::Reasoning { delta, new_part })) => {
+                    self.push_reasoning(delta, new_part).await?;
+                }
+                Some(Ok(LlmEvent::Hosted(event))) => self.push_hosted(event).await?,
                 Some(Ok(LlmEvent::Text(delta))) => self.push_text(delta).await?,
                 Some(Ok(LlmEvent::Finished {
                     tool_calls,

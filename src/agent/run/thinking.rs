@@ -1,6 +1,7 @@
 //! The model's thinking as ChatKit shows it: a `workflow` item of type
 //! `reasoning` added at the first reasoning delta, one `thought` task per
-//! paragraph streamed with `workflow.task.added` / `workflow.task.updated`,
+//! summary part (Responses API) or per paragraph (chat completions, whose
+//! thinking has no parts) streamed with `workflow.task.added` / `workflow.task.updated`,
 //! and closed (a `{"duration": seconds}` summary, `expanded: false`), stored
 //! and sent as done when the answer's text begins or the answer ends, as
 //! openai-chatkit's `stream_agent_response` does.
@@ -16,8 +17,8 @@ use std::time::Instant;
 
 use super::{Run, Stop};
 use crate::protocol::{
-    IdKind, ItemKind, ItemUpdate, Task, TaskStatus, ThoughtTask, ThreadItem, ThreadStreamEvent,
-    Workflow, WorkflowSummary, new_id, scrub,
+    ItemKind, ItemUpdate, Task, TaskStatus, ThoughtTask, ThreadItem, ThreadStreamEvent, Workflow,
+    WorkflowSummary, scrub,
 };
 
 /// Longest thought, in bytes; a paragraph that goes on continues in the next.
@@ -44,28 +45,27 @@ impl Run<'_> {
     /// Shows more of the model's thinking: opens the reasoning workflow at
     /// the first delta, then adds or updates the thought it falls in.
     /// Nothing is shown when `[agent] show_reasoning` is off.
-    pub(super) async fn push_reasoning(&mut self, mut delta: String) -> Result<(), Stop> {
+    pub(super) async fn push_reasoning(
+        &mut self,
+        mut delta: String,
+        new_part: bool,
+    ) -> Result<(), Stop> {
         if !self.agent.config.show_reasoning {
             return Ok(());
         }
         scrub::scrub_in_place(&mut delta);
         if self.thinking.is_none() {
-            let item = ThreadItem::new(
-                new_id(IdKind::Workflow),
-                self.input.thread.id.clone(),
-                ItemKind::Workflow {
-                    workflow: Workflow {
-                        kind: "reasoning".to_owned(),
-                        tasks: Vec::new(),
-                        summary: None,
-                        expanded: false,
-                    },
-                },
-            );
+            // Searches before this thinking are done.
+            self.finish_searches().await?;
+            let item = ThreadItem::new_workflow(self.input.thread.id.clone(), "reasoning");
             self.thinking = Some(Thinking {
                 item: item.clone(),
                 started: Instant::now(),
-                thoughts: Thoughts::default(),
+                // Thinking in parts is cut at parts, not paragraphs.
+                thoughts: Thoughts {
+                    by_parts: new_part,
+                    ..Thoughts::default()
+                },
                 shown: 0,
                 last_sent: 0,
             });
@@ -74,7 +74,7 @@ impl Run<'_> {
         let Some(thinking) = self.thinking.as_mut() else {
             return Ok(());
         };
-        let events = thinking.push(&delta);
+        let events = thinking.push(&delta, new_part);
         for event in events {
             self.emit(event).await?;
         }
@@ -105,7 +105,10 @@ impl Run<'_> {
 impl Thinking {
     /// The events that show `delta`: the thought it extended, updated, and
     /// the thoughts it began, added.
-    fn push(&mut self, delta: &str) -> Vec<ThreadStreamEvent> {
+    fn push(&mut self, delta: &str, new_part: bool) -> Vec<ThreadStreamEvent> {
+        if new_part {
+            self.thoughts.begin_part();
+        }
         let Some(first) = self.thoughts.push(delta) else {
             return Vec::new();
         };
@@ -173,6 +176,8 @@ struct Thoughts {
     thoughts: Vec<String>,
     /// The model thought past [`MAX_THOUGHTS`]: the rest is not kept.
     full: bool,
+    /// The thinking comes in parts, each a thought: paragraphs do not cut.
+    by_parts: bool,
 }
 
 impl Thoughts {
@@ -192,6 +197,24 @@ impl Thoughts {
         })
     }
 
+    /// Starts a new part: the next thinking begins a thought of its own
+    /// (unless the last one is still blank).
+    fn begin_part(&mut self) {
+        if self.full {
+            return;
+        }
+        if self.thoughts.last().is_some_and(|t| !t.trim().is_empty()) {
+            self.thoughts.push(String::new());
+            if self.thoughts.len() > MAX_THOUGHTS {
+                self.thoughts.pop();
+                self.full = true;
+                if let Some(last) = self.thoughts.last_mut() {
+                    last.push_str(MORE_NOT_SHOWN);
+                }
+            }
+        }
+    }
+
     /// Adds `delta`; returns the index of the first thought it changed (the
     /// ones after it are new), or `None` when it changed none.
     fn push(&mut self, delta: &str) -> Option<usize> {
@@ -202,7 +225,12 @@ impl Thoughts {
         let first = self.thoughts.len();
         current.push_str(delta);
         loop {
-            let (end, next) = match paragraph_break(&current) {
+            let at_paragraph = if self.by_parts {
+                None
+            } else {
+                paragraph_break(&current)
+            };
+            let (end, next) = match at_paragraph {
                 Some(cut) => cut,
                 None if current.len() > MAX_THOUGHT_BYTES => long_cut(&current),
                 None => break,
@@ -301,6 +329,29 @@ mod tests {
                 .iter()
                 .all(|t| t.len() <= MAX_THOUGHT_BYTES)
         );
+    }
+
+    #[test]
+    fn thinking_in_parts_is_one_thought_per_part_whatever_its_paragraphs() {
+        let mut thoughts = Thoughts {
+            by_parts: true,
+            ..Thoughts::default()
+        };
+        thoughts.begin_part();
+        assert_eq!(thoughts.push("**Planning**\n\n"), Some(0));
+        assert_eq!(thoughts.push("I should look it up."), Some(0));
+        thoughts.begin_part();
+        assert_eq!(thoughts.push("**Answering**"), Some(1));
+        assert_eq!(
+            texts(&thoughts),
+            ["**Planning**\n\nI should look it up.", "**Answering**"]
+        );
+        for _ in 0..2 * MAX_THOUGHTS {
+            thoughts.begin_part();
+            thoughts.push("again");
+        }
+        assert_eq!(texts(&thoughts).len(), MAX_THOUGHTS);
+        assert!(texts(&thoughts)[MAX_THOUGHTS - 1].ends_with(MORE_NOT_SHOWN));
     }
 
     #[test]

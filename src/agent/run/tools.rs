@@ -21,8 +21,7 @@ use crate::agent::transcript::{StoredImage, ToolRecord, WidgetSource};
 use crate::llm::{ChatMessage, ToolCall};
 use crate::mcp::{ModelTool, ProgressReporter, ToolOutcome, ToolProgress};
 use crate::protocol::{
-    IdKind, ItemKind, ItemUpdate, Task, ThreadItem, ThreadStreamEvent, Workflow, WorkflowSummary,
-    new_id,
+    ItemKind, ItemUpdate, Task, ThreadItem, ThreadStreamEvent, Workflow, WorkflowSummary,
 };
 
 /// Progress reports of one step waiting to be shown; more are dropped.
@@ -128,18 +127,7 @@ impl Run<'_> {
         self.open_calls = calls.to_vec();
 
         let started = Instant::now();
-        let mut workflow = ThreadItem::new(
-            new_id(IdKind::Workflow),
-            thread_id.clone(),
-            ItemKind::Workflow {
-                workflow: Workflow {
-                    kind: "custom".to_owned(),
-                    tasks: Vec::new(),
-                    summary: None,
-                    expanded: false,
-                },
-            },
-        );
+        let mut workflow = ThreadItem::new_workflow(thread_id.clone(), "custom");
         self.emit(ThreadStreamEvent::ItemAdded {
             item: workflow.clone(),
         })

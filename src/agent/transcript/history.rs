@@ -13,8 +13,12 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
-use super::media::{Media, images_after_results, stored_tool_images, user_message};
-use super::records::{ReasoningRecord, StoredCall, ToolRecord, UiRecord, in_reading_order};
+use super::media::{
+    Media, generated_image, images_after_results, stored_tool_images, user_message,
+};
+use super::records::{
+    GeneratedImageRecord, ReasoningRecord, StoredCall, ToolRecord, UiRecord, in_reading_order,
+};
 
 use crate::llm::{ChatMessage, ToolCall};
 use crate::protocol::{ClientToolCallStatus, ItemKind, ThreadItem};
@@ -239,6 +243,9 @@ fn hidden_messages(content: &Value, media: &Media) -> Vec<ChatMessage> {
         return vec![ChatMessage::Reasoning {
             items: record.items,
         }];
+    }
+    if let Some(record) = GeneratedImageRecord::from_content(content) {
+        return vec![generated_image(&record, media)];
     }
     match ToolRecord::from_content(content) {
         Some(ToolRecord::Calls { calls }) => vec![ChatMessage::Assistant {

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::records::{StoredImage, ToolRecord};
+use super::records::{GeneratedImageRecord, StoredImage, ToolRecord};
 use crate::attachments::ForModel;
 use crate::llm::{ChatMessage, ContentPart, FileData};
 use crate::protocol::{Attachment, AttachmentKind, ItemKind, ThreadItem, UserContent, UserMessage};
@@ -39,6 +39,11 @@ pub fn named_attachments(item: &ThreadItem) -> Vec<Attachment> {
     match &item.kind {
         ItemKind::UserMessage(message) => message.attachments.clone(),
         // Only a result with images is parsed: history has many records.
+        ItemKind::HiddenContextItem { content } if content.get("image").is_some() => {
+            GeneratedImageRecord::from_content(content)
+                .map(|record| vec![image_attachment(&record.image)])
+                .unwrap_or_default()
+        }
         ItemKind::HiddenContextItem { content } if content.get("images").is_some() => {
             match ToolRecord::from_content(content) {
                 Some(ToolRecord::Result { images, .. }) => {
@@ -111,6 +116,22 @@ pub fn stored_tool_images(
             .iter()
             .map(|image| part(&image_attachment(image), media)),
     )
+}
+
+/// The user message showing an image the model generated earlier.
+pub fn generated_image(record: &GeneratedImageRecord, media: &Media) -> ChatMessage {
+    let text = match &record.prompt {
+        Some(prompt) => {
+            format!("(Not typed by the user: the image you generated from the prompt {prompt:?}.)")
+        }
+        None => "(Not typed by the user: the image you generated.)".to_owned(),
+    };
+    ChatMessage::UserParts {
+        content: vec![
+            ContentPart::text(text),
+            part(&image_attachment(&record.image), media),
+        ],
+    }
 }
 
 /// Moves each user message that sits between two tool results after the

@@ -14,6 +14,6 @@ mod records;
 pub use history::{build_messages, build_messages_with_media};
 pub use media::{Media, named_attachments, tool_images, user_text};
 pub use records::{
-    ApprovalState, PendingApproval, PendingCall, ReasoningRecord, StoredCall, StoredImage,
-    ToolRecord, UiRecord, WidgetSource, state_id,
+    ApprovalState, GeneratedImageRecord, PendingApproval, PendingCall, ReasoningRecord, StoredCall,
+    StoredImage, ToolRecord, UiRecord, WidgetSource, state_id,
 };

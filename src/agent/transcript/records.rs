@@ -11,7 +11,10 @@
 //! settled; and `{"type":"chatkitd.action","action","text"}`, a widget
 //! action handed to the agent, which the model reads as the user's words.
 //! A reasoning model's encrypted reasoning items (Responses API) are kept as
-//! `{"type":"chatkitd.reasoning","items":[…]}` ([`ReasoningRecord`]).
+//! `{"type":"chatkitd.reasoning","items":[…]}` ([`ReasoningRecord`]); an
+//! image the model generated,
+//! `{"type":"chatkitd.generated_image","image":{…},"prompt"?}`
+//! ([`GeneratedImageRecord`]).
 //! These shapes are in existing databases: field names and `type` strings
 //! must not change. How the records become chat messages lives in
 //! [`super::history`]; nothing here runs a tool.
@@ -123,21 +126,55 @@ pub struct ReasoningRecord {
 impl ReasoningRecord {
     /// Reads a hidden item's content as this record.
     pub fn from_content(content: &Value) -> Option<Self> {
-        if content.get("type").and_then(Value::as_str) != Some("chatkitd.reasoning") {
-            return None;
-        }
-        serde_json::from_value(content.clone()).ok()
+        tagged_record(content, "chatkitd.reasoning")
     }
 
     /// The hidden item holding this record on `thread_id`.
     pub fn into_item(self, thread_id: &str) -> ThreadItem {
-        // A list of JSON values always serializes.
-        let content = serde_json::to_value(&self).unwrap_or(Value::Null);
-        ThreadItem::new(
-            new_id(IdKind::SdkHiddenContext),
-            thread_id,
-            ItemKind::HiddenContextItem { content },
-        )
+        tagged_item(&self, thread_id)
+    }
+}
+
+/// A hidden item's content as the record of type `tag`, if it is one.
+fn tagged_record<T: serde::de::DeserializeOwned>(content: &Value, tag: &str) -> Option<T> {
+    if content.get("type").and_then(Value::as_str) != Some(tag) {
+        return None;
+    }
+    serde_json::from_value(content.clone()).ok()
+}
+
+/// The hidden item holding a tagged record on `thread_id`.
+fn tagged_item<T: Serialize>(record: &T, thread_id: &str) -> ThreadItem {
+    // Records of strings and JSON values always serialize.
+    let content = serde_json::to_value(record).unwrap_or(Value::Null);
+    ThreadItem::new(
+        new_id(IdKind::SdkHiddenContext),
+        thread_id,
+        ItemKind::HiddenContextItem { content },
+    )
+}
+
+/// An image the model generated with the hosted image tool, kept as an
+/// attachment of the thread, so later requests show it to the model:
+/// `{"type":"chatkitd.generated_image","image":{"id","mime_type"},"prompt"?}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename = "chatkitd.generated_image")]
+pub struct GeneratedImageRecord {
+    pub image: StoredImage,
+    /// The prompt the model drew from, when the endpoint said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+}
+
+impl GeneratedImageRecord {
+    /// Reads a hidden item's content as this record.
+    pub fn from_content(content: &Value) -> Option<Self> {
+        tagged_record(content, "chatkitd.generated_image")
+    }
+
+    /// The hidden item holding this record on `thread_id`.
+    pub fn into_item(self, thread_id: &str) -> ThreadItem {
+        tagged_item(&self, thread_id)
     }
 }
 

@@ -334,7 +334,15 @@ impl<W: Write> Render<W> {
 }
 
 fn task_title(task: &Task) -> String {
-    task.title().unwrap_or("tool").to_owned()
+    let title = task.title().unwrap_or("tool");
+    match task {
+        // A search by what it looked for, once known.
+        Task::WebSearch(search) => match &search.title_query {
+            Some(query) => format!("{title}: “{query}”"),
+            None => title.to_owned(),
+        },
+        _ => title.to_owned(),
+    }
 }
 
 /// Markdown as terminal lines: code fences and blank lines are dropped, the

@@ -181,7 +181,8 @@ fn reasoning_comes_apart_from_text_under_either_name() {
         ),
         Pushed {
             text: None,
-            reasoning: Some("Let me".to_owned())
+            reasoning: Some("Let me".to_owned()),
+            ..Pushed::default()
         }
     );
     // OpenRouter's name; both names at once are one text sent twice.
@@ -211,7 +212,7 @@ fn reasoning_comes_apart_from_text_under_either_name() {
         ),
         Pushed {
             text: Some("Hi".to_owned()),
-            reasoning: None
+            ..Pushed::default()
         }
     );
 }
@@ -246,6 +247,9 @@ mod properties {
         max_tool_calls: 4,
         max_tool_arguments_bytes: 64,
         max_answer_bytes: 128,
+        max_images: 0,
+        max_image_bytes: 0,
+        partial_images: 0,
     };
 
     fn short_text() -> impl Strategy<Value = String> {

@@ -1,9 +1,57 @@
 //! Voice input: one audio clip sent to `/audio/transcriptions` (multipart,
-//! once, without retries) and its text read back within a bound.
+//! once, without retries) and its text read back within a bound; where
+//! that endpoint is (`Transcriber`).
 
 use super::{LlmClient, TRANSCRIPT_BYTES};
+use crate::config::LlmConfig;
 use crate::llm::LlmError;
 use crate::llm::body::{api_error, read_json};
+
+/// Where and with what audio is transcribed.
+#[derive(Clone, Debug)]
+pub(super) struct Transcriber {
+    /// `{base}/audio/transcriptions`.
+    url: reqwest::Url,
+    api_key: Option<String>,
+    model: String,
+    max_bytes: usize,
+}
+
+impl Transcriber {
+    /// The transcriber of `config`, when `[llm] transcription_model` is set
+    /// (its endpoint defaults to `base_url`).
+    pub(super) fn from_config(
+        config: &LlmConfig,
+        base_url: &str,
+    ) -> Result<Option<Transcriber>, LlmError> {
+        Ok(match &config.transcription_model {
+            Some(model) => {
+                let base = config
+                    .transcription_base_url
+                    .as_deref()
+                    .unwrap_or(base_url)
+                    .trim_end_matches('/');
+                let url =
+                    reqwest::Url::parse(&format!("{base}/audio/transcriptions")).map_err(|e| {
+                        LlmError::NotConfigured(format!(
+                            "[llm] transcription_base_url {base:?} is not a URL: {e}"
+                        ))
+                    })?;
+                Some(Transcriber {
+                    url,
+                    api_key: config
+                        .transcription_api_key
+                        .clone()
+                        .or_else(|| config.api_key.clone())
+                        .filter(|k| !k.is_empty()),
+                    model: model.clone(),
+                    max_bytes: config.max_audio_bytes,
+                })
+            }
+            None => None,
+        })
+    }
+}
 
 impl LlmClient {
     /// The largest audio clip [`LlmClient::transcribe`] takes, when

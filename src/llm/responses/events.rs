@@ -4,7 +4,7 @@
 //!
 //! Event by event: `response.output_text.delta` (and a refusal's
 //! `response.refusal.delta`) is text; `response.reasoning_summary_text.delta`
-//! is thinking, a new summary part starting a new paragraph;
+//! is thinking, a new summary part marked as such (each is one thought);
 //! `response.output_item.added`, `response.function_call_arguments.delta`
 //! and `.done` and `response.output_item.done` build function calls keyed by
 //! `output_index`; a reasoning item's `response.output_item.done` keeps the
@@ -22,7 +22,16 @@ use crate::llm::limits::{
 };
 use crate::llm::{LlmError, LlmEvent};
 
+use super::hosted;
 use super::input::reasoning_input;
+use crate::llm::hosted::{HostedEvent, ImageStage};
+
+/// Most citations shown of one answer; more are not shown.
+const MAX_CITATIONS: usize = 256;
+/// What a citation or a search is counted as against the answer's bytes:
+/// each is kept whole (its URLs and titles are bounded on their own), so an
+/// endless stream of them ends the answer like endless text.
+const CITATION_BYTES: usize = 512;
 
 /// One streamed event, every field optional: only what chatkitd reads.
 #[derive(Debug, Default, Deserialize)]
@@ -43,6 +52,14 @@ struct Event {
     response: Option<Value>,
     #[serde(default, deserialize_with = "text_or_none")]
     message: Option<String>,
+    #[serde(default, deserialize_with = "text_or_none")]
+    item_id: Option<String>,
+    #[serde(default)]
+    partial_image_index: Option<u64>,
+    #[serde(default, deserialize_with = "text_or_none")]
+    partial_image_b64: Option<String>,
+    #[serde(default)]
+    annotation: Option<Value>,
 }
 
 /// A field some servers fill with other shapes: its text when it is text.
@@ -68,6 +85,10 @@ pub(in crate::llm) struct Decoder {
     reasoning: Vec<Value>,
     /// The summary part the last thinking delta belonged to.
     last_part: Option<(u64, u64)>,
+    /// The ids of the images begun, and the partial images shown of each.
+    images: Vec<(String, u8)>,
+    /// Citations read so far.
+    citations: usize,
     completed: bool,
 }
 
@@ -80,6 +101,8 @@ impl Decoder {
             answer_bytes: 0,
             reasoning: Vec::new(),
             last_part: None,
+            images: Vec::new(),
+            citations: 0,
             completed: false,
         }
     }
@@ -107,14 +130,12 @@ impl Decoder {
                 }
             }
             "response.reasoning_summary_text.delta" => {
-                if let Some(mut delta) = event.delta.filter(|d| !d.is_empty()) {
+                if let Some(delta) = event.delta.filter(|d| !d.is_empty()) {
                     let part = (
                         event.output_index.unwrap_or(0),
                         event.summary_index.unwrap_or(0),
                     );
-                    if self.last_part.is_some_and(|last| last != part) {
-                        delta.insert_str(0, "\n\n");
-                    }
+                    pushed.new_part = self.last_part != Some(part);
                     self.last_part = Some(part);
                     self.count(delta.len())?;
                     pushed.reasoning = Some(delta);
@@ -123,8 +144,20 @@ impl Decoder {
             "response.output_item.added" | "response.output_item.done" => {
                 let done = event.kind.ends_with(".done");
                 if let Some(item) = event.item {
-                    self.item(event.output_index, item, done)?;
+                    pushed.hosted = self.item(event.output_index, item, done)?;
                 }
+            }
+            "response.output_text.annotation.added" => {
+                if let Some(citation) = event.annotation.as_ref().and_then(hosted::citation)
+                    && self.citations < MAX_CITATIONS
+                {
+                    self.citations += 1;
+                    self.count(CITATION_BYTES)?;
+                    pushed.hosted = Some(HostedEvent::Citation(citation));
+                }
+            }
+            "response.image_generation_call.partial_image" => {
+                pushed.hosted = self.partial_image(event);
             }
             "response.function_call_arguments.delta" => {
                 if let Some(delta) = event.delta {
@@ -184,9 +217,24 @@ impl Decoder {
     }
 
     /// An output item added or done: a function call starts or is made
-    /// whole; a reasoning item, once done, is kept.
-    fn item(&mut self, index: Option<u64>, item: Value, done: bool) -> Result<(), LlmError> {
+    /// whole; a reasoning item, once done, is kept; a hosted tool's call is
+    /// shown.
+    fn item(
+        &mut self,
+        index: Option<u64>,
+        item: Value,
+        done: bool,
+    ) -> Result<Option<HostedEvent>, LlmError> {
         match item.get("type").and_then(Value::as_str) {
+            Some("web_search_call") => {
+                self.count(CITATION_BYTES)?;
+                return Ok(hosted::web_search(&item, done));
+            }
+            Some("file_search_call") => {
+                self.count(CITATION_BYTES)?;
+                return Ok(hosted::file_search(&item, done));
+            }
+            Some("image_generation_call") => return self.image(&item, done),
             Some("function_call") => {
                 let text = |key: &str| item.get(key).and_then(Value::as_str).map(str::to_owned);
                 let max_arguments = self.limits.max_tool_arguments_bytes;
@@ -218,7 +266,74 @@ impl Decoder {
             }
             _ => {}
         }
-        Ok(())
+        Ok(None)
+    }
+
+    /// An image generation's item: begun (counted against `max_images`)
+    /// or done with its image, read within `max_image_bytes`. Images are
+    /// ignored when image generation is off: they were not asked for.
+    fn image(&mut self, item: &Value, done: bool) -> Result<Option<HostedEvent>, LlmError> {
+        let Some(id) = item.get("id").and_then(Value::as_str) else {
+            return Ok(None);
+        };
+        if self.limits.max_images == 0 || id.len() > MAX_TOOL_NAME_BYTES {
+            return Ok(None);
+        }
+        if !self.images.iter().any(|(known, _)| known == id) {
+            if self.images.len() == self.limits.max_images {
+                return Err(LlmError::OverLimit(StreamLimit::Images {
+                    max: self.limits.max_images,
+                }));
+            }
+            self.images.push((id.to_owned(), 0));
+            if !done {
+                return Ok(Some(HostedEvent::Image {
+                    id: id.to_owned(),
+                    stage: ImageStage::Started,
+                }));
+            }
+        }
+        if !done {
+            return Ok(None);
+        }
+        let Some(result) = item.get("result").and_then(Value::as_str) else {
+            // Done without an image: failed or refused; the text says why.
+            return Ok(None);
+        };
+        let max = self.limits.max_image_bytes;
+        let bytes = hosted::image_bytes(result, max)
+            .map_err(|_| LlmError::OverLimit(StreamLimit::Image { max }))?;
+        let revised_prompt = item
+            .get("revised_prompt")
+            .and_then(Value::as_str)
+            .map(|p| crate::text::cut_chars(p, 4000, "…").into_owned());
+        Ok(Some(HostedEvent::Image {
+            id: id.to_owned(),
+            stage: ImageStage::Done {
+                bytes,
+                revised_prompt,
+            },
+        }))
+    }
+
+    /// A partial image of an image begun: shown while no more than the
+    /// partial images asked for were, and it is base64 within the bound.
+    fn partial_image(&mut self, event: Event) -> Option<HostedEvent> {
+        let id = event.item_id?;
+        let base64 = event.partial_image_b64?;
+        let asked = self.limits.partial_images;
+        let (_, shown) = self.images.iter_mut().find(|(known, _)| *known == id)?;
+        if *shown >= asked || !hosted::partial_image_ok(&base64, self.limits.max_image_bytes) {
+            return None;
+        }
+        *shown += 1;
+        let index = event.partial_image_index.unwrap_or(0);
+        // As openai-chatkit's `partial_image_index_to_progress`.
+        let progress = (index as f64 / f64::from(asked)).min(1.0);
+        Some(HostedEvent::Image {
+            id,
+            stage: ImageStage::Partial { base64, progress },
+        })
     }
 
     /// The call at `index`, started now if new (counted against

@@ -12,12 +12,14 @@
 //! [`LlmEvent`]: crate::llm::LlmEvent
 
 mod events;
+mod hosted;
 mod input;
 
 use serde::Serialize;
 use serde_json::{Value, json};
 
 pub(super) use events::Decoder;
+pub(super) use hosted::HostedRequest;
 
 use super::LlmError;
 use super::wire::{ChatMessage, ToolDefinition};
@@ -44,6 +46,8 @@ pub(super) struct Options<'a> {
     pub(super) tool_choice: Option<&'a str>,
     /// Sent only when configured: a model that does not reason refuses it.
     pub(super) reasoning: Option<ReasoningOptions>,
+    /// The hosted tools offered (answers only, not titles).
+    pub(super) hosted: Option<&'a HostedRequest>,
 }
 
 /// The request body of `POST /responses`.
@@ -65,8 +69,13 @@ pub(super) fn request_body(
     if let Some(instructions) = instructions {
         fields.insert("instructions".to_owned(), json!(instructions));
     }
-    if !tools.is_empty() {
-        fields.insert("tools".to_owned(), Value::Array(input::tools(tools)));
+    let hosted = options.hosted.filter(|h| !h.tools.is_empty());
+    if !tools.is_empty() || hosted.is_some() {
+        let mut definitions = input::tools(tools);
+        if let Some(hosted) = hosted {
+            definitions.extend(hosted.tools.iter().cloned());
+        }
+        fields.insert("tools".to_owned(), Value::Array(definitions));
         fields.insert("parallel_tool_calls".to_owned(), json!(true));
         if let Some(name) = options
             .tool_choice
@@ -84,9 +93,13 @@ pub(super) fn request_body(
     if let Some(max) = options.max_output_tokens {
         fields.insert("max_output_tokens".to_owned(), json!(max));
     }
+    let mut include: Vec<&str> = hosted.map(|h| h.include.clone()).unwrap_or_default();
     if let Some(reasoning) = options.reasoning {
         fields.insert("reasoning".to_owned(), json!(reasoning));
-        fields.insert("include".to_owned(), json!(["reasoning.encrypted_content"]));
+        include.insert(0, "reasoning.encrypted_content");
+    }
+    if !include.is_empty() {
+        fields.insert("include".to_owned(), json!(include));
     }
     body
 }
@@ -150,6 +163,7 @@ mod tests {
                 effort: Some(ReasoningEffort::Low),
                 summary: Some(ReasoningSummary::Auto),
             }),
+            hosted: None,
         };
         let body = request_body(&messages, &tools, options);
         assert_eq!(body["store"], false);
@@ -179,6 +193,27 @@ mod tests {
         for absent in ["reasoning", "include", "tools", "tool_choice"] {
             assert!(plain.get(absent).is_none(), "{absent}: {plain}");
         }
+
+        let hosted = HostedRequest {
+            tools: vec![json!({"type": "web_search"})],
+            include: vec!["web_search_call.action.sources"],
+        };
+        let searching = request_body(
+            &messages,
+            &tools,
+            Options {
+                hosted: Some(&hosted),
+                ..options
+            },
+        );
+        assert_eq!(searching["tools"][1], json!({"type": "web_search"}));
+        assert_eq!(
+            searching["include"],
+            json!([
+                "reasoning.encrypted_content",
+                "web_search_call.action.sources"
+            ])
+        );
     }
 
     #[test]

@@ -152,7 +152,8 @@ pub(crate) fn first_malformed(requests: &[RecordedRequest]) -> Option<String> {
 /// `function_call_output` after the `function_call` it answers, every call
 /// answered; every reasoning item with its `encrypted_content` and followed
 /// by what it led to (not last, not a user's message); every tool a
-/// function with a name and an object schema.
+/// function with a name and an object schema, or a hosted tool
+/// (`web_search`, `file_search` with its vector stores, `image_generation`).
 pub fn check_responses_request_well_formed(body: &Value) -> Result<(), String> {
     if body.get("previous_response_id").is_some() {
         return Err("`previous_response_id` is set: chatkitd sends the whole input".to_owned());
@@ -245,6 +246,18 @@ pub fn check_responses_request_well_formed(body: &Value) -> Result<(), String> {
         .into_iter()
         .flatten()
     {
+        // OpenAI's hosted tools, with the fields the API requires.
+        match tool.get("type").and_then(Value::as_str) {
+            Some("web_search" | "image_generation") => continue,
+            Some("file_search") => {
+                let stores = tool.get("vector_store_ids").and_then(Value::as_array);
+                if stores.is_none_or(|ids| ids.is_empty() || !ids.iter().all(Value::is_string)) {
+                    return Err(format!("file_search without vector_store_ids: {tool}"));
+                }
+                continue;
+            }
+            _ => {}
+        }
         let named = tool.get("type") == Some(&json!("function"))
             && tool
                 .get("name")

@@ -27,20 +27,23 @@ fn completed() -> Value {
 }
 
 #[test]
-fn text_and_thinking_come_apart_and_a_new_summary_part_is_a_new_paragraph() {
+fn text_and_thinking_come_apart_and_each_summary_part_is_marked_new() {
     let mut decoder = Decoder::new(StreamLimits::default());
-    let reasoning = |decoder: &mut Decoder, event| push(decoder, event).expect("read").reasoning;
+    let reasoning = |decoder: &mut Decoder, event| {
+        let pushed = push(decoder, event).expect("read");
+        (pushed.reasoning.unwrap_or_default(), pushed.new_part)
+    };
     assert_eq!(
-        reasoning(&mut decoder, thought(0, 0, "Plan")).as_deref(),
-        Some("Plan")
+        reasoning(&mut decoder, thought(0, 0, "Plan")),
+        ("Plan".to_owned(), true)
     );
     assert_eq!(
-        reasoning(&mut decoder, thought(0, 0, " it.")).as_deref(),
-        Some(" it.")
+        reasoning(&mut decoder, thought(0, 0, " it.")),
+        (" it.".to_owned(), false)
     );
     assert_eq!(
-        reasoning(&mut decoder, thought(0, 1, "Then")).as_deref(),
-        Some("\n\nThen")
+        reasoning(&mut decoder, thought(0, 1, "Then")),
+        ("Then".to_owned(), true)
     );
     assert_eq!(
         push(&mut decoder, text("Hi"))
@@ -136,6 +139,7 @@ fn a_hostile_stream_meets_the_bounds() {
         max_tool_calls: 2,
         max_tool_arguments_bytes: 8,
         max_answer_bytes: 10,
+        ..StreamLimits::default()
     };
     let over = |events: Vec<Value>| -> StreamLimit {
         let mut decoder = Decoder::new(limits);
@@ -179,5 +183,145 @@ fn a_hostile_stream_meets_the_bounds() {
                 "item": {"type": "reasoning", "id": "rs", "encrypted_content": "x".repeat(11)}})
         ]),
         StreamLimit::Answer { max: 10 }
+    );
+}
+
+fn image_limits() -> StreamLimits {
+    StreamLimits {
+        max_images: 1,
+        max_image_bytes: 16,
+        partial_images: 1,
+        ..StreamLimits::default()
+    }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[test]
+fn hosted_tools_and_citations_become_hosted_events() {
+    let mut decoder = Decoder::new(image_limits());
+    let hosted = |decoder: &mut Decoder, event| push(decoder, event).expect("read").hosted;
+    let search = json!({"type": "web_search_call", "id": "ws_1", "status": "in_progress"});
+    assert_eq!(
+        hosted(
+            &mut decoder,
+            json!({"type": "response.output_item.added", "output_index": 0, "item": search})
+        ),
+        Some(HostedEvent::WebSearch {
+            id: "ws_1".to_owned(),
+            queries: Vec::new(),
+            sources: Vec::new(),
+            done: false
+        })
+    );
+    let citation = json!({"type": "response.output_text.annotation.added", "item_id": "msg_1",
+        "output_index": 1, "content_index": 0, "annotation_index": 0,
+        "annotation": {"type": "url_citation", "start_index": 0, "end_index": 4,
+            "url": "https://e.com/", "title": "E"}});
+    assert!(matches!(
+        hosted(&mut decoder, citation),
+        Some(HostedEvent::Citation(_))
+    ));
+    // An image: begun, one partial shown (a second is more than asked
+    // for), then done with its bytes.
+    let image = |status: &str, result: Option<&str>| {
+        let mut item = json!({"type": "image_generation_call", "id": "ig_1", "status": status});
+        if let Some(result) = result {
+            item["result"] = json!(result);
+        }
+        item
+    };
+    assert_eq!(
+        hosted(
+            &mut decoder,
+            json!({"type": "response.output_item.added", "output_index": 2,
+            "item": image("in_progress", None)})
+        ),
+        Some(HostedEvent::Image {
+            id: "ig_1".to_owned(),
+            stage: ImageStage::Started
+        })
+    );
+    let partial = |index: u64| {
+        json!({"type": "response.image_generation_call.partial_image", "item_id": "ig_1",
+            "output_index": 2, "partial_image_index": index, "partial_image_b64": b64(b"part")})
+    };
+    assert_eq!(
+        hosted(&mut decoder, partial(0)),
+        Some(HostedEvent::Image {
+            id: "ig_1".to_owned(),
+            stage: ImageStage::Partial {
+                base64: b64(b"part"),
+                progress: 0.0
+            }
+        })
+    );
+    assert_eq!(hosted(&mut decoder, partial(1)), None);
+    let done = hosted(
+        &mut decoder,
+        json!({"type": "response.output_item.done", "output_index": 2,
+        "item": image("completed", Some(&b64(b"final image")))}),
+    );
+    assert!(
+        matches!(&done, Some(HostedEvent::Image { stage: ImageStage::Done { bytes, .. }, .. }) if bytes == b"final image"),
+        "{done:?}"
+    );
+}
+
+#[test]
+fn images_meet_their_bounds() {
+    let added = |id: &str| {
+        json!({"type": "response.output_item.added", "output_index": 0,
+            "item": {"type": "image_generation_call", "id": id, "status": "in_progress"}})
+    };
+    // A second image where one is allowed.
+    let mut decoder = Decoder::new(image_limits());
+    push(&mut decoder, added("ig_1")).expect("the first image");
+    let error = push(&mut decoder, added("ig_2")).expect_err("one image too many");
+    assert!(
+        matches!(error, LlmError::OverLimit(StreamLimit::Images { max: 1 })),
+        "{error:?}"
+    );
+    // An image larger than the bound, or not base64.
+    for result in [b64(&[0u8; 17]), "not base64!".to_owned()] {
+        let mut decoder = Decoder::new(image_limits());
+        let done = json!({"type": "response.output_item.done", "output_index": 0,
+            "item": {"type": "image_generation_call", "id": "ig_1", "result": result}});
+        let error = push(&mut decoder, done).expect_err("refused");
+        assert!(
+            matches!(error, LlmError::OverLimit(StreamLimit::Image { max: 16 })),
+            "{error:?}"
+        );
+    }
+    // Image generation off: an image is not shown at all.
+    let mut decoder = Decoder::new(StreamLimits::default());
+    assert_eq!(
+        push(&mut decoder, added("ig_1")).expect("ignored").hosted,
+        None
+    );
+}
+
+#[test]
+fn endless_citations_end_the_answer_like_endless_text() {
+    let mut decoder = Decoder::new(StreamLimits {
+        max_answer_bytes: 64 * 1024,
+        ..StreamLimits::default()
+    });
+    let citation = json!({"type": "response.output_text.annotation.added",
+        "annotation": {"type": "url_citation", "end_index": 1, "url": "https://e.com/", "title": "E"}});
+    let mut shown = 0;
+    let error = loop {
+        match push(&mut decoder, citation.clone()) {
+            Ok(pushed) => shown += usize::from(pushed.hosted.is_some()),
+            Err(error) => break error,
+        }
+        assert!(shown <= MAX_CITATIONS, "unbounded");
+    };
+    assert!(
+        matches!(error, LlmError::OverLimit(StreamLimit::Answer { .. })),
+        "{error:?}"
     );
 }
