@@ -18,6 +18,9 @@
 //!   extra chunks, is what one more chunk costs. Counted by this process's
 //!   allocator over everything (client, model, daemon), once through the
 //!   daemon and once from the model directly; the difference is the daemon's;
+//! - with an input guardrail whose verdict takes 50 ms (this build, chat
+//!   completions only): the first text's p50 beside the one without, and
+//!   the turn's end, which waits for the verdict;
 //! - 64 conversations at once, each sending turns back to back (a new thread,
 //!   then four more messages on it, then a new thread) for a fixed time: turns
 //!   per second in each window and their median, errors, median and p99 turn
@@ -229,8 +232,71 @@ async fn run_backend(
         let counted = common::InProcess::start(store_url, &llm.base_url(), STORE_CONNECTIONS).await;
         allocations_per_event(name, &http, &counted.url, &llm.base_url()).await;
         counted.stop().await;
+        with_input_guardrail(name, &http, binary, store_url, t50, options).await;
     }
     concurrent(name, &http, &url, daemon.pid, options).await;
+    daemon.stop().await;
+}
+
+/// How long the fake model takes to give a guardrail's verdict in
+/// [`with_input_guardrail`]: far longer than the first text takes.
+const VERDICT_DELAY: Duration = Duration::from_millis(50);
+
+/// The first text and the whole turn with an input guardrail whose verdict
+/// (a pass) takes [`VERDICT_DELAY`]: the guardrail runs beside the model
+/// call, so the first text should come as soon as without one (`without`,
+/// the p50 measured just before), and the turn end after the verdict.
+async fn with_input_guardrail(
+    name: &str,
+    http: &reqwest::Client,
+    binary: &std::path::Path,
+    store_url: &str,
+    without: Duration,
+    options: &Options,
+) {
+    let llm = FakeLlm::start().await;
+    let guardrail =
+        "[guardrails.topic]\ninstructions_text = \"Trip on anything off topic.\"\non = \"input\"\n";
+    let daemon = common::Child::start_with(
+        binary,
+        store_url,
+        &llm.base_url(),
+        Some(STORE_CONNECTIONS),
+        "chat_completions",
+        guardrail,
+    )
+    .await;
+    let verdict = || chatkitd_testkit::Script::Slow {
+        chunks: vec![r#"{"tripwire": false, "reason": "on topic"}"#.to_owned()],
+        first_token_delay: VERDICT_DELAY,
+        delay: Duration::ZERO,
+    };
+    let samples = options.samples / 2;
+    let threads = create_threads(http, &daemon.url, samples + 10).await;
+    let (mut first, mut done) = (Vec::new(), Vec::new());
+    for (i, thread) in threads.iter().enumerate() {
+        llm.push_unary(verdict());
+        let turn = daemon_turn(http, &daemon.url, thread, "how are you today").await;
+        assert!(turn.ok, "a turn with a guardrail failed");
+        // The first ten warm the paths.
+        if i >= 10 {
+            first.push(turn.ttft);
+            done.push(turn.total);
+        }
+    }
+    println!(
+        "\n[{name}] with an input guardrail whose verdict takes {} ms, {samples} samples",
+        VERDICT_DELAY.as_millis()
+    );
+    println!(
+        "  first text:   p50 {:>8.3} ms  (without a guardrail: {:>8.3} ms)",
+        ms(percentile(&mut first, 50.0)),
+        ms(without)
+    );
+    println!(
+        "  answer done:  p50 {:>8.3} ms  (after the verdict)",
+        ms(percentile(&mut done, 50.0))
+    );
     daemon.stop().await;
 }
 

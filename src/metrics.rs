@@ -64,6 +64,12 @@ pub struct ApprovalLabels {
     pub event: String,
 }
 
+/// A guardrail of `agent.toml`, by its configured name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GuardrailLabels {
+    pub guardrail: String,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -82,6 +88,8 @@ pub struct Metrics {
     pub tool_latency: Histograms<ToolLatencyLabels>,
     pub approvals: Family<ApprovalLabels, Counter>,
     pub questions: Family<ApprovalLabels, Counter>,
+    pub guardrail_trips: Family<GuardrailLabels, Counter>,
+    pub guardrail_failures: Family<GuardrailLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -143,6 +151,18 @@ impl Metrics {
             "Tool servers' questions to users: asked, then answered, skipped, expired (no answer in time) or abandoned (the thread was deleted)",
             questions.clone(),
         );
+        let guardrail_trips = Family::<GuardrailLabels, Counter>::default();
+        registry.register(
+            "guardrail_trips",
+            "Guardrails that stopped a message or an answer (a failed check that blocks included)",
+            guardrail_trips.clone(),
+        );
+        let guardrail_failures = Family::<GuardrailLabels, Counter>::default();
+        registry.register(
+            "guardrail_failures",
+            "Guardrail checks that failed (the model erred or answered no verdict)",
+            guardrail_failures.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -153,7 +173,20 @@ impl Metrics {
             tool_latency,
             approvals,
             questions,
+            guardrail_trips,
+            guardrail_failures,
         }
+    }
+
+    /// Counts a guardrail's `tripped` or `failed` check.
+    pub fn guardrail(&self, guardrail: &str, event: &str) {
+        let labels = GuardrailLabels {
+            guardrail: guardrail.to_owned(),
+        };
+        match event {
+            "tripped" => self.guardrail_trips.get_or_create(&labels).inc(),
+            _ => self.guardrail_failures.get_or_create(&labels).inc(),
+        };
     }
 
     /// Counts one event of a tool server's question: `asked`, `answered`,

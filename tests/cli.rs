@@ -591,6 +591,37 @@ async fn check_asks_for_the_responses_route_when_it_is_used() {
     server.abort();
 }
 
+/// With `[agents]`, `check` lists each agent with its model, the tools it
+/// is offered of those the servers list, and whom it hands off to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_lists_the_agents_and_their_tools() {
+    let llm = FakeLlm::start().await;
+    let setup = Setup::new(&llm.base_url(), true);
+    let mut text_of = std::fs::read_to_string(&setup.config).expect("config");
+    text_of.push_str(
+        "\n[agents.billing]\ninstructions_text = \"You bill.\"\nmodel = \"billing-model\"\nenabled_tools = [\"echo\"]\nhandoffs = [\"entry\"]\n",
+    );
+    std::fs::write(&setup.config, text_of).expect("config written");
+    let output = setup.run(&["check"], "").await;
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("ok   agent {name}")))
+            .unwrap_or_else(|| panic!("no line for {name}:\n{stdout}"))
+            .to_owned()
+    };
+    let billing = line("billing");
+    assert!(
+        billing.contains("billing-model")
+            && billing.contains("1 tools: echo")
+            && billing.ends_with("hands off to entry"),
+        "{billing}"
+    );
+    assert!(line("entry").contains("pid"), "{stdout}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_fails_when_the_llm_is_unreachable() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0")

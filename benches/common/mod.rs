@@ -40,6 +40,19 @@ impl Child {
         store_connections: Option<u32>,
         api: &str,
     ) -> Child {
+        Child::start_with(binary, store_url, llm_base_url, store_connections, api, "").await
+    }
+
+    /// [`Child::start`] with `extra` (whole TOML tables, such as
+    /// `[guardrails.NAME]`) at the end of its configuration.
+    pub async fn start_with(
+        binary: &Path,
+        store_url: &str,
+        llm_base_url: &str,
+        store_connections: Option<u32>,
+        api: &str,
+        extra: &str,
+    ) -> Child {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("agent.toml");
         let connections =
@@ -60,6 +73,7 @@ title_generation = false
 [limits]
 max_concurrent_runs_per_user = 0
 requests_per_minute_per_user = 0
+{extra}
 "#
             ),
         )

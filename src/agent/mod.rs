@@ -14,7 +14,9 @@
 //! the next turn that the user stopped this one.
 
 mod composer;
+mod guardrails;
 mod interactions;
+mod roster;
 mod run;
 mod tool_action;
 mod transcript;
@@ -35,7 +37,9 @@ use crate::attachments::Attachments;
 use crate::elicitation::Questions;
 use crate::stream::EventSink;
 
+pub use guardrails::{Decision, Guardrail, Guardrails, Trip};
 pub use interactions::{Action, Interactions, action_text};
+pub use roster::{Profile, Roster};
 pub use run::{DENIED, Settle};
 pub use tool_action::{ActionError, ToolAction};
 pub use transcript::{UiRecord, build_messages, user_text};
@@ -106,7 +110,8 @@ pub struct Services {
 pub struct AgentSpec {
     interactions: Interactions,
     llm: LlmClient,
-    system_prompt: String,
+    roster: Roster,
+    guardrails: Guardrails,
     config: AgentConfig,
     /// Whether any tool server is configured.
     has_tool_servers: bool,
@@ -127,7 +132,8 @@ impl AgentSpec {
         Ok(AgentSpec {
             interactions: Interactions::load(config)?,
             llm: LlmClient::new(&config.llm)?,
-            system_prompt: config.system_prompt()?,
+            roster: Roster::load(config, config.system_prompt()?)?,
+            guardrails: Guardrails::load(config)?,
             config: config.agent.clone(),
             has_tool_servers: !config.mcp_servers.is_empty(),
         })
@@ -144,7 +150,10 @@ pub struct Agent {
     attachments: Arc<Attachments>,
     /// Widgets, actions and client tools.
     interactions: Arc<Interactions>,
-    system_prompt: String,
+    /// The entry agent and the specialists it can hand off to.
+    roster: Arc<Roster>,
+    /// The checks of the user's message and of the answer.
+    guardrails: Arc<Guardrails>,
     config: AgentConfig,
 }
 
@@ -170,33 +179,29 @@ impl Agent {
     pub fn from_spec(spec: AgentSpec, services: &Services) -> Agent {
         Agent::new(
             services.store.clone(),
-            spec.llm,
             spec.has_tool_servers.then(|| services.mcp.clone()),
-            spec.interactions,
             services.attachments.clone(),
-            spec.system_prompt,
-            spec.config,
+            spec,
         )
     }
 
-    /// An agent answering with `llm` under `system_prompt`.
+    /// The agent `spec` describes, with its store, tool servers and
+    /// attachments.
     fn new(
         store: Arc<dyn Store>,
-        llm: LlmClient,
         mcp: Option<Arc<McpManager>>,
-        interactions: Interactions,
         attachments: Arc<Attachments>,
-        system_prompt: String,
-        config: AgentConfig,
+        spec: AgentSpec,
     ) -> Agent {
         Agent {
             store,
-            llm,
+            llm: spec.llm,
             mcp,
             attachments,
-            interactions: Arc::new(interactions),
-            system_prompt,
-            config,
+            interactions: Arc::new(spec.interactions),
+            roster: Arc::new(spec.roster),
+            guardrails: Arc::new(spec.guardrails),
+            config: spec.config,
         }
     }
 

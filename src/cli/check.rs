@@ -1,6 +1,7 @@
 //! `chatkitd check`: a deploy gate. It loads the configuration, connects to
 //! the store (and says whether migrations are pending), starts every tool
-//! server and lists its tools, and asks the model endpoint for its models;
+//! server and lists its tools, lists each agent of `[agents]` with the tools
+//! it is offered (`agents.rs`), and asks the model endpoint for its models;
 //! one line per check with the time it took:
 //!
 //! ```text
@@ -22,8 +23,12 @@ use crate::auth::{Authenticator, KeyProbe};
 use crate::config::LlmApi;
 use crate::config::{AuthMode, Config};
 use crate::llm::{LlmClient, LlmError, ModelList};
-use crate::mcp::McpManager;
+use crate::mcp::{McpManager, ModelTool};
 use crate::store::schema;
+
+mod agents;
+
+use agents::check_agents;
 
 /// The verdict of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,7 +129,11 @@ pub async fn run(path: &Path, out: &mut impl Write) -> Result<bool, CliError> {
     report(out, check_config(&config, path, started))?;
     report(out, check_auth(&config).await)?;
     report(out, check_store(&config).await)?;
-    for line in check_tool_servers(&config).await {
+    let (lines, tools) = check_tool_servers(&config).await;
+    for line in lines {
+        report(out, line)?;
+    }
+    for line in check_agents(&config, &tools) {
         report(out, line)?;
     }
     report(out, check_llm(&config).await)?;
@@ -283,9 +292,9 @@ async fn check_store(config: &Config) -> Line {
 }
 
 /// Starts every server (concurrently) and fetches its tool list.
-async fn check_tool_servers(config: &Config) -> Vec<Line> {
+async fn check_tool_servers(config: &Config) -> (Vec<Line>, Vec<ModelTool>) {
     if config.mcp_servers.is_empty() {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     }
     let mcp = McpManager::configure(
         &config.mcp_servers,
@@ -307,7 +316,9 @@ async fn check_tool_servers(config: &Config) -> Vec<Line> {
         async move {
             let started = Instant::now();
             let line = Line::new(Status::Ok, format!("mcp {name}"), target);
-            match mcp.probe(name, user).await {
+            let probed = mcp.probe(name, user).await;
+            let tools = probed.as_ref().map(|t| t.to_vec()).unwrap_or_default();
+            let line = match probed {
                 Ok(tools) if tools.is_empty() => Line {
                     status: Status::Warn,
                     ..line
@@ -328,12 +339,14 @@ async fn check_tool_servers(config: &Config) -> Vec<Line> {
                 }
                 .since(started)
                 .detail(e.to_string()),
-            }
+            };
+            (line, tools)
         }
     });
-    let lines = futures::future::join_all(probes).await;
+    let (lines, tools): (Vec<Line>, Vec<Vec<ModelTool>>) =
+        futures::future::join_all(probes).await.into_iter().unzip();
     mcp.shutdown().await;
-    lines
+    (lines, tools.into_iter().flatten().collect())
 }
 
 /// The endpoint's model list, and whether it names the configured model.

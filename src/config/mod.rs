@@ -12,6 +12,7 @@
 //! reason. Every value has a default except what only the deployment can know,
 //! so the shipped `agent.toml` runs on SQLite with no other service.
 
+mod agents;
 mod attachments;
 mod document;
 mod hosted;
@@ -28,6 +29,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use thiserror::Error;
 
+pub use agents::{
+    ENTRY_AGENT, GuardrailConfig, GuardrailFailure, GuardrailOn, HandoffReturn, SpecialistConfig,
+};
 pub use attachments::{
     AttachmentStorage, AttachmentsConfig, ImageDelivery, ModelInput, base_mime, mime_matches,
 };
@@ -134,6 +138,26 @@ impl Config {
             self.llm.api_key = None;
         }
         Ok(())
+    }
+
+    /// A prompt given as inline `text`, or as a `file` relative to the
+    /// config file (an agent's or a guardrail's); empty without either.
+    pub fn read_instructions(
+        &self,
+        file: Option<&std::path::Path>,
+        text: Option<&str>,
+    ) -> Result<String, ConfigError> {
+        if let Some(text) = text {
+            return Ok(text.to_owned());
+        }
+        let Some(file) = file else {
+            return Ok(String::new());
+        };
+        let full = self.base_dir.join(file);
+        std::fs::read_to_string(&full).map_err(|source| ConfigError::Read {
+            path: full.display().to_string(),
+            source,
+        })
     }
 
     /// The system prompt: the instructions file's text, or a plain default.

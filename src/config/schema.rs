@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use thiserror::Error;
 
+use super::agents::{GuardrailConfig, HandoffReturn, SpecialistConfig};
 use super::attachments::AttachmentsConfig;
 use super::hosted::HostedTools;
 use super::interactive::{ActionConfig, ClientToolConfig};
@@ -47,6 +48,12 @@ pub struct Config {
     /// `[client_tools.NAME]`: tools that run in the browser.
     #[serde(default)]
     pub client_tools: BTreeMap<String, ClientToolConfig>,
+    /// `[agents.NAME]`: specialists the entry agent can hand off to.
+    #[serde(default)]
+    pub agents: BTreeMap<String, SpecialistConfig>,
+    /// `[guardrails.NAME]`: checks of the user's message or the answer.
+    #[serde(default)]
+    pub guardrails: BTreeMap<String, GuardrailConfig>,
     /// The directory of the configuration file; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -444,6 +451,14 @@ pub struct AgentConfig {
     /// Show the model's thinking (reasoning deltas) as a reasoning workflow
     /// of thoughts before its answer.
     pub show_reasoning: bool,
+    /// The agents of `[agents]` this one may hand the conversation to.
+    pub handoffs: Vec<String>,
+    /// Where the next message starts after a handoff.
+    pub handoff_return: HandoffReturn,
+    /// Handoffs allowed in one answer.
+    pub max_handoffs: u32,
+    /// The agents of `[agents]` this one may ask as tools.
+    pub tools_from_agents: Vec<String>,
 }
 
 impl Default for AgentConfig {
@@ -459,6 +474,10 @@ impl Default for AgentConfig {
             max_tool_image_bytes: 4 * 1024 * 1024,
             question_timeout: Duration::from_secs(600),
             show_reasoning: true,
+            handoffs: Vec::new(),
+            handoff_return: HandoffReturn::Stay,
+            max_handoffs: 4,
+            tools_from_agents: Vec::new(),
         }
     }
 }

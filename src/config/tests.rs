@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::*;
 
+mod agents;
 mod llm;
 
 fn load_in(dir: &str, text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {

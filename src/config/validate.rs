@@ -5,6 +5,7 @@
 //! What parses into a typed field (addresses, store URLs, inject sources) is
 //! checked while reading the file, not here.
 
+mod agents;
 mod interactive;
 
 use super::document::Document;
@@ -28,7 +29,8 @@ pub(super) fn validate(config: &Config, document: &Document<'_>) -> Result<(), C
     }
     check.instructions()?;
     super::attachments::validate(&config.attachments, document)?;
-    interactive::validate(config, document)
+    interactive::validate(config, document)?;
+    agents::validate(config, document)
 }
 
 struct Check<'c> {

@@ -29,13 +29,14 @@ use super::responses::{self, HostedRequest, ReasoningOptions};
 use super::retry::RetryPolicy;
 use super::stream::{Decoder, LlmStream};
 use super::wire::{
-    ChatMessage, ChatRequest, Completion, ForcedFunction, ForcedTool, ModelList, StreamOptions,
-    ToolDefinition, ToolKind, error_answer_message,
+    ChatMessage, ChatRequest, ForcedFunction, ForcedTool, ModelList, StreamOptions, ToolDefinition,
+    ToolKind, error_answer_message,
 };
 use crate::config::{DEFAULT_OPENAI_BASE_URL, LlmApi, LlmConfig};
 
 /// Most bytes of a transcription answer.
 const TRANSCRIPT_BYTES: usize = 1024 * 1024;
+mod completion;
 mod transcription;
 
 use transcription::Transcriber;
@@ -235,6 +236,7 @@ impl LlmClient {
                         include_usage: true,
                     }),
                     reasoning_effort: self.reasoning_for(model).and_then(|r| r.effort),
+                    response_format: None,
                 };
                 self.send(&self.chat_url, &request).await?
             }
@@ -250,6 +252,7 @@ impl LlmClient {
                         tool_choice: turn.tool_choice,
                         reasoning: self.reasoning_for(model),
                         hosted: Some(&self.hosted),
+                        text_format: None,
                     },
                 );
                 self.send(&self.responses_url, &body).await?
@@ -261,70 +264,6 @@ impl LlmClient {
             self.limits,
             Decoder::new(self.api, self.limits),
         ))
-    }
-
-    /// A short non-streamed answer (titles).
-    pub async fn complete(
-        &self,
-        messages: &[ChatMessage],
-        max_tokens: u32,
-    ) -> Result<String, LlmError> {
-        self.check_configured()?;
-        let response = match self.api {
-            LlmApi::ChatCompletions => {
-                let request = ChatRequest {
-                    model: &self.model,
-                    messages,
-                    stream: false,
-                    temperature: self.temperature,
-                    max_tokens: Some(max_tokens),
-                    tools: &[],
-                    tool_choice: None,
-                    stream_options: None,
-                    reasoning_effort: None,
-                };
-                self.send(&self.chat_url, &request).await?
-            }
-            LlmApi::Responses => {
-                let body = responses::request_body(
-                    messages,
-                    &[],
-                    responses::Options {
-                        model: &self.model,
-                        stream: false,
-                        temperature: self.temperature,
-                        // A reasoning model spends its thinking from the same
-                        // budget: a title's few tokens would all go there.
-                        max_output_tokens: Some(max_tokens.max(MIN_RESPONSES_COMPLETION_TOKENS)),
-                        tool_choice: None,
-                        reasoning: None,
-                        hosted: None,
-                    },
-                );
-                self.send(&self.responses_url, &body).await?
-            }
-        };
-        let max = self.limits.max_chunk_bytes();
-        let body = tokio::time::timeout(self.request_timeout, read_at_most(response, max))
-            .await
-            .map_err(|_| LlmError::Timeout(self.request_timeout))?
-            .map_err(|e| self.request_failed(e))?
-            .ok_or_else(|| {
-                LlmError::Protocol(format!("the completion is longer than {max} bytes"))
-            })?;
-        if self.api == LlmApi::Responses {
-            return responses::completion_text(&body);
-        }
-        let completion: Completion = serde_json::from_slice(&body)
-            .map_err(|e| LlmError::Protocol(format!("not a completion: {e}")))?;
-        if let Some(usage) = &completion.usage {
-            usage.record();
-        }
-        completion
-            .choices
-            .into_iter()
-            .find_map(|c| c.message.and_then(|m| m.content))
-            .ok_or_else(|| LlmError::Protocol("the completion has no message content".to_owned()))
     }
 
     /// Posts a request to `url`, retrying as [`RetryPolicy`] says, until an

@@ -261,6 +261,9 @@ pub(super) struct ChatRequest<'a> {
     /// `[llm] reasoning_effort`, which OpenAI's chat completions take too.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) reasoning_effort: Option<crate::config::ReasoningEffort>,
+    /// A JSON schema the answer must follow (guardrails).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) response_format: Option<&'a serde_json::Value>,
 }
 
 /// `tool_choice` naming one function.

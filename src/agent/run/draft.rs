@@ -1,8 +1,11 @@
 //! The assistant message being streamed: its first delta opens the item,
 //! each delta is sent and kept, and closing it stores the whole message
-//! before its `content_part.done` and `thread.item.done` go out.
+//! before its `content_part.done` and `thread.item.done` go out; a final
+//! answer checked first, an empty one reported, and the note of a model
+//! that ran out of turns.
 
 use super::{Run, Stop};
+use crate::llm::LlmError;
 use crate::protocol::{
     Annotation, AssistantContent, AssistantMessage, IdKind, ItemKind, ItemUpdate, ThreadItem,
     ThreadStreamEvent, new_id, scrub,
@@ -82,6 +85,32 @@ impl Run<'_> {
             return Ok(());
         };
         self.publish(finished_item(draft), &[]).await
+    }
+}
+
+impl Run<'_> {
+    /// A final answer: checked by the output guardrails, then closed; or
+    /// an empty one reported.
+    pub(super) async fn finish_or_empty(&mut self) -> Result<(), Stop> {
+        if self.draft.is_none() {
+            return Err(self
+                .fail_llm(LlmError::Protocol(
+                    "the model returned an empty answer".to_owned(),
+                ))
+                .await);
+        }
+        self.check_output().await?;
+        self.finish_draft().await
+    }
+
+    /// The model kept asking for tools: say so instead of ending in silence.
+    pub(super) async fn out_of_turns(&mut self) -> Result<(), Stop> {
+        let turns = self.agent.roster.get(self.active).max_turns;
+        self.push_text(format!(
+            "I stopped after {turns} steps without reaching an answer. Tell me to continue if you want me to go on."
+        ))
+        .await?;
+        self.finish_draft().await
     }
 }
 

@@ -12,10 +12,13 @@
 //! then sent as `thread.item.done`, so what a client saw is in the store.
 
 mod approvals;
+mod asked;
 mod asking;
 mod choices;
 mod draft;
 mod failures;
+mod guarding;
+mod handoffs;
 mod hosted;
 mod outputs;
 #[cfg(test)]
@@ -32,6 +35,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use self::draft::Draft;
+use self::guarding::{InputCheck, checked};
 use self::hosted::{Drawing, Searches};
 use self::thinking::Thinking;
 use self::title::TITLE_WAIT;
@@ -40,6 +44,7 @@ use super::transcript::{Media, ReasoningRecord, build_messages_with_media, named
 use super::{Agent, RunInput, RunOutcome};
 use crate::attachments::Attachments;
 use crate::llm::{ChatMessage, LlmError, LlmEvent, LlmStream, ToolCall, ToolDefinition, Turn};
+use crate::mcp::ModelTool;
 use crate::protocol::{ItemKind, ItemUpdate, StreamOptions, ThreadItem, ThreadStreamEvent};
 use crate::signal::Signal;
 use crate::stream::{Disconnected, EventSink, Offer};
@@ -71,6 +76,15 @@ pub(super) struct Run<'a> {
     /// The tool the user asked for (`inference_options.tool_choice`):
     /// required of the turn's first model call only.
     forced_tool: Option<String>,
+    /// The agent answering, by its index in the roster (0: the entry agent).
+    active: usize,
+    /// The tools the answering agent may call, when it may not call all.
+    restricted: Option<Vec<String>>,
+    /// The input guardrails' check of the message, until it is decided.
+    input_check: Option<InputCheck>,
+    /// The items this run showed (added or done), which a tripped input
+    /// guardrail removes. Only touched as items begin and end.
+    shown: std::sync::Mutex<Vec<String>>,
 }
 
 /// Why a run stopped early.
@@ -107,6 +121,10 @@ impl<'a> Run<'a> {
             first_token_seen: false,
             model: None,
             forced_tool: None,
+            active: 0,
+            restricted: None,
+            input_check: None,
+            shown: std::sync::Mutex::default(),
         }
     }
 
@@ -145,6 +163,8 @@ impl<'a> Run<'a> {
             },
         };
         self.apply_choices(&items);
+        self.resume_agent(&items);
+        self.start_input_check(&items);
         let system_prompt = self.system_prompt();
         let media = load_media(&self.agent.attachments, &user, &items).await;
         let messages = match build_messages_with_media(
@@ -184,44 +204,47 @@ impl<'a> Run<'a> {
         answered
     }
 
-    /// The system prompt with `{{user.id}}`, `{{user.name}}` and
-    /// `{{user.email}}` filled in (empty when the token has no such claim).
-    fn system_prompt(&self) -> String {
-        let prompt = &self.agent.system_prompt;
-        if !prompt.contains("{{user.") {
-            return prompt.clone();
-        }
-        prompt
-            .replace("{{user.id}}", &self.input.identity.user_id)
-            .replace(
-                "{{user.name}}",
-                self.input.identity.name.as_deref().unwrap_or(""),
-            )
-            .replace(
-                "{{user.email}}",
-                self.input.identity.email.as_deref().unwrap_or(""),
-            )
-    }
-
     /// Model calls until a final answer: each answer that asks for tools runs
-    /// them and goes back to the model with the results, up to `max_turns`.
+    /// them and goes back to the model with the results, up to the answering
+    /// agent's `max_turns`; a handoff goes on with the other agent.
     async fn agent_loop(&mut self, mut messages: Vec<ChatMessage>) -> Result<(), Stop> {
-        let tools = match &self.agent.mcp {
+        let all_tools = match &self.agent.mcp {
             Some(mcp) => mcp.tools_for(&self.input.identity.user_id).await,
             None => Arc::new(Vec::new()),
         };
-        let interactions = self.agent.interactions.clone();
-        // A client tool takes the name from a server's tool of the same name.
-        let definitions: Vec<ToolDefinition> = tools
-            .iter()
-            .filter(|t| !interactions.is_client_tool(&t.name))
-            .map(|t| ToolDefinition::new(&t.name, &t.description, t.parameters.clone()))
-            .chain(interactions.client_tools().iter().cloned())
-            .collect();
-        for _ in 0..self.agent.config.max_turns {
-            let (calls, reasoning) = self.stream_answer(&messages, &definitions).await?;
+        let mut handoffs = 0;
+        'agents: loop {
+            let (tools, definitions) = self.offered_tools(&all_tools);
+            for _ in 0..self.agent.roster.get(self.active).max_turns {
+                let Some(next) = self
+                    .agent_step(&mut messages, &tools, &definitions, &mut handoffs)
+                    .await?
+                else {
+                    return Ok(());
+                };
+                if let Some(target) = next {
+                    self.switch_to(target, &mut messages);
+                    continue 'agents;
+                }
+            }
+            return self.out_of_turns().await;
+        }
+    }
+
+    /// One model answer and its tool step. `None`: the turn is over (a
+    /// final answer, or it waits on the user); `Some(None)`: back to the
+    /// model; `Some(Some(agent))`: back to the model as that agent.
+    async fn agent_step(
+        &mut self,
+        messages: &mut Vec<ChatMessage>,
+        tools: &[ModelTool],
+        definitions: &[ToolDefinition],
+        handoffs: &mut u32,
+    ) -> Result<Option<Option<usize>>, Stop> {
+        {
+            let (calls, reasoning) = self.stream_answer(messages, definitions).await?;
             if calls.is_empty() {
-                return Ok(());
+                return Ok(None);
             }
             // The model's reasoning goes back before what it led to.
             if !reasoning.is_empty() {
@@ -246,12 +269,21 @@ impl<'a> Run<'a> {
                 content: text,
                 tool_calls: calls.clone(),
             });
-            match self.tool_step(&calls, &tools).await? {
-                Step::Continue(results) => messages.extend(results),
-                Step::Wait => return Ok(()),
+            let (handed, calls) = self.split_handoffs(calls);
+            let mut target = None;
+            if !handed.is_empty() {
+                let (results, to) = self.hand_off(&handed, handoffs).await?;
+                messages.extend(results);
+                target = Some(to);
             }
+            if !calls.is_empty() {
+                match self.tool_step(&calls, tools).await? {
+                    Step::Continue(results) => messages.extend(results),
+                    Step::Wait => return Ok(None),
+                }
+            }
+            Ok(Some(target))
         }
-        self.out_of_turns().await
     }
 
     /// Streams one model answer into an assistant message; returns the tool
@@ -264,7 +296,7 @@ impl<'a> Run<'a> {
     ) -> Result<(Vec<ToolCall>, Vec<Value>), Stop> {
         let forced = self.forced_tool.take();
         let turn = Turn {
-            model: self.model.as_deref(),
+            model: self.turn_model(),
             tool_choice: forced.as_deref(),
         };
         let mut stream = tokio::select! {
@@ -283,9 +315,21 @@ impl<'a> Run<'a> {
             let event = tokio::select! {
                 biased;
                 _ = &mut cancelled => return Err(Stop::Cancelled),
-                event = LlmStream::next(&mut stream) => event,
+                decided = checked(&mut self.input_check), if self.input_check.is_some() => {
+                    Err(decided)
+                }
+                event = LlmStream::next(&mut stream) => Ok(event),
+            };
+            let event = match event {
+                Ok(event) => event,
+                Err(decided) => {
+                    self.input_decided(decided).await?;
+                    continue;
+                }
             };
             if let Some(Ok(LlmEvent::Finished { reasoning, .. })) = &event {
+                // Nothing acts on the answer before the input guardrails pass.
+                self.settle_input_check().await?;
                 self.finish_thinking().await?;
                 self.finish_searches().await?;
                 self.drop_drawing().await?;
@@ -342,28 +386,6 @@ impl<'a> Run<'a> {
         self.store(&[&record]).await
     }
 
-    /// A final answer: closes the message, or reports an empty one.
-    async fn finish_or_empty(&mut self) -> Result<(), Stop> {
-        if self.draft.is_none() {
-            return Err(self
-                .fail_llm(LlmError::Protocol(
-                    "the model returned an empty answer".to_owned(),
-                ))
-                .await);
-        }
-        self.finish_draft().await
-    }
-
-    /// The model kept asking for tools: say so instead of ending in silence.
-    async fn out_of_turns(&mut self) -> Result<(), Stop> {
-        let turns = self.agent.config.max_turns;
-        self.push_text(format!(
-            "I stopped after {turns} steps without reaching an answer. Tell me to continue if you want me to go on."
-        ))
-        .await?;
-        self.finish_draft().await
-    }
-
     /// Stores items in order; a store failure ends the run.
     async fn store(&mut self, items: &[&ThreadItem]) -> Result<(), Stop> {
         for item in items {
@@ -395,6 +417,7 @@ impl<'a> Run<'a> {
     /// Sends a stored item: an assistant message's `content_part.done`
     /// first, then `thread.item.done`.
     async fn announce(&self, item: ThreadItem) -> Result<(), Stop> {
+        self.note_shown(&item.id);
         if let ItemKind::AssistantMessage(message) = &item.kind {
             self.emit(ThreadStreamEvent::ItemUpdated {
                 item_id: item.id.clone(),
@@ -414,6 +437,9 @@ impl<'a> Run<'a> {
     /// does not wait, so there is nothing to interrupt, and the run sees a
     /// cancellation at its next wait.
     async fn emit(&self, event: ThreadStreamEvent) -> Result<(), Stop> {
+        if let ThreadStreamEvent::ItemAdded { item } = &event {
+            self.note_shown(&item.id);
+        }
         let event = match self.sink.offer(event) {
             Offer::Taken => return Ok(()),
             Offer::Gone => return Err(Stop::from(Disconnected)),

@@ -9,7 +9,7 @@ use pretty_assertions::assert_eq;
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::agent::{Interactions, PANIC_MESSAGE, RunInput};
+use crate::agent::{AgentSpec, Interactions, PANIC_MESSAGE, Roster, RunInput};
 use crate::attachments::Attachments;
 use crate::auth::Identity;
 use crate::config::AgentConfig;
@@ -45,19 +45,24 @@ fn agent(store: Arc<dyn Store>, records: SqlStore) -> Agent {
         ..AgentConfig::default()
     };
     let llm = LlmClient::new(&LlmConfig::default()).expect("a client");
+    let spec = AgentSpec {
+        interactions: Interactions::default(),
+        llm,
+        roster: Roster::single("You help.".to_owned(), &config),
+        guardrails: Default::default(),
+        config,
+        has_tool_servers: false,
+    };
     Agent::new(
         store,
-        llm,
         None,
-        Interactions::default(),
         Arc::new(Attachments::new(
             &AttachmentsConfig::default(),
             std::path::Path::new("."),
             "/api/chatkit",
             Arc::new(records),
         )),
-        "You help.".to_owned(),
-        config,
+        spec,
     )
 }
 

@@ -13,6 +13,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 
+use super::asked::{Asked, ask};
 use super::asking::{self, Asking};
 use super::tasks::{TaskState, task};
 use super::{Run, Stop};
@@ -150,6 +151,16 @@ impl Run<'_> {
             mpsc::channel::<(usize, ToolProgress)>(PROGRESS_BUFFER);
         // Questions the servers ask the user, one shown at a time.
         let (ask_tx, mut ask_rx) = asking::channel();
+        // The steps of agents asked as tools, each shown as a task.
+        let (steps_tx, mut steps_rx) = mpsc::channel::<Task>(PROGRESS_BUFFER);
+        let asked = Asked {
+            llm: self.agent.llm.clone(),
+            mcp: mcp.clone(),
+            roster: self.agent.roster.clone(),
+            user: user.clone(),
+            cancel: self.cancel.clone(),
+            steps: steps_tx,
+        };
         let mut asking = Asking::new(self.input.questions.clone());
         let mut pending: FuturesUnordered<_> = calls
             .iter()
@@ -158,6 +169,13 @@ impl Run<'_> {
                 let mcp = mcp.clone();
                 let user = user.clone();
                 let client_tool = interactions.is_client_tool(&call.function.name);
+                // A tool the answering agent is not offered does not run.
+                let offered = self.may_call(&call.function.name);
+                let agent_tool = self
+                    .agent
+                    .roster
+                    .agent_tool_target(self.active, &call.function.name);
+                let asked = asked.clone();
                 let progress_tx = progress_tx.clone();
                 let report: ProgressReporter = Arc::new(move |progress| {
                     let _ = progress_tx.try_send((index, progress));
@@ -166,7 +184,12 @@ impl Run<'_> {
                 async move {
                     let name = &call.function.name;
                     let outcome = match mcp {
-                        Some(mcp) if !client_tool => {
+                        _ if agent_tool.is_some() => {
+                            let target = agent_tool.unwrap_or_default();
+                            let arguments = call.function.arguments.clone();
+                            ask(asked, target, name.clone(), arguments).await
+                        }
+                        Some(mcp) if !client_tool && offered => {
                             let arguments = &call.function.arguments;
                             mcp.call(&user, name, arguments)
                                 .reporting(report)
@@ -198,6 +221,15 @@ impl Run<'_> {
                         self.task_updated(&workflow.id, index, &tasks[index]).await?;
                     }
                     self.ask_next_of(&mut asking, &workflow.id, calls, &mut tasks).await?;
+                    continue;
+                }
+                Some(step) = steps_rx.recv() => {
+                    tasks.push(step.clone());
+                    self.emit(ThreadStreamEvent::ItemUpdated {
+                        item_id: workflow.id.clone(),
+                        update: ItemUpdate::WorkflowTaskAdded { task_index: tasks.len() - 1, task: step },
+                    })
+                    .await?;
                     continue;
                 }
                 Some((index, progress)) = progress_rx.recv() => {

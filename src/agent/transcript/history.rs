@@ -13,6 +13,7 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
+use super::agents::{GuardrailRecord, HandoffRecord};
 use super::media::{
     Media, generated_image, images_after_results, stored_tool_images, user_message,
 };
@@ -243,6 +244,11 @@ fn hidden_messages(content: &Value, media: &Media) -> Vec<ChatMessage> {
         return vec![ChatMessage::Reasoning {
             items: record.items,
         }];
+    }
+    if HandoffRecord::from_content(content).is_some()
+        || GuardrailRecord::from_content(content).is_some()
+    {
+        return Vec::new();
     }
     if let Some(record) = GeneratedImageRecord::from_content(content) {
         return vec![generated_image(&record, media)];

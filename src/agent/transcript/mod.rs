@@ -7,10 +7,12 @@
 //! Pure functions over items: no `Run`, no async, no I/O (loading the media
 //! a history names is the run's), so each is tested on its own.
 
+mod agents;
 mod history;
 mod media;
 mod records;
 
+pub use agents::{GuardrailRecord, GuardrailVerdict, HandoffRecord, active_agent};
 pub use history::{build_messages, build_messages_with_media};
 pub use media::{Media, named_attachments, tool_images, user_text};
 pub use records::{

@@ -14,7 +14,8 @@
 //! `{"type":"chatkitd.reasoning","items":[…]}` ([`ReasoningRecord`]); an
 //! image the model generated,
 //! `{"type":"chatkitd.generated_image","image":{…},"prompt"?}`
-//! ([`GeneratedImageRecord`]).
+//! ([`GeneratedImageRecord`]); a handoff between agents,
+//! the records of several agents are in `agents.rs`.
 //! These shapes are in existing databases: field names and `type` strings
 //! must not change. How the records become chat messages lives in
 //! [`super::history`]; nothing here runs a tool.
@@ -136,7 +137,10 @@ impl ReasoningRecord {
 }
 
 /// A hidden item's content as the record of type `tag`, if it is one.
-fn tagged_record<T: serde::de::DeserializeOwned>(content: &Value, tag: &str) -> Option<T> {
+pub(super) fn tagged_record<T: serde::de::DeserializeOwned>(
+    content: &Value,
+    tag: &str,
+) -> Option<T> {
     if content.get("type").and_then(Value::as_str) != Some(tag) {
         return None;
     }
@@ -144,7 +148,7 @@ fn tagged_record<T: serde::de::DeserializeOwned>(content: &Value, tag: &str) -> 
 }
 
 /// The hidden item holding a tagged record on `thread_id`.
-fn tagged_item<T: Serialize>(record: &T, thread_id: &str) -> ThreadItem {
+pub(super) fn tagged_item<T: Serialize>(record: &T, thread_id: &str) -> ThreadItem {
     // Records of strings and JSON values always serialize.
     let content = serde_json::to_value(record).unwrap_or(Value::Null);
     ThreadItem::new(

@@ -21,7 +21,7 @@ use serde_json::Value;
 use crate::cli::{Glyphs, one_line};
 use crate::protocol::{
     ClientToolCallStatus, InputStatus, ItemKind, ItemUpdate, Question, Task, TaskStatus,
-    ThoughtTask, ThreadStreamEvent,
+    ThoughtTask, ThreadStreamEvent, Workflow, WorkflowSummary,
 };
 use crate::widgets::{APPROVE, offered_actions, plain_text};
 
@@ -127,6 +127,17 @@ impl<W: Write> Render<W> {
                         item_id: item.id.clone(),
                         inputs: inputs.clone(),
                     });
+                }
+                // Who answers now (a handoff between agents).
+                ItemKind::Workflow {
+                    workflow:
+                        Workflow {
+                            summary: Some(WorkflowSummary::Title { title, .. }),
+                            ..
+                        },
+                } => {
+                    self.end_line()?;
+                    writeln!(self.out, "  {} {title}", self.glyphs.tool)?;
                 }
                 ItemKind::ClientToolCall(call) if call.status == ClientToolCallStatus::Pending => {
                     self.end_line()?;

@@ -48,6 +48,8 @@ pub(super) struct Options<'a> {
     pub(super) reasoning: Option<ReasoningOptions>,
     /// The hosted tools offered (answers only, not titles).
     pub(super) hosted: Option<&'a HostedRequest>,
+    /// A format the answer must follow (`text.format`: a JSON schema).
+    pub(super) text_format: Option<&'a Value>,
 }
 
 /// The request body of `POST /responses`.
@@ -86,6 +88,9 @@ pub(super) fn request_body(
                 json!({"type": "function", "name": name}),
             );
         }
+    }
+    if let Some(format) = options.text_format {
+        fields.insert("text".to_owned(), json!({"format": format}));
     }
     if let Some(temperature) = options.temperature {
         fields.insert("temperature".to_owned(), json!(temperature));
@@ -164,6 +169,7 @@ mod tests {
                 summary: Some(ReasoningSummary::Auto),
             }),
             hosted: None,
+            text_format: None,
         };
         let body = request_body(&messages, &tools, options);
         assert_eq!(body["store"], false);

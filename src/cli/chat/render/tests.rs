@@ -255,3 +255,26 @@ fn long_task_text_is_cut_to_the_line() {
         format!("  * a {expected_args} ... done in 1.0s\n    -> {expected_out}\n")
     );
 }
+
+#[test]
+fn a_handoff_says_who_answers_now() {
+    let handoff = ThreadStreamEvent::ItemDone {
+        item: crate::protocol::ThreadItem::new(
+            "wf_2",
+            "thr_1",
+            ItemKind::Workflow {
+                workflow: Workflow {
+                    kind: "custom".into(),
+                    tasks: Vec::new(),
+                    summary: Some(WorkflowSummary::Title {
+                        title: "Billing took over".into(),
+                        icon: None,
+                    }),
+                    expanded: false,
+                },
+            },
+        ),
+    };
+    let text = rendered(vec![handoff, delta("Refund sent.")]);
+    assert_eq!(text, "  * Billing took over\nRefund sent.\n");
+}
