@@ -468,7 +468,36 @@ async fn an_output_guardrail_that_trips_replaces_the_answer(backend: Backend) {
     daemon.stop().await;
 }
 
+/// A guardrail that cannot give a verdict (its model answers nonsense)
+/// blocks by default, and lets the message through with
+/// `on_error = "allow"`; either way the failure is counted.
+async fn a_guardrail_that_cannot_check_blocks_unless_told_to_allow(backend: Backend) {
+    for (on_error, blocked) in [("block", true), ("allow", false)] {
+        let daemon = daemon_with_guardrails(
+            backend,
+            &format!("{TOPIC_GUARDRAIL}\non_error = \"{on_error}\""),
+        )
+        .await;
+        daemon.llm.push(Script::text(["Milk."]));
+        daemon.llm.push_unary(Script::text(["I think it is fine?"]));
+        let (_, streamed) = daemon.create_thread("what do I need?").await;
+        assert_eq!(
+            streamed.error().is_some(),
+            blocked,
+            "{on_error}: {}",
+            streamed.raw
+        );
+        let (_, metrics) = daemon.get("/metrics").await;
+        assert!(
+            metrics.contains("chatkitd_guardrail_failures_total{guardrail=\"topic\"} 1"),
+            "{metrics}"
+        );
+        daemon.stop().await;
+    }
+}
+
 both_backends!(
+    a_guardrail_that_cannot_check_blocks_unless_told_to_allow,
     an_input_guardrail_that_trips_removes_what_streamed_and_runs_no_tool,
     an_input_guardrail_that_passes_changes_nothing,
     an_output_guardrail_that_trips_replaces_the_answer,

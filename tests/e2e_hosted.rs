@@ -60,18 +60,26 @@ fn fixtures() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"))
 }
 
-/// A recorded stream as the fake model's scripts: one per response.
-fn recorded(name: &str) -> Vec<Script> {
+/// The events of a recorded stream, one JSON text each.
+fn recorded_lines(name: &str) -> Vec<String> {
     let path = fixtures().join(format!("responses/{name}.jsonl"));
     let text = std::fs::read_to_string(&path).expect("the recorded stream");
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A recorded stream as the fake model's scripts: one per response.
+fn recorded(name: &str) -> Vec<Script> {
     let mut responses: Vec<Vec<String>> = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let event: Value = serde_json::from_str(line).expect("an event");
+    for line in recorded_lines(name) {
+        let event: Value = serde_json::from_str(&line).expect("an event");
         if event["type"] == "response.created" || responses.is_empty() {
             responses.push(Vec::new());
         }
         if let Some(current) = responses.last_mut() {
-            current.push(line.to_owned());
+            current.push(line);
         }
     }
     responses
@@ -379,7 +387,49 @@ async fn each_model_sends_its_own_reasoning_options(backend: Backend) {
     daemon.stop().await;
 }
 
+/// A Responses stream cut while the model thinks: the thinking shown so
+/// far is kept (closed and listed) and the answer ends with an `error`.
+async fn a_stream_cut_mid_reasoning_keeps_the_thinking(backend: Backend) {
+    let daemon = daemon_on_hosted(backend, |_| {}).await;
+    let mut events: Vec<String> = Vec::new();
+    for line in recorded_lines("reasoning_text") {
+        let event: Value = serde_json::from_str(&line).expect("an event");
+        let cut_here = event["type"] == "response.reasoning_summary_text.done";
+        events.push(line);
+        if cut_here {
+            break;
+        }
+    }
+    daemon.llm.push(Script::Raw { events });
+    let (thread_id, streamed) = daemon.create_thread("think about it").await;
+    let error = streamed.error().expect("an error event");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("ended before the answer was complete")),
+        "{error}"
+    );
+    let thinking = |items: &[Value]| -> Vec<String> {
+        items
+            .iter()
+            .filter(|i| i["type"] == "workflow" && i["workflow"]["type"] == "reasoning")
+            .flat_map(|i| {
+                i["workflow"]["tasks"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|t| t["content"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let shown = thinking(&streamed.done_items());
+    assert_eq!(shown.len(), 1, "{}", streamed.raw);
+    assert_eq!(thinking(&daemon.items(&thread_id).await), shown);
+    daemon.stop().await;
+}
+
 both_backends!(
+    a_stream_cut_mid_reasoning_keeps_the_thinking,
     recorded_streams_show_what_the_reference_shows,
     a_web_search_is_asked_for_and_shown_as_a_task,
     a_generated_image_is_kept_and_seen_again,

@@ -21,6 +21,26 @@ fn agents_read_their_keys() {
     assert_eq!(billing.max_turns, Some(2));
     assert_eq!(billing.display_name.as_deref(), Some("Billing desk"));
     assert_eq!(billing.handoffs, ["entry"]);
+    let config = load(
+        "[guardrails.topic]\ninstructions_text = \"Trip off topic.\"\non = \"output\"\nmodel = \"small\"\nmessage = \"No.\"\non_error = \"allow\"\n",
+        &[],
+    )
+    .expect("valid");
+    let topic = &config.guardrails["topic"];
+    assert_eq!(
+        (
+            topic.on,
+            topic.on_error,
+            topic.model.as_deref(),
+            topic.message.as_str()
+        ),
+        (
+            crate::config::GuardrailOn::Output,
+            crate::config::GuardrailFailure::Allow,
+            Some("small"),
+            "No."
+        )
+    );
 }
 
 #[test]
