@@ -32,9 +32,15 @@ max_handoffs = 2
 instructions_text = "{BILLING_PROMPT}"
 handoff_description = "Invoices and refunds."
 model = "billing-model"
+reasoning_effort = "high"
 servers = ["fake"]
 enabled_tools = ["echo"]
+client_tools = []
 handoffs = ["entry"]
+
+[client_tools.shopping_list]
+description = "The user's shopping list."
+parameters = {{ type = "object", properties = {{}} }}
 
 {}"#,
         fake_mcp_server_toml()
@@ -85,6 +91,10 @@ async fn a_handoff_changes_prompt_model_and_tools_and_the_next_message_stays(bac
         "{tools:?}"
     );
     assert!(tools.contains(&"pid".to_owned()), "{tools:?}");
+    assert!(tools.contains(&"shopping_list".to_owned()), "{tools:?}");
+    assert!(requests[0].body.get("reasoning_effort").is_none());
+    // Billing: its prompt, model, reasoning and tools (no client tool).
+    assert_eq!(requests[1].body["reasoning_effort"], "high");
     let (system, model, tools) = seen(&requests[1].body);
     assert_eq!(
         (system.as_str(), model.as_str()),

@@ -90,6 +90,7 @@ async fn a_turn_picks_its_model_and_can_require_an_offered_tool() {
             Turn {
                 model: Some("gpt-4.1"),
                 tool_choice: Some("add_task"),
+                ..Turn::default()
             },
             "gpt-4.1",
             serde_json::json!({"type": "function", "function": {"name": "add_task"}}),
@@ -99,6 +100,7 @@ async fn a_turn_picks_its_model_and_can_require_an_offered_tool() {
             Turn {
                 model: None,
                 tool_choice: Some("nope"),
+                ..Turn::default()
             },
             "gpt-4.1-mini",
             Value::Null,

@@ -10,7 +10,9 @@
 
 use serde_json::{Value, json};
 
-use crate::config::{AgentConfig, Config, ConfigError, ENTRY_AGENT, HandoffReturn};
+use crate::config::{
+    AgentConfig, Config, ConfigError, ENTRY_AGENT, HandoffReturn, ReasoningEffort, ReasoningSummary,
+};
 use crate::llm::ToolDefinition;
 use crate::mcp::ModelTool;
 
@@ -40,8 +42,13 @@ pub struct Profile {
     pub prompt: String,
     /// Its own model, if any.
     pub model: Option<String>,
+    /// Its own reasoning options, over its model's.
+    pub reasoning_effort: Option<ReasoningEffort>,
+    pub reasoning_summary: Option<ReasoningSummary>,
     /// Model calls it may make in one answer.
     pub max_turns: u32,
+    /// The client tools it is offered, when not all.
+    client_tools: Option<Vec<String>>,
     servers: Option<Vec<String>>,
     enabled_tools: Option<Vec<String>>,
     disabled_tools: Vec<String>,
@@ -63,6 +70,13 @@ impl Profile {
                 .as_ref()
                 .is_none_or(|enabled| enabled.contains(&tool.name))
             && !self.disabled_tools.contains(&tool.name)
+    }
+
+    /// Whether it is offered the client tool `name`.
+    pub fn offers_client_tool(&self, name: &str) -> bool {
+        self.client_tools
+            .as_ref()
+            .is_none_or(|tools| tools.iter().any(|t| t == name))
     }
 
     /// Whether some tools are kept from it.
@@ -100,7 +114,10 @@ impl Roster {
                     specialist.instructions_text.as_deref(),
                 )?,
                 model: specialist.model.clone(),
+                reasoning_effort: specialist.reasoning_effort,
+                reasoning_summary: specialist.reasoning_summary,
                 max_turns: specialist.max_turns.unwrap_or(config.agent.max_turns),
+                client_tools: specialist.client_tools.clone(),
                 servers: specialist.servers.clone(),
                 enabled_tools: specialist.enabled_tools.clone(),
                 disabled_tools: specialist.disabled_tools.clone(),
@@ -217,7 +234,10 @@ fn entry_profile(agent: &AgentConfig, prompt: String) -> Profile {
         display_name: agent.name.clone(),
         prompt,
         model: None,
+        reasoning_effort: None,
+        reasoning_summary: None,
         max_turns: agent.max_turns,
+        client_tools: None,
         servers: None,
         enabled_tools: None,
         disabled_tools: Vec::new(),

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::models::{ReasoningEffort, ReasoningSummary};
+
 /// The name a handoff list gives the entry agent (`[agent]`).
 pub const ENTRY_AGENT: &str = "entry";
 
@@ -34,6 +36,11 @@ pub struct SpecialistConfig {
     pub enabled_tools: Option<Vec<String>>,
     /// Never these tools.
     pub disabled_tools: Vec<String>,
+    /// Its reasoning options, over those of its model (`[llm]`'s keys).
+    pub reasoning_effort: Option<ReasoningEffort>,
+    pub reasoning_summary: Option<ReasoningSummary>,
+    /// The client tools (`[client_tools]`) it is offered; default: all.
+    pub client_tools: Option<Vec<String>>,
     /// Model calls it may make in one answer; default: `[agent] max_turns`.
     pub max_turns: Option<u32>,
     /// What the agents that can hand off to it are told it does.

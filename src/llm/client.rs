@@ -32,7 +32,9 @@ use super::wire::{
     ChatMessage, ChatRequest, ForcedFunction, ForcedTool, ModelList, StreamOptions, ToolDefinition,
     ToolKind, error_answer_message,
 };
-use crate::config::{DEFAULT_OPENAI_BASE_URL, LlmApi, LlmConfig};
+use crate::config::{
+    DEFAULT_OPENAI_BASE_URL, LlmApi, LlmConfig, ReasoningEffort, ReasoningSummary,
+};
 
 /// Most bytes of a transcription answer.
 const TRANSCRIPT_BYTES: usize = 1024 * 1024;
@@ -54,6 +56,9 @@ pub struct Turn<'a> {
     pub model: Option<&'a str>,
     /// A tool (of those offered) the model must call.
     pub tool_choice: Option<&'a str>,
+    /// The answering agent's own reasoning options, over the model's.
+    pub reasoning_effort: Option<ReasoningEffort>,
+    pub reasoning_summary: Option<ReasoningSummary>,
 }
 
 /// A client for one configured endpoint and model.
@@ -173,6 +178,18 @@ impl LlmClient {
             .or(self.reasoning)
     }
 
+    /// The reasoning options of one call: the turn's own over the model's.
+    fn reasoning_of(&self, model: &str, turn: &Turn<'_>) -> Option<ReasoningOptions> {
+        let base = self.reasoning_for(model);
+        if turn.reasoning_effort.is_none() && turn.reasoning_summary.is_none() {
+            return base;
+        }
+        Some(ReasoningOptions {
+            effort: turn.reasoning_effort.or(base.and_then(|b| b.effort)),
+            summary: turn.reasoning_summary.or(base.and_then(|b| b.summary)),
+        })
+    }
+
     /// The configured model name.
     pub fn model(&self) -> &str {
         &self.model
@@ -235,7 +252,7 @@ impl LlmClient {
                     stream_options: self.stream_usage.then_some(StreamOptions {
                         include_usage: true,
                     }),
-                    reasoning_effort: self.reasoning_for(model).and_then(|r| r.effort),
+                    reasoning_effort: self.reasoning_of(model, &turn).and_then(|r| r.effort),
                     response_format: None,
                 };
                 self.send(&self.chat_url, &request).await?
@@ -250,7 +267,7 @@ impl LlmClient {
                         temperature: self.temperature,
                         max_output_tokens: self.max_tokens,
                         tool_choice: turn.tool_choice,
-                        reasoning: self.reasoning_for(model),
+                        reasoning: self.reasoning_of(model, &turn),
                         hosted: Some(&self.hosted),
                         text_format: None,
                     },

@@ -100,6 +100,8 @@ async fn answer(asking: &Asked, target: usize, input: String) -> Result<String, 
         let turn = Turn {
             model: profile.model.as_deref(),
             tool_choice: None,
+            reasoning_effort: profile.reasoning_effort,
+            reasoning_summary: profile.reasoning_summary,
         };
         let mut stream = tokio::select! {
             _ = asking.cancel.cancelled() => return Err("Error: the user stopped the answer.".to_owned()),

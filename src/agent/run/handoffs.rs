@@ -8,9 +8,10 @@
 //! kept.
 
 use super::{Run, Stop};
+use crate::agent::Interactions;
 use crate::agent::transcript::{HandoffRecord, ToolRecord, active_agent};
 use crate::config::HandoffReturn;
-use crate::llm::{ChatMessage, ToolCall, ToolDefinition};
+use crate::llm::{ChatMessage, ToolCall, ToolDefinition, Turn};
 use crate::mcp::ModelTool;
 use crate::protocol::{
     CustomTask, ItemKind, Task, TaskStatus, ThreadItem, ThreadStreamEvent, Workflow,
@@ -46,10 +47,16 @@ impl Run<'_> {
             )
     }
 
-    /// The model this agent answers with: its own, else the turn's.
-    pub(super) fn turn_model(&self) -> Option<&str> {
+    /// The model call of this agent: its own model, else the turn's, and
+    /// its own reasoning options; `tool_choice` required of it.
+    pub(super) fn turn<'t>(&'t self, tool_choice: Option<&'t str>) -> Turn<'t> {
         let profile = self.agent.roster.get(self.active);
-        profile.model.as_deref().or(self.model.as_deref())
+        Turn {
+            model: profile.model.as_deref().or(self.model.as_deref()),
+            tool_choice,
+            reasoning_effort: profile.reasoning_effort,
+            reasoning_summary: profile.reasoning_summary,
+        }
     }
 
     /// The tools the answering agent is offered: the servers' tools it may
@@ -70,11 +77,23 @@ impl Run<'_> {
             .iter()
             .filter(|t| !interactions.is_client_tool(&t.name))
             .map(|t| ToolDefinition::new(&t.name, &t.description, t.parameters.clone()))
-            .chain(interactions.client_tools().iter().cloned())
+            .chain(
+                interactions
+                    .client_tools()
+                    .iter()
+                    .filter(|t| profile.offers_client_tool(t.name()))
+                    .cloned(),
+            )
             .chain(self.agent.roster.agent_tools(self.active))
             .chain(self.agent.roster.handoff_tools(self.active))
             .collect();
         (tools, definitions)
+    }
+
+    /// Whether `name` is a client tool the answering agent is offered.
+    pub(super) fn offers_client_tool(&self, interactions: &Interactions, name: &str) -> bool {
+        interactions.is_client_tool(name)
+            && self.agent.roster.get(self.active).offers_client_tool(name)
     }
 
     /// Whether a call of `name` may run for the answering agent.

@@ -43,7 +43,7 @@ use self::tools::Step;
 use super::transcript::{Media, ReasoningRecord, build_messages_with_media, named_attachments};
 use super::{Agent, RunInput, RunOutcome};
 use crate::attachments::Attachments;
-use crate::llm::{ChatMessage, LlmError, LlmEvent, LlmStream, ToolCall, ToolDefinition, Turn};
+use crate::llm::{ChatMessage, LlmError, LlmEvent, LlmStream, ToolCall, ToolDefinition};
 use crate::mcp::ModelTool;
 use crate::protocol::{ItemKind, ItemUpdate, StreamOptions, ThreadItem, ThreadStreamEvent};
 use crate::signal::Signal;
@@ -295,10 +295,7 @@ impl<'a> Run<'a> {
         tools: &[ToolDefinition],
     ) -> Result<(Vec<ToolCall>, Vec<Value>), Stop> {
         let forced = self.forced_tool.take();
-        let turn = Turn {
-            model: self.turn_model(),
-            tool_choice: forced.as_deref(),
-        };
+        let turn = self.turn(forced.as_deref());
         let mut stream = tokio::select! {
             biased;
             _ = self.cancel.cancelled() => return Err(Stop::Cancelled),

@@ -49,7 +49,7 @@ impl Run<'_> {
         let interactions = self.agent.interactions.clone();
         let client_call = calls
             .iter()
-            .position(|c| interactions.is_client_tool(&c.function.name));
+            .position(|c| self.offers_client_tool(&interactions, &c.function.name));
         let gated_names: Vec<&str> = tools
             .iter()
             .filter(|t| t.needs_approval)
@@ -168,7 +168,7 @@ impl Run<'_> {
             .map(|(index, call)| {
                 let mcp = mcp.clone();
                 let user = user.clone();
-                let client_tool = interactions.is_client_tool(&call.function.name);
+                let client_tool = self.offers_client_tool(&interactions, &call.function.name);
                 // A tool the answering agent is not offered does not run.
                 let offered = self.may_call(&call.function.name);
                 let agent_tool = self

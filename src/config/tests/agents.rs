@@ -87,6 +87,46 @@ fn broken_agents_are_named_with_their_line() {
             "agent.toml:3",
         ),
         ("[agent]\nhandoff_return = \"never\"\n", "agent.toml:2"),
+        (
+            "[agent]\ntools_from_agents = [\"helper\"]\n",
+            "agent.toml:2: `agent.tools_from_agents`: \"helper\" is not an agent of [agents]",
+        ),
+        (
+            "[agents.a]\ninstructions_text = \"x\"\ntools_from_agents = [\"b\"]\n[agents.b]\ninstructions_text = \"y\"\ntools_from_agents = [\"a\"]\n",
+            "agent.toml:3: `agents.a.tools_from_agents`: agents ask each other as tools in a circle (a → b → a), which could never end",
+        ),
+        (
+            "[agents.a]\ninstructions_text = \"x\"\ntools_from_agents = [\"a\"]\n",
+            "agent.toml:3: `agents.a.tools_from_agents`: agents ask each other as tools in a circle (a → a), which could never end",
+        ),
+        (
+            "[agents.billing]\ninstructions_text = \"x\"\nclient_tools = [\"map\"]\n",
+            "agent.toml:3: `agents.billing.client_tools`: \"map\" is not a tool of [client_tools]",
+        ),
+        (
+            "[agents.billing]\ninstructions_text = \"x\"\nreasoning_summary = \"auto\"\n",
+            "agent.toml:3: `agents.billing.reasoning_summary`: needs api = \"responses\"",
+        ),
+        (
+            "[guardrails.topic]\non = \"input\"\n",
+            "agent.toml:1: `guardrails.topic`: needs `instructions` (a file) or `instructions_text`",
+        ),
+        (
+            "[guardrails.topic]\ninstructions_text = \"x\"\nmessage = \" \"\n",
+            "agent.toml:3: `guardrails.topic.message`: must not be empty: it is what the user reads",
+        ),
+        (
+            "[guardrails.topic]\ninstructions_text = \"x\"\non = \"both\"\n",
+            "agent.toml:3",
+        ),
+        (
+            "[guardrails.topic]\ninstructions_text = \"x\"\non_error = \"maybe\"\n",
+            "agent.toml:3",
+        ),
+        (
+            "[guardrails.topic]\ninstructions = \"nowhere.md\"\n",
+            "agent.toml:2: `guardrails.topic.instructions`: prompt file ./nowhere.md does not exist",
+        ),
     ] {
         let error = load(toml, &[]).expect_err(toml).to_string();
         assert!(error.starts_with(expected), "{toml}\n{error}");

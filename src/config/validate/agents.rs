@@ -80,6 +80,21 @@ pub(in crate::config) fn validate(
                 "must not be empty".to_owned(),
             ));
         }
+        if agent.reasoning_summary.is_some() && config.llm.api != crate::config::LlmApi::Responses {
+            return Err(invalid(
+                &["agents", name, "reasoning_summary"],
+                "needs api = \"responses\" (chat completions stream no reasoning summary)"
+                    .to_owned(),
+            ));
+        }
+        for tool in agent.client_tools.iter().flatten() {
+            if !config.client_tools.contains_key(tool) {
+                return Err(invalid(
+                    &["agents", name, "client_tools"],
+                    format!("{tool:?} is not a tool of [client_tools]"),
+                ));
+            }
+        }
         if agent.max_turns == Some(0) {
             return Err(invalid(
                 &["agents", name, "max_turns"],
