@@ -33,6 +33,19 @@ pub(super) fn validate(config: &Config, document: &Document<'_>) -> Result<(), C
     agents::validate(config, document)
 }
 
+/// A broken rule at the key `keys` names, on the line that sets it (or, for
+/// a key the file leaves out, the line of its table).
+fn invalid_at(document: &Document<'_>, keys: &[&str], message: String) -> ConfigError {
+    ConfigError::Invalid {
+        path: document.path().to_owned(),
+        line: document
+            .key_line(keys)
+            .or_else(|| document.key_line(&keys[..keys.len().saturating_sub(1)])),
+        key: keys.join("."),
+        message,
+    }
+}
+
 struct Check<'c> {
     config: &'c Config,
     document: &'c Document<'c>,

@@ -13,12 +13,7 @@ pub(in crate::config) fn validate(
     config: &Config,
     document: &Document<'_>,
 ) -> Result<(), ConfigError> {
-    let invalid = |keys: &[&str], message: String| ConfigError::Invalid {
-        path: document.path().to_owned(),
-        line: document.key_line(keys),
-        key: keys.join("."),
-        message,
-    };
+    let invalid = |keys: &[&str], message: String| super::invalid_at(document, keys, message);
     let known = |name: &str| name == ENTRY_AGENT || config.agents.contains_key(name);
     for (index, target) in config.agent.handoffs.iter().enumerate() {
         if !known(target) || target == ENTRY_AGENT {

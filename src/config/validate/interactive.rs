@@ -14,14 +14,7 @@ pub(in crate::config) fn validate(
     config: &Config,
     document: &Document<'_>,
 ) -> Result<(), ConfigError> {
-    let invalid = |keys: &[&str], message: String| ConfigError::Invalid {
-        path: document.path().to_owned(),
-        line: document
-            .key_line(keys)
-            .or_else(|| document.key_line(&keys[..keys.len().saturating_sub(1)])),
-        key: keys.join("."),
-        message,
-    };
+    let invalid = |keys: &[&str], message: String| super::invalid_at(document, keys, message);
     for (name, server) in &config.mcp_servers {
         for (tool, settings) in &server.tools {
             if let Some(widget) = &settings.widget {
