@@ -272,6 +272,12 @@ async fn with_input_guardrail(
         delay: Duration::ZERO,
     };
     let samples = options.samples / 2;
+    // Each new thread's first message is checked too: at once.
+    for _ in 0..samples + 10 {
+        llm.push_unary(chatkitd_testkit::Script::text([
+            r#"{"tripwire": false, "reason": "on topic"}"#,
+        ]));
+    }
     let threads = create_threads(http, &daemon.url, samples + 10).await;
     let (mut first, mut done) = (Vec::new(), Vec::new());
     for (i, thread) in threads.iter().enumerate() {
